@@ -1,0 +1,283 @@
+"""``ocp-restart``: plan, run, status and demo from a terminal.
+
+Exit codes: 0 the task is SUCCESSFUL; 1 it FAILED; 2 bad input (nothing was executed); 3 it is still RUNNING;
+4 another task holds a host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_RUNNING, EXIT_BUSY = 0, 1, 2, 3, 4
+
+
+def _host_ids(text: str) -> list[int]:
+    ids = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) <= 0:
+            raise argparse.ArgumentTypeError(f"host ids must be positive integers separated by commas, got {part!r} in {text!r}")
+        ids.append(int(part))
+    return ids
+
+
+def _timeout(text: str) -> tuple[str, int]:
+    kind, _, seconds = text.partition("=")
+    if not seconds.isdigit():
+        raise argparse.ArgumentTypeError(f"expected STAGE=SECONDS (e.g. stop_all=120), got {text!r}")
+    return kind, int(seconds)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ocp-restart", description="Restart OceanBase OCP agents, OCP's way.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    plan = sub.add_parser("plan", help="dry run: print the task instance a restart would create; touches no host")
+    plan.add_argument("--host-ids", type=_host_ids, required=True, metavar="ID,ID,...")
+    plan.add_argument("--json", action="store_true", help="print the task instance (OCP's data object) alone")
+
+    def run_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true", help="print the final task instance alone on stdout")
+        p.add_argument("--max-workers", type=int, default=32, help="subtasks running at once (default 32)")
+        p.add_argument("--timeout", type=_timeout, action="append", default=[], metavar="STAGE=SECONDS",
+                       help="override a stage's timeout: prepare, restart_pos_proxy, stop_all, start_all, finish, wait")
+        p.add_argument("--accept-new-host-keys", action="store_true",
+                       help="trust host keys missing from known_hosts (logged); changed keys are always refused")
+        p.add_argument("--verbose", action="store_true", help="show Prefect's own log lines")
+
+    run = sub.add_parser("run", help="restart the agents on hosts of an inventory (no inventory: a local sandbox)")
+    run.add_argument("--inventory", type=Path, help="TOML inventory (default: $OCP_RESTART_INVENTORY; none: sandbox)")
+    run.add_argument("--host-ids", type=_host_ids, metavar="ID,ID,...", help="default: every host of the inventory")
+    run_options(run)
+
+    status = sub.add_parser("status", help="show a task instance from the task store")
+    status.add_argument("task_id", type=int)
+    status.add_argument("--json", action="store_true")
+
+    demo = sub.add_parser("demo", help="start sandbox hosts on loopback and restart their agents")
+    demo.add_argument("--hosts", type=int, default=3, help="how many sandbox hosts (default 3)")
+    run_options(demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not getattr(args, "verbose", False):
+        # Our progress goes to the terminal; Prefect's INFO lines still reach its API and UI.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    from flows.errors import OcpRestartError
+
+    try:
+        return {"plan": cmd_plan, "run": cmd_run, "status": cmd_status, "demo": cmd_demo}[args.command](args)
+    except OcpRestartError as exc:
+        print(f"ocp-restart: error: {exc.message}", file=sys.stderr)
+        from flows.errors import HostBusyError
+
+        return EXIT_BUSY if isinstance(exc, HostBusyError) else EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("ocp-restart: interrupted", file=sys.stderr)
+        return 130
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from flows.models import BatchRestartRequest, now
+    from flows.plan import build_plan
+    from flows.restart import executor_address
+    from flows.view import preview
+
+    request = _request(args.host_ids)
+    instance = preview(build_plan(request.host_ids), creator=getpass.getuser(), executor=executor_address(), start_time=now())
+    if args.json:
+        print(json.dumps(instance.to_wire(), indent=2))
+    else:
+        from rich.console import Console
+
+        Console().print(_table_from_instance(instance))
+        print(f"{len(instance.subtasks)} subtasks for {len(request.host_ids)} host(s); nothing was executed.")
+    return EXIT_OK
+
+
+def _request(host_ids: list[int]):
+    from pydantic import ValidationError
+
+    from flows.errors import RequestError
+    from flows.models import BatchRestartRequest
+
+    try:
+        return BatchRestartRequest.model_validate({"hostIds": host_ids})
+    except ValidationError as exc:
+        raise RequestError("; ".join(e["msg"] for e in exc.errors())) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    inventory = args.inventory or (Path(os.environ["OCP_RESTART_INVENTORY"]) if os.environ.get("OCP_RESTART_INVENTORY") else None)
+    if inventory is None:
+        print("ocp-restart: no inventory given: running on a local sandbox (see `ocp-restart demo --help`)", file=sys.stderr)
+        args.hosts = 3
+        return cmd_demo(args)
+    return _run(args, inventory, args.host_ids)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from deployments.sandbox import Sandbox
+
+    if not 1 <= args.hosts <= 250:
+        print(f"ocp-restart: error: --hosts must be between 1 and 250, got {args.hosts}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"starting {args.hosts} sandbox host(s) on loopback ...", file=sys.stderr)
+    with Sandbox(args.hosts) as sandbox:
+        for host in sandbox.hosts:
+            print(f"  {host.id}  {host.name}  {host.address}:{host.port}  pids {host.agent_pids()}", file=sys.stderr)
+        code = _run(args, sandbox.inventory_path, getattr(args, "host_ids", None))
+        if not args.json:
+            for host in sandbox.hosts:
+                print(f"  {host.id}  {host.name}  pids now {host.agent_pids()}", file=sys.stderr)
+        return code
+
+
+def _run(args: argparse.Namespace, inventory_path: Path, host_ids: list[int] | None) -> int:
+    from flows.options import RestartOptions
+    from flows.restart import create_task
+    from flows.store import TaskStore
+    from steps.inventory import load_inventory
+
+    inventory = load_inventory(inventory_path)
+    ids = host_ids or list(inventory.hosts)
+    _request(ids)
+    options = RestartOptions(
+        max_workers=args.max_workers, timeouts=dict(args.timeout), accept_new_host_keys=args.accept_new_host_keys
+    )
+    with TaskStore() as store:
+        task_id = create_task(store, inventory, ids, options, creator=getpass.getuser())
+        print(f"task {task_id}: restarting the OCP agent on {len(ids)} host(s)", file=sys.stderr)
+        started = time.monotonic()
+        with ExitStack() as stack:
+            if not args.json or sys.stderr.isatty():
+                stack.enter_context(_Progress(store, task_id))
+            from flows.restart import batch_restart_agents
+
+            batch_restart_agents(host_ids=ids, inventory=str(inventory_path), options=options, task_id=task_id,
+                                 store_url=store.url)
+        record = store.load(task_id)
+    return _report(record, args.json, time.monotonic() - started)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from flows.store import TaskStore
+
+    with TaskStore() as store:
+        record = store.load(args.task_id)
+    return _report(record, args.json, None)
+
+
+def _report(record, as_json: bool, seconds: float | None) -> int:
+    from flows.view import task_instance
+
+    instance = task_instance(record)
+    if as_json:
+        print(json.dumps(instance.to_wire(), indent=2))
+    else:
+        from rich.console import Console
+
+        Console().print(_table_from_record(record))
+        took = f" in {seconds:.1f} s" if seconds is not None else ""
+        print(f"task {instance.id} {instance.status.value}{took}")
+    return {"SUCCESSFUL": EXIT_OK, "FAILED": EXIT_FAILED}.get(instance.status.value, EXIT_RUNNING)
+
+
+_STYLE = {"SUCCESSFUL": "green", "FAILED": "bold red", "RUNNING": "yellow", "READY": "cyan", "PENDING": "dim"}
+
+
+def _table_from_record(record):
+    from datetime import datetime
+
+    from rich.table import Table
+
+    table = Table(title=f"task {record.task['id']}  {record.task['name']}  [{record.task['status']}]")
+    for col in ("subtask", "step", "host", "status", "seconds"):
+        table.add_column(col, justify="right" if col in ("subtask", "seconds") else "left")
+    for row in record.subtasks:
+        took = ""
+        if row["start_time"] and row["finish_time"]:
+            took = f"{(datetime.fromisoformat(row['finish_time']) - datetime.fromisoformat(row['start_time'])).total_seconds():.2f}"
+        host = str(row["host_id"]) if row["host_id"] is not None else ""
+        table.add_row(str(row["id"]), row["name"], host, f"[{_STYLE.get(row['status'], '')}]{row['status']}", took)
+    return table
+
+
+def _table_from_instance(instance):
+    from rich.table import Table
+
+    hosts = instance.context.list_map["host_ids"]
+    table = Table(title=f"{instance.name} (dry run)")
+    for col in ("subtask", "step", "host", "status", "timeout s", "upstreams"):
+        table.add_column(col)
+    for sub in instance.subtasks:
+        host = hosts[sub.parallel_idx] if sub.parallel_idx >= 0 else ""
+        table.add_row(str(sub.id), sub.name, host, sub.status.value, str(sub.timeout), ",".join(map(str, sub.upstreams)))
+    return table
+
+
+class _Progress:
+    """Follows a task in the store while the flow runs: a progress bar on a terminal, one line per change otherwise."""
+
+    def __init__(self, store, task_id: int, interval: float = 0.3) -> None:
+        self.store, self.task_id, self.interval = store, task_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="progress", daemon=True)
+
+    def __enter__(self) -> _Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _follow(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        console = Console(stderr=True)
+        seen: dict[int, str] = {}
+        bar = None
+        if console.is_terminal:
+            bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                           console=console, transient=False)
+            bar.start()
+            job = bar.add_task("restarting", total=None)
+        try:
+            while True:
+                stopping = self._stop.is_set()
+                record = self.store.load(self.task_id)
+                done = sum(r["status"] in ("SUCCESSFUL", "FAILED") for r in record.subtasks)
+                running = [r for r in record.subtasks if r["status"] == "RUNNING"]
+                if bar is not None:
+                    what = f"{running[0]['name']} ({len(running)} running)" if running else "waiting"
+                    bar.update(job, total=len(record.subtasks), completed=done, description=what)
+                for row in record.subtasks:
+                    if seen.get(row["id"]) != row["status"] and row["status"] in ("SUCCESSFUL", "FAILED"):
+                        if bar is None:
+                            host = f" @ host {row['host_id']}" if row["host_id"] is not None else ""
+                            console.print(f"  {row['id']} {row['name']}{host}: {row['status']}", highlight=False)
+                        elif row["status"] == "FAILED":
+                            bar.console.print(f"[bold red]FAILED[/] {row['id']} {row['name']} @ host {row['host_id']}")
+                    seen[row["id"]] = row["status"]
+                if stopping:
+                    return
+                self._stop.wait(self.interval)
+        finally:
+            if bar is not None:
+                bar.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

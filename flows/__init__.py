@@ -1,0 +1,1 @@
+"""Orchestration: the Prefect flow, the plan, the task store and the view."""

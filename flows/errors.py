@@ -1,0 +1,99 @@
+"""Every exception this project raises, in one place.
+
+    OcpRestartError                 base; carries OCP's error ``code`` and an HTTP status
+    ├── RequestError                400 / 1001  a request value is invalid (names the field)
+    ├── UnknownHostError            404 / 7005  host ids not in the inventory
+    ├── UnknownTaskError            404 / 4001  no such task instance
+    ├── HostBusyError               409 / 20021 another O&M task holds the host
+    ├── InventoryError                          the inventory file is missing or invalid (names file, host, field)
+    ├── PlanError                               a DAG that breaks the plan's invariants
+    └── StepError                               a step failed on a host; the subtask becomes FAILED
+        ├── SSHError
+        │   ├── ConnectError                    host unreachable (TCP, handshake)
+        │   ├── HostKeyError                    host key unknown or changed: nothing is executed
+        │   ├── AuthenticationError             the host refused our key
+        │   └── CommandTimeout                  a command overran its deadline; its process group was killed
+        └── AgentError                          the agent CLI refused, or the agent is not in the expected state
+"""
+
+from __future__ import annotations
+
+
+class OcpRestartError(Exception):
+    """Base class. ``code`` is OCP's error code, ``http_status`` the status an API answers with."""
+
+    code: int = 1003
+    http_status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class RequestError(OcpRestartError):
+    code, http_status = 1001, 400
+
+
+class UnknownHostError(OcpRestartError):
+    code, http_status = 7005, 404
+
+    def __init__(self, host_ids: list[int], source: str) -> None:
+        ids = ", ".join(str(h) for h in host_ids)
+        super().__init__(f"The host(s) <{ids}> do not exist in {source}")
+        self.host_ids = host_ids
+
+
+class UnknownTaskError(OcpRestartError):
+    code, http_status = 4001, 404
+
+    def __init__(self, task_id: int) -> None:
+        super().__init__(f"The task {task_id} does not exist")
+        self.task_id = task_id
+
+
+class HostBusyError(OcpRestartError):
+    code, http_status = 20021, 409
+
+    def __init__(self, host_id: int, task_id: int) -> None:
+        super().__init__(
+            f"An O&M task (TaskId: {task_id}) is already in progress on the host {host_id}"
+        )
+        self.host_id, self.task_id = host_id, task_id
+
+
+class InventoryError(OcpRestartError):
+    code, http_status = 1003, 500
+
+
+class PlanError(OcpRestartError):
+    code, http_status = 1003, 500
+
+
+class StepError(OcpRestartError):
+    """A step failed on a host. The message is what the subtask log shows."""
+
+
+class SSHError(StepError):
+    pass
+
+
+class ConnectError(SSHError):
+    pass
+
+
+class HostKeyError(SSHError):
+    pass
+
+
+class AuthenticationError(SSHError):
+    pass
+
+
+class CommandTimeout(SSHError):
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
+
+
+class AgentError(StepError):
+    pass

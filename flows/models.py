@@ -1,0 +1,178 @@
+"""The documented request and response shapes of OCP's batchRestartAgents and task API (pydantic v2)."""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from datetime import datetime
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictInt,
+    field_validator,
+)
+from pydantic.alias_generators import to_camel
+
+MAX_HOSTS_PER_REQUEST = 2000
+MAX_ID = 2**53 - 1  # ids must survive a JavaScript client
+
+
+def now() -> datetime:
+    """The current local time with its UTC offset, as OCP reports times."""
+    return datetime.now().astimezone()
+
+
+def format_time(value: datetime) -> str:
+    """ISO-8601 with milliseconds and offset: ``2021-09-03T14:20:26.243+08:00``."""
+    return value.isoformat(timespec="milliseconds")
+
+
+def new_trace_id() -> str:
+    """16 lowercase hex digits, like OCP's trace ids."""
+    return secrets.token_hex(8)
+
+
+OcpTime = Annotated[datetime, PlainSerializer(format_time, return_type=str)]
+
+
+class TaskStatus(str, enum.Enum):
+    RUNNING = "RUNNING"
+    FAILED = "FAILED"
+    SUCCESSFUL = "SUCCESSFUL"
+
+
+class SubtaskStatus(str, enum.Enum):
+    PENDING = "PENDING"
+    READY = "READY"
+    RUNNING = "RUNNING"
+    CANCELING = "CANCELING"
+    FAILED = "FAILED"
+    SUCCESSFUL = "SUCCESSFUL"
+
+
+class Operation(str, enum.Enum):
+    EXECUTE = "EXECUTE"
+    RETRY = "RETRY"
+    ROLLBACK = "ROLLBACK"
+    SKIP = "SKIP"
+    CANCEL = "CANCEL"
+
+
+class TaskType(str, enum.Enum):
+    MANUAL = "MANUAL"
+    SCHEDULED = "SCHEDULED"
+    SYS_SCHEDULED = "SYS_SCHEDULED"
+
+
+class OcpModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; ``to_wire()`` gives the documented JSON."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class TaskContext(OcpModel):
+    list_map: dict[str, list[str]]
+    string_map: dict[str, str]
+    parallel: bool = False
+    parallel_idx: int = -1
+
+
+class Subtask(OcpModel):
+    id: int
+    name: str
+    class_name: str
+    description: str
+    node_type: str = "JAVA_TASK"
+    operation: Operation = Operation.EXECUTE
+    parallel_idx: int
+    prohibit_rollback: bool = False
+    run_time: int = 1
+    series_id: int
+    status: SubtaskStatus
+    timeout: int
+    upstreams: list[int]
+    downstreams: list[int]
+
+
+class TaskInstance(OcpModel):
+    id: int
+    name: str
+    creator: str
+    executor: str
+    operation: Operation
+    start_time: OcpTime
+    status: TaskStatus
+    type: TaskType
+    task_definition_id: int = -1
+    context: TaskContext
+    subtasks: list[Subtask]
+
+
+T = TypeVar("T")
+
+
+class Envelope(OcpModel, Generic[T]):
+    """OCP's success envelope."""
+
+    data: T | None = None
+    successful: bool = True
+    timestamp: OcpTime
+    duration: int
+    status: int = 200
+    trace_id: str
+    server: str
+
+
+class ApiError(OcpModel):
+    code: int
+    message: str
+
+
+class ErrorEnvelope(OcpModel):
+    """OCP's error envelope: ``successful`` false and ``error{code, message}``."""
+
+    successful: bool = False
+    timestamp: OcpTime
+    duration: int
+    status: int
+    trace_id: str
+    server: str
+    error: ApiError
+
+
+class BatchRestartRequest(BaseModel):
+    """The body of ``POST /compute/hosts/batchRestartAgents``.
+
+    The seed's own sample writes ``hostids``; both spellings are accepted.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    host_ids: Annotated[
+        list[StrictInt],
+        Field(validation_alias=AliasChoices("hostIds", "hostids"), serialization_alias="hostIds"),
+    ]
+
+    @field_validator("host_ids")
+    @classmethod
+    def _check_ids(cls, ids: list[int]) -> list[int]:
+        if not ids:
+            raise ValueError("hostIds must not be empty")
+        if len(ids) > MAX_HOSTS_PER_REQUEST:
+            raise ValueError(f"hostIds holds {len(ids)} ids; at most {MAX_HOSTS_PER_REQUEST} are allowed")
+        bad = [i for i in ids if not 0 < i <= MAX_ID]
+        if bad:
+            raise ValueError(f"hostIds must be positive integers <= 2^53-1, got {bad[:5]}")
+        seen: set[int] = set()
+        dups = sorted({i for i in ids if i in seen or seen.add(i)})
+        if dups:
+            raise ValueError(f"hostIds must not repeat a host, got duplicates {dups[:5]}")
+        return ids

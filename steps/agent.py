@@ -1,0 +1,135 @@
+"""Agent control: the OCP agent 4.x CLI contract (obagent's), spoken over a Runner.
+
+``{agent_home}/bin/ocp_agentctl status|start|stop|service start NAME|service stop NAME`` answer
+``{"successful": bool, "message": ..., "error": ...}``; pid files live in ``{agent_home}/run/<name>.pid``.
+Every value placed in a command is validated upstream and shell-quoted here.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from flows.errors import AgentError
+
+from .ssh import CommandResult, Runner
+
+AGENTD = "ocp_agentd"
+POS_PROXY = "ocp_mgragent"  # 4.x: the command channel (port 62888) that OCP 3.x called pos_proxy
+SERVICES = ("ocp_mgragent", "ocp_monagent")
+PROCESSES = (AGENTD, *SERVICES)
+POLL_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    """What ``ocp_agentctl status`` said. ``running`` is False when agentd is down."""
+
+    running: bool
+    ready: bool = False
+    pids: dict[str, int] = field(default_factory=dict)  # process name -> pid, only running ones
+
+    def describe(self) -> str:
+        if not self.running:
+            return "agent not running"
+        pids = ", ".join(f"{name}={self.pids.get(name, '-')}" for name in PROCESSES)
+        return f"{'ready' if self.ready else 'not ready'} ({pids})"
+
+
+class AgentControl:
+    """Drive one host's agent. ``log`` receives every command and its output."""
+
+    def __init__(self, runner: Runner, agent_home: str, log: Callable[[str], None]) -> None:
+        self.runner = runner
+        self.home = agent_home
+        self.log = log
+        self.ctl = shlex.quote(f"{agent_home}/bin/ocp_agentctl")
+
+    def _run(self, command: str, deadline: float) -> CommandResult:
+        self.log(f"$ {command}")
+        result = self.runner.run(command, deadline=deadline)
+        if result.output:
+            self.log(result.output)
+        if not result.ok:
+            self.log(f"(exit status {result.exit_status}, {result.seconds:.2f} s)")
+        return result
+
+    def check_cli(self, deadline: float) -> None:
+        result = self._run(f"test -x {self.ctl}", deadline)
+        if not result.ok:
+            raise AgentError(f"agent CLI {self.home}/bin/ocp_agentctl is missing or not executable")
+
+    def status(self, deadline: float, *, quiet: bool = False) -> AgentStatus:
+        command = f"{self.ctl} status"
+        result = self.runner.run(command, deadline=deadline) if quiet else self._run(command, deadline)
+        if not result.ok:
+            return AgentStatus(running=False)
+        try:
+            message = json.loads(result.stdout)["message"]
+            pids = {AGENTD: int(message["pid"])}
+            for name, svc in message.get("services", {}).items():
+                if svc.get("state") == "running" and int(svc.get("pid") or 0) > 0:
+                    pids[name] = int(svc["pid"])
+            return AgentStatus(running=True, ready=bool(message.get("ready")), pids=pids)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise AgentError(f"cannot parse `ocp_agentctl status` output ({exc}): {result.stdout[:500]!r}") from None
+
+    def ctl_command(self, args: str, deadline: float, *, doing: str) -> None:
+        result = self._run(f"{self.ctl} {args}", deadline)
+        if not result.ok:
+            raise AgentError(f"{doing} failed: ocp_agentctl {args} exited {result.exit_status}: {_error_of(result)}")
+
+    def wait_until(self, check: Callable[[AgentStatus], bool], deadline: float, *, what: str) -> AgentStatus:
+        """Poll status until ``check`` holds; AgentError naming ``what`` and the last status at the deadline."""
+        last = AgentStatus(running=False)
+        while time.monotonic() < deadline:
+            last = self.status(deadline, quiet=True)
+            if check(last):
+                self.log(f"agent {last.describe()}")
+                return last
+            time.sleep(POLL_SECONDS)
+        raise AgentError(f"timed out waiting until {what}; last status: {last.describe()}")
+
+    def live_processes(self, pids: set[int], deadline: float) -> dict[int, str]:
+        """Which of ``pids`` are still live agent processes (zombies and reused pids do not count)."""
+        if not pids:
+            return {}
+        listed = ",".join(str(int(p)) for p in sorted(pids))
+        result = self.runner.run(f"ps -o pid=,stat=,comm= -p {listed} || true", deadline=deadline)
+        alive: dict[int, str] = {}
+        for line in result.stdout.splitlines():
+            parts = line.split(None, 2)
+            if len(parts) == 3 and parts[0].isdigit() and not parts[1].startswith("Z") and parts[2] in PROCESSES:
+                alive[int(parts[0])] = parts[2]
+        return alive
+
+    def pid_files(self, deadline: float) -> dict[str, int]:
+        """name -> pid from ``{agent_home}/run/<name>.pid``, for the files that exist and hold a number."""
+        run_dir = shlex.quote(f"{self.home}/run")
+        names = " ".join(PROCESSES)
+        result = self.runner.run(
+            f"cd {run_dir} 2>/dev/null && for n in {names}; do [ -f $n.pid ] && echo \"$n $(head -c 32 $n.pid)\"; done; true",
+            deadline=deadline,
+        )
+        found: dict[str, int] = {}
+        for line in result.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] in PROCESSES and parts[1].isdigit():
+                found[parts[0]] = int(parts[1])
+        return found
+
+    def signal(self, pids: set[int], sig: str, deadline: float) -> None:
+        listed = " ".join(str(int(p)) for p in sorted(pids))
+        self._run(f"kill -{sig} {listed} 2>/dev/null; true", deadline)
+
+
+def _error_of(result: CommandResult) -> str:
+    for stream in (result.stderr, result.stdout):
+        try:
+            return str(json.loads(stream)["error"])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return result.output[-500:] or "(no output)"

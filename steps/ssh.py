@@ -1,0 +1,277 @@
+"""The SSH layer: one paramiko connection per host, commands with real deadlines.
+
+Why not ``SSHClient.exec_command`` + ``recv_exit_status()``: the latter ignores timeouts (paramiko #1815), and
+closing a channel can leave the remote process running (paramiko #2510). So every command runs as the leader of
+its own process group (sshd makes the session's shell a session leader; we ``exec`` the command in it), reports
+that group id first, and is read against an overall deadline; on timeout the whole group is killed remotely.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import paramiko
+
+from flows.errors import AuthenticationError, CommandTimeout, ConnectError, HostKeyError, SSHError
+
+from .inventory import Host
+
+# paramiko logs every handshake failure with a traceback; our own errors say what happened, once.
+logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
+log = logging.getLogger(__name__)
+
+MAX_OUTPUT = 256 * 1024  # per stream; a flooding agent must not eat our memory or the task log
+_KILL_GRACE = 1.0
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    exit_status: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    @property
+    def output(self) -> str:
+        return "\n".join(part for part in (self.stdout.rstrip("\n"), self.stderr.rstrip("\n")) if part)
+
+
+class Runner(Protocol):
+    """The I/O surface the steps need: run one command on one host before a deadline (time.monotonic())."""
+
+    def run(self, command: str, *, deadline: float) -> CommandResult: ...
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    return key.fingerprint  # "SHA256:..." as OpenSSH prints it
+
+
+def known_hosts_name(host: Host) -> str:
+    return host.address if host.ssh_port == 22 else f"[{host.address}]:{host.ssh_port}"
+
+
+class SSHSession:
+    """A verified, authenticated connection to one host. Commands on it run one at a time."""
+
+    def __init__(self, host: Host, *, accept_new_host_key: bool = False) -> None:
+        self.host = host
+        self.accept_new_host_key = accept_new_host_key
+        self._transport: paramiko.Transport | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> SSHSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None and self._transport.is_active()
+
+    def connect(self, *, deadline: float) -> list[str]:
+        """Connect, verify the host key, authenticate. Returns notes worth logging (e.g. a key accepted)."""
+        host, notes = self.host, []
+        remaining = _remaining(deadline, f"connecting to {host.label}")
+        try:
+            sock = socket.create_connection((host.address, host.ssh_port), timeout=remaining)
+        except OSError as exc:
+            raise ConnectError(f"{host.label}: cannot connect: {exc.strerror or exc}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # 3 ms instead of 45 ms per command
+        transport = paramiko.Transport(sock)
+        try:
+            remaining = _remaining(deadline, f"connecting to {host.label}")
+            transport.banner_timeout = transport.handshake_timeout = transport.auth_timeout = remaining
+            try:
+                transport.start_client(timeout=remaining)
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise ConnectError(f"{host.label}: SSH handshake failed: {exc or type(exc).__name__}") from None
+            notes += self._verify_host_key(transport.get_remote_server_key())
+            self._authenticate(transport)
+        except BaseException:
+            transport.close()
+            raise
+        self._transport = transport
+        return notes
+
+    def _verify_host_key(self, key: paramiko.PKey) -> list[str]:
+        host, name = self.host, known_hosts_name(self.host)
+        known = paramiko.HostKeys()
+        try:
+            known.load(str(host.known_hosts))
+        except FileNotFoundError:
+            if not self.accept_new_host_key:
+                raise HostKeyError(
+                    f"{host.label}: known_hosts file {host.known_hosts} does not exist; cannot verify the host key "
+                    f"{key.get_name()} {fingerprint(key)}. Nothing was executed."
+                ) from None
+        except (OSError, paramiko.SSHException) as exc:
+            raise HostKeyError(f"{host.label}: cannot read known_hosts {host.known_hosts}: {exc}") from None
+        entry = known.lookup(name) or {}
+        expected = entry.get(key.get_name())
+        if expected is not None:
+            if expected == key:
+                return []
+            raise HostKeyError(
+                f"{host.label}: HOST KEY CHANGED. known_hosts {host.known_hosts} has {key.get_name()} "
+                f"{fingerprint(expected)} for {name}, the host presented {fingerprint(key)}. "
+                "Refusing to connect; nothing was executed. If the change is legitimate, update known_hosts."
+            )
+        if entry:
+            raise HostKeyError(
+                f"{host.label}: known_hosts has {sorted(entry.keys())} key(s) for {name}, the host presented "
+                f"{key.get_name()} {fingerprint(key)}. Refusing to connect; nothing was executed."
+            )
+        if not self.accept_new_host_key:
+            raise HostKeyError(
+                f"{host.label}: host key {key.get_name()} {fingerprint(key)} is not in {host.known_hosts} "
+                f"(looked up as {name}). Refusing to connect; nothing was executed. Add it to known_hosts, "
+                "or opt in to accepting new host keys."
+            )
+        line = f"{name} {key.get_name()} {key.get_base64()}\n"
+        host.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        with open(host.known_hosts, "a", encoding="utf-8") as fh:
+            fh.write(line)
+        return [f"accepted NEW host key {key.get_name()} {fingerprint(key)} for {name}; added to {host.known_hosts}"]
+
+    def _authenticate(self, transport: paramiko.Transport) -> None:
+        host = self.host
+        try:
+            pkey = paramiko.PKey.from_path(host.key_file)
+        except FileNotFoundError:
+            raise AuthenticationError(f"{host.label}: key file {host.key_file} not found") from None
+        except paramiko.PasswordRequiredException:
+            raise AuthenticationError(f"{host.label}: key file {host.key_file} is passphrase-protected, which is not supported yet; use a dedicated unencrypted deploy key") from None
+        except (paramiko.SSHException, OSError, ValueError) as exc:
+            raise AuthenticationError(f"{host.label}: cannot load key file {host.key_file}: {exc}") from None
+        try:
+            transport.auth_publickey(host.user, pkey)
+        except paramiko.AuthenticationException:
+            raise AuthenticationError(
+                f"{host.label}: the host refused key {host.key_file} ({fingerprint(pkey)}) for user {host.user!r}"
+            ) from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectError(f"{host.label}: authentication did not complete: {exc}") from None
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    def run(self, command: str, *, deadline: float) -> CommandResult:
+        """Run ``command`` (a shell string we built and quoted) before ``deadline``.
+
+        Raises CommandTimeout after killing the command's process group on the host.
+        """
+        with self._lock:
+            return self._run(command, deadline)
+
+    def _run(self, command: str, deadline: float) -> CommandResult:
+        if not self.connected:
+            raise ConnectError(f"{self.host.label}: not connected")
+        started = time.monotonic()
+        remaining = _remaining(deadline, f"running {command!r} on {self.host.label}")
+        try:
+            chan = self._transport.open_session(timeout=remaining)
+            # "$$" is the shell sshd started with setsid(): a session and process group leader. exec keeps the pid.
+            chan.exec_command(f"echo $$; exec /bin/sh -c {shlex.quote(command)}")
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectError(f"{self.host.label}: cannot open a channel: {exc}") from None
+        out, err = _Capped(), _Capped()
+        try:
+            while not chan.status_event.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+                _drain(chan, out, err)
+                if time.monotonic() >= deadline:
+                    pgid = _pgid(out)
+                    killed = self._kill_group(pgid)
+                    _drain(chan, out, err)
+                    raise CommandTimeout(
+                        f"{self.host.label}: {command!r} did not finish within {time.monotonic() - started:.1f} s; "
+                        + (f"killed its process group {pgid} on the host" if killed else
+                           "could not kill it on the host (no process group id); it may still run"),
+                        output=_join(out.text(first_line=False), err.text()),
+                    )
+                if chan.closed and not chan.exit_status_ready():
+                    raise ConnectError(f"{self.host.label}: connection lost while running {command!r}")
+            _drain(chan, out, err)
+            status = chan.recv_exit_status()  # already arrived: status_event is set
+        finally:
+            chan.close()
+        return CommandResult(command, status, out.text(first_line=False), err.text(), time.monotonic() - started)
+
+    def _kill_group(self, pgid: int | None) -> bool:
+        if pgid is None or not self.connected:
+            return False
+        kill = (
+            f"kill -TERM -- -{pgid} 2>/dev/null || exit 0; i=0; "
+            f"while kill -0 -- -{pgid} 2>/dev/null && [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done; "
+            f"kill -KILL -- -{pgid} 2>/dev/null; exit 0"
+        )
+        try:
+            chan = self._transport.open_session(timeout=5)
+            chan.exec_command(kill)
+            done = chan.status_event.wait(_KILL_GRACE + 4)
+            chan.close()
+            return done
+        except (paramiko.SSHException, OSError, EOFError):
+            return False
+
+
+class _Capped:
+    """A byte buffer that keeps the first MAX_OUTPUT bytes and counts the rest."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        room = MAX_OUTPUT - len(self.data)
+        if room > 0:
+            self.data += chunk[:room]
+        self.dropped += max(0, len(chunk) - max(room, 0))
+
+    def text(self, first_line: bool = True) -> str:
+        data = bytes(self.data)
+        if not first_line:
+            data = data.split(b"\n", 1)[1] if b"\n" in data else b""
+        text = data.decode("utf-8", errors="replace")
+        if self.dropped:
+            text += f"\n[... {self.dropped} more bytes of output dropped]"
+        return text
+
+
+def _drain(chan: paramiko.Channel, out: _Capped, err: _Capped) -> None:
+    while chan.recv_ready():
+        out.add(chan.recv(65536))
+    while chan.recv_stderr_ready():
+        err.add(chan.recv_stderr(65536))
+
+
+def _pgid(out: _Capped) -> int | None:
+    head = bytes(out.data[:32]).split(b"\n", 1)
+    return int(head[0]) if len(head) == 2 and head[0].isdigit() else None
+
+
+def _join(*parts: str) -> str:
+    return "\n".join(p.rstrip("\n") for p in parts if p.strip())
+
+
+def _remaining(deadline: float, doing: str) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise CommandTimeout(f"deadline passed before {doing}")
+    return remaining
+
+
+__all__ = ["CommandResult", "Runner", "SSHSession", "SSHError", "fingerprint", "known_hosts_name"]

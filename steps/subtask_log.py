@@ -1,0 +1,35 @@
+"""A subtask's log: lines written synchronously to the task store, in OCP's logback-like layout."""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import datetime
+
+from flows.models import format_time, now
+from flows.store import TaskStore
+
+
+def separator(operation: str, when: datetime) -> str:
+    """OCP's run separator: ``############{EXECUTE}{2021-09-03T14:20:26.243+08:00}############``."""
+    return f"############{{{operation}}}{{{format_time(when)}}}############"
+
+
+class SubtaskLog:
+    def __init__(self, store: TaskStore, subtask_id: int, source: str) -> None:
+        self.store, self.subtask_id, self.source = store, subtask_id, source
+
+    def _write(self, level: str, message: str) -> None:
+        stamp = now().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        prefix = f"{stamp} {level:>5} {os.getpid()} --- [{threading.current_thread().name}] {self.source} : "
+        lines = message.rstrip("\n").split("\n")
+        self.store.append_log(self.subtask_id, prefix + lines[0] + "".join(f"\n    {line}" for line in lines[1:]))
+
+    def info(self, message: str) -> None:
+        self._write("INFO", message)
+
+    def warning(self, message: str) -> None:
+        self._write("WARN", message)
+
+    def error(self, message: str) -> None:
+        self._write("ERROR", message)

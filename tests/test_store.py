@@ -1,0 +1,107 @@
+"""The task store (a real SQLite file): ids, locks, transitions, logs, and the view built from it."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.errors import HostBusyError, UnknownTaskError
+from flows.models import SubtaskStatus, TaskStatus
+from flows.plan import build_plan
+from flows.store import TaskStore
+from flows.view import aggregate_status, task_instance
+
+
+@pytest.fixture
+def store(tmp_path):
+    with TaskStore(f"sqlite:///{tmp_path / 'tasks.db'}") as s:
+        yield s
+
+
+def create(store, hosts):
+    return store.create_task(build_plan(hosts), creator="admin", executor="10.0.0.1")
+
+
+def test_created_task_has_documented_initial_states(store):
+    """Roots READY, the rest PENDING, task RUNNING; edges use the store's ids."""
+    task_id = create(store, [1, 2])
+    view = task_instance(store.load(task_id))
+    assert view.status is TaskStatus.RUNNING and len(view.subtasks) == 14
+    ids = {s.id for s in view.subtasks}
+    assert all(set(s.upstreams) <= ids and set(s.downstreams) <= ids for s in view.subtasks)
+    assert [s.status for s in view.subtasks if not s.upstreams] == [SubtaskStatus.READY] * 2
+    assert {s.status for s in view.subtasks if s.upstreams} == {SubtaskStatus.PENDING}
+    assert view.context.list_map == {"host_ids": ["1", "2"]}
+
+
+def test_ids_are_unique_across_tasks(store):
+    """Two tasks never share a task or subtask id."""
+    a, b = create(store, [1]), create(store, [2])
+    sa_ids = {s["id"] for s in store.load(a).subtasks}
+    sb_ids = {s["id"] for s in store.load(b).subtasks}
+    assert a != b and not sa_ids & sb_ids
+
+
+def test_a_locked_host_refuses_a_second_task_and_writes_nothing(store):
+    """HostBusyError names the holding task; the refused task leaves no rows or locks."""
+    first = create(store, [1, 2])
+    with pytest.raises(HostBusyError, match=f"TaskId: {first}") as err:
+        create(store, [3, 2])
+    assert err.value.code == 20021
+    assert store.locks() == {1: first, 2: first}
+    assert store.task_ids() == ([first], 1)
+
+
+def test_finishing_a_task_releases_its_locks(store):
+    """After finish_task the hosts can be restarted again."""
+    first = create(store, [1])
+    store.finish_task(first, TaskStatus.SUCCESSFUL)
+    assert store.locks() == {}
+    create(store, [1])
+
+
+def test_success_promotes_downstream_to_ready(store):
+    """A subtask becomes READY once all its upstreams are SUCCESSFUL."""
+    record = store.load(create(store, [1, 2]))
+    prep_a, prep_b, wait = record.subtasks[0], record.subtasks[1], record.subtasks[2]
+    store.start_subtask(prep_a["id"], "sep")
+    store.finish_subtask(prep_a["id"], SubtaskStatus.SUCCESSFUL)
+    assert store.load(record.task["id"]).subtask(wait["id"])["status"] == "PENDING"
+    store.start_subtask(prep_b["id"], "sep")
+    store.finish_subtask(prep_b["id"], SubtaskStatus.SUCCESSFUL)
+    assert store.load(record.task["id"]).subtask(wait["id"])["status"] == "READY"
+
+
+def test_log_lines_keep_their_order(store):
+    """The separator comes first, then lines in the order written."""
+    sid = store.load(create(store, [1])).subtasks[0]["id"]
+    store.start_subtask(sid, "############{EXECUTE}{t}############")
+    for i in range(5):
+        store.append_log(sid, f"line {i}")
+    assert store.log(sid).split("\n") == ["############{EXECUTE}{t}############"] + [f"line {i}" for i in range(5)]
+
+
+def test_a_second_store_object_sees_the_same_file(store, tmp_path):
+    """Another connection (another process in real life) reads what was written."""
+    task_id = create(store, [1])
+    with TaskStore(store.url) as other:
+        assert other.load(task_id).task["status"] == "RUNNING"
+
+
+def test_unknown_task(store):
+    """Loading a missing task raises UnknownTaskError (OCP 4001)."""
+    with pytest.raises(UnknownTaskError, match="The task 999 does not exist"):
+        store.load(999)
+
+
+@pytest.mark.parametrize(
+    "statuses, expected",
+    [
+        (["SUCCESSFUL", "RUNNING", "FAILED"], TaskStatus.RUNNING),
+        (["SUCCESSFUL", "FAILED", "PENDING"], TaskStatus.FAILED),
+        (["SUCCESSFUL", "SUCCESSFUL"], TaskStatus.SUCCESSFUL),
+        (["SUCCESSFUL", "READY"], TaskStatus.RUNNING),
+    ],
+)
+def test_aggregate_status(statuses, expected):
+    """OCP's aggregate: RUNNING beats FAILED beats SUCCESSFUL."""
+    assert aggregate_status(statuses) is expected
