@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "verbose", False):
         # Our progress goes to the terminal; Prefect's INFO lines still reach its API and UI.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+        # Prefect's throwaway server logs tracebacks while it drops its event backlog at exit (reference/prefect.md).
+        os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
     from flows.errors import OcpRestartError
 
     try:
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from flows.models import BatchRestartRequest, now
     from flows.plan import build_plan
-    from flows.restart import executor_address
+    from flows.submit import executor_address
     from flows.view import preview
 
     request = _request(args.host_ids)
@@ -145,7 +147,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, inventory_path: Path, host_ids: list[int] | None) -> int:
     from flows.options import RestartOptions
-    from flows.restart import create_task
+    from flows.submit import create_task
     from flows.store import TaskStore
     from steps.inventory import load_inventory
 

@@ -214,9 +214,9 @@ class SSHSession:
         if pgid is None or not self.connected:
             return False
         kill = (
-            f"kill -TERM -- -{pgid} 2>/dev/null || exit 0; i=0; "
-            f"while kill -0 -- -{pgid} 2>/dev/null && [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done; "
-            f"kill -KILL -- -{pgid} 2>/dev/null; exit 0"
+            f"kill -TERM -{pgid} 2>/dev/null || exit 0; i=0; "
+            f"while kill -0 -{pgid} 2>/dev/null && [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done; "
+            f"kill -KILL -{pgid} 2>/dev/null; exit 0"
         )
         try:
             chan = self._transport.open_session(timeout=5)

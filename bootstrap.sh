@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Sets a fresh machine up: OpenSSH (the sandbox hosts are real sshd processes) and this project in .venv.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need=()
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh-keygen >/dev/null || need+=(openssh-client)
+command -v ps >/dev/null || need+=(procps)
+command -v setsid >/dev/null || need+=(util-linux)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "bootstrap: installing ${need[*]} (apt-get)" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; }
+    else
+        echo "bootstrap: please install ${need[*]} (e.g. sudo apt-get install -y ${need[*]})" >&2
+        exit 1
+    fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c "import flows, steps, deployments, prefect, paramiko, pytest_timeout" 2>/dev/null; then
+    echo "bootstrap: installing the project and its test tools into .venv (pip)" >&2
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+fi
+echo "bootstrap: ready (.venv/bin/ocp-restart)" >&2

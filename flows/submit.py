@@ -1,0 +1,50 @@
+"""Submitting a restart: validate, plan and record a task before any flow runs. Imports no Prefect (fast CLI errors)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from steps.inventory import Inventory
+
+from .models import BatchRestartRequest, TaskType
+from .options import RestartOptions
+from .plan import build_plan
+from .store import TaskStore
+
+
+def default_inventory_path() -> Path:
+    explicit = os.environ.get("OCP_RESTART_INVENTORY")
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(os.environ.get("OCP_RESTART_HOME", "~/.ocp-restart")).expanduser() / "inventory.toml"
+
+
+def executor_address() -> str:
+    """This machine's address as OCP's ``executor`` field shows it (resolved locally, no traffic)."""
+    explicit = os.environ.get("OCP_RESTART_EXECUTOR")
+    if explicit:
+        return explicit
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+def create_task(
+    store: TaskStore,
+    inventory: Inventory,
+    host_ids: list[int],
+    options: RestartOptions,
+    *,
+    creator: str,
+    type: TaskType = TaskType.MANUAL,
+) -> int:
+    """Validate, plan and record a task (its hosts locked); nothing runs yet. Returns the task id."""
+    request = BatchRestartRequest.model_validate({"hostIds": host_ids})
+    inventory.select(request.host_ids)  # unknown ids fail here, before anything is written
+    plan = build_plan(request.host_ids, options.timeouts)
+    return store.create_task(
+        plan, creator=creator, executor=executor_address(), type=type, options=options.model_dump(mode="json")
+    )
