@@ -8,7 +8,6 @@ import shlex
 import signal
 import socket
 import stat
-import sys
 import time
 import tomllib
 from pathlib import Path
