@@ -47,14 +47,23 @@ def restart_pos_proxy(ctx: RunContext, host: Host, log: SubtaskLog, deadline: fl
 
 
 def stop_all(ctx: RunContext, host: Host, log: SubtaskLog, deadline: float, timeout: int) -> None:
-    """``ocp_agentctl stop``; then make sure no agent process is left, escalating TERM -> KILL on leftovers."""
+    """``ocp_agentctl stop``; then make sure no agent process is left, escalating TERM -> KILL on leftovers.
+
+    If the CLI hangs past its share of the deadline, its process group is killed on the host and the subtask
+    fails: a wedged agent CLI needs a human, not more signals.
+    """
     agent = _agent(ctx, host, log, deadline)
     reserve = min(STOP_RESERVE_MAX, timeout * 0.25)
     known = set(ctx.snapshots.get(host.id).pids.values()) if host.id in ctx.snapshots else set()
     known |= set(agent.pid_files(deadline).values())
     current = agent.status(deadline, quiet=True)
     known |= set(current.pids.values())
-    agent.ctl_command("stop", deadline - reserve, doing="stopping the agent")
+    try:
+        agent.ctl_command("stop", deadline - reserve, doing="stopping the agent")
+    except AgentError as exc:
+        # The CLI gave up (e.g. wait_for_exit_timeout) but answered: its leftovers are ours to TERM/KILL.
+        # A CLI that never answers (CommandTimeout) is not: the subtask fails and the agent is left as it is.
+        log.warning(f"{exc.message}; checking for leftover agent processes")
     left = agent.live_processes(known, deadline)
     for sig in ("TERM", "KILL"):
         if not left:

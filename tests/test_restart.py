@@ -145,3 +145,83 @@ class TestPythonEntryPoint:
         assert instance["status"] == "SUCCESSFUL" and instance["type"] == "MANUAL"
         assert instance["context"]["listMap"] == {"host_ids": ["1001"]}
         assert len(instance["subtasks"]) == 9
+
+
+def run_in_process(sandbox, host_ids, inventory=None, **timeouts):
+    """The flow called from Python, with stage timeouts overridden; returns (instance, {subtask id: log})."""
+    from flows.options import RestartOptions
+    from flows.restart import batch_restart_agents
+    from flows.store import TaskStore
+
+    instance = batch_restart_agents(
+        host_ids=host_ids, inventory=str(inventory or sandbox.inventory_path), options=RestartOptions(timeouts=timeouts)
+    )
+    with TaskStore() as store:
+        logs = {s["id"]: store.log(s["id"]) for s in instance["subtasks"]}
+    return instance, logs
+
+
+def assert_stopped_after(instance, host_index: int, failed_step: str) -> None:
+    """``failed_step`` FAILED on that host; everything after it, on every host, is still PENDING."""
+    names = ["Prepare restart OCP agent", "Restart pos proxy", "Stop all OCP agent processes",
+             "Start all OCP agent processes", "Finish OCP agent operation"]
+    assert instance["status"] == "FAILED"
+    assert by_name(instance, host_index)[failed_step]["status"] == "FAILED"
+    later = names[names.index(failed_step) + 1:]
+    assert {s["status"] for s in instance["subtasks"] if s["name"] in later} <= {"PENDING"}
+
+
+class TestUnreachableAndMisconfiguredHosts:
+    def test_a_host_that_is_down_fails_prepare_fast(self, sandbox, home):
+        """sshd gone: Prepare FAILED with 'cannot connect' naming the host; the other hosts' agents untouched."""
+        sandbox.host(1002).down()
+        others = {h: sandbox.host(h).agent_pids() for h in (1001, 1003)}
+        started = time.monotonic()
+        instance, logs = run_in_process(sandbox, [1001, 1002, 1003])
+        assert time.monotonic() - started < 20
+        assert_stopped_after(instance, 1, "Prepare restart OCP agent")
+        log = logs[by_name(instance, 1)["Prepare restart OCP agent"]["id"]]
+        assert "cannot connect" in log and "sandbox-1002" in log
+        assert {h: sandbox.host(h).agent_pids() for h in (1001, 1003)} == others
+
+    def test_a_frozen_host_fails_prepare_at_its_deadline(self, sandbox, home):
+        """A host that accepts TCP but never answers: Prepare FAILED when its (3 s) timeout passes."""
+        sandbox.host(1001).down(freeze=True)
+        started = time.monotonic()
+        instance, logs = run_in_process(sandbox, [1001], prepare=3)
+        assert time.monotonic() - started < 15
+        assert_stopped_after(instance, 0, "Prepare restart OCP agent")
+        assert "sandbox-1001" in logs[by_name(instance, 0)["Prepare restart OCP agent"]["id"]]
+
+    def test_a_missing_key_file_fails_prepare_with_its_path(self, sandbox, home, tmp_path):
+        """key_file that does not exist: Prepare FAILED naming the file; nothing ran."""
+        inventory = tmp_path / "hosts.toml"
+        inventory.write_text(sandbox.inventory_path.read_text().replace(str(sandbox.key_file), "/nonexistent/id_ed25519"))
+        before = sandbox.host(1001).agent_pids()
+        instance, logs = run_in_process(sandbox, [1001], inventory=inventory)
+        assert_stopped_after(instance, 0, "Prepare restart OCP agent")
+        assert "/nonexistent/id_ed25519 not found" in logs[by_name(instance, 0)["Prepare restart OCP agent"]["id"]]
+        assert sandbox.host(1001).agent_pids() == before
+
+
+class TestAgentFaults:
+    def test_a_start_that_fails_is_reported_with_the_agents_error(self, sandbox, home):
+        """start_fail: Start FAILED with the agent's own error; Finish PENDING; the log says the agent is down."""
+        sandbox.host(1003).set_fault("start_fail")
+        instance, logs = run_in_process(sandbox, [1001, 1003])
+        assert_stopped_after(instance, 1, "Start all OCP agent processes")
+        log = logs[by_name(instance, 1)["Start all OCP agent processes"]["id"]]
+        assert "agentd_exited_quickly" in log
+        assert sandbox.host(1003).agent_pids()["ocp_agentd"] is None
+
+    def test_services_that_ignore_term_are_killed(self, sandbox, home):
+        """Leftovers after a failed `stop` get SIGTERM then SIGKILL; the restart then succeeds with new pids."""
+        host = sandbox.host(1001)
+        host.set_fault("service_ignore_term")
+        before = host.agent_pids()
+        instance, logs = run_in_process(sandbox, [1001], stop_all=40)
+        assert instance["status"] == "SUCCESSFUL", logs
+        log = logs[by_name(instance, 0)["Stop all OCP agent processes"]["id"]]
+        assert "wait_for_exit_timeout" in log and "sending SIGKILL" in log
+        after = host.agent_pids()
+        assert all(after.values()) and all(after[n] != before[n] for n in after)
