@@ -62,6 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("task_id", type=int)
     status.add_argument("--json", action="store_true")
 
+    serve = sub.add_parser("serve", help="serve the OCP-compatible HTTP API")
+    serve.add_argument("--inventory", type=Path, required=True)
+    serve.add_argument("--users", type=Path, required=True, help="users file (see `ocp-restart user add`)")
+    serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--launcher", choices=("embedded", "deployment"),
+                       default=os.environ.get("OCP_RESTART_LAUNCHER", "embedded"),
+                       help="run flows in this process (embedded) or as Prefect deployment runs for workers")
+
+    user = sub.add_parser("user", help="manage API users")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    add = user_sub.add_parser("add", help="add or replace a user (asks for the password)")
+    add.add_argument("name")
+    add.add_argument("--role", action="append", required=True, help="repeatable: ADMIN, HOST_MANAGER, HOST_VIEWER, TASK_MANAGER, ...")
+    add.add_argument("--users", type=Path, default=None, help="users file (default $OCP_RESTART_HOME/users.toml)")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin (for scripts)")
+
     demo = sub.add_parser("demo", help="start sandbox hosts on loopback and restart their agents")
     demo.add_argument("--hosts", type=int, default=3, help="how many sandbox hosts (default 3)")
     run_options(demo)
@@ -78,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     from flows.errors import OcpRestartError
 
     try:
-        return {"plan": cmd_plan, "run": cmd_run, "status": cmd_status, "demo": cmd_demo}[args.command](args)
+        commands = {"plan": cmd_plan, "run": cmd_run, "status": cmd_status, "demo": cmd_demo, "serve": cmd_serve,
+                    "user": cmd_user}
+        return commands[args.command](args)
     except OcpRestartError as exc:
         print(f"ocp-restart: error: {exc.message}", file=sys.stderr)
         from flows.errors import HostBusyError
@@ -170,6 +189,33 @@ def _run(args: argparse.Namespace, inventory_path: Path, host_ids: list[int] | N
                                  store_url=store.url)
         record = store.load(task_id)
     return _report(record, args.json, time.monotonic() - started)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from deployments.api import ApiConfig, create_app
+
+    app = create_app(ApiConfig(inventory=str(args.inventory), users=str(args.users), launcher=args.launcher))
+    print(f"ocp-restart: serving on http://{args.host}:{args.port} ({args.launcher} launcher)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return EXIT_OK
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from deployments.auth import add_user
+
+    path = args.users or Path(os.environ.get("OCP_RESTART_HOME", "~/.ocp-restart")).expanduser() / "users.toml"
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if password != getpass.getpass("again: "):
+            print("ocp-restart: error: the passwords differ", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    add_user(path, args.name, password, args.role)
+    print(f"user {args.name} ({', '.join(args.role)}) written to {path} (mode 0600)", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -79,6 +79,13 @@ host_locks = sa.Table(
     sa.Column("acquired", sa.String(40), nullable=False),
 )
 
+host_agent_status = sa.Table(
+    "host_agent_status", metadata,
+    sa.Column("host_id", sa.BigInteger, primary_key=True),
+    sa.Column("status", sa.String(20), nullable=False),  # OCP's hostAgentStatus: AVAILABLE, OFFLINE, ...
+    sa.Column("updated", sa.String(40), nullable=False),
+)
+
 
 def default_url() -> str:
     url = os.environ.get("OCP_RESTART_STORE_URL")
@@ -276,17 +283,36 @@ class TaskStore:
             ).scalars().all()
         return "\n".join(lines)
 
-    def task_ids(self, *, statuses: Sequence[str] | None = None, limit: int = 50, offset: int = 0) -> tuple[list[int], int]:
+    def task_ids(
+        self, *, statuses: Sequence[str] | None = None, creator: str | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[list[int], int]:
         """Task ids, newest first, and the total count."""
         query = sa.select(tasks.c.id)
         count = sa.select(sa.func.count()).select_from(tasks)
         if statuses:
             query = query.where(tasks.c.status.in_(statuses))
             count = count.where(tasks.c.status.in_(statuses))
+        if creator is not None:
+            query = query.where(tasks.c.creator == creator)
+            count = count.where(tasks.c.creator == creator)
         with self.engine.connect() as conn:
             ids = conn.execute(query.order_by(tasks.c.id.desc()).limit(limit).offset(offset)).scalars().all()
             total = conn.execute(count).scalar_one()
         return list(ids), int(total)
+
+    def set_host_agent_status(self, host_id: int, status: str) -> None:
+        with self._write() as conn:
+            updated = conn.execute(
+                host_agent_status.update().where(host_agent_status.c.host_id == host_id)
+                .values(status=status, updated=format_time(now()))
+            ).rowcount
+            if not updated:
+                conn.execute(host_agent_status.insert().values(host_id=host_id, status=status, updated=format_time(now())))
+
+    def host_agent_statuses(self) -> dict[int, str]:
+        """host id -> the agent status last seen by a restart."""
+        with self.engine.connect() as conn:
+            return {r.host_id: r.status for r in conn.execute(sa.select(host_agent_status))}
 
     def locks(self) -> dict[int, int]:
         """host id -> the id of the task holding it."""

@@ -22,6 +22,8 @@ from .subtask_log import SubtaskLog, separator
 # No tags (each costs a server round-trip), no caching, no result persistence: the store is our record.
 _OPTIONS = dict(cache_policy=NO_CACHE, persist_result=False, task_run_name="{label}", log_prints=False)
 _NAMES = {t.kind: t.name for t in (*STAGES, WAIT)}
+# A failure here may leave the agent unreachable or stopped: the host's agent shows OFFLINE until a restart succeeds.
+_AGENT_DOWN_WHEN_FAILED = {Kind.PREPARE, Kind.STOP_ALL, Kind.START_ALL, Kind.FINISH}
 
 
 def run_node(run_key: str, subtask_id: int, step: Callable) -> State | None:
@@ -49,10 +51,14 @@ def run_node(run_key: str, subtask_id: int, step: Callable) -> State | None:
             log.error(message + "\n" + traceback.format_exc())
         log.error(f"Execute task failed after {time.monotonic() - started:.2f} s")
         ctx.store.finish_subtask(subtask_id, SubtaskStatus.FAILED)
+        if host is not None and row["kind"] in _AGENT_DOWN_WHEN_FAILED:
+            ctx.store.set_host_agent_status(host.id, "OFFLINE")
         logger.error(f"subtask {subtask_id} {row['name']} FAILED: {message}")
         return Failed(message=message)
     log.info(f"{row['name']} done in {time.monotonic() - started:.2f} s")
     ctx.store.finish_subtask(subtask_id, SubtaskStatus.SUCCESSFUL)
+    if host is not None and row["kind"] is Kind.FINISH:
+        ctx.store.set_host_agent_status(host.id, "AVAILABLE")
     return None
 
 

@@ -61,3 +61,54 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     exe = shutil.which("ocp-restart", path=str(Path(sys.executable).parent)) or shutil.which("ocp-restart")
     command = [exe, *args] if exe else [sys.executable, "-m", "deployments.cli", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ApiServer:
+    """``ocp-restart serve`` as a real uvicorn process on loopback; stopped by its PID."""
+
+    def __init__(self, inventory: Path, users: Path, home: Path) -> None:
+        self.inventory, self.users, self.home = inventory, users, home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "ApiServer":
+        import httpx
+        import time
+
+        env = {**os.environ, "OCP_RESTART_HOME": str(self.home)}
+        exe = shutil.which("ocp-restart", path=str(Path(sys.executable).parent))
+        command = [exe] if exe else [sys.executable, "-m", "deployments.cli"]
+        self.log = open(self.home / f"serve-{self.port}.log", "ab")
+        self.process = subprocess.Popen(
+            [*command, "serve", "--inventory", str(self.inventory), "--users", str(self.users), "--port", str(self.port)],
+            env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"ocp-restart serve exited {self.process.returncode}; see {self.log.name}")
+            try:
+                httpx.get(self.url + "/openapi.json", timeout=1)
+                return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("ocp-restart serve did not answer within 60 s")
+
+    def kill(self, sig: int = 15) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
