@@ -27,6 +27,7 @@ from flows.models import (
     BatchRestartRequest,
     Envelope,
     ErrorEnvelope,
+    Subtask,
     TaskInstance,
     TaskStatus,
     format_time,
@@ -36,10 +37,11 @@ from flows.models import (
 from flows.options import RestartOptions
 from flows.store import TaskStore
 from flows.submit import create_task, executor_address
+from flows.view import subtask as subtask_view
 from flows.view import task_instance
 from steps.inventory import Inventory, load_inventory
 
-from .auth import HOST_READ, HOST_WRITE, TASK_READ, User, Users
+from .auth import HOST_READ, HOST_WRITE, TASK_READ, TASK_WRITE, User, Users
 from .launch import Launcher, make_launcher
 
 _TRACE = re.compile(r"^[0-9a-fA-F]{16}$")
@@ -136,6 +138,8 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
             data=data, timestamp=now(), duration=_elapsed_ms(request), status=status,
             trace_id=request.state.trace_id, server=server,
         ).to_wire()
+        if data is None:  # OCP's no-data responses omit the field
+            body.pop("data")
         return JSONResponse(body, status_code=status)
 
     def failure(request: Request, status: int, code: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -236,10 +240,61 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
             responses=_errors(400, 401, 403, 404, 409, 415),
         )
 
+    def relaunch(task_id: int) -> None:
+        """Run the flow again for a task an operation has just reopened."""
+        task = store.load(task_id).task
+        try:
+            launcher.launch(task_id, task["host_ids"], RestartOptions.model_validate(task["options"] or {}))
+        except Exception as exc:
+            store.finish_task(task_id, TaskStatus.FAILED)
+            raise ApiFailure(500, 1003, f"task {task_id} could not be launched: {type(exc).__name__}: {exc}") from None
+
+    TaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
+    SubtaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
+    Manager = Annotated[User, Depends(require(TASK_WRITE))]
+
+    @app.post("/api/v2/tasks/instances/{task_id}/retry", response_model=Envelope[TaskInstance], tags=["tasks"],
+              summary="Retry all failed subtasks, then what never ran", responses=_errors(400, 401, 403, 404, 409))
+    def retry_task(request: Request, task_id: TaskId, user: Manager):
+        store.retry_task(task_id)
+        relaunch(task_id)
+        return envelope(request, task_instance(store.load(task_id)).to_wire())
+
+    @app.post("/api/v2/tasks/instances/{task_id}/rollback", response_model=Envelope[TaskInstance], tags=["tasks"],
+              summary="Undo what ran, in reverse order: the agent runs again wherever it was stopped",
+              responses=_errors(400, 401, 403, 404, 409))
+    def rollback_task(request: Request, task_id: TaskId, user: Manager):
+        store.rollback_task(task_id)
+        relaunch(task_id)
+        return envelope(request, task_instance(store.load(task_id)).to_wire())
+
+    @app.post("/api/v2/tasks/instances/{task_id}/subtasks/{subtask_id}/retry", response_model=Envelope[Subtask],
+              tags=["tasks"], responses=_errors(400, 401, 403, 404, 409))
+    def retry_subtask(request: Request, task_id: TaskId, subtask_id: SubtaskId, user: Manager):
+        store.retry_subtask(task_id, subtask_id)
+        relaunch(task_id)
+        return envelope(request, subtask_view(store.load(task_id).subtask(subtask_id)).to_wire())
+
+    @app.post("/api/v2/tasks/instances/{task_id}/subtasks/{subtask_id}/skip", response_model=Envelope[None],
+              tags=["tasks"], summary="Mark a failed subtask SUCCESSFUL without running it; the task goes on",
+              responses=_errors(400, 401, 403, 404, 409))
+    def skip_subtask(request: Request, task_id: TaskId, subtask_id: SubtaskId, user: Manager):
+        store.skip_subtask(task_id, subtask_id)
+        relaunch(task_id)
+        return envelope(request, None)
+
+    @app.post("/api/v2/tasks/instances/{task_id}/subtasks/{subtask_id}/cancel", response_model=Envelope[None],
+              tags=["tasks"], summary="Cancel a running subtask: its remote command is killed and it ends FAILED",
+              responses=_errors(400, 401, 403, 404))
+    def cancel_subtask(request: Request, task_id: TaskId, subtask_id: SubtaskId, user: Manager):
+        store.cancel_subtask(task_id, subtask_id)
+        return envelope(request, None)
+
     @app.get("/api/v2/tasks/instances/{task_id}", response_model=Envelope[TaskInstance], tags=["tasks"],
              responses=_errors(401, 403, 404))
     def get_task(request: Request, task_id: Annotated[int, Path(ge=1, le=MAX_ID)],
                  user: Annotated[User, Depends(authenticated)]):
+        store.reap_expired()
         record = store.load(task_id)
         may_read_task(user, record)
         return envelope(request, task_instance(record).to_wire())
@@ -254,6 +309,7 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
         if bad:
             raise ApiFailure(400, 1001, f"You must specify a valid value for status: {bad} is not in {list(TaskStatus.__members__)}")
         creator = None if user.can(TASK_READ) else user.name
+        store.reap_expired()
         ids, total = store.task_ids(statuses=statuses, creator=creator, limit=size, offset=(page - 1) * size)
         contents = []
         for task_id in ids:

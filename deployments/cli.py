@@ -71,6 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
                        default=os.environ.get("OCP_RESTART_LAUNCHER", "embedded"),
                        help="run flows in this process (embedded) or as Prefect deployment runs for workers")
 
+    for name, text in (("retry", "retry a FAILED task: its failed subtasks, then what never ran"),
+                       ("rollback", "roll a FAILED task back: the agent runs again wherever it was stopped")):
+        op = sub.add_parser(name, help=text)
+        op.add_argument("task_id", type=int)
+        op.add_argument("--inventory", type=Path, help="default: the inventory the task was created from")
+        op.add_argument("--json", action="store_true")
+    subtask = sub.add_parser("subtask", help="retry, skip or cancel one subtask")
+    subtask.add_argument("action", choices=("retry", "skip", "cancel"))
+    subtask.add_argument("task_id", type=int)
+    subtask.add_argument("subtask_id", type=int)
+    subtask.add_argument("--inventory", type=Path, help="default: the inventory the task was created from")
+    subtask.add_argument("--json", action="store_true")
+
     user = sub.add_parser("user", help="manage API users")
     user_sub = user.add_subparsers(dest="user_command", required=True)
     add = user_sub.add_parser("add", help="add or replace a user (asks for the password)")
@@ -96,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         commands = {"plan": cmd_plan, "run": cmd_run, "status": cmd_status, "demo": cmd_demo, "serve": cmd_serve,
-                    "user": cmd_user}
+                    "user": cmd_user, "retry": cmd_operation, "rollback": cmd_operation, "subtask": cmd_operation}
         return commands[args.command](args)
     except OcpRestartError as exc:
         print(f"ocp-restart: error: {exc.message}", file=sys.stderr)
@@ -179,16 +192,43 @@ def _run(args: argparse.Namespace, inventory_path: Path, host_ids: list[int] | N
     with TaskStore() as store:
         task_id = create_task(store, inventory, ids, options, creator=getpass.getuser())
         print(f"task {task_id}: restarting the OCP agent on {len(ids)} host(s)", file=sys.stderr)
-        started = time.monotonic()
-        with ExitStack() as stack:
-            if not args.json or sys.stderr.isatty():
-                stack.enter_context(_Progress(store, task_id))
-            from flows.restart import batch_restart_agents
+        return _execute(store, task_id, inventory_path, options, args.json)
 
-            batch_restart_agents(host_ids=ids, inventory=str(inventory_path), options=options, task_id=task_id,
-                                 store_url=store.url)
-        record = store.load(task_id)
-    return _report(record, args.json, time.monotonic() - started)
+
+def _execute(store, task_id: int, inventory_path, options, as_json: bool) -> int:
+    """Run the flow for a recorded task in this process, with progress on stderr; report the result."""
+    from flows.restart import batch_restart_agents
+
+    started = time.monotonic()
+    record = store.load(task_id)
+    with ExitStack() as stack:
+        if not as_json or sys.stderr.isatty():
+            stack.enter_context(_Progress(store, task_id))
+        batch_restart_agents(host_ids=record.task["host_ids"], inventory=str(inventory_path), options=options,
+                             task_id=task_id, store_url=store.url)
+    return _report(store.load(task_id), as_json, time.monotonic() - started)
+
+
+def cmd_operation(args: argparse.Namespace) -> int:
+    from flows.options import RestartOptions
+    from flows.store import TaskStore
+
+    with TaskStore() as store:
+        if args.command == "retry":
+            store.retry_task(args.task_id)
+        elif args.command == "rollback":
+            store.rollback_task(args.task_id)
+        else:
+            {"retry": store.retry_subtask, "skip": store.skip_subtask, "cancel": store.cancel_subtask}[args.action](
+                args.task_id, args.subtask_id)
+            if args.action == "cancel":
+                print(f"subtask {args.subtask_id} of task {args.task_id}: CANCELING; the run kills its command",
+                      file=sys.stderr)
+                return EXIT_OK
+        task = store.load(args.task_id).task
+        inventory = args.inventory or task["inventory"]
+        print(f"task {args.task_id}: {task['operation'].lower()}", file=sys.stderr)
+        return _execute(store, args.task_id, inventory, RestartOptions.model_validate(task["options"] or {}), args.json)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -222,6 +262,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from flows.store import TaskStore
 
     with TaskStore() as store:
+        store.reap_expired()
         record = store.load(args.task_id)
     return _report(record, args.json, None)
 

@@ -4,6 +4,8 @@
     ├── RequestError                400 / 1001  a request value is invalid (names the field)
     ├── UnknownHostError            404 / 7005  host ids not in the inventory
     ├── UnknownTaskError            404 / 4001  no such task instance
+    ├── UnknownSubtaskError         404 / 4001  no such subtask in that task
+    ├── TaskStateError              400 / 4007  the task's state forbids the operation (4009 rollback, 4010 skip)
     ├── HostBusyError               409 / 20021 another O&M task holds the host
     ├── InventoryError                          the inventory file is missing or invalid (names file, host, field)
     ├── PlanError                               a DAG that breaks the plan's invariants
@@ -13,7 +15,8 @@
         │   ├── HostKeyError                    host key unknown or changed: nothing is executed
         │   ├── AuthenticationError             the host refused our key
         │   └── CommandTimeout                  a command overran its deadline; its process group was killed
-        └── AgentError                          the agent CLI refused, or the agent is not in the expected state
+        ├── AgentError                          the agent CLI refused, or the agent is not in the expected state
+        └── SubtaskCancelled                    an operator cancelled the running subtask; its command was killed
 """
 
 from __future__ import annotations
@@ -49,6 +52,23 @@ class UnknownTaskError(OcpRestartError):
     def __init__(self, task_id: int) -> None:
         super().__init__(f"The task {task_id} does not exist")
         self.task_id = task_id
+
+
+class UnknownSubtaskError(OcpRestartError):
+    code, http_status = 4001, 404
+
+    def __init__(self, task_id: int, subtask_id: int) -> None:
+        super().__init__(f"The subtask {subtask_id} does not exist in task {task_id}")
+
+
+class TaskStateError(OcpRestartError):
+    """An operation the current state does not allow (OCP 4007; 4009 for rollback, 4010 for skip)."""
+
+    code, http_status = 4007, 400
+
+    def __init__(self, message: str, code: int = 4007) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class HostBusyError(OcpRestartError):
@@ -96,4 +116,8 @@ class CommandTimeout(SSHError):
 
 
 class AgentError(StepError):
+    pass
+
+
+class SubtaskCancelled(StepError):
     pass

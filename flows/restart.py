@@ -1,8 +1,15 @@
-"""The batch-restart flow: one Prefect task run per DAG node, ordered by wait_for along the DAG's edges."""
+"""The batch-restart flow: one Prefect task run per DAG node, ordered by wait_for along the DAG's edges.
+
+The same flow executes a new task, continues one after retry or skip (only subtasks that are READY or never ran),
+and rolls one back (subtasks marked ROLLBACK, in reverse order).
+"""
 
 from __future__ import annotations
 
 import getpass
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prefect import flow
 from prefect.futures import wait
@@ -13,11 +20,68 @@ from steps.context import RunContext
 from steps.inventory import load_inventory
 from steps.tasks import TASKS
 
-from .models import SubtaskStatus, TaskStatus
+from .models import Operation, SubtaskStatus, TaskStatus
 from .options import RestartOptions
-from .store import TaskStore
+from .store import TaskRecord, TaskStore, lease_seconds, runner_id
 from .submit import create_task, default_inventory_path
 from .view import task_instance
+
+
+def runnable(record: TaskRecord) -> list[tuple[dict, list[int]]]:
+    """The subtasks this run executes, each with the ids of the ones it must wait for. Pure.
+
+    Executing: READY and PENDING subtasks whose upstreams are SUCCESSFUL or run here too; a FAILED upstream
+    blocks its whole downstream. Rolling back: the READY/ROLLBACK subtasks in reverse order, each after its
+    downstreams (a PENDING downstream has nothing to undo).
+    """
+    rollback = record.task["operation"] == Operation.ROLLBACK.value
+    status = {row["id"]: row["status"] for row in record.subtasks}
+    done = SubtaskStatus.PENDING.value if rollback else SubtaskStatus.SUCCESSFUL.value
+    rows = reversed(record.subtasks) if rollback else record.subtasks
+    chosen: list[tuple[dict, list[int]]] = []
+    submitted: set[int] = set()
+    for row in rows:  # plan order is topological (reversed for rollback): dependencies come first
+        wanted = (
+            row["status"] == SubtaskStatus.READY.value and row["operation"] == Operation.ROLLBACK.value
+            if rollback
+            else row["status"] in (SubtaskStatus.READY.value, SubtaskStatus.PENDING.value)
+        )
+        deps = row["downstreams"] if rollback else row["upstreams"]
+        if wanted and all(d in submitted or status[d] == done for d in deps):
+            submitted.add(row["id"])
+            chosen.append((row, [d for d in deps if d in submitted]))
+    return chosen
+
+
+def final_status(record: TaskRecord) -> TaskStatus:
+    """SUCCESSFUL when every subtask is SUCCESSFUL (PENDING again, after a rollback); otherwise FAILED."""
+    goal = SubtaskStatus.PENDING if record.task["operation"] == Operation.ROLLBACK.value else SubtaskStatus.SUCCESSFUL
+    return TaskStatus.SUCCESSFUL if all(r["status"] == goal.value for r in record.subtasks) else TaskStatus.FAILED
+
+
+@contextmanager
+def heartbeat(store: TaskStore, task_id: int) -> Iterator[None]:
+    """Renew the task's lease while this run lives; if the process dies, the lease lapses and the task FAILs."""
+    seconds, stop = lease_seconds(), threading.Event()
+    me = runner_id()
+
+    def beat() -> None:
+        while True:
+            try:
+                store.renew_lease(task_id, seconds, me)
+            except Exception:  # a store hiccup must not kill the run; the next beat retries
+                pass
+            if stop.wait(seconds / 3):
+                return
+
+    store.renew_lease(task_id, seconds, me)
+    thread = threading.Thread(target=beat, name=f"lease-{task_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 @flow(name="batch-restart-agents", log_prints=False, validate_parameters=True)
@@ -31,7 +95,8 @@ def batch_restart_agents(
     """Restart the OCP agent on ``host_ids`` through OCP's DAG; returns the task instance (OCP's JSON).
 
     ``inventory`` defaults to $OCP_RESTART_INVENTORY or $OCP_RESTART_HOME/inventory.toml; ``task_id`` runs a task
-    already recorded (by the CLI or the API) instead of creating one; ``store_url`` overrides the task store.
+    already recorded (by the CLI, the API, or a retry/skip/rollback) instead of creating one; ``store_url``
+    overrides the task store.
     """
     logger = get_run_logger()
     inv = load_inventory(inventory or default_inventory_path())
@@ -40,30 +105,30 @@ def batch_restart_agents(
             task_id = create_task(store, inv, host_ids, options, creator=getpass.getuser())
         _name_flow_run(task_id)
         record = store.load(task_id)
+        if record.task["status"] != TaskStatus.RUNNING.value:
+            logger.warning(f"task {task_id} is {record.task['status']}; nothing to run")
+            return task_instance(record).to_wire()
         hosts = {h.id: h for h in inv.select(record.task["host_ids"])}
-        logger.info(f"task {task_id}: restarting the OCP agent on {len(hosts)} host(s), {len(record.subtasks)} subtasks")
+        work = runnable(record)
+        logger.info(f"task {task_id} ({record.task['operation']}): {len(work)} of {len(record.subtasks)} subtasks to run "
+                    f"on {len(hosts)} host(s)")
         try:
-            with RunContext(task_id, store, record, hosts, options) as ctx, ThreadPoolTaskRunner(
-                max_workers=options.max_workers
-            ) as runner:
+            with heartbeat(store, task_id), RunContext(task_id, store, record, hosts, options) as ctx, \
+                    ThreadPoolTaskRunner(max_workers=options.max_workers) as runner:
                 futures = {}
-                for row in record.subtasks:  # plan order is topological: upstream futures exist already
+                for row, deps in work:
                     host = hosts.get(row["host_id"])
                     label = f"{row['id']} {row['name']}" + (f" @ {host.name}" if host else "")
+                    if row["operation"] != Operation.EXECUTE.value:
+                        label += f" ({row['operation'].lower()})"
                     futures[row["id"]] = runner.submit(
                         TASKS[row["kind"]],
                         parameters={"run_key": ctx.key, "subtask_id": row["id"], "label": label},
-                        wait_for=[futures[up] for up in row["upstreams"]],
+                        wait_for=[futures[d] for d in deps],
                     )
                 wait(list(futures.values()))
         finally:
-            statuses = [row["status"] for row in store.load(task_id).subtasks]
-            final = (
-                TaskStatus.SUCCESSFUL
-                if all(s == SubtaskStatus.SUCCESSFUL.value for s in statuses)
-                else TaskStatus.FAILED
-            )
-            store.finish_task(task_id, final)
+            store.finish_task(task_id, final_status(store.load(task_id)))
         instance = task_instance(store.load(task_id))
     (logger.info if instance.status is TaskStatus.SUCCESSFUL else logger.error)(
         f"task {task_id} {instance.status.value}"

@@ -9,20 +9,32 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from .errors import HostBusyError, UnknownTaskError
+from .errors import HostBusyError, TaskStateError, UnknownSubtaskError, UnknownTaskError
 from .models import Operation, SubtaskStatus, TaskStatus, TaskType, format_time, now
 from .plan import TASK_NAME, Kind, Plan
 
 metadata = sa.MetaData()
+
+LAUNCH_GRACE_SECONDS = 300.0  # a recorded task waits this long for its flow run to start renewing the lease
+
+
+def lease_seconds() -> float:
+    """How long a task survives without a heartbeat from its flow run ($OCP_RESTART_LEASE_SECONDS, default 30)."""
+    return float(os.environ.get("OCP_RESTART_LEASE_SECONDS", "30"))
+
+
 
 tasks = sa.Table(
     "tasks", metadata,
@@ -36,9 +48,13 @@ tasks = sa.Table(
     sa.Column("host_ids", sa.Text, nullable=False),  # JSON list of ints, request order
     sa.Column("prohibit_rollback", sa.Boolean, nullable=False, default=False),
     sa.Column("options", sa.Text, nullable=False, default="{}"),  # JSON: the flow options it was created with
+    sa.Column("inventory", sa.Text, nullable=False, default=""),  # the inventory file it was created from
     sa.Column("create_time", sa.String(40), nullable=False),
     sa.Column("start_time", sa.String(40), nullable=False),
     sa.Column("finish_time", sa.String(40)),
+    # The lease: the process running the task renews it; when it lapses the task is marked FAILED (crash recovery).
+    sa.Column("lease_until", sa.Float, nullable=False, default=0.0),
+    sa.Column("runner", sa.String(200), nullable=False, default=""),
     sqlite_autoincrement=True,
 )
 
@@ -77,6 +93,13 @@ host_locks = sa.Table(
     sa.Column("host_id", sa.BigInteger, primary_key=True),
     sa.Column("task_id", sa.BigInteger, nullable=False),
     sa.Column("acquired", sa.String(40), nullable=False),
+)
+
+host_snapshots = sa.Table(
+    "host_snapshots", metadata,  # the agent's pids when Prepare ran, so later steps (and retries) can compare
+    sa.Column("task_id", sa.BigInteger, primary_key=True),
+    sa.Column("host_id", sa.BigInteger, primary_key=True),
+    sa.Column("pids", sa.Text, nullable=False),
 )
 
 host_agent_status = sa.Table(
@@ -150,6 +173,7 @@ class TaskStore:
         executor: str,
         type: TaskType = TaskType.MANUAL,
         options: dict | None = None,
+        inventory: str = "",
         name: str = TASK_NAME,
     ) -> int:
         """Record a task for ``plan`` (roots READY, the rest PENDING) and lock its hosts, atomically.
@@ -159,24 +183,18 @@ class TaskStore:
         stamp = format_time(now())
         try:
             with self._write() as conn:
-                busy = conn.execute(
-                    sa.select(host_locks.c.host_id, host_locks.c.task_id)
-                    .where(host_locks.c.host_id.in_(plan.host_ids))
-                ).first()
-                if busy:
-                    raise HostBusyError(busy.host_id, busy.task_id)
+                # Insert first: on SQLite that takes the write lock, so the lock check below reads current rows.
                 task_id = conn.execute(
                     tasks.insert().values(
                         name=name, type=type.value, status=TaskStatus.RUNNING.value,
                         operation=Operation.EXECUTE.value, creator=creator, executor=executor,
                         host_ids=json.dumps(plan.host_ids), prohibit_rollback=False,
-                        options=json.dumps(options or {}), create_time=stamp, start_time=stamp,
+                        options=json.dumps(options or {}), inventory=inventory, create_time=stamp, start_time=stamp,
+                        lease_until=time.time() + LAUNCH_GRACE_SECONDS, runner="",
                     )
                 ).inserted_primary_key[0]
-                conn.execute(
-                    host_locks.insert(),
-                    [{"host_id": h, "task_id": task_id, "acquired": stamp} for h in plan.host_ids],
-                )
+                self._reap(conn)
+                self._lock_hosts(conn, task_id, plan.host_ids, stamp)
                 rows = [
                     {
                         "task_id": task_id, "seq": node.key, "kind": node.kind.value, "host_id": node.host_id,
@@ -207,16 +225,28 @@ class TaskStore:
                     ],
                 )
         except sa.exc.IntegrityError:
-            # Another process locked one of these hosts between our check and our insert.
-            with self.engine.connect() as conn:
-                busy = conn.execute(
-                    sa.select(host_locks.c.host_id, host_locks.c.task_id)
-                    .where(host_locks.c.host_id.in_(plan.host_ids))
-                ).first()
-            if busy is None:
-                raise
-            raise HostBusyError(busy.host_id, busy.task_id) from None
+            raise self._busy_error(plan.host_ids) from None
         return int(task_id)
+
+    def _lock_hosts(self, conn: Connection, task_id: int, host_ids: list[int], stamp: str) -> None:
+        busy = conn.execute(
+            sa.select(host_locks.c.host_id, host_locks.c.task_id)
+            .where(host_locks.c.host_id.in_(host_ids), host_locks.c.task_id != task_id)
+        ).first()
+        if busy:
+            raise HostBusyError(busy.host_id, busy.task_id)
+        held = set(conn.execute(sa.select(host_locks.c.host_id).where(host_locks.c.task_id == task_id)).scalars())
+        conn.execute(
+            host_locks.insert(), [{"host_id": h, "task_id": task_id, "acquired": stamp} for h in host_ids if h not in held]
+        )
+
+    def _busy_error(self, host_ids: list[int]) -> Exception:
+        # Another process locked one of these hosts between our check and our insert (PostgreSQL).
+        with self.engine.connect() as conn:
+            busy = conn.execute(
+                sa.select(host_locks.c.host_id, host_locks.c.task_id).where(host_locks.c.host_id.in_(host_ids))
+            ).first()
+        return HostBusyError(busy.host_id, busy.task_id) if busy else RuntimeError("lock conflict vanished")
 
     # -- transitions ----------------------------------------------------------------------------------
 
@@ -257,12 +287,167 @@ class TaskStore:
             conn.execute(subtask_logs.insert().values(subtask_id=subtask_id, text=text))
 
     def finish_task(self, task_id: int, status: TaskStatus) -> None:
-        """Set the task's final status and release its host locks."""
+        """Set the task's final status and release its host locks and its lease."""
         with self._write() as conn:
             conn.execute(
-                tasks.update().where(tasks.c.id == task_id).values(status=status.value, finish_time=format_time(now()))
+                tasks.update().where(tasks.c.id == task_id).values(
+                    status=status.value, finish_time=format_time(now()), lease_until=0.0, runner=""
+                )
             )
             conn.execute(host_locks.delete().where(host_locks.c.task_id == task_id))
+
+    def renew_lease(self, task_id: int, seconds: float, runner: str) -> None:
+        """The heartbeat of the process running the task."""
+        with self._write() as conn:
+            conn.execute(
+                tasks.update().where(tasks.c.id == task_id, tasks.c.status == TaskStatus.RUNNING.value)
+                .values(lease_until=time.time() + seconds, runner=runner)
+            )
+
+    def reap_expired(self) -> list[int]:
+        """Mark FAILED every RUNNING task whose lease lapsed (its process died); returns their ids."""
+        with self._write() as conn:
+            return self._reap(conn)
+
+    def _reap(self, conn: Connection) -> list[int]:
+        expired = conn.execute(
+            sa.select(tasks.c.id, tasks.c.runner, tasks.c.lease_until)
+            .where(tasks.c.status == TaskStatus.RUNNING.value, tasks.c.lease_until < time.time())
+        ).all()
+        stamp = format_time(now())
+        for task_id, runner, lease_until in expired:
+            lapsed = datetime.fromtimestamp(lease_until).astimezone().isoformat(timespec="milliseconds")
+            why = (
+                f"{stamp} ERROR --- the process running task {task_id} ({runner or 'never started'}) stopped renewing "
+                f"its lease at {lapsed}; marked FAILED by {runner_id()}. Retry the task to continue from here."
+            )
+            interrupted = conn.execute(
+                sa.select(subtasks.c.id).where(
+                    subtasks.c.task_id == task_id,
+                    subtasks.c.status.in_([s.value for s in (SubtaskStatus.RUNNING, SubtaskStatus.CANCELING, SubtaskStatus.READY)]),
+                )
+            ).scalars().all()
+            for sid in interrupted:
+                conn.execute(subtask_logs.insert().values(subtask_id=sid, text=why))
+            conn.execute(
+                subtasks.update().where(subtasks.c.id.in_(interrupted))
+                .values(status=SubtaskStatus.FAILED.value, finish_time=stamp)
+            )
+            conn.execute(
+                tasks.update().where(tasks.c.id == task_id)
+                .values(status=TaskStatus.FAILED.value, finish_time=stamp, lease_until=0.0, runner="")
+            )
+            conn.execute(host_locks.delete().where(host_locks.c.task_id == task_id))
+        return [row.id for row in expired]
+
+    # -- operations: OCP's state machine (reference/ocp.md §1) ----------------------------------------------
+    # Each validates and applies in one transaction; the caller then launches a flow run for the task.
+
+    def retry_task(self, task_id: int) -> None:
+        """FAILED subtasks -> READY (operation RETRY, runTime + 1); their never-run downstream follows them."""
+        with self._write() as conn:
+            task = self._task_for_operation(conn, task_id, "retry")
+            failed = [r for r in self._subtasks(conn, task_id) if r["status"] == SubtaskStatus.FAILED.value]
+            for row in failed:
+                self._requeue(conn, row, Operation.RETRY)
+            self._reopen(conn, task, Operation.RETRY)
+
+    def retry_subtask(self, task_id: int, subtask_id: int) -> None:
+        with self._write() as conn:
+            task = self._task_for_operation(conn, task_id, "retry a subtask of")
+            row = self._subtask_in(conn, task_id, subtask_id)
+            if row["status"] != SubtaskStatus.FAILED.value:
+                raise TaskStateError(f"The operation is not allowed because the subtask {subtask_id} is in {row['status']} state")
+            self._requeue(conn, row, Operation.RETRY)
+            self._reopen(conn, task, Operation.RETRY)
+
+    def skip_subtask(self, task_id: int, subtask_id: int) -> None:
+        """A FAILED subtask becomes SUCCESSFUL without running (operation SKIP); the task goes on."""
+        with self._write() as conn:
+            task = self._task_for_operation(conn, task_id, "skip a subtask of")
+            row = self._subtask_in(conn, task_id, subtask_id)
+            if row["status"] != SubtaskStatus.FAILED.value:
+                raise TaskStateError(f"The subtask {subtask_id} cannot be skipped: it is {row['status']}, not FAILED", 4010)
+            conn.execute(subtasks.update().where(subtasks.c.id == subtask_id).values(
+                status=SubtaskStatus.READY.value, operation=Operation.SKIP.value))
+            self._reopen(conn, task, Operation.RETRY)
+
+    def cancel_subtask(self, task_id: int, subtask_id: int) -> None:
+        """RUNNING -> CANCELING; the step sees it, kills its remote command and ends FAILED."""
+        with self._write() as conn:
+            self._task_row(conn, task_id)
+            row = self._subtask_in(conn, task_id, subtask_id)
+            if row["status"] != SubtaskStatus.RUNNING.value:
+                raise TaskStateError(f"The operation is not allowed because the subtask {subtask_id} is in {row['status']} state")
+            conn.execute(subtasks.update().where(subtasks.c.id == subtask_id).values(
+                status=SubtaskStatus.CANCELING.value, operation=Operation.CANCEL.value))
+
+    def rollback_task(self, task_id: int) -> None:
+        """Every subtask that ran (or was ready) -> READY with operation ROLLBACK; undone in reverse order."""
+        with self._write() as conn:
+            task = self._task_row(conn, task_id)
+            if task["status"] != TaskStatus.FAILED.value:
+                raise TaskStateError(f"The operation is not allowed because the task {task_id} is in {task['status']} state")
+            if task["prohibit_rollback"]:
+                raise TaskStateError(f"The task {task_id} cannot be rolled back", 4009)
+            for row in self._subtasks(conn, task_id):
+                if row["status"] != SubtaskStatus.PENDING.value:
+                    conn.execute(subtasks.update().where(subtasks.c.id == row["id"]).values(
+                        status=SubtaskStatus.READY.value, operation=Operation.ROLLBACK.value))
+            self._reopen(conn, task, Operation.ROLLBACK)
+
+    def _task_row(self, conn: Connection, task_id: int) -> dict:
+        row = conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).mappings().first()
+        if row is None:
+            raise UnknownTaskError(task_id)
+        return _decode(row)
+
+    def _task_for_operation(self, conn: Connection, task_id: int, doing: str) -> dict:
+        self._reap(conn)
+        task = self._task_row(conn, task_id)
+        if task["status"] != TaskStatus.FAILED.value or task["operation"] == Operation.ROLLBACK.value:
+            state = task["status"] + (" (rolled back)" if task["operation"] == Operation.ROLLBACK.value else "")
+            raise TaskStateError(f"The operation is not allowed because the task {task_id} is in {state} state")
+        return task
+
+    def _subtasks(self, conn: Connection, task_id: int) -> list[dict]:
+        return [_decode(r) for r in conn.execute(
+            sa.select(subtasks).where(subtasks.c.task_id == task_id).order_by(subtasks.c.seq)).mappings()]
+
+    def _subtask_in(self, conn: Connection, task_id: int, subtask_id: int) -> dict:
+        row = conn.execute(
+            sa.select(subtasks).where(subtasks.c.id == subtask_id, subtasks.c.task_id == task_id)
+        ).mappings().first()
+        if row is None:
+            raise UnknownSubtaskError(task_id, subtask_id)
+        return _decode(row)
+
+    def _requeue(self, conn: Connection, row: dict, operation: Operation) -> None:
+        conn.execute(subtasks.update().where(subtasks.c.id == row["id"]).values(
+            status=SubtaskStatus.READY.value, operation=operation.value, run_time=row["run_time"] + 1))
+
+    def _reopen(self, conn: Connection, task: dict, operation: Operation) -> None:
+        """The task runs again: RUNNING, its hosts locked (or HostBusyError), a launch grace on its lease."""
+        self._lock_hosts(conn, task["id"], task["host_ids"], format_time(now()))
+        conn.execute(tasks.update().where(tasks.c.id == task["id"]).values(
+            status=TaskStatus.RUNNING.value, operation=operation.value, finish_time=None,
+            lease_until=time.time() + LAUNCH_GRACE_SECONDS, runner=""))
+
+    def save_snapshot(self, task_id: int, host_id: int, pids: dict[str, int]) -> None:
+        with self._write() as conn:
+            conn.execute(host_snapshots.delete().where(host_snapshots.c.task_id == task_id, host_snapshots.c.host_id == host_id))
+            conn.execute(host_snapshots.insert().values(task_id=task_id, host_id=host_id, pids=json.dumps(pids)))
+
+    def snapshot(self, task_id: int, host_id: int) -> dict[str, int] | None:
+        with self.engine.connect() as conn:
+            raw = conn.execute(
+                sa.select(host_snapshots.c.pids).where(host_snapshots.c.task_id == task_id, host_snapshots.c.host_id == host_id)
+            ).scalar()
+        return json.loads(raw) if raw else None
+
+    def subtask_status(self, subtask_id: int) -> str:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(subtasks.c.status).where(subtasks.c.id == subtask_id)).scalar_one()
 
     # -- reads ----------------------------------------------------------------------------------------
 
@@ -318,6 +503,11 @@ class TaskStore:
         """host id -> the id of the task holding it."""
         with self.engine.connect() as conn:
             return {r.host_id: r.task_id for r in conn.execute(sa.select(host_locks))}
+
+
+def runner_id() -> str:
+    """Who runs a task: pid@host, shown when its lease lapses."""
+    return f"pid {os.getpid()} on {socket.gethostname()}"
 
 
 def _decode(row) -> dict:

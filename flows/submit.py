@@ -46,5 +46,6 @@ def create_task(
     inventory.select(request.host_ids)  # unknown ids fail here, before anything is written
     plan = build_plan(request.host_ids, options.timeouts)
     return store.create_task(
-        plan, creator=creator, executor=executor_address(), type=type, options=options.model_dump(mode="json")
+        plan, creator=creator, executor=executor_address(), type=type, options=options.model_dump(mode="json"),
+        inventory=inventory.path,
     )

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from flows.errors import AgentError
+from flows.errors import AgentError, SubtaskCancelled
 
 from .ssh import CommandResult, Runner
 
@@ -42,15 +42,21 @@ class AgentStatus:
 class AgentControl:
     """Drive one host's agent. ``log`` receives every command and its output."""
 
-    def __init__(self, runner: Runner, agent_home: str, log: Callable[[str], None]) -> None:
+    def __init__(
+        self, runner: Runner, agent_home: str, log: Callable[[str], None], stop: Callable[[], bool] | None = None
+    ) -> None:
         self.runner = runner
         self.home = agent_home
         self.log = log
+        self.stop = stop
         self.ctl = shlex.quote(f"{agent_home}/bin/ocp_agentctl")
+
+    def _exec(self, command: str, deadline: float) -> CommandResult:
+        return self.runner.run(command, deadline=deadline, stop=self.stop)
 
     def _run(self, command: str, deadline: float) -> CommandResult:
         self.log(f"$ {command}")
-        result = self.runner.run(command, deadline=deadline)
+        result = self._exec(command, deadline)
         if result.output:
             self.log(result.output)
         if not result.ok:
@@ -64,7 +70,7 @@ class AgentControl:
 
     def status(self, deadline: float, *, quiet: bool = False) -> AgentStatus:
         command = f"{self.ctl} status"
-        result = self.runner.run(command, deadline=deadline) if quiet else self._run(command, deadline)
+        result = self._exec(command, deadline) if quiet else self._run(command, deadline)
         if not result.ok:
             return AgentStatus(running=False)
         try:
@@ -86,6 +92,8 @@ class AgentControl:
         """Poll status until ``check`` holds; AgentError naming ``what`` and the last status at the deadline."""
         last = AgentStatus(running=False)
         while time.monotonic() < deadline:
+            if self.stop is not None and self.stop():
+                raise SubtaskCancelled(f"cancelled by an operator while waiting until {what}")
             last = self.status(deadline, quiet=True)
             if check(last):
                 self.log(f"agent {last.describe()}")
@@ -98,7 +106,7 @@ class AgentControl:
         if not pids:
             return {}
         listed = ",".join(str(int(p)) for p in sorted(pids))
-        result = self.runner.run(f"ps -o pid=,stat=,comm= -p {listed} || true", deadline=deadline)
+        result = self._exec(f"ps -o pid=,stat=,comm= -p {listed} || true", deadline)
         alive: dict[int, str] = {}
         for line in result.stdout.splitlines():
             parts = line.split(None, 2)
@@ -110,9 +118,9 @@ class AgentControl:
         """name -> pid from ``{agent_home}/run/<name>.pid``, for the files that exist and hold a number."""
         run_dir = shlex.quote(f"{self.home}/run")
         names = " ".join(PROCESSES)
-        result = self.runner.run(
+        result = self._exec(
             f"cd {run_dir} 2>/dev/null && for n in {names}; do [ -f $n.pid ] && echo \"$n $(head -c 32 $n.pid)\"; done; true",
-            deadline=deadline,
+            deadline,
         )
         found: dict[str, int] = {}
         for line in result.stdout.splitlines():

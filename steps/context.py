@@ -1,6 +1,6 @@
-"""The state one flow run shares with its step tasks: store, hosts, SSH sessions, pid snapshots.
+"""The state one flow run shares with its step tasks (store, hosts, SSH sessions), and one step's own context.
 
-Prefect task parameters are hashed and recorded, so steps receive a short run key and look the context up here.
+Prefect task parameters are hashed and recorded, so steps receive a short run key and look the run up here.
 """
 
 from __future__ import annotations
@@ -10,15 +10,19 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from flows.errors import SubtaskCancelled
+from flows.models import SubtaskStatus
 from flows.options import RestartOptions
 from flows.store import TaskRecord, TaskStore
 
-from .agent import AgentStatus
+from .agent import AgentControl
 from .inventory import Host
 from .ssh import SSHSession
+from .subtask_log import SubtaskLog
 
 _RUNS: dict[str, RunContext] = {}
 _RUNS_LOCK = threading.Lock()
+CANCEL_POLL_SECONDS = 0.5
 
 
 @dataclass
@@ -28,7 +32,6 @@ class RunContext:
     record: TaskRecord
     hosts: dict[int, Host]
     options: RestartOptions
-    snapshots: dict[int, AgentStatus] = field(default_factory=dict)  # host id -> agent pids at Prepare
     _sessions: dict[int, SSHSession] = field(default_factory=dict)
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -43,7 +46,7 @@ class RunContext:
         for host_id in list(self._sessions):
             self.close_session(host_id)
 
-    def session(self, host: Host, deadline: float, log) -> SSHSession:
+    def session(self, host: Host, deadline: float, log: SubtaskLog) -> SSHSession:
         """The host's connection, opened (and host-key verified) on first use, reused by later steps."""
         current = self._sessions.get(host.id)
         if current is not None and current.connected:
@@ -60,6 +63,42 @@ class RunContext:
         session = self._sessions.pop(host_id, None)
         if session is not None:
             session.close()
+
+
+@dataclass
+class Step:
+    """One subtask's run: its host, log, deadline, and whether an operator cancelled it."""
+
+    run: RunContext
+    subtask_id: int
+    host: Host | None
+    log: SubtaskLog
+    deadline: float
+    timeout: int
+    _checked: float = 0.0
+
+    def cancelled(self) -> bool:
+        """True once the subtask is CANCELING in the store (read at most every 0.5 s)."""
+        now = time.monotonic()
+        if now - self._checked < CANCEL_POLL_SECONDS:
+            return False
+        self._checked = now
+        return self.run.store.subtask_status(self.subtask_id) == SubtaskStatus.CANCELING.value
+
+    def check_cancelled(self) -> None:
+        self._checked = 0.0
+        if self.cancelled():
+            raise SubtaskCancelled("cancelled by an operator")
+
+    def agent(self) -> AgentControl:
+        assert self.host is not None, "a Wait node has no host"
+        session = self.run.session(self.host, self.deadline, self.log)
+        return AgentControl(session, self.host.agent_home, self.log.info, stop=self.cancelled)
+
+    @property
+    def snapshot(self) -> dict[str, int] | None:
+        """The agent's pids when Prepare ran (kept in the store, so a retry still knows them)."""
+        return self.run.store.snapshot(self.run.task_id, self.host.id) if self.host else None
 
 
 def lookup(key: str) -> RunContext:

@@ -13,12 +13,13 @@ import shlex
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import paramiko
 
-from flows.errors import AuthenticationError, CommandTimeout, ConnectError, HostKeyError, SSHError
+from flows.errors import AuthenticationError, CommandTimeout, ConnectError, HostKeyError, SSHError, SubtaskCancelled
 
 from .inventory import Host
 
@@ -48,9 +49,13 @@ class CommandResult:
 
 
 class Runner(Protocol):
-    """The I/O surface the steps need: run one command on one host before a deadline (time.monotonic())."""
+    """The I/O surface the steps need: run one command on one host before a deadline (time.monotonic()).
 
-    def run(self, command: str, *, deadline: float) -> CommandResult: ...
+    ``stop``, when given, is polled while the command runs; once it returns True the command is killed and
+    SubtaskCancelled raised.
+    """
+
+    def run(self, command: str, *, deadline: float, stop: Callable[[], bool] | None = None) -> CommandResult: ...
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -169,15 +174,16 @@ class SSHSession:
             self._transport.close()
             self._transport = None
 
-    def run(self, command: str, *, deadline: float) -> CommandResult:
+    def run(self, command: str, *, deadline: float, stop: Callable[[], bool] | None = None) -> CommandResult:
         """Run ``command`` (a shell string we built and quoted) before ``deadline``.
 
-        Raises CommandTimeout after killing the command's process group on the host.
+        Raises CommandTimeout (or SubtaskCancelled when ``stop()`` turns True) after killing the command's
+        process group on the host.
         """
         with self._lock:
-            return self._run(command, deadline)
+            return self._run(command, deadline, stop)
 
-    def _run(self, command: str, deadline: float) -> CommandResult:
+    def _run(self, command: str, deadline: float, stop: Callable[[], bool] | None) -> CommandResult:
         if not self.connected:
             raise ConnectError(f"{self.host.label}: not connected")
         started = time.monotonic()
@@ -192,15 +198,17 @@ class SSHSession:
         try:
             while not chan.status_event.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
                 _drain(chan, out, err)
+                if stop is not None and stop():
+                    output, note = self._abort(chan, out, err)
+                    raise SubtaskCancelled(
+                        f"cancelled by an operator while {command!r} ran; {note}"
+                        + (f"; its output:\n{output}" if output else "")
+                    )
                 if time.monotonic() >= deadline:
-                    pgid = _pgid(out)
-                    killed = self._kill_group(pgid)
-                    _drain(chan, out, err)
+                    output, note = self._abort(chan, out, err)
                     raise CommandTimeout(
-                        f"{self.host.label}: {command!r} did not finish within {time.monotonic() - started:.1f} s; "
-                        + (f"killed its process group {pgid} on the host" if killed else
-                           "could not kill it on the host (no process group id); it may still run"),
-                        output=_join(out.text(first_line=False), err.text()),
+                        f"{self.host.label}: {command!r} did not finish within {time.monotonic() - started:.1f} s; {note}",
+                        output=output,
                     )
                 if chan.closed and not chan.exit_status_ready():
                     raise ConnectError(f"{self.host.label}: connection lost while running {command!r}")
@@ -209,6 +217,15 @@ class SSHSession:
         finally:
             chan.close()
         return CommandResult(command, status, out.text(first_line=False), err.text(), time.monotonic() - started)
+
+    def _abort(self, chan: paramiko.Channel, out: _Capped, err: _Capped) -> tuple[str, str]:
+        """Kill the command's process group on the host; returns (its output so far, what was done)."""
+        pgid = _pgid(out)
+        killed = self._kill_group(pgid)
+        _drain(chan, out, err)
+        note = (f"killed its process group {pgid} on the host" if killed else
+                "could not kill it on the host (no process group id); it may still run")
+        return _join(out.text(first_line=False), err.text()), note
 
     def _kill_group(self, pgid: int | None) -> bool:
         if pgid is None or not self.connected:

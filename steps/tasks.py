@@ -11,12 +11,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect.states import Failed, State
 
-from flows.errors import CommandTimeout, StepError
-from flows.models import SubtaskStatus, now
+from flows.errors import CommandTimeout, StepError, SubtaskCancelled
+from flows.models import Operation, SubtaskStatus, now
 from flows.plan import STAGES, WAIT, Kind
 
 from . import work
-from .context import lookup
+from .context import Step, lookup
 from .subtask_log import SubtaskLog, separator
 
 # No tags (each costs a server round-trip), no caching, no result persistence: the store is our record.
@@ -25,20 +25,39 @@ _NAMES = {t.kind: t.name for t in (*STAGES, WAIT)}
 # A failure here may leave the agent unreachable or stopped: the host's agent shows OFFLINE until a restart succeeds.
 _AGENT_DOWN_WHEN_FAILED = {Kind.PREPARE, Kind.STOP_ALL, Kind.START_ALL, Kind.FINISH}
 
+ROLLBACK_STEPS: dict[Kind, Callable[[Step], None]] = {
+    Kind.PREPARE: work.nothing_to_undo,
+    Kind.RESTART_POS_PROXY: work.ensure_pos_proxy,
+    Kind.STOP_ALL: work.ensure_running,
+    Kind.START_ALL: work.ensure_running,
+    Kind.FINISH: work.nothing_to_undo,
+    Kind.WAIT: work.nothing_to_undo,
+}
 
-def run_node(run_key: str, subtask_id: int, step: Callable) -> State | None:
-    """Run one subtask: RUNNING -> the step under its deadline -> SUCCESSFUL | FAILED, all recorded."""
+
+def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None]) -> State | None:
+    """Run one subtask: RUNNING -> its step under its deadline -> SUCCESSFUL | FAILED, all recorded.
+
+    The subtask's operation picks the work: EXECUTE/RETRY run ``execute``; SKIP succeeds without running;
+    ROLLBACK runs the kind's rollback step and ends PENDING, as OCP's rolled-back subtasks do.
+    """
     ctx = lookup(run_key)
     row = ctx.record.subtask(subtask_id)
+    operation = Operation(row["operation"])
     host = ctx.hosts.get(row["host_id"]) if row["host_id"] is not None else None
     log = SubtaskLog(ctx.store, subtask_id, host.label if host else "wait")
-    ctx.store.start_subtask(subtask_id, separator(row["operation"], now()))
+    ctx.store.start_subtask(subtask_id, separator(operation.value, now()))
     started = time.monotonic()
-    deadline = started + row["timeout"]
+    step = Step(ctx, subtask_id, host, log, started + row["timeout"], row["timeout"])
     logger = get_run_logger()
     try:
-        step(ctx, host, log, deadline, row["timeout"])
-        if time.monotonic() > deadline:
+        if operation is Operation.SKIP:
+            log.info("skipped by an operator: marked SUCCESSFUL without running")
+        elif operation is Operation.ROLLBACK:
+            ROLLBACK_STEPS[row["kind"]](step)
+        else:
+            execute(step)
+        if time.monotonic() > step.deadline:
             raise StepError(f"{row['name']} overran its timeout of {row['timeout']} s")
     except Exception as exc:  # every failure becomes a FAILED subtask with a readable log
         if isinstance(exc, StepError):
@@ -49,13 +68,17 @@ def run_node(run_key: str, subtask_id: int, step: Callable) -> State | None:
         else:
             message = f"unexpected {type(exc).__name__}: {exc}"
             log.error(message + "\n" + traceback.format_exc())
-        log.error(f"Execute task failed after {time.monotonic() - started:.2f} s")
+        verb = "cancelled" if isinstance(exc, SubtaskCancelled) else "failed"
+        log.error(f"Execute task {verb} after {time.monotonic() - started:.2f} s")
         ctx.store.finish_subtask(subtask_id, SubtaskStatus.FAILED)
         if host is not None and row["kind"] in _AGENT_DOWN_WHEN_FAILED:
             ctx.store.set_host_agent_status(host.id, "OFFLINE")
         logger.error(f"subtask {subtask_id} {row['name']} FAILED: {message}")
         return Failed(message=message)
-    log.info(f"{row['name']} done in {time.monotonic() - started:.2f} s")
+    log.info(f"{row['name']} {'rolled back' if operation is Operation.ROLLBACK else 'done'} in {time.monotonic() - started:.2f} s")
+    if operation is Operation.ROLLBACK:
+        ctx.store.finish_subtask(subtask_id, SubtaskStatus.PENDING)
+        return None
     ctx.store.finish_subtask(subtask_id, SubtaskStatus.SUCCESSFUL)
     if host is not None and row["kind"] is Kind.FINISH:
         ctx.store.set_host_agent_status(host.id, "AVAILABLE")

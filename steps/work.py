@@ -1,4 +1,8 @@
-"""What each DAG node does on its host (DESIGN.md "Steps on a host"), written once over AgentControl."""
+"""What each DAG node does on its host (DESIGN.md "Steps on a host"), written once over AgentControl.
+
+Each kind of node has an execute step and a rollback step. Rolling back a restart means: wherever the agent was
+stopped, make it run again.
+"""
 
 from __future__ import annotations
 
@@ -6,36 +10,30 @@ import time
 
 from flows.errors import AgentError
 
-from .agent import AGENTD, POS_PROXY, PROCESSES, AgentControl
-from .context import RunContext
-from .inventory import Host
-from .subtask_log import SubtaskLog
+from .agent import POS_PROXY, PROCESSES
+from .context import Step
 
 STOP_RESERVE_MAX = 15.0  # seconds kept after `ocp_agentctl stop` to TERM/KILL leftovers
 
 
-def _agent(ctx: RunContext, host: Host, log: SubtaskLog, deadline: float) -> AgentControl:
-    return AgentControl(ctx.session(host, deadline, log), host.agent_home, log.info)
-
-
-def prepare(ctx: RunContext, host: Host, log: SubtaskLog, deadline: float, timeout: int) -> None:
+def prepare(step: Step) -> None:
     """Connect (host key verified), check the agent CLI, snapshot the agent's pids."""
-    agent = _agent(ctx, host, log, deadline)
-    agent.check_cli(deadline)
-    status = agent.status(deadline)
-    ctx.snapshots[host.id] = status
+    agent = step.agent()
+    agent.check_cli(step.deadline)
+    status = agent.status(step.deadline)
+    step.run.store.save_snapshot(step.run.task_id, step.host.id, status.pids)
     if status.running:
-        log.info(f"agent {status.describe()}")
+        step.log.info(f"agent {status.describe()}")
     else:
-        log.warning("the agent is not running on this host; Start all will start it")
+        step.log.warning("the agent is not running on this host; Start all will start it")
 
 
-def restart_pos_proxy(ctx: RunContext, host: Host, log: SubtaskLog, deadline: float, timeout: int) -> None:
+def restart_pos_proxy(step: Step) -> None:
     """Restart the command channel (4.x: ocp_mgragent) and wait until it runs with a new pid."""
-    agent = _agent(ctx, host, log, deadline)
+    agent, deadline = step.agent(), step.deadline
     before = agent.status(deadline)
     if not before.running:
-        log.warning(f"ocp_agentd is not running, so {POS_PROXY} cannot be restarted alone; Start all will start it")
+        step.log.warning(f"ocp_agentd is not running, so {POS_PROXY} cannot be restarted alone; Start all will start it")
         return
     old = before.pids.get(POS_PROXY)
     agent.ctl_command(f"service stop {POS_PROXY}", deadline, doing=f"stopping {POS_PROXY}")
@@ -43,21 +41,19 @@ def restart_pos_proxy(ctx: RunContext, host: Host, log: SubtaskLog, deadline: fl
     after = agent.wait_until(
         lambda s: s.pids.get(POS_PROXY) not in (None, old), deadline, what=f"{POS_PROXY} runs with a new pid"
     )
-    log.info(f"{POS_PROXY} restarted: pid {old} -> {after.pids[POS_PROXY]}")
+    step.log.info(f"{POS_PROXY} restarted: pid {old} -> {after.pids[POS_PROXY]}")
 
 
-def stop_all(ctx: RunContext, host: Host, log: SubtaskLog, deadline: float, timeout: int) -> None:
+def stop_all(step: Step) -> None:
     """``ocp_agentctl stop``; then make sure no agent process is left, escalating TERM -> KILL on leftovers.
 
     If the CLI hangs past its share of the deadline, its process group is killed on the host and the subtask
     fails: a wedged agent CLI needs a human, not more signals.
     """
-    agent = _agent(ctx, host, log, deadline)
-    reserve = min(STOP_RESERVE_MAX, timeout * 0.25)
-    known = set(ctx.snapshots.get(host.id).pids.values()) if host.id in ctx.snapshots else set()
-    known |= set(agent.pid_files(deadline).values())
-    current = agent.status(deadline, quiet=True)
-    known |= set(current.pids.values())
+    agent, deadline, log = step.agent(), step.deadline, step.log
+    reserve = min(STOP_RESERVE_MAX, step.timeout * 0.25)
+    known = set((step.snapshot or {}).values()) | set(agent.pid_files(deadline).values())
+    known |= set(agent.status(deadline, quiet=True).pids.values())
     try:
         agent.ctl_command("stop", deadline - reserve, doing="stopping the agent")
     except AgentError as exc:
@@ -72,6 +68,7 @@ def stop_all(ctx: RunContext, host: Host, log: SubtaskLog, deadline: float, time
         agent.signal(set(left), sig, deadline)
         give_up = min(deadline, time.monotonic() + reserve / 2)
         while left and time.monotonic() < give_up:
+            step.check_cancelled()
             time.sleep(0.1)
             left = agent.live_processes(set(left), deadline)
     if left:
@@ -82,39 +79,68 @@ def stop_all(ctx: RunContext, host: Host, log: SubtaskLog, deadline: float, time
     log.info(f"all agent processes stopped (checked pids {sorted(known)})")
 
 
-def start_all(ctx: RunContext, host: Host, log: SubtaskLog, deadline: float, timeout: int) -> None:
+def start_all(step: Step) -> None:
     """``ocp_agentctl start``; wait until ready; every process must have a new pid."""
-    agent = _agent(ctx, host, log, deadline)
-    agent.ctl_command("start", deadline, doing="starting the agent")
-    status = agent.wait_until(lambda s: s.ready, deadline, what="the agent is ready")
-    old = ctx.snapshots.get(host.id)
-    if old is not None:
-        kept = [name for name in PROCESSES if name in old.pids and status.pids.get(name) == old.pids[name]]
-        if kept:
-            raise AgentError(f"after start, {', '.join(kept)} still run with the pid(s) from before the restart")
+    agent = step.agent()
+    agent.ctl_command("start", step.deadline, doing="starting the agent")
+    status = agent.wait_until(lambda s: s.ready, step.deadline, what="the agent is ready")
+    old = step.snapshot or {}
+    kept = [name for name in PROCESSES if name in old and status.pids.get(name) == old[name]]
+    if kept:
+        raise AgentError(f"after start, {', '.join(kept)} still run with the pid(s) from before the restart")
 
 
-def finish(ctx: RunContext, host: Host, log: SubtaskLog, deadline: float, timeout: int) -> None:
+def finish(step: Step) -> None:
     """Final status check and a before/after summary; closes the host's connection."""
     try:
-        agent = _agent(ctx, host, log, deadline)
-        status = agent.status(deadline)
+        status = step.agent().status(step.deadline)
         if not status.ready:
             raise AgentError(f"the agent is not ready at the end of the restart: {status.describe()}")
-        old = ctx.snapshots.get(host.id)
-        before = old.pids if old is not None else {}
-        log.info("restarted: " + ", ".join(f"{n} {before.get(n, '-')} -> {status.pids.get(n, '-')}" for n in PROCESSES))
+        before = step.snapshot or {}
+        step.log.info("restarted: " + ", ".join(f"{n} {before.get(n, '-')} -> {status.pids.get(n, '-')}" for n in PROCESSES))
     finally:
-        ctx.close_session(host.id)
+        step.run.close_session(step.host.id)
 
 
-def wait(ctx: RunContext, host: Host | None, log: SubtaskLog, deadline: float, timeout: int) -> None:
+def wait(step: Step) -> None:
     """A barrier: Prefect starts it only when every upstream subtask succeeded; nothing runs remotely."""
-    log.info("all upstream subtasks are SUCCESSFUL")
+    step.log.info("all upstream subtasks are SUCCESSFUL")
+
+
+# -- rollback ------------------------------------------------------------------------------------------------
+
+
+def ensure_running(step: Step) -> None:
+    """Rollback of Stop all / Start all: start the agent if it is not running, and wait until it is ready."""
+    agent = step.agent()
+    status = agent.status(step.deadline)
+    if status.ready:
+        step.log.info(f"nothing to undo: agent {status.describe()}")
+        return
+    agent.ctl_command("start", step.deadline, doing="starting the agent again")
+    status = agent.wait_until(lambda s: s.ready, step.deadline, what="the agent is ready")
+    step.log.info(f"agent runs again: {status.describe()}")
+
+
+def ensure_pos_proxy(step: Step) -> None:
+    """Rollback of Restart pos proxy: if agentd runs but ocp_mgragent does not, start it again."""
+    agent = step.agent()
+    status = agent.status(step.deadline)
+    if not status.running or POS_PROXY in status.pids:
+        step.log.info(f"nothing to undo here: agent {status.describe()}")
+        return
+    agent.ctl_command(f"service start {POS_PROXY}", step.deadline, doing=f"starting {POS_PROXY} again")
+    agent.wait_until(lambda s: POS_PROXY in s.pids, step.deadline, what=f"{POS_PROXY} runs")
+
+
+def nothing_to_undo(step: Step) -> None:
+    """Rollback of Prepare, Finish and Wait nodes: they changed nothing on the host."""
+    step.log.info("nothing to undo")
 
 
 def _describe(processes: dict[int, str]) -> str:
     return ", ".join(f"{name} (pid {pid})" for pid, name in sorted(processes.items()))
 
 
-__all__ = ["prepare", "restart_pos_proxy", "stop_all", "start_all", "finish", "wait", "AGENTD"]
+__all__ = ["prepare", "restart_pos_proxy", "stop_all", "start_all", "finish", "wait",
+           "ensure_running", "ensure_pos_proxy", "nothing_to_undo"]
