@@ -159,6 +159,18 @@ class SandboxHost:
         raise SandboxError(f"sshd for {self.name} did not listen on {self.address}:{self.port}: {log.strip()}")
 
     # --- the agent -------------------------------------------------------------------------------------
+    def audit(self) -> list[tuple[float, str, str]]:
+        """The agent CLI's own record on this host: (epoch seconds, 'begin'|'end', command) per stop/start/service."""
+        try:
+            lines = (self.agent_home / "log" / "agentctl.log").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            stamp, edge, what = (line.split(" ", 2) + ["", ""])[:3]
+            out.append((float(stamp), edge, what))
+        return out
+
     def agent_pids(self) -> dict[str, int | None]:
         """{process: pid} from run/*.pid; None when the file is missing or the process is gone (zombie = gone)."""
         result: dict[str, int | None] = {}

@@ -1,0 +1,284 @@
+"""Task operations against sandbox hosts: retry, skip, cancel, rollback, host locks, crash recovery."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from conftest import ROOT, ApiServer, cli
+from deployments.auth import add_user
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+AUTH = ("ops", "ops-pass-123")
+STOP, START, PREPARE = "Stop all OCP agent processes", "Start all OCP agent processes", "Prepare restart OCP agent"
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    """Sandbox hosts, a task store, and an API server sharing that store."""
+    from deployments.sandbox import Sandbox
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("OCP_RESTART_HOME", str(home))
+    users = tmp_path / "users.toml"
+    add_user(users, AUTH[0], AUTH[1], ["ADMIN"])
+    with Sandbox(3) as box:
+        server = ApiServer(box.inventory_path, users, home).start()
+        try:
+            with httpx.Client(base_url=server.url, auth=AUTH, timeout=30) as api:
+                yield box, home, api
+        finally:
+            server.kill()
+
+
+def run_flow(box, host_ids, **timeouts) -> dict:
+    from flows.options import RestartOptions
+    from flows.restart import batch_restart_agents
+
+    return batch_restart_agents(host_ids=host_ids, inventory=str(box.inventory_path), options=RestartOptions(timeouts=timeouts))
+
+
+def task(api, task_id) -> dict:
+    body = api.get(f"/api/v2/tasks/instances/{task_id}").json()
+    assert body["successful"], body
+    return body["data"]
+
+
+def wait_for(api, task_id, until=lambda t: t["status"] != "RUNNING", timeout=60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = task(api, task_id)
+        if until(current):
+            return current
+        time.sleep(0.2)
+    raise AssertionError(f"task {task_id} never got there: {current}")
+
+
+def sub(instance, name, idx) -> dict:
+    return next(s for s in instance["subtasks"] if s["name"] == name and s["parallelIdx"] == idx)
+
+
+def log_of(api, task_id, subtask_id) -> str:
+    return api.get(f"/api/v2/tasks/instances/{task_id}/subtasks/{subtask_id}/log").json()["data"]["log"]
+
+
+def stops_on(host) -> int:
+    """How many times `ocp_agentctl stop` began on the host, by the host's own record."""
+    return sum(1 for _, edge, what in host.audit() if edge == "begin" and what == "stop")
+
+
+def strays(host) -> list:
+    """Processes of the host outside the agent's own process group (e.g. a hung `ocp_agentctl stop`)."""
+    agentd = host.agent_pids()["ocp_agentd"]
+    out = []
+    for pid, comm in host.processes():
+        try:
+            pgid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[2])
+        except (OSError, ValueError, IndexError):
+            continue
+        if pgid != agentd:
+            out.append((pid, comm))
+    return out
+
+
+class TestRetry:
+    def test_retry_after_a_refused_stop_runs_only_what_failed_or_never_ran(self, env):
+        """Stop hangs on 1002; after the fault is cleared, retry ends SUCCESSFUL; other hosts' done steps ran once."""
+        box, home, api = env
+        box.host(1002).set_fault("stop_hang")
+        first = run_flow(box, [1001, 1002, 1003], stop_all=4)
+        assert first["status"] == "FAILED" and sub(first, STOP, 1)["status"] == "FAILED"
+        box.host(1002).clear_fault("stop_hang")
+        response = api.post(f"/api/v2/tasks/instances/{first['id']}/retry")
+        assert response.status_code == 200, response.text
+        assert response.json()["data"]["status"] == "RUNNING" and response.json()["data"]["operation"] == "RETRY"
+        final = wait_for(api, first["id"])
+        assert final["status"] == "SUCCESSFUL", final
+        retried = sub(final, STOP, 1)
+        assert retried["runTime"] == 2 and retried["operation"] == "RETRY"
+        assert "############{RETRY}{" in log_of(api, final["id"], retried["id"])
+        for idx in (0, 2):
+            for name in (PREPARE, "Restart pos proxy", STOP):
+                done = sub(final, name, idx)
+                assert done["runTime"] == 1 and done["operation"] == "EXECUTE"
+                assert log_of(api, final["id"], done["id"]).count("############{") == 1
+        assert stops_on(box.host(1001)) == 1 and stops_on(box.host(1003)) == 1  # the hosts' own record
+        assert stops_on(box.host(1002)) == 2
+
+    def test_retry_of_a_task_that_did_not_fail_is_refused(self, env):
+        """A SUCCESSFUL task cannot be retried: 400 with OCP's 4007."""
+        box, home, api = env
+        done = run_flow(box, [1003])
+        response = api.post(f"/api/v2/tasks/instances/{done['id']}/retry")
+        assert response.status_code == 400 and response.json()["error"]["code"] == 4007
+        assert "SUCCESSFUL" in response.json()["error"]["message"]
+
+
+class TestCancel:
+    def test_cancel_of_a_hung_stop_kills_it_on_the_host_within_5s(self, env):
+        """cancel: the hung `stop` is killed on the host and the subtask is FAILED within 5 s; retry then completes."""
+        box, home, api = env
+        host = box.host(1001)
+        host.set_fault("stop_hang")
+        result: dict = {}
+        runner = threading.Thread(target=lambda: result.update(run_flow(box, [1001, 1002])), daemon=True)
+        runner.start()
+        from flows.store import TaskStore
+
+        with TaskStore() as store:
+            deadline = time.monotonic() + 30
+            while not store.task_ids()[0] and time.monotonic() < deadline:
+                time.sleep(0.1)
+            task_id = store.task_ids()[0][0]
+        hung = sub(wait_for(api, task_id, until=lambda t: sub(t, STOP, 0)["status"] == "RUNNING"), STOP, 0)
+        deadline = time.monotonic() + 10  # let `ocp_agentctl stop` reach its hang
+        while not any(comm == "sleep" for _, comm in strays(host)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert any(comm == "sleep" for _, comm in strays(host)), strays(host)
+        cancelled_at = time.monotonic()
+        response = api.post(f"/api/v2/tasks/instances/{task_id}/subtasks/{hung['id']}/cancel")
+        assert response.status_code == 200 and "data" not in response.json()
+        failed = wait_for(api, task_id, until=lambda t: sub(t, STOP, 0)["status"] == "FAILED", timeout=10)
+        took = time.monotonic() - cancelled_at
+        assert took < 5, took
+        assert sub(failed, STOP, 0)["operation"] == "CANCEL"
+        assert "cancelled by an operator" in log_of(api, task_id, hung["id"])
+        runner.join(timeout=30)
+        assert result["status"] == "FAILED"
+        assert strays(host) == []  # nothing of the cancelled command is left on the host
+        host.clear_fault("stop_hang")
+        assert api.post(f"/api/v2/tasks/instances/{task_id}/retry").status_code == 200
+        assert wait_for(api, task_id)["status"] == "SUCCESSFUL"
+        print(f"cancel to FAILED: {took:.2f} s")
+
+    def test_cancel_of_a_subtask_that_is_not_running_is_refused(self, env):
+        """Only a RUNNING subtask can be cancelled: 4007."""
+        box, home, api = env
+        done = run_flow(box, [1003])
+        response = api.post(f"/api/v2/tasks/instances/{done['id']}/subtasks/{sub(done, STOP, 0)['id']}/cancel")
+        assert response.status_code == 400 and response.json()["error"]["code"] == 4007
+
+
+class TestSkipAndRollback:
+    def test_skip_a_failed_start_after_fixing_it_by_hand(self, env):
+        """Start fails on 1002; the operator starts it by hand and skips the step; the task completes."""
+        box, home, api = env
+        box.host(1002).set_fault("start_fail")
+        first = run_flow(box, [1001, 1002])
+        failed = sub(first, START, 1)
+        assert failed["status"] == "FAILED" and sub(first, "Finish OCP agent operation", 1)["status"] == "PENDING"
+        box.host(1002).clear_fault("start_fail")
+        assert box.host(1002).agentctl("start").returncode == 0
+        response = api.post(f"/api/v2/tasks/instances/{first['id']}/subtasks/{failed['id']}/skip")
+        assert response.status_code == 200, response.text
+        final = wait_for(api, first["id"])
+        assert final["status"] == "SUCCESSFUL"
+        skipped = sub(final, START, 1)
+        assert skipped["status"] == "SUCCESSFUL" and skipped["operation"] == "SKIP"
+        assert "skipped by an operator" in log_of(api, final["id"], skipped["id"])
+
+    def test_skip_of_a_successful_subtask_is_refused(self, env):
+        """Only FAILED subtasks can be skipped: 4010 (the task must have failed first: else 4007)."""
+        box, home, api = env
+        box.host(1002).set_fault("start_fail")
+        first = run_flow(box, [1002])
+        response = api.post(f"/api/v2/tasks/instances/{first['id']}/subtasks/{sub(first, PREPARE, 0)['id']}/skip")
+        assert response.status_code == 400 and response.json()["error"]["code"] == 4010
+
+    def test_rollback_brings_the_agent_back_where_it_was_stopped(self, env):
+        """Stop hangs on 1002 after 1001 stopped; rollback starts 1001's agent again; all PENDING, SUCCESSFUL."""
+        box, home, api = env
+        box.host(1002).set_fault("stop_hang")
+        first = run_flow(box, [1001, 1002], stop_all=4)
+        assert first["status"] == "FAILED"
+        assert box.host(1001).agent_pids()["ocp_agentd"] is None  # stopped, and the barrier keeps it so
+        response = api.post(f"/api/v2/tasks/instances/{first['id']}/rollback")
+        assert response.status_code == 200, response.text
+        final = wait_for(api, first["id"])
+        assert final["status"] == "SUCCESSFUL" and final["operation"] == "ROLLBACK", final
+        assert {s["status"] for s in final["subtasks"]} == {"PENDING"}
+        assert all(box.host(1001).agent_pids().values())
+        assert all(box.host(1002).agent_pids().values())
+        rolled = sub(final, STOP, 0)
+        assert "############{ROLLBACK}{" in log_of(api, final["id"], rolled["id"])
+        again = api.post(f"/api/v2/tasks/instances/{first['id']}/retry")
+        assert again.status_code == 400 and again.json()["error"]["code"] == 4007
+
+
+class TestLocksAndCrashes:
+    def test_two_posts_racing_for_one_host(self, env):
+        """Two concurrent POSTs for the same host: exactly one is accepted, the other gets 409 / 20021."""
+        box, home, api = env
+        box.host(1001).set_delays(stop_seconds=2)
+        barrier = threading.Barrier(2)
+        answers = []
+
+        def post():
+            with httpx.Client(base_url=str(api.base_url), auth=AUTH, timeout=30) as client:
+                barrier.wait()
+                answers.append(client.post("/compute/hosts/batchRestartAgents", json={"hostIds": [1001]}))
+
+        threads = [threading.Thread(target=post) for _ in range(2)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        codes = sorted(a.status_code for a in answers)
+        assert codes == [200, 409], [a.text for a in answers]
+        refused = next(a for a in answers if a.status_code == 409).json()
+        accepted = next(a for a in answers if a.status_code == 200).json()["data"]["id"]
+        assert refused["error"]["code"] == 20021 and f"TaskId: {accepted}" in refused["error"]["message"]
+        assert wait_for(api, accepted)["status"] == "SUCCESSFUL"
+
+    def test_two_processes_racing_for_one_host(self, env):
+        """Two `ocp-restart run` processes for the same host: one runs, the other exits 4 naming the holder."""
+        box, home, api = env
+        box.host(1002).set_delays(stop_seconds=2)
+        command = [sys.executable, "-m", "deployments.cli", "run", "--inventory", str(box.inventory_path),
+                   "--host-ids", "1002", "--json"]
+        procs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        outs = [p.communicate(timeout=120) for p in procs]
+        codes = sorted(p.returncode for p in procs)
+        assert codes == [0, 4], outs
+        assert any("already in progress on the host 1002" in err for _, err in outs)
+
+    def test_sigkill_of_the_flow_process_fails_the_task_within_the_lease_and_retry_completes(self, env):
+        """The process running the flow dies mid-run: FAILED within the lease, a log line says why; retry finishes."""
+        box, home, api = env
+        box.host(1001).set_delays(stop_seconds=4)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deployments.cli", "run", "--inventory", str(box.inventory_path),
+             "--host-ids", "1001,1002", "--json"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "OCP_RESTART_LEASE_SECONDS": "3"},
+        )
+        from flows.store import TaskStore
+
+        with TaskStore() as store:
+            deadline = time.monotonic() + 60
+            while not store.task_ids()[0] and time.monotonic() < deadline:
+                time.sleep(0.1)
+            task_id = store.task_ids()[0][0]
+        wait_for(api, task_id, until=lambda t: sub(t, STOP, 0)["status"] == "RUNNING")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed_at = time.monotonic()
+        failed = wait_for(api, task_id, timeout=15)
+        assert time.monotonic() - killed_at < 3 + 2
+        assert failed["status"] == "FAILED"
+        interrupted = sub(failed, STOP, 0)
+        assert interrupted["status"] == "FAILED"
+        assert "stopped renewing its lease" in log_of(api, task_id, interrupted["id"])
+        box.host(1001).set_delays(stop_seconds=0)
+        assert api.post(f"/api/v2/tasks/instances/{task_id}/retry").status_code == 200
+        final = wait_for(api, task_id)
+        assert final["status"] == "SUCCESSFUL", final
+        assert all(box.host(1001).agent_pids().values()) and all(box.host(1002).agent_pids().values())
