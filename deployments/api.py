@@ -204,7 +204,12 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
         "schema": {"type": "object", "required": ["hostIds"], "properties": {"hostIds": {
             "type": "array", "minItems": 1, "maxItems": 2000, "uniqueItems": True,
             "items": {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ID},
-            "description": "The list of host IDs (the seed's sample spells it hostids; both are accepted)."}}}}}}}
+            "description": "The list of host IDs (the seed's sample spells it hostids; both are accepted)."},
+        "batchSize": {"type": "integer", "minimum": 1, "description": "Beyond OCP: rolling batches of this size."},
+        "maxFailedHosts": {"type": "integer", "minimum": 0,
+                           "description": "Beyond OCP: isolate failed hosts; fail only past this many."},
+        "maxFailedPercent": {"type": "number", "minimum": 0, "maximum": 100,
+                             "description": "Beyond OCP: the same threshold as a percentage of the hosts."}}}}}}}
 
     async def batch_restart(request: Request, user: Annotated[User, Depends(require(HOST_WRITE))]):
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -217,10 +222,14 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
         if not isinstance(body, dict):
             raise ApiFailure(400, 1003, "Malformed JSON request: expected an object with hostIds")
         try:
-            host_ids = BatchRestartRequest.model_validate(body).host_ids
+            request_ = BatchRestartRequest.model_validate(body)
         except ValidationError as exc:
-            raise ApiFailure(400, 1001, f"You must specify a valid value for hostIds: {_first_message(exc)}") from None
-        options = RestartOptions()
+            loc = exc.errors()[0]["loc"]
+            name = str(loc[0]) if loc and loc[0] in ("batchSize", "maxFailedHosts", "maxFailedPercent") else "hostIds"
+            raise ApiFailure(400, 1001, f"You must specify a valid value for {name}: {_first_message(exc)}") from None
+        host_ids = request_.host_ids
+        options = RestartOptions(batch_size=request_.batch_size, max_failed_hosts=request_.max_failed_hosts,
+                                 max_failed_percent=request_.max_failed_percent)
         try:
             task_id = create_task(store, inventory, host_ids, options, creator=user.name)
         except UnknownHostError as exc:  # without the inventory's path: clients need the ids, not our files

@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-workers", type=int, default=32, help="subtasks running at once (default 32)")
         p.add_argument("--timeout", type=_timeout, action="append", default=[], metavar="STAGE=SECONDS",
                        help="override a stage's timeout: prepare, restart_pos_proxy, stop_all, start_all, finish, wait")
+        p.add_argument("--batch-size", type=int, metavar="K",
+                       help="rolling restart: batches of K hosts, each after the previous one is done")
+        p.add_argument("--max-failed-hosts", type=int, metavar="N",
+                       help="isolate failed hosts and go on; the task fails only past N failed hosts")
+        p.add_argument("--max-failed-percent", type=float, metavar="P", help="the same threshold as a percentage")
         p.add_argument("--accept-new-host-keys", action="store_true",
                        help="trust host keys missing from known_hosts (logged); changed keys are always refused")
         p.add_argument("--verbose", action="store_true", help="show Prefect's own log lines")
@@ -178,6 +183,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, inventory_path: Path, host_ids: list[int] | None) -> int:
+    from pydantic import ValidationError
+
+    from flows.errors import RequestError
     from flows.options import RestartOptions
     from flows.submit import create_task
     from flows.store import TaskStore
@@ -186,9 +194,14 @@ def _run(args: argparse.Namespace, inventory_path: Path, host_ids: list[int] | N
     inventory = load_inventory(inventory_path)
     ids = host_ids or list(inventory.hosts)
     _request(ids)
-    options = RestartOptions(
-        max_workers=args.max_workers, timeouts=dict(args.timeout), accept_new_host_keys=args.accept_new_host_keys
-    )
+    try:
+        options = RestartOptions(
+            max_workers=args.max_workers, timeouts=dict(args.timeout), accept_new_host_keys=args.accept_new_host_keys,
+            batch_size=args.batch_size, max_failed_hosts=args.max_failed_hosts,
+            max_failed_percent=args.max_failed_percent,
+        )
+    except ValidationError as exc:
+        raise RequestError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
     with TaskStore() as store:
         task_id = create_task(store, inventory, ids, options, creator=getpass.getuser())
         print(f"task {task_id}: restarting the OCP agent on {len(ids)} host(s)", file=sys.stderr)

@@ -160,6 +160,10 @@ class BatchRestartRequest(BaseModel):
         list[StrictInt],
         Field(validation_alias=AliasChoices("hostIds", "hostids"), serialization_alias="hostIds"),
     ]
+    # Beyond OCP, off unless sent: rolling batches and a failure threshold (see RestartOptions).
+    batch_size: Annotated[StrictInt | None, Field(alias="batchSize", ge=1, le=MAX_HOSTS_PER_REQUEST)] = None
+    max_failed_hosts: Annotated[StrictInt | None, Field(alias="maxFailedHosts", ge=0, le=MAX_HOSTS_PER_REQUEST)] = None
+    max_failed_percent: Annotated[float | None, Field(alias="maxFailedPercent", ge=0, le=100)] = None
 
     @field_validator("host_ids")
     @classmethod

@@ -19,7 +19,34 @@ class RestartOptions(BaseModel):
         dict[Kind, Annotated[int, Field(gt=0, le=86400)]],
         Field(description="Per-stage timeout overrides in seconds, e.g. {'stop_all': 120}. OCP's defaults otherwise."),
     ] = {}
+    batch_size: Annotated[
+        int | None,
+        Field(ge=1, description="Rolling restart: hosts in consecutive batches of this size; a batch starts when the "
+                                "previous one is done. Off (one batch, OCP's DAG) by default."),
+    ] = None
+    max_failed_hosts: Annotated[
+        int | None,
+        Field(ge=0, description="Failure threshold: a failed host is isolated and the others go on; the task FAILs "
+                                "only when more hosts than this fail. Off (any failure stops the stage) by default."),
+    ] = None
+    max_failed_percent: Annotated[
+        float | None,
+        Field(ge=0, le=100, description="Failure threshold as a percentage of the task's hosts (rounded down)."),
+    ] = None
     accept_new_host_keys: Annotated[
         bool,
         Field(description="Trust and record host keys not yet in known_hosts (logged). Changed keys are always refused."),
     ] = False
+
+    @property
+    def isolates_failures(self) -> bool:
+        return self.max_failed_hosts is not None or self.max_failed_percent is not None
+
+    def failure_threshold(self, n_hosts: int) -> int | None:
+        """How many hosts may fail before the task does; None when failures are not isolated."""
+        limits = []
+        if self.max_failed_hosts is not None:
+            limits.append(self.max_failed_hosts)
+        if self.max_failed_percent is not None:
+            limits.append(int(n_hosts * self.max_failed_percent / 100))
+        return min(limits) if limits else None

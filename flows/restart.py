@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prefect import flow
+from prefect import allow_failure, flow
 from prefect.futures import wait
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -22,23 +22,26 @@ from steps.tasks import TASKS
 
 from .models import Operation, SubtaskStatus, TaskStatus
 from .options import RestartOptions
+from .plan import Kind
 from .store import TaskRecord, TaskStore, lease_seconds, runner_id
 from .submit import create_task, default_inventory_path
 from .view import task_instance
 
 
-def runnable(record: TaskRecord) -> list[tuple[dict, list[int]]]:
-    """The subtasks this run executes, each with the ids of the ones it must wait for. Pure.
+def runnable(record: TaskRecord, tolerant_waits: bool = False) -> list[tuple[dict, list[int], bool]]:
+    """The subtasks this run executes, each with the ids it must wait for and whether it runs even when those
+    failed. Pure.
 
     Executing: READY and PENDING subtasks whose upstreams are SUCCESSFUL or run here too; a FAILED upstream
-    blocks its whole downstream. Rolling back: the READY/ROLLBACK subtasks in reverse order, each after its
-    downstreams (a PENDING downstream has nothing to undo).
+    blocks its whole downstream — except, with ``tolerant_waits`` (a failure threshold), for Wait nodes, which
+    run once their upstreams are done, whatever the outcome. Rolling back: the READY/ROLLBACK subtasks in
+    reverse order, each after its downstreams (a PENDING downstream has nothing to undo).
     """
     rollback = record.task["operation"] == Operation.ROLLBACK.value
     status = {row["id"]: row["status"] for row in record.subtasks}
     done = SubtaskStatus.PENDING.value if rollback else SubtaskStatus.SUCCESSFUL.value
     rows = reversed(record.subtasks) if rollback else record.subtasks
-    chosen: list[tuple[dict, list[int]]] = []
+    chosen: list[tuple[dict, list[int], bool]] = []
     submitted: set[int] = set()
     for row in rows:  # plan order is topological (reversed for rollback): dependencies come first
         wanted = (
@@ -47,16 +50,25 @@ def runnable(record: TaskRecord) -> list[tuple[dict, list[int]]]:
             else row["status"] in (SubtaskStatus.READY.value, SubtaskStatus.PENDING.value)
         )
         deps = row["downstreams"] if rollback else row["upstreams"]
-        if wanted and all(d in submitted or status[d] == done for d in deps):
+        tolerant = tolerant_waits and not rollback and row["kind"] is Kind.WAIT
+        if wanted and (tolerant or all(d in submitted or status[d] == done for d in deps)):
             submitted.add(row["id"])
-            chosen.append((row, [d for d in deps if d in submitted]))
+            chosen.append((row, [d for d in deps if d in submitted], tolerant))
     return chosen
 
 
-def final_status(record: TaskRecord) -> TaskStatus:
-    """SUCCESSFUL when every subtask is SUCCESSFUL (PENDING again, after a rollback); otherwise FAILED."""
+
+def final_status(record: TaskRecord, threshold: int | None = None) -> TaskStatus:
+    """SUCCESSFUL when every subtask is SUCCESSFUL (PENDING again, after a rollback); otherwise FAILED.
+
+    With a failure ``threshold``, the subtasks of up to that many failed (isolated) hosts do not count.
+    """
     goal = SubtaskStatus.PENDING if record.task["operation"] == Operation.ROLLBACK.value else SubtaskStatus.SUCCESSFUL
-    return TaskStatus.SUCCESSFUL if all(r["status"] == goal.value for r in record.subtasks) else TaskStatus.FAILED
+    isolated = record.failed_hosts() if threshold is not None and goal is SubtaskStatus.SUCCESSFUL else set()
+    if len(isolated) > (threshold or 0):
+        return TaskStatus.FAILED
+    counted = [r for r in record.subtasks if r["host_id"] not in isolated]
+    return TaskStatus.SUCCESSFUL if all(r["status"] == goal.value for r in counted) else TaskStatus.FAILED
 
 
 @contextmanager
@@ -109,14 +121,15 @@ def batch_restart_agents(
             logger.warning(f"task {task_id} is {record.task['status']}; nothing to run")
             return task_instance(record).to_wire()
         hosts = {h.id: h for h in inv.select(record.task["host_ids"])}
-        work = runnable(record)
+        threshold = options.failure_threshold(len(hosts))
+        work = runnable(record, tolerant_waits=threshold is not None)
         logger.info(f"task {task_id} ({record.task['operation']}): {len(work)} of {len(record.subtasks)} subtasks to run "
                     f"on {len(hosts)} host(s)")
         try:
             with heartbeat(store, task_id), RunContext(task_id, store, record, hosts, options) as ctx, \
                     ThreadPoolTaskRunner(max_workers=options.max_workers) as runner:
                 futures = {}
-                for row, deps in work:
+                for row, deps, tolerant in work:
                     host = hosts.get(row["host_id"])
                     label = f"{row['id']} {row['name']}" + (f" @ {host.name}" if host else "")
                     if row["operation"] != Operation.EXECUTE.value:
@@ -124,11 +137,11 @@ def batch_restart_agents(
                     futures[row["id"]] = runner.submit(
                         TASKS[row["kind"]],
                         parameters={"run_key": ctx.key, "subtask_id": row["id"], "label": label},
-                        wait_for=[futures[d] for d in deps],
+                        wait_for=[allow_failure(futures[d]) if tolerant else futures[d] for d in deps],
                     )
                 wait(list(futures.values()))
         finally:
-            store.finish_task(task_id, final_status(store.load(task_id)))
+            store.finish_task(task_id, final_status(store.load(task_id), threshold))
         instance = task_instance(store.load(task_id))
     (logger.info if instance.status is TaskStatus.SUCCESSFUL else logger.error)(
         f"task {task_id} {instance.status.value}"

@@ -126,6 +126,10 @@ class TaskRecord:
     task: dict
     subtasks: list[dict]
 
+    def failed_hosts(self) -> set[int]:
+        """Hosts with a FAILED subtask."""
+        return {r["host_id"] for r in self.subtasks if r["host_id"] is not None and r["status"] == SubtaskStatus.FAILED.value}
+
     def subtask(self, subtask_id: int) -> dict:
         for row in self.subtasks:
             if row["id"] == subtask_id:

@@ -44,7 +44,9 @@ def create_task(
     """Validate, plan and record a task (its hosts locked); nothing runs yet. Returns the task id."""
     request = BatchRestartRequest.model_validate({"hostIds": host_ids})
     inventory.select(request.host_ids)  # unknown ids fail here, before anything is written
-    plan = build_plan(request.host_ids, options.timeouts)
+    plan = build_plan(
+        request.host_ids, options.timeouts, batch_size=options.batch_size, isolate=options.isolates_failures
+    )
     return store.create_task(
         plan, creator=creator, executor=executor_address(), type=type, options=options.model_dump(mode="json"),
         inventory=inventory.path,

@@ -103,8 +103,19 @@ def finish(step: Step) -> None:
 
 
 def wait(step: Step) -> None:
-    """A barrier: Prefect starts it only when every upstream subtask succeeded; nothing runs remotely."""
-    step.log.info("all upstream subtasks are SUCCESSFUL")
+    """A barrier; nothing runs remotely. Prefect starts it when every upstream subtask succeeded — or, with a
+    failure threshold, when they are all done: then it fails only if more hosts failed than the threshold."""
+    threshold = step.run.options.failure_threshold(len(step.run.hosts))
+    if threshold is None:
+        step.log.info("all upstream subtasks are SUCCESSFUL")
+        return
+    failed = sorted(step.run.store.load(step.run.task_id).failed_hosts())
+    if len(failed) > threshold:
+        raise AgentError(f"{len(failed)} host(s) failed ({failed}), more than the threshold of {threshold}: stopping here")
+    if failed:
+        step.log.warning(f"isolated {len(failed)} failed host(s) {failed} (threshold {threshold}); the others go on")
+    else:
+        step.log.info("all upstream subtasks are SUCCESSFUL")
 
 
 # -- rollback ------------------------------------------------------------------------------------------------

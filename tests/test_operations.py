@@ -282,3 +282,59 @@ class TestLocksAndCrashes:
         final = wait_for(api, task_id)
         assert final["status"] == "SUCCESSFUL", final
         assert all(box.host(1001).agent_pids().values()) and all(box.host(1002).agent_pids().values())
+
+
+class TestRollingBatchesAndThreshold:
+    def test_rolling_batches_never_overlap_their_stop_windows(self, env):
+        """batchSize 2 over 5 hosts: by the hosts' own clocks, no stop of batch i+1 begins before batch i ended."""
+        box, home, api = env
+        from deployments.sandbox import Sandbox
+
+        with Sandbox(5, first_host_id=2001, stop_seconds=0.5) as five:
+            from flows.options import RestartOptions
+            from flows.restart import batch_restart_agents
+
+            instance = batch_restart_agents(host_ids=[h.id for h in five.hosts], inventory=str(five.inventory_path),
+                                            options=RestartOptions(batch_size=2))
+            assert instance["status"] == "SUCCESSFUL"
+            assert len(instance["subtasks"]) == 5 * 5 + 4 * 3 + 2
+            windows = []
+            for host in five.hosts:
+                marks = [(t, edge) for t, edge, what in host.audit() if what == "stop"]
+                begin = min(t for t, edge in marks if edge == "begin")
+                end = max(t for t, edge in marks if edge == "end")
+                windows.append((begin, end))
+            batches = [windows[0:2], windows[2:4], windows[4:5]]
+            for earlier, later in zip(batches, batches[1:]):
+                assert max(end for _, end in earlier) < min(begin for begin, _ in later), batches
+
+    def test_a_failure_threshold_isolates_a_failed_host(self, env):
+        """maxFailedHosts 1: one host whose start fails is isolated, the others finish, the task is SUCCESSFUL."""
+        box, home, api = env
+        box.host(1002).set_fault("start_fail")
+        response = api.post("/compute/hosts/batchRestartAgents", json={"hostIds": [1001, 1002, 1003], "maxFailedHosts": 1})
+        assert response.status_code == 200, response.text
+        final = wait_for(api, response.json()["data"]["id"])
+        assert final["status"] == "SUCCESSFUL", final
+        assert sub(final, START, 1)["status"] == "FAILED"
+        assert sub(final, "Finish OCP agent operation", 1)["status"] == "PENDING"
+        assert sub(final, "Finish OCP agent operation", 0)["status"] == "SUCCESSFUL"
+        assert sub(final, "Finish OCP agent operation", 2)["status"] == "SUCCESSFUL"
+
+    def test_past_the_threshold_the_task_fails(self, env):
+        """maxFailedHosts 0 with a failing host: the Wait after the failure fails naming the hosts; task FAILED."""
+        box, home, api = env
+        box.host(1003).set_fault("start_fail")
+        response = api.post("/compute/hosts/batchRestartAgents", json={"hostIds": [1001, 1003], "maxFailedHosts": 0})
+        final = wait_for(api, response.json()["data"]["id"])
+        assert final["status"] == "FAILED"
+        waits = [s for s in final["subtasks"] if s["name"] == "Wait node" and s["status"] == "FAILED"]
+        assert len(waits) == 1
+        assert "more than the threshold of 0" in log_of(api, final["id"], waits[0]["id"])
+        assert sub(final, "Finish OCP agent operation", 0)["status"] == "PENDING"
+
+    def test_bad_extension_values_are_named(self, env):
+        """batchSize 0 is a 400 naming batchSize."""
+        box, home, api = env
+        response = api.post("/compute/hosts/batchRestartAgents", json={"hostIds": [1001], "batchSize": 0})
+        assert response.status_code == 400 and "batchSize" in response.json()["error"]["message"]

@@ -115,3 +115,33 @@ class TestInvalidPlans:
         """A zero timeout override is refused with the stage and value."""
         with pytest.raises(PlanError, match="stop_all.*got 0"):
             build_plan([1], {"stop_all": 0})
+
+
+class TestExtensions:
+    def test_rolling_batches_chain_ocp_dags(self):
+        """batch_size 2 over 5 hosts: three OCP DAGs joined by two batch barriers (5N + 4B + B - 1 nodes)."""
+        plan = build_plan([1, 2, 3, 4, 5], batch_size=2)
+        assert len(plan.nodes) == 25 + 12 + 2
+        barriers = [n for n in plan.nodes if n.series_id == 9]
+        assert [len(b.upstreams) for b in barriers] == [2, 2] and [len(b.downstreams) for b in barriers] == [2, 1]
+        assert [n.host_id for n in plan.roots] == [1, 2]
+        assert sorted(n.parallel_idx for n in plan.nodes if n.kind is Kind.FINISH) == [0, 1, 2, 3, 4]
+
+    def test_isolation_adds_per_host_edges_only(self):
+        """isolate: each host step also depends on its own previous step; Wait nodes are unchanged."""
+        plain, isolated = build_plan([1, 2]), build_plan([1, 2], isolate=True)
+        assert len(plain.nodes) == len(isolated.nodes)
+        stop = next(n for n in isolated.nodes if n.kind is Kind.STOP_ALL and n.host_id == 2)
+        assert {isolated.nodes[u].kind for u in stop.upstreams} == {Kind.WAIT, Kind.RESTART_POS_PROXY}
+
+    def test_a_plan_claiming_isolation_without_its_edges_is_rejected(self):
+        """Flags and edges must agree: PlanError says which node lacks its host's previous step."""
+        plan = build_plan([1, 2])
+        plan.isolate = True
+        with pytest.raises(PlanError, match="must depend on its host's previous step"):
+            validate(plan)
+
+    def test_batch_size_must_be_positive(self):
+        """batch_size 0: PlanError naming the value."""
+        with pytest.raises(PlanError, match="batch_size must be at least 1, got 0"):
+            build_plan([1], batch_size=0)
