@@ -1,19 +1,33 @@
 #!/usr/bin/env bash
 # Sets a fresh machine up: OpenSSH (the sandbox hosts are real sshd processes) and this project in .venv.
+# With --test, also what the test suite needs: PostgreSQL (Debian's; the tests start their own throwaway cluster).
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")"
+with_tests=0
+[ "${1-}" = "--test" ] && with_tests=1
 
 need=()
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v ps >/dev/null || need+=(procps)
 command -v setsid >/dev/null || need+=(util-linux)
+if [ $with_tests -eq 1 ] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+    need+=(postgresql postgresql-contrib)
+fi
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
         echo "bootstrap: installing ${need[*]} (apt-get)" >&2
         export DEBIAN_FRONTEND=noninteractive
+        # No system services: the tests start their own sshd and PostgreSQL processes.
+        policy_added=0
+        if [ ! -e /usr/sbin/policy-rc.d ]; then
+            printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy_added=1
+        fi
+        mkdir -p /etc/postgresql-common
+        [ -e /etc/postgresql-common/createcluster.conf ] || echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
         apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; }
+        [ $policy_added -eq 1 ] && rm -f /usr/sbin/policy-rc.d
     else
         echo "bootstrap: please install ${need[*]} (e.g. sudo apt-get install -y ${need[*]})" >&2
         exit 1

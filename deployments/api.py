@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -227,11 +228,15 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
             loc = exc.errors()[0]["loc"]
             name = str(loc[0]) if loc and loc[0] in ("batchSize", "maxFailedHosts", "maxFailedPercent") else "hostIds"
             raise ApiFailure(400, 1001, f"You must specify a valid value for {name}: {_first_message(exc)}") from None
-        host_ids = request_.host_ids
         options = RestartOptions(batch_size=request_.batch_size, max_failed_hosts=request_.max_failed_hosts,
                                  max_failed_percent=request_.max_failed_percent)
+        # Store writes and the launch block: keep them off the event loop.
+        instance = await run_in_threadpool(submit, request_.host_ids, options, user.name)
+        return envelope(request, instance.to_wire())
+
+    def submit(host_ids: list[int], options: RestartOptions, creator: str) -> TaskInstance:
         try:
-            task_id = create_task(store, inventory, host_ids, options, creator=user.name)
+            task_id = create_task(store, inventory, host_ids, options, creator=creator)
         except UnknownHostError as exc:  # without the inventory's path: clients need the ids, not our files
             raise UnknownHostError(exc.host_ids, "the inventory") from None
         instance = task_instance(store.load(task_id))  # before the flow moves anything: roots READY
@@ -240,7 +245,7 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
         except Exception as exc:
             store.finish_task(task_id, TaskStatus.FAILED)
             raise ApiFailure(500, 1003, f"task {task_id} was recorded but could not be launched: {type(exc).__name__}: {exc}") from None
-        return envelope(request, instance.to_wire())
+        return instance
 
     for path in ("/compute/hosts/batchRestartAgents", "/api/v2/compute/hosts/batchRestartAgents"):
         app.add_api_route(

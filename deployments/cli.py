@@ -89,6 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     subtask.add_argument("--inventory", type=Path, help="default: the inventory the task was created from")
     subtask.add_argument("--json", action="store_true")
 
+    deploy = sub.add_parser("deploy", help="register the Prefect deployment (schedules, UI runs, workers), or --serve it")
+    deploy.add_argument("--name", default="batch-restart", help="deployment name (default batch-restart)")
+    deploy.add_argument("--pool", default="ocp-restart", help="process work pool (default ocp-restart; created if missing)")
+    deploy.add_argument("--host-ids", type=_host_ids, metavar="ID,ID,...", help="default parameter: the hosts")
+    deploy.add_argument("--inventory", type=Path, help="default parameter: the inventory (absolute path)")
+    deploy.add_argument("--cron", help="maintenance window, e.g. '0 3 * * 6' (Saturdays 03:00)")
+    deploy.add_argument("--interval", type=float, metavar="SECONDS", help="or run every SECONDS")
+    deploy.add_argument("--timezone", help="IANA timezone of the schedule, e.g. Asia/Shanghai (default UTC)")
+    deploy.add_argument("--batch-size", type=int, metavar="K")
+    deploy.add_argument("--max-failed-hosts", type=int, metavar="N")
+    deploy.add_argument("--paused", action="store_true", help="register the schedule paused")
+    deploy.add_argument("--serve", action="store_true",
+                        help="single machine: serve the deployment from this process instead of a work pool")
+
     user = sub.add_parser("user", help="manage API users")
     user_sub = user.add_subparsers(dest="user_command", required=True)
     add = user_sub.add_parser("add", help="add or replace a user (asks for the password)")
@@ -114,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         commands = {"plan": cmd_plan, "run": cmd_run, "status": cmd_status, "demo": cmd_demo, "serve": cmd_serve,
-                    "user": cmd_user, "retry": cmd_operation, "rollback": cmd_operation, "subtask": cmd_operation}
+                    "user": cmd_user, "retry": cmd_operation, "rollback": cmd_operation, "subtask": cmd_operation,
+                    "deploy": cmd_deploy}
         return commands[args.command](args)
     except OcpRestartError as exc:
         print(f"ocp-restart: error: {exc.message}", file=sys.stderr)
@@ -252,6 +267,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(ApiConfig(inventory=str(args.inventory), users=str(args.users), launcher=args.launcher))
     print(f"ocp-restart: serving on http://{args.host}:{args.port} ({args.launcher} launcher)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return EXIT_OK
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from flows.errors import RequestError
+    from flows.options import RestartOptions
+
+    from . import prefect_deploy
+
+    if args.timezone:
+        try:
+            ZoneInfo(args.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise RequestError(f"--timezone must be an IANA timezone such as Asia/Shanghai, got {args.timezone!r}") from None
+    inventory = str(args.inventory.expanduser().resolve()) if args.inventory else None
+    options = RestartOptions(batch_size=args.batch_size, max_failed_hosts=args.max_failed_hosts)
+    common = dict(name=args.name, host_ids=args.host_ids, inventory=inventory, options=options,
+                  cron=args.cron, interval=args.interval, timezone=args.timezone)
+    if args.serve:
+        prefect_deploy.serve(**common)
+        return EXIT_OK
+    deployment_id = prefect_deploy.deploy(pool=args.pool, paused=args.paused, **common)
+    print(f"deployment batch-restart-agents/{args.name} ({deployment_id}) in work pool {args.pool}; start workers "
+          f"with: prefect worker start --pool {args.pool}", file=sys.stderr)
     return EXIT_OK
 
 

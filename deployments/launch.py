@@ -67,6 +67,7 @@ class DeploymentLauncher:
                 "task_id": task_id, "store_url": self.store_url,
             },
             timeout=0,  # return at once; progress is in the task store
+            _sync=True,  # called from the API's event loop: force Prefect's sync implementation
         )
 
 

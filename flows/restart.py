@@ -10,17 +10,20 @@ import getpass
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Annotated
 
 from prefect import allow_failure, flow
 from prefect.futures import wait
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
 
 from steps.context import RunContext
 from steps.inventory import load_inventory
 from steps.tasks import TASKS
 
-from .models import Operation, SubtaskStatus, TaskStatus
+from . import report
+from .models import Operation, SubtaskStatus, TaskStatus, TaskType
 from .options import RestartOptions
 from .plan import Kind
 from .store import TaskRecord, TaskStore, lease_seconds, runner_id
@@ -98,23 +101,38 @@ def heartbeat(store: TaskStore, task_id: int) -> Iterator[None]:
 
 @flow(name="batch-restart-agents", log_prints=False, validate_parameters=True)
 def batch_restart_agents(
-    host_ids: list[int],
-    inventory: str | None = None,
+    host_ids: Annotated[list[int], Field(min_length=1, description="The hosts to restart, by inventory id, in order.")],
+    inventory: Annotated[
+        str | None, Field(description="Path of the TOML inventory. Default: $OCP_RESTART_INVENTORY, else "
+                                      "$OCP_RESTART_HOME/inventory.toml.")
+    ] = None,
     options: RestartOptions = RestartOptions(),
-    task_id: int | None = None,
-    store_url: str | None = None,
+    task_id: Annotated[
+        int | None, Field(description="Internal: run a task already recorded (by the API, the CLI, a retry).")
+    ] = None,
+    store_url: Annotated[
+        str | None, Field(description="SQLAlchemy URL of the task store. Default: $OCP_RESTART_STORE_URL, else "
+                                      "SQLite under $OCP_RESTART_HOME.")
+    ] = None,
 ) -> dict:
     """Restart the OCP agent on ``host_ids`` through OCP's DAG; returns the task instance (OCP's JSON).
 
-    ``inventory`` defaults to $OCP_RESTART_INVENTORY or $OCP_RESTART_HOME/inventory.toml; ``task_id`` runs a task
-    already recorded (by the CLI, the API, or a retry/skip/rollback) instead of creating one; ``store_url``
-    overrides the task store.
+    Args:
+        host_ids: The hosts to restart, by inventory id, in order.
+        inventory: Path of the TOML inventory.
+        options: Concurrency, per-stage timeouts, rolling batches, failure threshold, host-key policy.
+        task_id: Internal: run a task already recorded (by the API, the CLI, or a retry/skip/rollback).
+        store_url: SQLAlchemy URL of the task store.
     """
     logger = get_run_logger()
     inv = load_inventory(inventory or default_inventory_path())
     with TaskStore(store_url) as store:
         if task_id is None:
-            task_id = create_task(store, inv, host_ids, options, creator=getpass.getuser())
+            scheduled = _scheduled()
+            task_id = create_task(
+                store, inv, host_ids, options, creator="prefect-scheduler" if scheduled else getpass.getuser(),
+                type=TaskType.SCHEDULED if scheduled else TaskType.MANUAL,
+            )
         _name_flow_run(task_id)
         record = store.load(task_id)
         if record.task["status"] != TaskStatus.RUNNING.value:
@@ -142,11 +160,23 @@ def batch_restart_agents(
                 wait(list(futures.values()))
         finally:
             store.finish_task(task_id, final_status(store.load(task_id), threshold))
+        try:
+            report.publish(store, task_id, {h.id: h.name for h in hosts.values()})
+        except Exception as exc:  # the UI's extras must never fail a restart
+            logger.warning(f"could not publish the run's artifacts: {exc}")
         instance = task_instance(store.load(task_id))
     (logger.info if instance.status is TaskStatus.SUCCESSFUL else logger.error)(
         f"task {task_id} {instance.status.value}"
     )
     return instance.to_wire()
+
+
+def _scheduled() -> bool:
+    """Whether this flow run was created by a deployment's schedule."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return bool(ctx and ctx.flow_run and ctx.flow_run.auto_scheduled)
 
 
 def _name_flow_run(task_id: int) -> None:

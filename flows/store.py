@@ -96,9 +96,10 @@ host_locks = sa.Table(
 )
 
 host_snapshots = sa.Table(
-    "host_snapshots", metadata,  # the agent's pids when Prepare ran, so later steps (and retries) can compare
+    "host_snapshots", metadata,  # the agent's pids before (Prepare) and after (Finish) the restart
     sa.Column("task_id", sa.BigInteger, primary_key=True),
     sa.Column("host_id", sa.BigInteger, primary_key=True),
+    sa.Column("phase", sa.String(10), primary_key=True),  # "before" | "after"
     sa.Column("pids", sa.Text, nullable=False),
 )
 
@@ -437,16 +438,16 @@ class TaskStore:
             status=TaskStatus.RUNNING.value, operation=operation.value, finish_time=None,
             lease_until=time.time() + LAUNCH_GRACE_SECONDS, runner=""))
 
-    def save_snapshot(self, task_id: int, host_id: int, pids: dict[str, int]) -> None:
+    def save_snapshot(self, task_id: int, host_id: int, pids: dict[str, int], phase: str = "before") -> None:
+        key = (host_snapshots.c.task_id == task_id, host_snapshots.c.host_id == host_id, host_snapshots.c.phase == phase)
         with self._write() as conn:
-            conn.execute(host_snapshots.delete().where(host_snapshots.c.task_id == task_id, host_snapshots.c.host_id == host_id))
-            conn.execute(host_snapshots.insert().values(task_id=task_id, host_id=host_id, pids=json.dumps(pids)))
+            conn.execute(host_snapshots.delete().where(*key))
+            conn.execute(host_snapshots.insert().values(task_id=task_id, host_id=host_id, phase=phase, pids=json.dumps(pids)))
 
-    def snapshot(self, task_id: int, host_id: int) -> dict[str, int] | None:
+    def snapshot(self, task_id: int, host_id: int, phase: str = "before") -> dict[str, int] | None:
+        key = (host_snapshots.c.task_id == task_id, host_snapshots.c.host_id == host_id, host_snapshots.c.phase == phase)
         with self.engine.connect() as conn:
-            raw = conn.execute(
-                sa.select(host_snapshots.c.pids).where(host_snapshots.c.task_id == task_id, host_snapshots.c.host_id == host_id)
-            ).scalar()
+            raw = conn.execute(sa.select(host_snapshots.c.pids).where(*key)).scalar()
         return json.loads(raw) if raw else None
 
     def subtask_status(self, subtask_id: int) -> str:

@@ -97,6 +97,7 @@ def finish(step: Step) -> None:
         if not status.ready:
             raise AgentError(f"the agent is not ready at the end of the restart: {status.describe()}")
         before = step.snapshot or {}
+        step.run.store.save_snapshot(step.run.task_id, step.host.id, status.pids, phase="after")
         step.log.info("restarted: " + ", ".join(f"{n} {before.get(n, '-')} -> {status.pids.get(n, '-')}" for n in PROCESSES))
     finally:
         step.run.close_session(step.host.id)
