@@ -27,7 +27,7 @@ if [ ${#need[@]} -gt 0 ]; then
         mkdir -p /etc/postgresql-common
         [ -e /etc/postgresql-common/createcluster.conf ] || echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
         apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; }
-        [ $policy_added -eq 1 ] && rm -f /usr/sbin/policy-rc.d
+        if [ $policy_added -eq 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
     else
         echo "bootstrap: please install ${need[*]} (e.g. sudo apt-get install -y ${need[*]})" >&2
         exit 1
