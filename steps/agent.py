@@ -129,6 +129,23 @@ class AgentControl:
                 found[parts[0]] = int(parts[1])
         return found
 
+    def start_times(self, pids: set[int], deadline: float) -> dict[int, int]:
+        """pid -> its start time (clock ticks since boot, /proc/PID/stat field 22): with the pid, a process's
+        identity, since pids are reused (32768 of them on many hosts)."""
+        if not pids:
+            return {}
+        listed = " ".join(str(int(p)) for p in sorted(pids))
+        result = self._exec(
+            f"for p in {listed}; do [ -r /proc/$p/stat ] && echo \"$p $(sed 's/^.*) //' /proc/$p/stat | cut -d' ' -f20)\"; done; true",
+            deadline,
+        )
+        found: dict[int, int] = {}
+        for line in result.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+                found[int(parts[0])] = int(parts[1])
+        return found
+
     def signal(self, pids: set[int], sig: str, deadline: float) -> None:
         listed = " ".join(str(int(p)) for p in sorted(pids))
         self._run(f"kill -{sig} {listed} 2>/dev/null; true", deadline)

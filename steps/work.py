@@ -21,7 +21,11 @@ def prepare(step: Step) -> None:
     agent = step.agent()
     agent.check_cli(step.deadline)
     status = agent.status(step.deadline)
+    starts = agent.start_times(set(status.pids.values()), step.deadline)
     step.run.store.save_snapshot(step.run.task_id, step.host.id, status.pids)
+    step.run.store.save_snapshot(step.run.task_id, step.host.id,
+                                 {name: starts[pid] for name, pid in status.pids.items() if pid in starts},
+                                 phase="starts")
     if status.running:
         step.log.info(f"agent {status.describe()}")
     else:
@@ -86,6 +90,10 @@ def start_all(step: Step) -> None:
     status = agent.wait_until(lambda s: s.ready, step.deadline, what="the agent is ready")
     old = step.snapshot or {}
     kept = [name for name in PROCESSES if name in old and status.pids.get(name) == old[name]]
+    if kept:  # the same pid may be a new process (pids are reused): compare start times too
+        old_starts = step.run.store.snapshot(step.run.task_id, step.host.id, "starts") or {}
+        now_starts = agent.start_times({status.pids[name] for name in kept}, step.deadline)
+        kept = [name for name in kept if name not in old_starts or now_starts.get(status.pids[name]) == old_starts[name]]
     if kept:
         raise AgentError(f"after start, {', '.join(kept)} still run with the pid(s) from before the restart")
 
