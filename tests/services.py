@@ -16,6 +16,17 @@ import httpx
 from conftest import ROOT, free_port
 
 
+def terminate(process: subprocess.Popen, grace: float = 20) -> None:
+    """SIGTERM a child we started, SIGKILL it if it outlives ``grace`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def _postgres_bin() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
     return Path(found[-1]).parent if found else None
@@ -72,13 +83,8 @@ class PostgresServer:
         return f"postgresql+{driver}://postgres@127.0.0.1:{self.port}/{db}"
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()  # smart shutdown
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process)  # SIGTERM: PostgreSQL's smart shutdown
         shutil.rmtree(self.base, ignore_errors=True)
 
 
@@ -118,13 +124,7 @@ class PrefectServer:
         raise RuntimeError(f"prefect server did not answer within 120 s; see {self.log.name}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
 
 
 class Worker:
@@ -143,13 +143,7 @@ class Worker:
         )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
 
 
 __all__ = ["PostgresServer", "PrefectServer", "Worker", "ROOT"]
