@@ -47,6 +47,7 @@ from .launch import Launcher, make_launcher
 
 _TRACE = re.compile(r"^[0-9a-fA-F]{16}$")
 MAX_PAGE_SIZE = 2000
+_STATUS_LIST = r"^(RUNNING|FAILED|SUCCESSFUL)(,(RUNNING|FAILED|SUCCESSFUL))*$"
 
 
 @dataclass
@@ -167,8 +168,11 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        if exc.status_code in (404, 405):  # OCP answers an unknown route with 400 and this message
+        if exc.status_code == 404:  # OCP answers an unknown route with 400 and this message
             return failure(request, 400, 1003, f"Could not find the {request.method} method for URL {request.url.path}")
+        if exc.status_code == 405:
+            return failure(request, 405, 1003, f"Request method {request.method} is not supported for URL {request.url.path}",
+                           headers=dict(exc.headers or {}))
         return failure(request, exc.status_code, 1003, str(exc.detail))
 
     @app.exception_handler(Exception)
@@ -202,15 +206,7 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
             raise ApiFailure(403, 3100, "You are not authorized to perform the corresponding operations (TASK:READ is needed)")
 
     restart_body = {"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"type": "object", "required": ["hostIds"], "properties": {"hostIds": {
-            "type": "array", "minItems": 1, "maxItems": 2000, "uniqueItems": True,
-            "items": {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ID},
-            "description": "The list of host IDs (the seed's sample spells it hostids; both are accepted)."},
-        "batchSize": {"type": "integer", "minimum": 1, "description": "Beyond OCP: rolling batches of this size."},
-        "maxFailedHosts": {"type": "integer", "minimum": 0,
-                           "description": "Beyond OCP: isolate failed hosts; fail only past this many."},
-        "maxFailedPercent": {"type": "number", "minimum": 0, "maximum": 100,
-                             "description": "Beyond OCP: the same threshold as a percentage of the hosts."}}}}}}}
+        "schema": BatchRestartRequest.model_json_schema(by_alias=True)}}}}
 
     async def batch_restart(request: Request, user: Annotated[User, Depends(require(HOST_WRITE))]):
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -317,7 +313,8 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
     def list_tasks(request: Request, user: Annotated[User, Depends(authenticated)],
                    page: Annotated[int, Query(ge=1, le=10**9)] = 1,
                    size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 10,
-                   status: Annotated[str | None, Query(max_length=100, description="comma list: RUNNING,FAILED,SUCCESSFUL")] = None):
+                   status: Annotated[str | None, Query(max_length=100, pattern=_STATUS_LIST,
+                                                       description="comma list: RUNNING,FAILED,SUCCESSFUL")] = None):
         statuses = [s.strip() for s in status.split(",") if s.strip()] if status else None
         bad = [s for s in statuses or [] if s not in TaskStatus.__members__]
         if bad:
@@ -358,7 +355,8 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
         chunk = ids[(page - 1) * size: page * size]
         return envelope(request, {"contents": [host_view(h) for h in chunk], "page": _page(page, size, len(ids))})
 
-    @app.get("/api/v2/compute/hosts/{host_id}", response_model=Envelope[HostView], tags=["hosts"],
+    # ":int": a non-numeric segment (e.g. GET .../hosts/batchRestartAgents) is not a host id but another route.
+    @app.get("/api/v2/compute/hosts/{host_id:int}", response_model=Envelope[HostView], tags=["hosts"],
              responses=_errors(401, 403, 404))
     def get_host(request: Request, host_id: Annotated[int, Path(ge=1, le=MAX_ID)],
                  user: Annotated[User, Depends(require(HOST_READ))]):
@@ -366,6 +364,22 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
             raise UnknownHostError([host_id], "the inventory")
         return envelope(request, host_view(host_id))
 
+    def openapi() -> dict:
+        """FastAPI documents validation errors as 422; ours are OCP's 400 envelope."""
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            for path in schema["paths"].values():
+                for operation in path.values():
+                    responses = operation.get("responses", {})
+                    if responses.pop("422", None) is not None and "400" not in responses:
+                        responses["400"] = {"description": "OCP's error envelope (invalid parameter)",
+                                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
 
 

@@ -10,10 +10,10 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import (
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
-    StrictInt,
     field_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -148,6 +148,26 @@ class ErrorEnvelope(OcpModel):
     error: ApiError
 
 
+def _integral(value: Any) -> Any:
+    """JSON integers, including integral numbers like 7.0 (JSON Schema counts those as integers); never
+    strings or booleans."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"Input should be a valid integer, got {value!r}")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"Input should be a valid integer, got {value!r}")
+        return int(value)
+    return value
+
+
+def json_int(**bounds: int) -> Any:
+    """An integer field type accepting integral JSON numbers; the bounds come first so the JSON schema shows them."""
+    return Annotated[int, Field(**bounds), BeforeValidator(_integral)]
+
+
+JsonInt = json_int()
+
+
 class BatchRestartRequest(BaseModel):
     """The body of ``POST /compute/hosts/batchRestartAgents``.
 
@@ -157,13 +177,28 @@ class BatchRestartRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     host_ids: Annotated[
-        list[StrictInt],
-        Field(validation_alias=AliasChoices("hostIds", "hostids"), serialization_alias="hostIds"),
+        list[JsonInt],
+        Field(
+            validation_alias=AliasChoices("hostIds", "hostids"), serialization_alias="hostIds",
+            description="The list of host IDs (the seed's own sample spells it hostids; both are accepted).",
+            # The checks themselves are in _check_ids, for messages that name the offending ids.
+            json_schema_extra={"minItems": 1, "maxItems": MAX_HOSTS_PER_REQUEST, "uniqueItems": True,
+                               "items": {"type": "integer", "minimum": 1, "maximum": MAX_ID}},
+        ),
     ]
     # Beyond OCP, off unless sent: rolling batches and a failure threshold (see RestartOptions).
-    batch_size: Annotated[StrictInt | None, Field(alias="batchSize", ge=1, le=MAX_HOSTS_PER_REQUEST)] = None
-    max_failed_hosts: Annotated[StrictInt | None, Field(alias="maxFailedHosts", ge=0, le=MAX_HOSTS_PER_REQUEST)] = None
-    max_failed_percent: Annotated[float | None, Field(alias="maxFailedPercent", ge=0, le=100)] = None
+    batch_size: Annotated[
+        json_int(ge=1, le=MAX_HOSTS_PER_REQUEST) | None,
+        Field(alias="batchSize", description="Beyond OCP: rolling batches of this many hosts."),
+    ] = None
+    max_failed_hosts: Annotated[
+        json_int(ge=0, le=MAX_HOSTS_PER_REQUEST) | None,
+        Field(alias="maxFailedHosts", description="Beyond OCP: isolate failed hosts; the task fails only past this many."),
+    ] = None
+    max_failed_percent: Annotated[
+        Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] | None,
+        Field(alias="maxFailedPercent", description="Beyond OCP: the same threshold as a percentage of the hosts."),
+    ] = None
 
     @field_validator("host_ids")
     @classmethod

@@ -1,0 +1,254 @@
+"""Shared pieces of the benchmark: results, measured subprocesses (wall, CPU, peak RSS), the machine's CPU,
+agent readiness between measurements, and stage spans."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent  # prefect, ansible-playbook, py-spy of this interpreter
+STAGES = ("prepare", "pos_proxy", "stop", "start", "finish")
+_TICK = os.sysconf("SC_CLK_TCK")
+_PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+@dataclass
+class Result:
+    """One measurement. Times in seconds; RSS in MB (2**20 bytes)."""
+
+    name: str
+    wall: float
+    ok: bool
+    note: str = ""
+    stages: dict[str, float] = field(default_factory=dict)  # stage -> first begin .. last end over its hosts
+    startup: float | None = None  # launch -> the first stage begins
+    gaps: float | None = None  # sum of the pauses between stages (barriers, scheduling)
+    tail: float | None = None  # the last stage ends -> the process exits (or the result is seen)
+    rss_mb: float | None = None  # peak RSS of our largest process
+    tree_rss_mb: float | None = None  # peak of the summed RSS of the measured process tree (sampled)
+    cpu_s: float | None = None  # CPU seconds of the measured process tree (user + system)
+    machine_cpu_s: float | None = None  # busy CPU seconds of the whole machine (sshd, agents, everything)
+    restarted: int = 0  # hosts whose three agent processes all have new pids afterwards
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+# -- the machine's CPU ---------------------------------------------------------------------------------------
+
+
+def machine_busy_seconds() -> float:
+    """Busy CPU seconds of all cores since boot (/proc/stat: everything but idle and iowait)."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / _TICK
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of one live process (its threads included)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        rest = fh.read().rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / _TICK
+
+
+def status_kb(pid: int, key: str) -> int | None:
+    """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM); None once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def descendants(root: int) -> set[int]:
+    """``root`` and every process below it (one scan of /proc)."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    parent[int(entry)] = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        current = frontier.pop()
+        for pid, ppid in parent.items():
+            if ppid == current and pid not in tree:
+                tree.add(pid)
+                frontier.append(pid)
+    return tree
+
+
+class RssSampler:
+    """Samples the summed RSS of a process tree (rescanned every second, RSS read every 0.25 s) and the root's
+    VmHWM. Cheap enough not to disturb a CPU-bound run (a /proc scan per second)."""
+
+    def __init__(self, root: int, interval: float = 0.25, rescan: float = 1.0) -> None:
+        self.root, self.interval, self.rescan = root, interval, rescan
+        self.tree_peak_kb = 0
+        self.root_hwm_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        tree, scanned = {self.root}, 0.0
+        while not self._stop.is_set():
+            if time.monotonic() - scanned > self.rescan:
+                tree, scanned = descendants(self.root), time.monotonic()
+            total = sum(status_kb(pid, "VmRSS") or 0 for pid in tree)
+            self.tree_peak_kb = max(self.tree_peak_kb, total)
+            self.root_hwm_kb = max(self.root_hwm_kb, status_kb(self.root, "VmHWM") or 0)
+            self._stop.wait(self.interval)
+
+
+# -- measured subprocesses -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    """A finished, measured subprocess."""
+
+    returncode: int
+    wall: float
+    launched: float  # epoch seconds
+    ended: float  # epoch seconds
+    cpu_s: float  # the process and the descendants it waited for
+    maxrss_mb: float  # the largest of them (wait4's ru_maxrss)
+    tree_rss_mb: float
+    machine_cpu_s: float
+    stdout: str
+    stderr: str
+
+
+def run_measured(argv: list[str], env: dict[str, str], *, log_dir: Path, label: str, timeout: float = 1800.0,
+                 cwd: Path = ROOT) -> Proc:
+    """Run ``argv`` to the end; wall time, CPU and peak RSS from wait4 and /proc sampling. Output goes to
+    ``log_dir/label.{out,err}`` and is returned too. Killed (by its pid, and its own process group) on timeout."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    out_path, err_path = log_dir / f"{label}.out", log_dir / f"{label}.err"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        busy0, launched, t0 = machine_busy_seconds(), time.time(), time.monotonic()
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        killer = threading.Timer(timeout, _kill_group, args=(proc.pid,))
+        killer.start()
+        with RssSampler(proc.pid) as sampler:
+            _, status, usage = os.wait4(proc.pid, 0)
+        killer.cancel()
+        wall, ended = time.monotonic() - t0, time.time()
+        busy = machine_busy_seconds() - busy0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    _kill_group(proc.pid)  # leftovers of its own session (none expected)
+    return Proc(
+        returncode=proc.returncode, wall=wall, launched=launched, ended=ended,
+        cpu_s=usage.ru_utime + usage.ru_stime, maxrss_mb=usage.ru_maxrss / 1024,
+        tree_rss_mb=sampler.tree_peak_kb / 1024, machine_cpu_s=busy,
+        stdout=out_path.read_text(errors="replace"), stderr=err_path.read_text(errors="replace"),
+    )
+
+
+def _kill_group(pgid: int) -> None:
+    """Kill the process group of a process we started with start_new_session (its pgid is its pid)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM a process we started (and its own group), SIGKILL after ``grace``."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    _kill_group(proc.pid)
+    if proc.poll() is None:
+        proc.wait(timeout=5)
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """This environment without Prefect/ocp-restart settings that would leak in, plus offline defaults."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_", "OCP_RESTART_")) and k not in ("ANSIBLE_CONFIG",)}
+    env.update(DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+# -- the sandbox's agents ------------------------------------------------------------------------------------
+
+
+def agent_pids(sandbox) -> dict[int, dict[str, int | None]]:
+    return {h.id: h.agent_pids() for h in sandbox.hosts}
+
+
+def restarted_hosts(before: dict, after: dict) -> int:
+    """Hosts whose every agent process runs, each with a pid other than before."""
+    count = 0
+    for host_id, old in before.items():
+        new = after.get(host_id, {})
+        if all(new.get(name) is not None and new.get(name) != pid for name, pid in old.items()):
+            count += 1
+    return count
+
+
+def ensure_ready(sandbox, *, settle: float = 2.0, timeout: float = 60.0) -> int:
+    """Make every agent run (start it locally where a process is missing); wait; then let the CPU settle.
+    Returns how many hosts needed a start."""
+    fixed = 0
+    for host in sandbox.hosts:
+        if None in host.agent_pids().values():
+            host.agentctl("stop")
+            host.agentctl("start")
+            fixed += 1
+    deadline = time.monotonic() + timeout
+    while any(None in pids.values() for pids in agent_pids(sandbox).values()):
+        if time.monotonic() > deadline:
+            raise RuntimeError("sandbox agents did not all come back")
+        time.sleep(0.2)
+    time.sleep(settle)
+    return fixed
+
+
+# -- stage spans ---------------------------------------------------------------------------------------------
+
+
+def spans_to_result(result: Result, spans: dict[str, tuple[float, float]], launched: float, ended: float) -> None:
+    """Fill stages, startup, gaps and tail from per-stage (first begin, last end) epoch times."""
+    ordered = [spans[s] for s in STAGES if s in spans]
+    if not ordered:
+        return
+    result.stages = {s: round(spans[s][1] - spans[s][0], 3) for s in STAGES if s in spans}
+    result.startup = round(ordered[0][0] - launched, 3)
+    result.gaps = round(sum(nxt[0] - prev[1] for prev, nxt in zip(ordered, ordered[1:])), 3)
+    result.tail = round(ended - ordered[-1][1], 3)
+
+
+def mb(kb: float | None) -> float | None:
+    return None if kb is None else round(kb / 1024, 1)

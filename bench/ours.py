@@ -1,0 +1,245 @@
+"""Our restart, measured three ways on the sandbox: the whole ``ocp-restart run`` process (Prefect ephemeral, or
+a running Prefect server), and a POST to an already-started ``ocp-restart serve``.
+
+Stage spans come from the task store: a stage is the first start .. the last finish of its subtasks.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+from .common import (BIN, ROOT, Proc, Result, agent_pids, base_env, machine_busy_seconds, process_cpu_seconds,
+                     restarted_hosts, run_measured, spans_to_result, status_kb, stop_process)
+
+KIND_TO_STAGE = {"prepare": "prepare", "restart_pos_proxy": "pos_proxy", "stop_all": "stop", "start_all": "start",
+                 "finish": "finish"}
+
+
+# -- a Prefect server for the whole bench --------------------------------------------------------------------
+
+
+class PrefectServer:
+    """``prefect server start`` on loopback with its own PREFECT_HOME; stopped by its pid (and own group)."""
+
+    def __init__(self, home: Path, port: int) -> None:
+        self.home, self.port = home, port
+        self.api_url = f"http://127.0.0.1:{port}/api"
+        self.proc: subprocess.Popen | None = None
+        self.ready_seconds = 0.0
+
+    def start(self, timeout: float = 180.0) -> PrefectServer:
+        import httpx
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        env = base_env(PREFECT_HOME=str(self.home), PREFECT_UI_ENABLED="false")
+        self.log = open(self.home / "server.log", "ab")
+        started = time.monotonic()
+        self.proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+                                      str(self.port)], env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        while time.monotonic() - started < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"prefect server exited {self.proc.returncode}; see {self.log.name}")
+            try:
+                if httpx.get(self.api_url + "/health", timeout=2).status_code == 200:
+                    self.ready_seconds = time.monotonic() - started
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"prefect server did not answer within {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.log.close()
+
+
+def prime_ephemeral(prefect_home: Path) -> float:
+    """Run one no-op flow in ephemeral mode so PREFECT_HOME has a migrated database, as a user's would after the
+    first run. Returns the seconds it took (the first-ever cost)."""
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    code = "from prefect import flow\n@flow\ndef noop():\n    return 1\nnoop()\n"
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", code], env=base_env(PREFECT_HOME=str(prefect_home)), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, timeout=300)
+    return time.monotonic() - started
+
+
+# -- the task store ------------------------------------------------------------------------------------------
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def store_spans(store_url: str, task_id: int) -> tuple[dict[str, tuple[float, float]], dict]:
+    """Per stage (first start, last finish) in epoch seconds, and details: task status, mean per-host step
+    seconds, Wait-node seconds, log lines per subtask."""
+    import sqlalchemy as sa
+
+    from flows.store import TaskStore, subtask_logs
+
+    with TaskStore(store_url) as store:
+        record = store.load(task_id)
+        with store.engine.connect() as conn:
+            log_rows = conn.execute(sa.select(sa.func.count()).select_from(subtask_logs)).scalar()
+    grouped: dict[str, list[tuple[float, float]]] = {}
+    waits = []
+    for row in record.subtasks:
+        if not (row["start_time"] and row["finish_time"]):
+            continue
+        span = (_epoch(row["start_time"]), _epoch(row["finish_time"]))
+        kind = row["kind"].value
+        if kind == "wait":
+            waits.append(round(span[1] - span[0], 3))
+        elif kind in KIND_TO_STAGE:
+            grouped.setdefault(KIND_TO_STAGE[kind], []).append(span)
+    spans = {stage: (min(s for s, _ in v), max(f for _, f in v)) for stage, v in grouped.items()}
+    detail = {
+        "task_status": record.task["status"],
+        "subtasks": len(record.subtasks),
+        "successful_subtasks": sum(r["status"] == "SUCCESSFUL" for r in record.subtasks),
+        "mean_host_seconds": {stage: round(sum(f - s for s, f in v) / len(v), 3) for stage, v in grouped.items()},
+        "wait_node_seconds": waits,
+        "log_lines": log_rows,
+    }
+    return spans, detail
+
+
+# -- ocp-restart run -----------------------------------------------------------------------------------------
+
+
+def cli_argv(sandbox, workers: int) -> list[str]:
+    ids = ",".join(str(h.id) for h in sandbox.hosts)
+    return [sys.executable, "-m", "deployments.cli", "run", "--inventory", str(sandbox.inventory_path),
+            "--host-ids", ids, "--json", "--max-workers", str(workers)]
+
+
+def cli_env(home: Path, prefect_home: Path, api_url: str | None) -> dict[str, str]:
+    env = base_env(OCP_RESTART_HOME=str(home), PREFECT_HOME=str(prefect_home))
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+def run_cli(sandbox, *, name: str, work_dir: Path, prefect_home: Path, api_url: str | None,
+            workers: int = 32, wrap: list[str] | None = None) -> Result:
+    """The whole ``ocp-restart run --json`` process with a fresh OCP_RESTART_HOME; ``wrap`` prefixes the
+    command (e.g. a profiler)."""
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=work_dir))
+    before = agent_pids(sandbox)
+    proc = run_measured([*(wrap or []), *cli_argv(sandbox, workers)], cli_env(home, prefect_home, api_url),
+                        log_dir=home, label="cli")
+    return _cli_result(name, proc, home, before, sandbox)
+
+
+def _cli_result(name: str, proc: Proc, home: Path, before: dict, sandbox) -> Result:
+    result = Result(name=name, wall=round(proc.wall, 3), ok=proc.returncode == 0, rss_mb=round(proc.maxrss_mb, 1),
+                    tree_rss_mb=round(proc.tree_rss_mb, 1), cpu_s=round(proc.cpu_s, 2),
+                    machine_cpu_s=round(proc.machine_cpu_s, 2), extra={"exit_code": proc.returncode, "home": str(home)})
+    result.restarted = restarted_hosts(before, agent_pids(sandbox))
+    try:
+        task_id = json.loads(proc.stdout)["id"]
+    except (ValueError, KeyError, TypeError):
+        result.ok, result.note = False, f"no task JSON on stdout; stderr: {proc.stderr[-500:]}"
+        return result
+    spans, detail = store_spans(f"sqlite:///{home / 'tasks.db'}", task_id)
+    result.extra.update(detail, task_id=task_id)
+    spans_to_result(result, spans, proc.launched, proc.ended)
+    if detail["task_status"] != "SUCCESSFUL":
+        result.ok, result.note = False, f"task {detail['task_status']}"
+    return result
+
+
+# -- ocp-restart serve ---------------------------------------------------------------------------------------
+
+USER, PASSWORD = "bench", "bench-password-1"
+
+
+class ApiServer:
+    """``ocp-restart serve`` (embedded launcher) on loopback with a fresh home; stopped by its pid."""
+
+    def __init__(self, sandbox, work_dir: Path, prefect_home: Path, api_url: str, port: int) -> None:
+        self.sandbox, self.port = sandbox, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.home = Path(tempfile.mkdtemp(prefix="serve-", dir=work_dir))
+        self.env = cli_env(self.home, prefect_home, api_url)
+        self.proc: subprocess.Popen | None = None
+        self.idle_rss_mb = 0.0
+
+    def start(self, timeout: float = 120.0) -> ApiServer:
+        import httpx
+
+        from deployments.auth import add_user
+
+        users = self.home / "users.toml"
+        add_user(users, USER, PASSWORD, ["ADMIN"])
+        self.log = open(self.home / "serve.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "deployments.cli", "serve", "--inventory", str(self.sandbox.inventory_path),
+             "--users", str(users), "--port", str(self.port)],
+            env=self.env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+        self.client = httpx.Client(base_url=self.url, auth=(USER, PASSWORD), timeout=60)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ocp-restart serve exited {self.proc.returncode}; see {self.log.name}")
+            try:
+                self.client.get("/openapi.json", timeout=1)
+                self.idle_rss_mb = (status_kb(self.proc.pid, "VmRSS") or 0) / 1024
+                return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("ocp-restart serve did not answer in time")
+
+    def restart(self, host_ids: list[int], poll: float = 0.1) -> tuple[float, dict, list[float]]:
+        """POST a restart, poll the task until it is not RUNNING. Returns (seconds, final task, GET latencies)."""
+        started = time.monotonic()
+        answer = self.client.post("/api/v2/compute/hosts/batchRestartAgents", json={"hostIds": host_ids})
+        answer.raise_for_status()
+        task_id = answer.json()["data"]["id"]
+        latencies = []
+        while True:
+            time.sleep(poll)
+            t = time.monotonic()
+            task = self.client.get(f"/api/v2/tasks/instances/{task_id}").json()["data"]
+            latencies.append(time.monotonic() - t)
+            if task["status"] != "RUNNING":
+                return time.monotonic() - started, task, latencies
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.client.close()
+            stop_process(self.proc)
+            self.log.close()
+
+
+def run_api(server: ApiServer, sandbox, *, name: str = "ours: API (serve)") -> Result:
+    """One measured restart of every host through the already-started API server."""
+    before = agent_pids(sandbox)
+    busy0, cpu0 = machine_busy_seconds(), process_cpu_seconds(server.proc.pid)
+    launched = time.time()
+    seconds, task, latencies = server.restart([h.id for h in sandbox.hosts])
+    ended = time.time()
+    result = Result(
+        name=name, wall=round(seconds, 3), ok=task["status"] == "SUCCESSFUL",
+        note="" if task["status"] == "SUCCESSFUL" else f"task {task['status']}",
+        rss_mb=round((status_kb(server.proc.pid, "VmHWM") or 0) / 1024, 1),
+        cpu_s=round(process_cpu_seconds(server.proc.pid) - cpu0, 2),
+        machine_cpu_s=round(machine_busy_seconds() - busy0, 2),
+        extra={"idle_rss_mb": round(server.idle_rss_mb, 1), "polls": len(latencies),
+               "mean_get_ms": round(1000 * sum(latencies) / max(1, len(latencies)), 1), "task_id": task["id"]},
+    )
+    result.restarted = restarted_hosts(before, agent_pids(sandbox))
+    spans, detail = store_spans(f"sqlite:///{server.home / 'tasks.db'}", task["id"])
+    result.extra.update(detail)
+    spans_to_result(result, spans, launched, ended)
+    return result
