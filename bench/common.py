@@ -31,7 +31,7 @@ class Result:
     startup: float | None = None  # launch -> the first stage begins
     gaps: float | None = None  # sum of the pauses between stages (barriers, scheduling)
     tail: float | None = None  # the last stage ends -> the process exits (or the result is seen)
-    rss_mb: float | None = None  # peak RSS of our largest process
+    rss_mb: float | None = None  # peak RSS (VmHWM) of the measured main process
     tree_rss_mb: float | None = None  # peak of the summed RSS of the measured process tree (sampled)
     cpu_s: float | None = None  # CPU seconds of the measured process tree (user + system)
     machine_cpu_s: float | None = None  # busy CPU seconds of the whole machine (sshd, agents, everything)
@@ -133,8 +133,8 @@ class Proc:
     wall: float
     launched: float  # epoch seconds
     ended: float  # epoch seconds
-    cpu_s: float  # the process and the descendants it waited for
-    maxrss_mb: float  # the largest of them (wait4's ru_maxrss)
+    cpu_s: float  # the process and the descendants it waited for (wait4)
+    rss_mb: float  # the process's own peak (VmHWM, sampled; wait4's ru_maxrss would include our own RSS at fork)
     tree_rss_mb: float
     machine_cpu_s: float
     stdout: str
@@ -162,7 +162,7 @@ def run_measured(argv: list[str], env: dict[str, str], *, log_dir: Path, label: 
     _kill_group(proc.pid)  # leftovers of its own session (none expected)
     return Proc(
         returncode=proc.returncode, wall=wall, launched=launched, ended=ended,
-        cpu_s=usage.ru_utime + usage.ru_stime, maxrss_mb=usage.ru_maxrss / 1024,
+        cpu_s=usage.ru_utime + usage.ru_stime, rss_mb=sampler.root_hwm_kb / 1024,
         tree_rss_mb=sampler.tree_peak_kb / 1024, machine_cpu_s=busy,
         stdout=out_path.read_text(errors="replace"), stderr=err_path.read_text(errors="replace"),
     )

@@ -141,7 +141,7 @@ def run_cli(sandbox, *, name: str, work_dir: Path, prefect_home: Path, api_url: 
 
 
 def _cli_result(name: str, proc: Proc, home: Path, before: dict, sandbox) -> Result:
-    result = Result(name=name, wall=round(proc.wall, 3), ok=proc.returncode == 0, rss_mb=round(proc.maxrss_mb, 1),
+    result = Result(name=name, wall=round(proc.wall, 3), ok=proc.returncode == 0, rss_mb=round(proc.rss_mb, 1),
                     tree_rss_mb=round(proc.tree_rss_mb, 1), cpu_s=round(proc.cpu_s, 2),
                     machine_cpu_s=round(proc.machine_cpu_s, 2), extra={"exit_code": proc.returncode, "home": str(home)})
     result.restarted = restarted_hosts(before, agent_pids(sandbox))

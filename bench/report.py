@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.table import Table
 
 from .common import STAGES, Result
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 200)
 
 OURS = ("ours: CLI ephemeral", "ours: CLI + server", "ours: API (serve)")
 

@@ -42,7 +42,7 @@ from flows.view import subtask as subtask_view
 from flows.view import task_instance
 from steps.inventory import Inventory, load_inventory
 
-from .auth import HOST_READ, HOST_WRITE, TASK_READ, TASK_WRITE, User, Users
+from .auth import HOST_READ, HOST_WRITE, TASK_READ, TASK_WRITE, LoginThrottle, User, Users
 from .launch import Launcher, make_launcher
 
 _TRACE = re.compile(r"^[0-9a-fA-F]{16}$")
@@ -117,6 +117,7 @@ class SubtaskLog(BaseModel):
 def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAPI:
     inventory: Inventory = load_inventory(config.inventory)
     users = Users(config.users)
+    throttle = LoginThrottle()
     store = TaskStore(config.store_url)
     launcher = launcher or make_launcher(config.launcher, config.inventory, store.url)
     server = executor_address()
@@ -182,16 +183,25 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
     def authenticated(request: Request) -> User:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        user = None
-        if scheme.lower() == "basic" and token:
-            try:
-                name, _, password = base64.b64decode(token, validate=True).decode("utf-8").partition(":")
-                user = users.authenticate(name, password)
-            except (binascii.Error, UnicodeDecodeError):
-                user = None
-        if user is None:
+        if scheme.lower() != "basic" or not token:
             raise ApiFailure(401, 3000, "You are not logged on. Use HTTP Basic authentication.",
                              {"WWW-Authenticate": 'Basic realm="ocp-restart"'})
+        client = request.client.host if request.client else "unknown"
+        wait = throttle.retry_after(client)
+        if wait > 0:
+            raise ApiFailure(429, 0, "Excessive number of requests. Too many failed logins; try again later.",
+                             _rate_headers(throttle.limit, 0, wait))
+        try:
+            name, _, password = base64.b64decode(token, validate=True).decode("utf-8").partition(":")
+            user = users.authenticate(name, password)
+        except (binascii.Error, UnicodeDecodeError):
+            user = None
+        if user is None:
+            remaining = throttle.failed(client)
+            raise ApiFailure(401, 3000, "You are not logged on: wrong user name or password.",
+                             {"WWW-Authenticate": 'Basic realm="ocp-restart"',
+                              **_rate_headers(throttle.limit, remaining, throttle.window)})
+        throttle.succeeded(client)
         return user
 
     def require(permission: str):
@@ -383,6 +393,14 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
     return app
 
 
+def _rate_headers(limit: int, remaining: int, reset: float) -> dict[str, str]:
+    """OCP's throttling headers (RateLimit-Limit/Remaining/Reset), and Retry-After when nothing remains."""
+    headers = {"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(remaining), "RateLimit-Reset": str(math.ceil(reset))}
+    if remaining == 0:
+        headers["Retry-After"] = str(math.ceil(reset))
+    return headers
+
+
 def _page(number: int, size: int, total: int) -> dict:
     return {"number": number, "size": size, "totalElements": total, "totalPages": math.ceil(total / size) if size else 0}
 
@@ -398,5 +416,7 @@ def _first_message(exc: ValidationError) -> str:
 
 
 def _errors(*statuses: int) -> dict:
-    return {s: {"model": ErrorEnvelope, "description": "OCP's error envelope"} for s in statuses}
+    """Documented error answers: the given ones, 429 wherever credentials are checked, 503 (store down) always."""
+    documented = set(statuses) | ({429} if 401 in statuses else set()) | {503}
+    return {s: {"model": ErrorEnvelope, "description": "OCP's error envelope"} for s in sorted(documented)}
 

@@ -87,6 +87,44 @@ class Users:
         return entry[1]
 
 
+class LoginThrottle:
+    """Failed logins per client in a sliding window; past the limit the client gets 429 until the window frees up.
+
+    Counts wrong credentials only (a request without credentials is a 401, not an attempt). While a client is
+    throttled even a correct password is refused, or guessing would go on at full speed.
+    """
+
+    def __init__(self, limit: int | None = None, window: float = 60.0) -> None:
+        self.limit = limit if limit is not None else int(os.environ.get("OCP_RESTART_LOGIN_LIMIT", "10"))
+        self.window = window
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> list[float]:
+        recent = [t for t in self._failures.get(client, []) if now - t < self.window]
+        self._failures[client] = recent
+        return recent
+
+    def retry_after(self, client: str) -> float:
+        """Seconds until ``client`` may try again; 0 when it is not throttled."""
+        now = time.monotonic()
+        with self._lock:
+            recent = self._recent(client, now)
+            return recent[0] + self.window - now if len(recent) >= self.limit else 0.0
+
+    def failed(self, client: str) -> int:
+        """Record a failure; returns how many attempts remain in the window."""
+        now = time.monotonic()
+        with self._lock:
+            recent = self._recent(client, now)
+            recent.append(now)
+            return max(0, self.limit - len(recent))
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)
+
+
 def _read(path: Path) -> dict[str, tuple[bytes, User]]:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))

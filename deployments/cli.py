@@ -1,7 +1,7 @@
 """``ocp-restart``: plan, run, status and demo from a terminal.
 
 Exit codes: 0 the task is SUCCESSFUL; 1 it FAILED; 2 bad input (nothing was executed); 3 it is still RUNNING;
-4 another task holds a host.
+4 another task holds a host; 5 the task store is unavailable.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_RUNNING, EXIT_BUSY = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_RUNNING, EXIT_BUSY, EXIT_STORE = 0, 1, 2, 3, 4, 5
 
 
 def _host_ids(text: str) -> list[int]:
@@ -133,8 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](args)
     except OcpRestartError as exc:
         print(f"ocp-restart: error: {exc.message}", file=sys.stderr)
-        from flows.errors import HostBusyError
+        from flows.errors import HostBusyError, StoreUnavailableError
 
+        if isinstance(exc, StoreUnavailableError):
+            return EXIT_STORE
         return EXIT_BUSY if isinstance(exc, HostBusyError) else EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("ocp-restart: interrupted", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Protocol
 
 from flows.options import RestartOptions
@@ -24,10 +25,18 @@ class Launcher(Protocol):
 
 
 class EmbeddedLauncher:
-    """Runs each flow in a daemon thread of this process."""
+    """Runs each flow in a daemon thread of this process, at most ``OCP_RESTART_MAX_RUNS`` (default 8) at once.
 
-    def __init__(self, inventory: str, store_url: str | None) -> None:
+    A task waiting for a slot keeps its lease alive. A flow run that cannot start (e.g. the Prefect API answers
+    503 under load) is retried with backoff; if it never starts, the task is FAILED with the reason in its log
+    instead of waiting for its lease to lapse.
+    """
+
+    START_ATTEMPTS = 4
+
+    def __init__(self, inventory: str, store_url: str | None, max_runs: int | None = None) -> None:
         self.inventory, self.store_url = inventory, store_url
+        self.slots = threading.BoundedSemaphore(max_runs or int(os.environ.get("OCP_RESTART_MAX_RUNS", "8")))
         self.threads: dict[int, threading.Thread] = {}
 
     def launch(self, task_id: int, host_ids: list[int], options: RestartOptions) -> None:
@@ -38,16 +47,37 @@ class EmbeddedLauncher:
         thread.start()
 
     def _run(self, task_id: int, host_ids: list[int], options: RestartOptions) -> None:
-        from flows.restart import batch_restart_agents
+        from flows.restart import batch_restart_agents, heartbeat
+        from flows.store import TaskStore
 
         try:
-            batch_restart_agents(
-                host_ids=host_ids, inventory=self.inventory, options=options, task_id=task_id, store_url=self.store_url
-            )
+            # The lease is renewed from here as well, while the task waits for a slot and while Prefect creates the
+            # flow run (slow under load); the flow renews it too once it runs.
+            with TaskStore(self.store_url) as store, heartbeat(store, task_id), self.slots:
+                for attempt in range(1, self.START_ATTEMPTS + 1):
+                    try:
+                        batch_restart_agents(host_ids=host_ids, inventory=self.inventory, options=options,
+                                             task_id=task_id, store_url=self.store_url)
+                        return
+                    except Exception as exc:
+                        if _started(store, task_id):
+                            raise  # the flow ran: its own records say what happened
+                        if attempt == self.START_ATTEMPTS:
+                            store.abort_task(task_id, f"the flow run could not start after {attempt} attempts: "
+                                                      f"{type(exc).__name__}: {str(exc)[:300]}")
+                            raise
+                        log.warning("task %s: the flow run did not start (%s); retrying", task_id, exc)
+                        time.sleep(2.0 * attempt)
         except BaseException:  # the store has the details; the API process must live on
             log.exception("flow run for task %s ended with an exception", task_id)
         finally:
             self.threads.pop(task_id, None)
+
+
+def _started(store, task_id: int) -> bool:
+    """Whether a flow run has touched the task (a subtask started, or the task already ended)."""
+    record = store.load(task_id)
+    return record.task["status"] != "RUNNING" or any(row["start_time"] for row in record.subtasks)
 
 
 class DeploymentLauncher:

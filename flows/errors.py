@@ -7,6 +7,7 @@
     ├── UnknownSubtaskError         404 / 4001  no such subtask in that task
     ├── TaskStateError              400 / 4007  the task's state forbids the operation (4009 rollback, 4010 skip)
     ├── HostBusyError               409 / 20021 another O&M task holds the host
+    ├── StoreUnavailableError       503 / 1003  the task store cannot be read or written (nothing half-written)
     ├── InventoryError                          the inventory file is missing or invalid (names file, host, field)
     ├── PlanError                               a DAG that breaks the plan's invariants
     └── StepError                               a step failed on a host; the subtask becomes FAILED
@@ -79,6 +80,10 @@ class HostBusyError(OcpRestartError):
             f"An O&M task (TaskId: {task_id}) is already in progress on the host {host_id}"
         )
         self.host_id, self.task_id = host_id, task_id
+
+
+class StoreUnavailableError(OcpRestartError):
+    code, http_status = 1003, 503
 
 
 class InventoryError(OcpRestartError):

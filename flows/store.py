@@ -21,7 +21,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from .errors import HostBusyError, TaskStateError, UnknownSubtaskError, UnknownTaskError
+from .errors import HostBusyError, StoreUnavailableError, TaskStateError, UnknownSubtaskError, UnknownTaskError
 from .models import Operation, SubtaskStatus, TaskStatus, TaskType, format_time, now
 from .plan import TASK_NAME, Kind, Plan
 
@@ -152,7 +152,28 @@ class TaskStore:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         # SQLite allows one writer; serialising our own threads avoids 'database is locked' retries.
         self._write_lock = threading.Lock() if self._sqlite else _NullLock()
-        metadata.create_all(self.engine)
+        with self._available():
+            metadata.create_all(self.engine)
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password, for messages and logs."""
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+
+    @contextmanager
+    def _available(self) -> Iterator[None]:
+        """Database failures (server down, read-only file, disk full) become one clear error; the transaction
+        they interrupted is rolled back, so nothing is half-written."""
+        try:
+            yield
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            raise StoreUnavailableError(f"the task store {self.safe_url} is unavailable: {reason}") from None
+        except sa.exc.DatabaseError as exc:
+            if isinstance(exc, sa.exc.IntegrityError):
+                raise
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            raise StoreUnavailableError(f"the task store {self.safe_url} refused the operation: {reason}") from None
 
     def __enter__(self) -> TaskStore:
         return self
@@ -165,7 +186,12 @@ class TaskStore:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self._write_lock, self.engine.begin() as conn:
+        with self._available(), self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._available(), self.engine.connect() as conn:
             yield conn
 
     # -- creation -------------------------------------------------------------------------------------
@@ -247,7 +273,7 @@ class TaskStore:
 
     def _busy_error(self, host_ids: list[int]) -> Exception:
         # Another process locked one of these hosts between our check and our insert (PostgreSQL).
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             busy = conn.execute(
                 sa.select(host_locks.c.host_id, host_locks.c.task_id).where(host_locks.c.host_id.in_(host_ids))
             ).first()
@@ -322,27 +348,10 @@ class TaskStore:
         stamp = format_time(now())
         for task_id, runner, lease_until in expired:
             lapsed = datetime.fromtimestamp(lease_until).astimezone().isoformat(timespec="milliseconds")
-            why = (
+            self._fail_task(conn, task_id, (
                 f"{stamp} ERROR --- the process running task {task_id} ({runner or 'never started'}) stopped renewing "
                 f"its lease at {lapsed}; marked FAILED by {runner_id()}. Retry the task to continue from here."
-            )
-            interrupted = conn.execute(
-                sa.select(subtasks.c.id).where(
-                    subtasks.c.task_id == task_id,
-                    subtasks.c.status.in_([s.value for s in (SubtaskStatus.RUNNING, SubtaskStatus.CANCELING, SubtaskStatus.READY)]),
-                )
-            ).scalars().all()
-            for sid in interrupted:
-                conn.execute(subtask_logs.insert().values(subtask_id=sid, text=why))
-            conn.execute(
-                subtasks.update().where(subtasks.c.id.in_(interrupted))
-                .values(status=SubtaskStatus.FAILED.value, finish_time=stamp)
-            )
-            conn.execute(
-                tasks.update().where(tasks.c.id == task_id)
-                .values(status=TaskStatus.FAILED.value, finish_time=stamp, lease_until=0.0, runner="")
-            )
-            conn.execute(host_locks.delete().where(host_locks.c.task_id == task_id))
+            ))
         return [row.id for row in expired]
 
     # -- operations: OCP's state machine (reference/ocp.md §1) ----------------------------------------------
@@ -438,6 +447,27 @@ class TaskStore:
             status=TaskStatus.RUNNING.value, operation=operation.value, finish_time=None,
             lease_until=time.time() + LAUNCH_GRACE_SECONDS, runner=""))
 
+    def abort_task(self, task_id: int, reason: str) -> None:
+        """FAIL a task whose flow run could not start: its READY/RUNNING subtasks get ``reason`` in their log."""
+        with self._write() as conn:
+            self._fail_task(conn, task_id, f"{format_time(now())} ERROR --- {reason}")
+
+    def _fail_task(self, conn: Connection, task_id: int, why: str) -> None:
+        stamp = format_time(now())
+        interrupted = conn.execute(
+            sa.select(subtasks.c.id).where(
+                subtasks.c.task_id == task_id,
+                subtasks.c.status.in_([s.value for s in (SubtaskStatus.RUNNING, SubtaskStatus.CANCELING, SubtaskStatus.READY)]),
+            )
+        ).scalars().all()
+        for sid in interrupted:
+            conn.execute(subtask_logs.insert().values(subtask_id=sid, text=why))
+        conn.execute(subtasks.update().where(subtasks.c.id.in_(interrupted))
+                     .values(status=SubtaskStatus.FAILED.value, finish_time=stamp))
+        conn.execute(tasks.update().where(tasks.c.id == task_id)
+                     .values(status=TaskStatus.FAILED.value, finish_time=stamp, lease_until=0.0, runner=""))
+        conn.execute(host_locks.delete().where(host_locks.c.task_id == task_id))
+
     def save_snapshot(self, task_id: int, host_id: int, pids: dict[str, int], phase: str = "before") -> None:
         key = (host_snapshots.c.task_id == task_id, host_snapshots.c.host_id == host_id, host_snapshots.c.phase == phase)
         with self._write() as conn:
@@ -446,18 +476,18 @@ class TaskStore:
 
     def snapshot(self, task_id: int, host_id: int, phase: str = "before") -> dict[str, int] | None:
         key = (host_snapshots.c.task_id == task_id, host_snapshots.c.host_id == host_id, host_snapshots.c.phase == phase)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             raw = conn.execute(sa.select(host_snapshots.c.pids).where(*key)).scalar()
         return json.loads(raw) if raw else None
 
     def subtask_status(self, subtask_id: int) -> str:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return conn.execute(sa.select(subtasks.c.status).where(subtasks.c.id == subtask_id)).scalar_one()
 
     # -- reads ----------------------------------------------------------------------------------------
 
     def load(self, task_id: int) -> TaskRecord:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             task = conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).mappings().first()
             if task is None:
                 raise UnknownTaskError(task_id)
@@ -467,7 +497,7 @@ class TaskStore:
         return TaskRecord(task=_decode(task), subtasks=[_decode(r) for r in rows])
 
     def log(self, subtask_id: int) -> str:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             lines = conn.execute(
                 sa.select(subtask_logs.c.text).where(subtask_logs.c.subtask_id == subtask_id).order_by(subtask_logs.c.id)
             ).scalars().all()
@@ -485,7 +515,7 @@ class TaskStore:
         if creator is not None:
             query = query.where(tasks.c.creator == creator)
             count = count.where(tasks.c.creator == creator)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             ids = conn.execute(query.order_by(tasks.c.id.desc()).limit(limit).offset(offset)).scalars().all()
             total = conn.execute(count).scalar_one()
         return list(ids), int(total)
@@ -501,12 +531,12 @@ class TaskStore:
 
     def host_agent_statuses(self) -> dict[int, str]:
         """host id -> the agent status last seen by a restart."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return {r.host_id: r.status for r in conn.execute(sa.select(host_agent_status))}
 
     def locks(self) -> dict[int, int]:
         """host id -> the id of the task holding it."""
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return {r.host_id: r.task_id for r in conn.execute(sa.select(host_locks))}
 
 

@@ -212,6 +212,11 @@ class SSHSession:
                     )
                 if chan.closed and not chan.exit_status_ready():
                     raise ConnectError(f"{self.host.label}: connection lost while running {command!r}")
+            # sshd sends exit-status as soon as the process exits, and may still be forwarding its last output:
+            # the output is complete only at EOF.
+            while not chan.eof_received and not chan.closed and time.monotonic() < deadline:
+                _drain(chan, out, err)
+                time.sleep(0.001)
             _drain(chan, out, err)
             status = chan.recv_exit_status()  # already arrived: status_event is set
         finally:

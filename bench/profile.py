@@ -1,0 +1,244 @@
+"""Where our time goes: py-spy on a whole ``ocp-restart run`` process, plus micro-measurements of the suspects.
+
+    python3 -m bench.profile record --hosts 100 --mode server        # CPU profile (py-spy, no idle samples)
+    python3 -m bench.profile record --hosts 10 --mode ephemeral --idle   # wall-clock view, idle threads included
+    python3 -m bench.profile summarize /tmp/ocp-bench-profiles/X.speedscope.json
+    python3 -m bench.profile micro                                   # imports, store writes, task-run overhead
+
+``record`` starts Sandbox(N, stop 1 s, start 1 s) (and for ``--mode server`` a ``prefect server``), runs the CLI
+under ``py-spy record --format speedscope --subprocesses``, then summarizes: samples per process and thread
+group, self time by library (the leaf frame's file), and the functions with the most inclusive samples.
+The summary is printed and written next to the profile (``.summary.json``); profiles stay in --out-dir
+(default /tmp/ocp-bench-profiles), they are large.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from .common import BIN, ROOT, base_env
+
+LIBRARIES = (  # (label, substring of a frame's file), first match wins
+    ("ours", str(ROOT) + "/"), ("prefect server", "/prefect/server/"), ("prefect", "/prefect/"),
+    ("paramiko+crypto", "paramiko"), ("paramiko+crypto", "cryptography"), ("paramiko+crypto", "nacl"),
+    ("sqlalchemy+sqlite", "sqlalchemy"), ("sqlalchemy+sqlite", "sqlite3"), ("pydantic", "pydantic"),
+    ("http+async", "httpx"), ("http+async", "httpcore"), ("http+async", "anyio"), ("http+async", "asyncio"),
+    ("http+async", "h11"), ("http+async", "uvicorn"), ("http+async", "starlette"), ("http+async", "fastapi"),
+    ("logging", "/logging/"), ("threads", "threading.py"), ("threads", "concurrent/futures"),
+    ("imports", "<frozen importlib"), ("alembic/migrations", "alembic"), ("rich", "/rich/"),
+)
+
+
+# -- summarizing a speedscope file ---------------------------------------------------------------------------
+
+
+def _library(frame: dict) -> str:
+    path = frame.get("file", "") or ""
+    for label, needle in LIBRARIES:
+        if needle in path:
+            return label
+    return "other"
+
+
+def _thread_group(profile_name: str) -> str:
+    """'Process 123 Thread 456 "ThreadPoolExecutor-0_3"' -> 'pid 123 ThreadPoolExecutor'."""
+    pid = re.search(r"Process (\d+)", profile_name)
+    name = re.search(r'"([^"]*)"', profile_name)
+    base = re.sub(r"[-_]?\d+(_\d+)?$", "", name.group(1)) if name else "?"
+    return f"pid {pid.group(1) if pid else '?'} {base}"
+
+
+def summarize(path: Path, top: int = 25) -> dict:
+    data = json.loads(path.read_text())
+    frames = data["shared"]["frames"]
+    label = [f"{f.get('name')} ({Path(f.get('file') or '?').name}:{f.get('line', '')})" for f in frames]
+    libs = [_library(f) for f in frames]
+    self_lib, self_fn, incl_fn, groups = Counter(), Counter(), Counter(), Counter()
+    total = 0.0
+    for prof in data["profiles"]:
+        group = _thread_group(prof.get("name", ""))
+        for stack, weight in zip(prof["samples"], prof["weights"]):
+            if not stack:
+                continue
+            total += weight
+            groups[group] += weight
+            self_lib[libs[stack[-1]]] += weight
+            self_fn[label[stack[-1]]] += weight
+            for idx in set(stack):
+                incl_fn[label[idx]] += weight
+    unit = data["profiles"][0].get("unit", "none") if data["profiles"] else "none"
+    scale = 1.0 if unit == "seconds" else (1e-3 if unit == "milliseconds" else 1e-6 if unit == "microseconds" else 1.0)
+    sec = lambda c: {k: round(v * scale, 2) for k, v in c}  # noqa: E731
+    return {
+        "file": str(path), "total_s": round(total * scale, 2), "unit": unit,
+        "by_thread_group_s": sec(groups.most_common()),
+        "self_by_library_s": sec(self_lib.most_common()),
+        "self_top_s": sec(self_fn.most_common(top)),
+        "inclusive_top_s": sec(incl_fn.most_common(top * 2)),
+    }
+
+
+def print_summary(summary: dict) -> None:
+    print(f"{summary['file']}: {summary['total_s']} sampled seconds")
+    for key in ("by_thread_group_s", "self_by_library_s", "self_top_s", "inclusive_top_s"):
+        print(f"  {key}:")
+        for name, seconds in summary[key].items():
+            print(f"    {seconds:8.2f}  {name}")
+
+
+# -- recording -----------------------------------------------------------------------------------------------
+
+
+def record(hosts: int, mode: str, out_dir: Path, *, idle: bool, rate: int, workers: int) -> dict:
+    from deployments.sandbox import Sandbox
+
+    from .ours import PrefectServer, prime_ephemeral, run_cli
+    from .run import free_port
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="ocp-profile-"))
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    target = out_dir / f"cli-{hosts}-{mode}{'-idle' if idle else ''}-{stamp}.speedscope.json"
+    wrap = [str(BIN / "py-spy"), "record", "--format", "speedscope", "-o", str(target), "--rate", str(rate),
+            "--subprocesses", *(["--idle"] if idle else []), "--"]
+    server = PrefectServer(work / "prefect-server", free_port()) if mode == "server" else None
+    try:
+        if server:
+            server.start()
+        else:
+            prime_ephemeral(work / "prefect-ephemeral")
+        with Sandbox(hosts, stop_seconds=1, start_seconds=1) as sandbox:
+            result = run_cli(sandbox, name=f"profiled CLI {mode}", work_dir=work,
+                             prefect_home=work / ("prefect-client" if server else "prefect-ephemeral"),
+                             api_url=server.api_url if server else None, workers=workers, wrap=wrap)
+    finally:
+        if server:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    summary = summarize(target)
+    summary["run"] = result.to_json()
+    target.with_suffix("").with_suffix(".summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+# -- micro-measurements --------------------------------------------------------------------------------------
+
+
+def _import_seconds(module: str) -> float:
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env=base_env(), check=True).stdout
+    return round(float(out.strip()), 3)
+
+
+def _store_costs(hosts: int = 100, calls: int = 2000) -> dict:
+    """ms per store write, with the 5N+4-subtask task of ``hosts`` hosts in a fresh SQLite store (one thread)."""
+    from flows.models import SubtaskStatus
+    from flows.plan import build_plan
+    from flows.store import TaskStore
+
+    with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp, TaskStore(f"sqlite:///{tmp}/t.db") as store:
+        task_id = store.create_task(build_plan(list(range(1, hosts + 1))), creator="b", executor="x")
+        ids = [r["id"] for r in store.load(task_id).subtasks]
+        line = "2026-01-01 00:00:00.000  INFO 1 --- [worker] host : $ /x/bin/ocp_agentctl status"
+
+        def per_call(fn, n: int) -> float:
+            started = time.perf_counter()
+            for i in range(n):
+                fn(i)
+            return round(1000 * (time.perf_counter() - started) / n, 3)
+
+        return {
+            "append_log_ms": per_call(lambda i: store.append_log(ids[i % len(ids)], line), calls),
+            "start_subtask_ms": per_call(lambda i: store.start_subtask(ids[i], "#"), len(ids)),
+            "finish_subtask_ms": per_call(lambda i: store.finish_subtask(ids[i], SubtaskStatus.SUCCESSFUL), len(ids)),
+            "save_snapshot_ms": per_call(lambda i: store.save_snapshot(task_id, i, {"a": 1}), 200),
+            "snapshot_read_ms": per_call(lambda i: store.snapshot(task_id, i % 200), 500),
+            "load_task_ms": per_call(lambda i: store.load(task_id), 20),
+        }
+
+
+def _task_run_overhead(runs: int = 500, workers: int = 32) -> dict:
+    """CPU and wall per no-op Prefect task run in a flow with ThreadPoolTaskRunner(workers), against the
+    running Prefect server of $PREFECT_API_URL if set (else ephemeral: includes its start)."""
+    code = f"""
+import time, resource
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.futures import wait
+
+@task(cache_policy=NO_CACHE, persist_result=False, task_run_name="{{label}}")
+def noop(label: str) -> None:
+    return None
+
+@flow(task_runner=ThreadPoolTaskRunner(max_workers={workers}))
+def many() -> None:
+    t = time.perf_counter(); c = time.process_time()
+    wait([noop.submit(label=str(i)) for i in range({runs})])
+    print(time.perf_counter() - t, time.process_time() - c)
+
+many()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env=base_env(**({"PREFECT_API_URL": _api_url()} if _api_url() else {})), timeout=600)
+    wall, cpu = (float(x) for x in out.stdout.split()[-2:])
+    return {"runs": runs, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+            "ms_cpu_per_run": round(1000 * cpu / runs, 1), "runs_per_s": round(runs / wall, 1)}
+
+
+def _api_url() -> str | None:
+    import os
+
+    return os.environ.get("PREFECT_API_URL")
+
+
+def micro(out_dir: Path) -> dict:
+    out = {
+        "import_s": {m: _import_seconds(m) for m in ("paramiko", "prefect", "flows.restart", "deployments.cli")},
+        "store_100_hosts": _store_costs(),
+        "task_runs": _task_run_overhead(),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"micro-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(out, indent=1))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python3 -m bench.profile", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("record")
+    rec.add_argument("--hosts", type=int, default=100)
+    rec.add_argument("--mode", choices=("server", "ephemeral"), default="server")
+    rec.add_argument("--idle", action="store_true", help="include idle samples (wall-clock view)")
+    rec.add_argument("--rate", type=int, default=50, help="samples per second (default 50)")
+    rec.add_argument("--workers", type=int, default=32)
+    rec.add_argument("--out-dir", type=Path, default=Path("/tmp/ocp-bench-profiles"))
+    summ = sub.add_parser("summarize")
+    summ.add_argument("file", type=Path)
+    mic = sub.add_parser("micro")
+    mic.add_argument("--out-dir", type=Path, default=Path("/tmp/ocp-bench-profiles"))
+    args = p.parse_args(argv)
+    if args.command == "record":
+        summary = record(args.hosts, args.mode, args.out_dir, idle=args.idle, rate=args.rate, workers=args.workers)
+        print_summary(summary)
+        run = summary["run"]
+        print(f"  run: wall {run['wall']} s, startup {run['startup']} s, stages {run['stages']}, tail {run['tail']} s")
+    elif args.command == "summarize":
+        print_summary(summarize(args.file))
+    else:
+        print(json.dumps(micro(args.out_dir), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
