@@ -167,9 +167,9 @@ def _store_costs(hosts: int = 100, calls: int = 2000) -> dict:
         }
 
 
-def _task_run_overhead(runs: int = 500, workers: int = 32) -> dict:
-    """CPU and wall per no-op Prefect task run in a flow with ThreadPoolTaskRunner(workers), against the
-    running Prefect server of $PREFECT_API_URL if set (else ephemeral: includes its start)."""
+def _task_run_overhead(api_url: str, runs: int = 500, workers: int = 32) -> dict:
+    """CPU and wall per no-op Prefect task run (our task options) in a flow with ThreadPoolTaskRunner(workers),
+    against a running Prefect server."""
     code = f"""
 import time, resource
 from prefect import flow, task
@@ -190,24 +190,27 @@ def many() -> None:
 many()
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         env=base_env(**({"PREFECT_API_URL": _api_url()} if _api_url() else {})), timeout=600)
+                         env=base_env(PREFECT_API_URL=api_url), timeout=600, check=True)
     wall, cpu = (float(x) for x in out.stdout.split()[-2:])
     return {"runs": runs, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
             "ms_cpu_per_run": round(1000 * cpu / runs, 1), "runs_per_s": round(runs / wall, 1)}
 
 
-def _api_url() -> str | None:
-    import os
-
-    return os.environ.get("PREFECT_API_URL")
-
-
 def micro(out_dir: Path) -> dict:
+    from .ours import PrefectServer
+    from .run import free_port
+
     out = {
         "import_s": {m: _import_seconds(m) for m in ("paramiko", "prefect", "flows.restart", "deployments.cli")},
         "store_100_hosts": _store_costs(),
-        "task_runs": _task_run_overhead(),
     }
+    with tempfile.TemporaryDirectory(prefix="bench-micro-") as tmp:
+        server = PrefectServer(Path(tmp) / "prefect", free_port())
+        try:
+            server.start()
+            out["task_runs_504"] = _task_run_overhead(server.api_url, runs=504)
+        finally:
+            server.stop()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"micro-{time.strftime('%Y%m%dT%H%M%S')}.json").write_text(json.dumps(out, indent=1))
     return out

@@ -171,7 +171,7 @@ class TestFaults:
 class TestSecurity:
     def test_shell_metacharacters_in_a_host_name_run_nothing(self, box, home, tmp_path):
         """A host name full of shell syntax is a label, never a command: the canary file never appears."""
-        canary = Path(f"/tmp/ocp-restart-canary-{os.getpid()}")
+        canary = Path(f"/tmp/oc{os.getpid()}")
         canary.unlink(missing_ok=True)
         hostile = f'x$(touch {canary})`touch {canary}`;touch {canary}|touch {canary}'
         inventory = tmp_path / "hosts.toml"
@@ -182,15 +182,16 @@ class TestSecurity:
 
     @pytest.mark.parametrize("field, value", [
         ("agent_home", "/home/admin/ocp_agent;touch /tmp/x"), ("agent_home", "/home/admin/../../etc"),
-        ("address", "127.0.0.2;touch /tmp/x"), ("user", "admin$(id)"), ("ssh_port", "70000"),
+        ("address", "127.0.0.2;touch /tmp/x"), ("user", "admin$(id)"), ("ssh_port", 70000), ("id", -1),
     ])
     def test_hostile_inventory_values_are_rejected(self, box, home, tmp_path, field, value):
         """Values that would reach a command line or a socket must be well-formed, or nothing runs (exit 2)."""
+        import tomllib
+
+        data = tomllib.loads(box.inventory_path.read_text())
+        data["hosts"][0][field] = value
         inventory = tmp_path / "hosts.toml"
-        text = box.inventory_path.read_text()
-        literal = value if field == "ssh_port" else json.dumps(value)
-        inventory.write_text(text.replace('[[hosts]]\nid = 1001', f'[[hosts]]\nid = 1001\n{field} = {literal}', 1)
-                             if field != "ssh_port" else text.replace("ssh_port = ", "ssh_port = 70000 #", 1))
+        inventory.write_text(_toml(data))
         result = cli("run", "--inventory", str(inventory), "--host-ids", "1001")
         assert result.returncode == 2 and f"'{field}'" in result.stderr, result.stderr
 
@@ -256,3 +257,14 @@ class TestSecurity:
         instance = json.loads(accepted.stdout)
         assert "accepted NEW host key" in store_logs(instance)[sub(instance, PREPARE, 0)["id"]]
         assert "ssh-ed25519" in empty.read_text()
+
+
+def _toml(data: dict) -> str:
+    """Just enough TOML for an inventory: [defaults] and [[hosts]] of strings and integers."""
+    def pairs(table: dict) -> list[str]:
+        return [f"{k} = {json.dumps(v)}" for k, v in table.items()]
+
+    lines = ["[defaults]", *pairs(data.get("defaults", {}))]
+    for host in data["hosts"]:
+        lines += ["", "[[hosts]]", *pairs(host)]
+    return "\n".join(lines) + "\n"
