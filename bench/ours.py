@@ -145,8 +145,8 @@ def _cli_result(name: str, proc: Proc, home: Path, before: dict, sandbox) -> Res
                     tree_rss_mb=round(proc.tree_rss_mb, 1), cpu_s=round(proc.cpu_s, 2),
                     machine_cpu_s=round(proc.machine_cpu_s, 2), extra={"exit_code": proc.returncode, "home": str(home)})
     result.restarted = restarted_hosts(before, agent_pids(sandbox))
-    try:
-        task_id = json.loads(proc.stdout)["id"]
+    try:  # the task instance is the JSON object on stdout (a wrapper such as py-spy may print lines before it)
+        task_id = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{"):])[0]["id"]
     except (ValueError, KeyError, TypeError):
         result.ok, result.note = False, f"no task JSON on stdout; stderr: {proc.stderr[-500:]}"
         return result

@@ -98,7 +98,7 @@ def print_summary(summary: dict) -> None:
 # -- recording -----------------------------------------------------------------------------------------------
 
 
-def record(hosts: int, mode: str, out_dir: Path, *, idle: bool, rate: int, workers: int) -> dict:
+def record(hosts: int, mode: str, out_dir: Path, *, idle: bool, gil: bool, rate: int, workers: int) -> dict:
     from deployments.sandbox import Sandbox
 
     from .ours import PrefectServer, prime_ephemeral, run_cli
@@ -107,9 +107,11 @@ def record(hosts: int, mode: str, out_dir: Path, *, idle: bool, rate: int, worke
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="ocp-profile-"))
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    target = out_dir / f"cli-{hosts}-{mode}{'-idle' if idle else ''}-{stamp}.speedscope.json"
+    view = ("-gil" if gil else "") + ("-idle" if idle else "")
+    target = out_dir / f"cli-{hosts}-{mode}{view}-{stamp}.speedscope.json"
+    # --nonblocking: never pause the process to sample it (blocking mode doubled the run's wall time).
     wrap = [str(BIN / "py-spy"), "record", "--format", "speedscope", "-o", str(target), "--rate", str(rate),
-            "--subprocesses", *(["--idle"] if idle else []), "--"]
+            "--nonblocking", "--subprocesses", *(["--idle"] if idle else []), *(["--gil"] if gil else []), "--"]
     server = PrefectServer(work / "prefect-server", free_port()) if mode == "server" else None
     try:
         if server:
@@ -223,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--hosts", type=int, default=100)
     rec.add_argument("--mode", choices=("server", "ephemeral"), default="server")
     rec.add_argument("--idle", action="store_true", help="include idle samples (wall-clock view)")
+    rec.add_argument("--all-threads", action="store_true",
+                     help="sample threads whether or not they hold the GIL (default: --gil, i.e. Python CPU)")
     rec.add_argument("--rate", type=int, default=50, help="samples per second (default 50)")
     rec.add_argument("--workers", type=int, default=32)
     rec.add_argument("--out-dir", type=Path, default=Path("/tmp/ocp-bench-profiles"))
@@ -232,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     mic.add_argument("--out-dir", type=Path, default=Path("/tmp/ocp-bench-profiles"))
     args = p.parse_args(argv)
     if args.command == "record":
-        summary = record(args.hosts, args.mode, args.out_dir, idle=args.idle, rate=args.rate, workers=args.workers)
+        summary = record(args.hosts, args.mode, args.out_dir, idle=args.idle, gil=not args.all_threads,
+                         rate=args.rate, workers=args.workers)
         print_summary(summary)
         run = summary["run"]
         print(f"  run: wall {run['wall']} s, startup {run['startup']} s, stages {run['stages']}, tail {run['tail']} s")

@@ -31,7 +31,6 @@ from flows.models import (
     Subtask,
     TaskInstance,
     TaskStatus,
-    format_time,
     new_trace_id,
     now,
 )

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from flows.models import BatchRestartRequest, now
+    from flows.models import now
     from flows.plan import build_plan
     from flows.submit import executor_address
     from flows.view import preview

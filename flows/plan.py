@@ -132,11 +132,12 @@ def build_plan(
 
     plan = Plan(host_ids=hosts, nodes=nodes, batch_size=batch_size, isolate=isolate)
     barrier: list[int] = []
+    previous_stage: list[int] = []
     first_idx = 0
     for batch_no, batch in enumerate(plan.batches):
         if batch_no:
             barrier = [add(WAIT, -1, None, BATCH_WAIT_SERIES_ID, batch_no - 1, previous_stage)]
-        previous_stage: list[int] = []
+        previous_stage = []
         for stage_no, stage in enumerate(STAGES):
             stage_keys = []
             for offset, host in enumerate(batch):

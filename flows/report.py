@@ -43,7 +43,7 @@ def summary(record: TaskRecord) -> str:
         f"- hosts: {', '.join(map(str, task['host_ids']))}",
         f"- operation: {task['operation']}, type: {task['type']}, creator: {task['creator']}",
         f"- started {task['start_time']}, finished {task['finish_time'] or '-'}",
-        f"- subtasks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+        "- subtasks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
         f"- failed hosts: {', '.join(map(str, failed)) if failed else 'none'}",
         "",
         "Stages: " + " → ".join(t.name for t in STAGES),

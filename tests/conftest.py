@@ -112,3 +112,19 @@ class ApiServer:
                 self.process.kill()
                 self.process.wait()
         self.log.close()
+
+
+def wait_for(api, task_id: int, until=lambda t: t["status"] != "RUNNING", timeout: float = 60) -> dict:
+    """Poll GET /api/v2/tasks/instances/{id} (an httpx client with credentials) until ``until(task)`` holds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    task: dict = {}
+    while time.monotonic() < deadline:
+        body = api.get(f"/api/v2/tasks/instances/{task_id}").json()
+        assert body["successful"], body
+        task = body["data"]
+        if until(task):
+            return task
+        time.sleep(0.1)
+    raise AssertionError(f"task {task_id} did not get there within {timeout} s: {task}")

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from conftest import ApiServer
+from conftest import ApiServer, wait_for
 from deployments.auth import add_user
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -48,14 +48,6 @@ def client(server, user: str | None = "admin", password: str | None = None) -> h
     return httpx.Client(base_url=server.url, auth=auth, timeout=30)
 
 
-def wait_for(api: httpx.Client, task_id: int, until=lambda t: t["status"] != "RUNNING", timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = api.get(f"/api/v2/tasks/instances/{task_id}").json()["data"]
-        if until(task):
-            return task
-        time.sleep(0.2)
-    raise AssertionError(f"task {task_id} did not get there within {timeout} s: {task}")
 
 
 def assert_envelope(body: dict, status: int, successful: bool = True) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ROOT, ApiServer, cli
+from conftest import ROOT, ApiServer, cli, wait_for
 from deployments.auth import add_user
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -32,14 +32,6 @@ def store_logs(instance) -> dict[int, str]:
         return {s["id"]: store.log(s["id"]) for s in instance["subtasks"]}
 
 
-def wait_status(api, task_id, until, timeout=60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = api.get(f"/api/v2/tasks/instances/{task_id}").json()["data"]
-        if until(task):
-            return task
-        time.sleep(0.1)
-    raise AssertionError(f"task {task_id}: {task}")
 
 
 @pytest.fixture
@@ -61,9 +53,9 @@ class TestFaults:
         try:
             with httpx.Client(base_url=server.url, auth=("ops", "ops-pass-123"), timeout=30) as api:
                 task_id = api.post("/compute/hosts/batchRestartAgents", json={"hostIds": [1001, 1002]}).json()["data"]["id"]
-                wait_status(api, task_id, lambda t: sub(t, STOP, 0)["status"] == "SUCCESSFUL")
+                wait_for(api, task_id, lambda t: sub(t, STOP, 0)["status"] == "SUCCESSFUL")
                 box.host(1001).down()
-                failed = wait_status(api, task_id, lambda t: t["status"] != "RUNNING")
+                failed = wait_for(api, task_id, lambda t: t["status"] != "RUNNING")
                 assert failed["status"] == "FAILED"
                 start = sub(failed, START, 0)
                 assert start["status"] == "FAILED"
@@ -75,7 +67,7 @@ class TestFaults:
                 box.host(1001).up()
                 box.host(1002).set_delays(stop_seconds=0)
                 assert api.post(f"/api/v2/tasks/instances/{task_id}/retry").status_code == 200
-                assert wait_status(api, task_id, lambda t: t["status"] != "RUNNING")["status"] == "SUCCESSFUL"
+                assert wait_for(api, task_id, lambda t: t["status"] != "RUNNING")["status"] == "SUCCESSFUL"
                 assert all(box.host(1001).agent_pids().values())
         finally:
             server.kill()
@@ -133,7 +125,7 @@ class TestFaults:
                 assert len(ids) == 50
                 with httpx.Client(base_url=server.url, auth=("ops", "ops-pass-123"), timeout=60) as api:
                     for task_id in ids:
-                        assert wait_status(api, task_id, lambda t: t["status"] != "RUNNING", 240)["status"] == "SUCCESSFUL"
+                        assert wait_for(api, task_id, timeout=240)["status"] == "SUCCESSFUL"
             finally:
                 server.kill()
             with TaskStore() as store:
@@ -207,7 +199,7 @@ class TestSecurity:
                 task_id = api.post("/compute/hosts/batchRestartAgents", json={"hostIds": [1001]},
                                    auth=("ops", good)).json()["data"]["id"]
                 with httpx.Client(base_url=server.url, auth=("ops", good), timeout=30) as authed:
-                    task = wait_status(authed, task_id, lambda t: t["status"] != "RUNNING")
+                    task = wait_for(authed, task_id, lambda t: t["status"] != "RUNNING")
         finally:
             server.kill()
         secrets = [good, bad] + [base64.b64encode(f"ops:{p}".encode()).decode() for p in (good, bad)]

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from conftest import ROOT, ApiServer, cli
+from conftest import ROOT, ApiServer, wait_for
 from deployments.auth import add_user
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -53,14 +53,6 @@ def task(api, task_id) -> dict:
     return body["data"]
 
 
-def wait_for(api, task_id, until=lambda t: t["status"] != "RUNNING", timeout=60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        current = task(api, task_id)
-        if until(current):
-            return current
-        time.sleep(0.2)
-    raise AssertionError(f"task {task_id} never got there: {current}")
 
 
 def sub(instance, name, idx) -> dict:
