@@ -99,7 +99,7 @@ host_snapshots = sa.Table(
     "host_snapshots", metadata,  # the agent's pids before (Prepare) and after (Finish) the restart
     sa.Column("task_id", sa.BigInteger, primary_key=True),
     sa.Column("host_id", sa.BigInteger, primary_key=True),
-    sa.Column("phase", sa.String(10), primary_key=True),  # "before" | "after" pids; "starts": start times before
+    sa.Column("phase", sa.String(10), primary_key=True),  # "before" | "after" pids; "starts": start times at Stop
     sa.Column("pids", sa.Text, nullable=False),
 )
 

@@ -63,14 +63,14 @@ class AgentControl:
             self.log(f"(exit status {result.exit_status}, {result.seconds:.2f} s)")
         return result
 
-    def check_cli(self, deadline: float) -> None:
-        result = self._run(f"test -x {self.ctl}", deadline)
-        if not result.ok:
-            raise AgentError(f"agent CLI {self.home}/bin/ocp_agentctl is missing or not executable")
-
-    def status(self, deadline: float, *, quiet: bool = False) -> AgentStatus:
+    def status(self, deadline: float, *, quiet: bool = False, require_cli: bool = False) -> AgentStatus:
+        """``ocp_agentctl status``; with ``require_cli`` the same round trip first checks the CLI is there."""
         command = f"{self.ctl} status"
+        if require_cli:
+            command = f"test -x {self.ctl} || exit 127; {command}"
         result = self._exec(command, deadline) if quiet else self._run(command, deadline)
+        if require_cli and result.exit_status == 127:
+            raise AgentError(f"agent CLI {self.home}/bin/ocp_agentctl is missing or not executable")
         if not result.ok:
             return AgentStatus(running=False)
         try:
@@ -114,19 +114,22 @@ class AgentControl:
                 alive[int(parts[0])] = parts[2]
         return alive
 
-    def pid_files(self, deadline: float) -> dict[str, int]:
-        """name -> pid from ``{agent_home}/run/<name>.pid``, for the files that exist and hold a number."""
+    def identities(self, deadline: float) -> dict[str, tuple[int, int | None]]:
+        """name -> (pid, start time) for each ``{agent_home}/run/<name>.pid`` holding a number, in one round trip;
+        the start time (clock ticks since boot) is None when that process is gone."""
         run_dir = shlex.quote(f"{self.home}/run")
         names = " ".join(PROCESSES)
         result = self._exec(
-            f"cd {run_dir} 2>/dev/null && for n in {names}; do [ -f $n.pid ] && echo \"$n $(head -c 32 $n.pid)\"; done; true",
+            f"cd {run_dir} 2>/dev/null || exit 0; for n in {names}; do p=$(head -c 32 $n.pid 2>/dev/null) || continue; "
+            f"case $p in ''|*[!0-9]*) continue;; esac; "
+            f"s=$(sed 's/^.*) //' /proc/$p/stat 2>/dev/null | cut -d' ' -f20); echo \"$n $p ${{s:--}}\"; done",
             deadline,
         )
-        found: dict[str, int] = {}
+        found: dict[str, tuple[int, int | None]] = {}
         for line in result.stdout.splitlines():
             parts = line.split()
-            if len(parts) == 2 and parts[0] in PROCESSES and parts[1].isdigit():
-                found[parts[0]] = int(parts[1])
+            if len(parts) == 3 and parts[0] in PROCESSES and parts[1].isdigit():
+                found[parts[0]] = (int(parts[1]), int(parts[2]) if parts[2].isdigit() else None)
         return found
 
     def start_times(self, pids: set[int], deadline: float) -> dict[int, int]:

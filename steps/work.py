@@ -19,13 +19,8 @@ STOP_RESERVE_MAX = 15.0  # seconds kept after `ocp_agentctl stop` to TERM/KILL l
 def prepare(step: Step) -> None:
     """Connect (host key verified), check the agent CLI, snapshot the agent's pids."""
     agent = step.agent()
-    agent.check_cli(step.deadline)
-    status = agent.status(step.deadline)
-    starts = agent.start_times(set(status.pids.values()), step.deadline)
+    status = agent.status(step.deadline, require_cli=True)
     step.run.store.save_snapshot(step.run.task_id, step.host.id, status.pids)
-    step.run.store.save_snapshot(step.run.task_id, step.host.id,
-                                 {name: starts[pid] for name, pid in status.pids.items() if pid in starts},
-                                 phase="starts")
     if status.running:
         step.log.info(f"agent {status.describe()}")
     else:
@@ -40,8 +35,8 @@ def restart_pos_proxy(step: Step) -> None:
         step.log.warning(f"ocp_agentd is not running, so {POS_PROXY} cannot be restarted alone; Start all will start it")
         return
     old = before.pids.get(POS_PROXY)
-    agent.ctl_command(f"service stop {POS_PROXY}", deadline, doing=f"stopping {POS_PROXY}")
-    agent.ctl_command(f"service start {POS_PROXY}", deadline, doing=f"starting {POS_PROXY}")
+    agent.ctl_command(f"service stop {POS_PROXY} && {agent.ctl} service start {POS_PROXY}", deadline,
+                      doing=f"restarting {POS_PROXY}")
     after = agent.wait_until(
         lambda s: s.pids.get(POS_PROXY) not in (None, old), deadline, what=f"{POS_PROXY} runs with a new pid"
     )
@@ -56,8 +51,12 @@ def stop_all(step: Step) -> None:
     """
     agent, deadline, log = step.agent(), step.deadline, step.log
     reserve = min(STOP_RESERVE_MAX, step.timeout * 0.25)
-    known = set((step.snapshot or {}).values()) | set(agent.pid_files(deadline).values())
-    known |= set(agent.status(deadline, quiet=True).pids.values())
+    # The processes about to be stopped, with their start times: Start all tells a new process from an old one
+    # that got its pid back by the start time (pids are reused).
+    current = agent.identities(deadline)
+    step.run.store.save_snapshot(step.run.task_id, step.host.id,
+                                 {n: start for n, (_, start) in current.items() if start is not None}, phase="starts")
+    known = set((step.snapshot or {}).values()) | {pid for pid, _ in current.values()}
     try:
         agent.ctl_command("stop", deadline - reserve, doing="stopping the agent")
     except AgentError as exc:
