@@ -260,3 +260,18 @@ def _toml(data: dict) -> str:
     for host in data["hosts"]:
         lines += ["", "[[hosts]]", *pairs(host)]
     return "\n".join(lines) + "\n"
+
+
+def test_a_key_the_host_refuses_fails_prepare_naming_user_and_key(box, home, tmp_path):
+    """Authentication failure: Prepare FAILED saying which key and user the host refused; nothing ran."""
+    key = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-t", "ed25519", "-N", "", "-q", "-f", str(key)], check=True)
+    inventory = tmp_path / "hosts.toml"
+    inventory.write_text(box.inventory_path.read_text().replace(str(box.key_file), str(key)))
+    before = box.host(1001).agent_pids()
+    result = cli("run", "--inventory", str(inventory), "--host-ids", "1001", "--json")
+    assert result.returncode == 1
+    instance = json.loads(result.stdout)
+    log = store_logs(instance)[sub(instance, PREPARE, 0)["id"]]
+    assert "refused key" in log and str(key) in log and box.user in log
+    assert box.host(1001).agent_pids() == before
