@@ -70,7 +70,10 @@ class AnsibleBench:
         return cfg
 
     def run(self, mode: str) -> Result:
+        if mode == "cold":
+            self.exit_masters()  # a cold run starts with no ControlPersist master alive
         times = self.dir / f"times-{mode}.jsonl"
+        times.unlink(missing_ok=True)
         env = base_env(ANSIBLE_CONFIG=str(self._config(mode)), ANSIBLE_HOME=str(self.dir / "home"),
                        ANSIBLE_LOCAL_TEMP=str(self.dir / "tmp"), BENCH_ANSIBLE_TIMES=str(times),
                        ANSIBLE_NOCOLOR="1")
@@ -81,18 +84,21 @@ class AnsibleBench:
                         note="" if proc.returncode == 0 else _recap(proc.stdout),
                         rss_mb=round(proc.rss_mb, 1), tree_rss_mb=round(proc.tree_rss_mb, 1),
                         cpu_s=round(proc.cpu_s, 2), machine_cpu_s=round(proc.machine_cpu_s, 2),
-                        extra={"forks": self.forks, "ssh_args": SSH_ARGS[mode], "exit_code": proc.returncode})
+                        extra={"forks": self.forks, "ssh_args": SSH_ARGS[mode], "exit_code": proc.returncode,
+                               "cpu_by_comm": proc.cpu_by_comm})
         result.restarted = restarted_hosts(before, agent_pids(self.sandbox))
         spans_to_result(result, _play_spans(times), proc.launched, proc.ended)
         return result
 
-    def close(self) -> None:
+    def exit_masters(self) -> None:
         """Ask every ControlPersist master we left to exit (ssh -O exit on its socket)."""
         for sock in self.control_dir.iterdir():
             subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "bench"], capture_output=True,
                            timeout=10)
-        for sock in self.control_dir.iterdir():
             sock.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self.exit_masters()
         self.control_dir.rmdir()
 
 

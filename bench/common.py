@@ -53,6 +53,39 @@ def machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / _TICK
 
 
+def cpu_by_comm() -> dict[str, float]:
+    """CPU seconds per command name over every live process, children it reaped included (utime, stime,
+    cutime, cstime): the difference of two snapshots attributes the machine's CPU in between, a finished
+    child's share landing on the parent that reaped it."""
+    totals: dict[str, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                head, rest = fh.read().rsplit(")", 1)
+        except OSError:
+            continue
+        fields = rest.split()
+        comm = head.split("(", 1)[1]
+        totals[comm] = totals.get(comm, 0.0) + sum(int(x) for x in fields[11:15]) / _TICK
+    return totals
+
+
+class MachineCpu:
+    """Busy CPU of the whole machine over a block, and its split by command name (top entries)."""
+
+    def __enter__(self) -> MachineCpu:
+        self._busy, self._comms = machine_busy_seconds(), cpu_by_comm()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.busy = machine_busy_seconds() - self._busy
+        end = cpu_by_comm()
+        delta = {c: end.get(c, 0.0) - self._comms.get(c, 0.0) for c in set(end) | set(self._comms)}
+        self.by_comm = {c: round(v, 2) for c, v in sorted(delta.items(), key=lambda kv: -kv[1])[:12] if v >= 0.05}
+
+
 def process_cpu_seconds(pid: int) -> float:
     """utime + stime of one live process (its threads included)."""
     with open(f"/proc/{pid}/stat") as fh:
@@ -139,6 +172,7 @@ class Proc:
     machine_cpu_s: float
     stdout: str
     stderr: str
+    cpu_by_comm: dict[str, float] = field(default_factory=dict)
 
 
 def run_measured(argv: list[str], env: dict[str, str], *, log_dir: Path, label: str, timeout: float = 1800.0,
@@ -147,8 +181,8 @@ def run_measured(argv: list[str], env: dict[str, str], *, log_dir: Path, label: 
     ``log_dir/label.{out,err}`` and is returned too. Killed (by its pid, and its own process group) on timeout."""
     log_dir.mkdir(parents=True, exist_ok=True)
     out_path, err_path = log_dir / f"{label}.out", log_dir / f"{label}.err"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        busy0, launched, t0 = machine_busy_seconds(), time.time(), time.monotonic()
+    with open(out_path, "wb") as out, open(err_path, "wb") as err, MachineCpu() as machine:
+        launched, t0 = time.time(), time.monotonic()
         proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
         killer = threading.Timer(timeout, _kill_group, args=(proc.pid,))
@@ -157,14 +191,14 @@ def run_measured(argv: list[str], env: dict[str, str], *, log_dir: Path, label: 
             _, status, usage = os.wait4(proc.pid, 0)
         killer.cancel()
         wall, ended = time.monotonic() - t0, time.time()
-        busy = machine_busy_seconds() - busy0
     proc.returncode = os.waitstatus_to_exitcode(status)
     _kill_group(proc.pid)  # leftovers of its own session (none expected)
     return Proc(
         returncode=proc.returncode, wall=wall, launched=launched, ended=ended,
         cpu_s=usage.ru_utime + usage.ru_stime, rss_mb=sampler.root_hwm_kb / 1024,
-        tree_rss_mb=sampler.tree_peak_kb / 1024, machine_cpu_s=busy,
+        tree_rss_mb=sampler.tree_peak_kb / 1024, machine_cpu_s=machine.busy,
         stdout=out_path.read_text(errors="replace"), stderr=err_path.read_text(errors="replace"),
+        cpu_by_comm=machine.by_comm,
     )
 
 

@@ -3,11 +3,13 @@ no records.
 
 One connection per host (our own socket with TCP_NODELAY, the host key checked against the sandbox's
 known_hosts, key auth), then five stages run as ``pool.map`` over the hosts, so each stage waits for every host.
-The commands are the core of what our steps run (``COMMANDS``); our steps run a few more (pid snapshots,
-start times, ``ps``), which is part of what the comparison measures.
 
-Two session kinds: ``bare`` (paramiko Transport, key and known_hosts loaded once: the floor) and ``ours``
-(steps.ssh.SSHSession: the same five stages over our SSH layer, to show what that layer costs by itself).
+Three kinds, each a rung between the floor and our flow:
+- ``bare``: paramiko Transport, key and known_hosts loaded once, the core commands of ``COMMANDS``: the floor;
+- ``session``: the same commands over steps.ssh.SSHSession: what our SSH layer costs by itself;
+- ``steps``: the real step functions of steps/work.py (so exactly the remote commands our flow sends) run on
+  a real steps.context.Step over SSHSession, with a stand-in run that has no task store, no subtask log and
+  no Prefect: our remote work alone. What ``ours`` costs beyond it is orchestration and records.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import shlex
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import paramiko
 
-from .common import STAGES, Result, agent_pids, machine_busy_seconds, restarted_hosts, spans_to_result
+from .common import STAGES, MachineCpu, Result, agent_pids, restarted_hosts, spans_to_result
+
+KINDS = {"bare": "floor (bare paramiko)", "session": "floor over SSHSession",
+         "steps": "floor, our steps' commands"}
 
 # (command, whether it must succeed). After `stop`, `status` must FAIL: the agent is not running.
 COMMANDS: dict[str, list[tuple[str, bool]]] = {
@@ -33,35 +37,26 @@ COMMANDS: dict[str, list[tuple[str, bool]]] = {
 }
 
 
-@dataclass(frozen=True)
-class Target:
-    """What the floor needs to reach one sandbox host."""
-
-    id: int
-    address: str
-    port: int
-    user: str
-    ctl: str
+# -- sessions for the core commands ----------------------------------------------------------------------------
 
 
 class BareSession:
     """paramiko as thin as it gets: Transport on our own TCP_NODELAY socket, exec, read to EOF."""
 
-    def __init__(self, target: Target, known: paramiko.HostKeys, pkey: paramiko.PKey) -> None:
-        self.target, self.known, self.pkey = target, known, pkey
+    def __init__(self, host, user: str, known: paramiko.HostKeys, pkey: paramiko.PKey) -> None:
+        self.host, self.user, self.known, self.pkey = host, user, known, pkey
         self.transport: paramiko.Transport | None = None
 
     def connect(self) -> None:
-        t = self.target
-        sock = socket.create_connection((t.address, t.port), timeout=30)
+        address, port = self.host.address, self.host.port
+        sock = socket.create_connection((address, port), timeout=30)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport = paramiko.Transport(sock)
         transport.start_client(timeout=30)
-        key = transport.get_remote_server_key()
-        if not self.known.check(f"[{t.address}]:{t.port}", key):
+        if not self.known.check(f"[{address}]:{port}", transport.get_remote_server_key()):
             transport.close()
-            raise RuntimeError(f"host key of {t.address}:{t.port} is not the known one")
-        transport.auth_publickey(t.user, self.pkey)
+            raise RuntimeError(f"host key of {address}:{port} is not the known one")
+        transport.auth_publickey(self.user, self.pkey)
         self.transport = transport
 
     def run(self, command: str) -> tuple[int, str]:
@@ -97,26 +92,11 @@ class OurSession:
         self.session.close()
 
 
-def targets(sandbox) -> list[Target]:
-    return [Target(h.id, h.address, h.port, sandbox.user, shlex.quote(str(h.ctl))) for h in sandbox.hosts]
-
-
-def make_sessions(sandbox, kind: str) -> list:
-    if kind == "bare":
-        known = paramiko.HostKeys(str(sandbox.known_hosts))
-        pkey = paramiko.PKey.from_path(sandbox.key_file)
-        return [BareSession(t, known, pkey) for t in targets(sandbox)]
-    from steps.inventory import load_inventory
-
-    inventory = load_inventory(sandbox.inventory_path)
-    return [OurSession(inventory.hosts[h.id]) for h in sandbox.hosts]
-
-
-def _stage(session, ctl: str, stage: str, connect: bool) -> float:
-    """One host's share of a stage; returns its seconds. Raises on an unexpected exit status."""
-    started = time.monotonic()
-    if connect:
+def core_stage(session, ctl: str, stage: str) -> None:
+    """One host's share of a stage with the core commands. Raises on an unexpected exit status."""
+    if stage == "prepare":
         session.connect()
+    output = ""
     for template, must_succeed in COMMANDS[stage]:
         command = template.format(ctl=ctl)
         status, output = session.run(command)
@@ -124,35 +104,129 @@ def _stage(session, ctl: str, stage: str, connect: bool) -> float:
             raise RuntimeError(f"{stage}: {command!r} exited {status}: {output[-300:]}")
     if stage == "finish" and '"ready":true' not in output:
         raise RuntimeError(f"agent not ready at the end: {output[-300:]}")
+
+
+# -- our real steps without records ----------------------------------------------------------------------------
+
+
+class _NullStore:
+    """The task-store calls steps/work.py makes, kept in memory."""
+
+    def __init__(self) -> None:
+        self.snapshots: dict = {}
+
+    def save_snapshot(self, task_id: int, host_id: int, pids: dict, phase: str = "before") -> None:
+        self.snapshots[(host_id, phase)] = dict(pids)
+
+    def snapshot(self, task_id: int, host_id: int, phase: str = "before") -> dict | None:
+        return self.snapshots.get((host_id, phase))
+
+    def subtask_status(self, subtask_id: int) -> str:
+        return "RUNNING"
+
+
+class _NullLog:
+    def info(self, message: str) -> None:
+        pass
+
+    warning = error = info
+
+
+class BareRun:
+    """What a steps.context.Step needs of its RunContext: one SSHSession per host, no store, no log."""
+
+    def __init__(self, hosts: dict) -> None:
+        from flows.options import RestartOptions
+
+        self.task_id, self.store, self.hosts, self.options = 0, _NullStore(), hosts, RestartOptions()
+        self.sessions: dict = {}
+
+    def session(self, host, deadline: float, log) -> object:
+        from steps.ssh import SSHSession
+
+        current = self.sessions.get(host.id)
+        if current is None or not current.connected:
+            current = SSHSession(host)
+            current.connect(deadline=deadline)
+            self.sessions[host.id] = current
+        return current
+
+    def close_session(self, host_id: int) -> None:
+        session = self.sessions.pop(host_id, None)
+        if session is not None:
+            session.close()
+
+    def close(self) -> None:
+        for host_id in list(self.sessions):
+            self.close_session(host_id)
+
+
+def steps_stage(run: BareRun, host, stage: str) -> None:
+    """One host's share of a stage: the real execute step of steps/work.py, with the stage's real timeout."""
+    from flows.plan import STAGES as TEMPLATES
+    from steps import work
+    from steps.context import Step
+
+    kind = {"prepare": "prepare", "pos_proxy": "restart_pos_proxy", "stop": "stop_all", "start": "start_all",
+            "finish": "finish"}[stage]
+    timeout = next(t.timeout for t in TEMPLATES if t.kind.value == kind)
+    getattr(work, kind)(Step(run, 0, host, _NullLog(), time.monotonic() + timeout, timeout))
+
+
+# -- the measurement -----------------------------------------------------------------------------------------
+
+
+def _host_jobs(sandbox, kind: str) -> tuple[list, object]:
+    """Per host a function(stage) doing that host's share, and a closer for the connections."""
+    if kind == "steps":
+        from steps.inventory import load_inventory
+
+        inventory = load_inventory(sandbox.inventory_path)
+        run = BareRun({h.id: inventory.hosts[h.id] for h in sandbox.hosts})
+        return [lambda stage, h=run.hosts[h.id]: steps_stage(run, h, stage) for h in sandbox.hosts], run.close
+    if kind == "bare":
+        known = paramiko.HostKeys(str(sandbox.known_hosts))
+        pkey = paramiko.PKey.from_path(sandbox.key_file)
+        sessions = [BareSession(h, sandbox.user, known, pkey) for h in sandbox.hosts]
+    else:
+        from steps.inventory import load_inventory
+
+        inventory = load_inventory(sandbox.inventory_path)
+        sessions = [OurSession(inventory.hosts[h.id]) for h in sandbox.hosts]
+    jobs = [lambda stage, s=s, ctl=shlex.quote(str(h.ctl)): core_stage(s, ctl, stage)
+            for s, h in zip(sessions, sandbox.hosts)]
+    return jobs, lambda: [s.close() for s in sessions]
+
+
+def _timed(job, stage: str) -> float:
+    started = time.monotonic()
+    job(stage)
     return time.monotonic() - started
 
 
 def run_floor(sandbox, *, kind: str = "bare", workers: int = 32) -> Result:
     """Connect + five barriered stages on every host of ``sandbox``; the stage spans come from the barriers."""
-    name = "floor (bare paramiko)" if kind == "bare" else "floor over SSHSession"
     before = agent_pids(sandbox)
-    ctls = [shlex.quote(str(h.ctl)) for h in sandbox.hosts]
-    sessions = make_sessions(sandbox, kind)
-    busy0, cpu0 = machine_busy_seconds(), time.process_time()
-    launched = t0 = time.monotonic()
+    jobs, close = _host_jobs(sandbox, kind)
+    cpu0 = time.process_time()
+    launched = time.monotonic()
     spans, per_host, error = {}, {}, ""
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        with MachineCpu() as machine, ThreadPoolExecutor(max_workers=workers) as pool:
             for stage in STAGES:
                 begin = time.monotonic()
-                seconds = list(pool.map(_stage, sessions, ctls, [stage] * len(sessions),
-                                        [stage == "prepare"] * len(sessions)))
+                seconds = list(pool.map(_timed, jobs, [stage] * len(jobs)))
                 spans[stage] = (begin, time.monotonic())
                 per_host[stage] = round(sum(seconds) / len(seconds), 3)
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
     finally:
-        for session in sessions:
-            session.close()
-    wall = time.monotonic() - t0
-    result = Result(name=name, wall=round(wall, 3), ok=not error, note=error,
-                    cpu_s=round(time.process_time() - cpu0, 2), machine_cpu_s=round(machine_busy_seconds() - busy0, 2),
-                    extra={"workers": workers, "session": kind, "mean_host_seconds": per_host})
+        close()
+    wall = time.monotonic() - launched
+    result = Result(name=KINDS[kind], wall=round(wall, 3), ok=not error, note=error,
+                    cpu_s=round(time.process_time() - cpu0, 2), machine_cpu_s=round(machine.busy, 2),
+                    extra={"workers": workers, "session": kind, "mean_host_seconds": per_host,
+                           "cpu_by_comm": machine.by_comm})
     spans_to_result(result, spans, launched, launched + wall)
     result.restarted = restarted_hosts(before, agent_pids(sandbox))
     return result

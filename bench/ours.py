@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from .common import (BIN, ROOT, Proc, Result, agent_pids, base_env, machine_busy_seconds, process_cpu_seconds,
+from .common import (BIN, ROOT, MachineCpu, Proc, Result, agent_pids, base_env, process_cpu_seconds,
                      restarted_hosts, run_measured, spans_to_result, status_kb, stop_process)
 
 KIND_TO_STAGE = {"prepare": "prepare", "restart_pos_proxy": "pos_proxy", "stop_all": "stop", "start_all": "start",
@@ -130,20 +130,27 @@ def cli_env(home: Path, prefect_home: Path, api_url: str | None) -> dict[str, st
 
 
 def run_cli(sandbox, *, name: str, work_dir: Path, prefect_home: Path, api_url: str | None,
-            workers: int = 32, wrap: list[str] | None = None) -> Result:
+            workers: int = 32, wrap: list[str] | None = None, server_pid: int | None = None,
+            env: dict[str, str] | None = None) -> Result:
     """The whole ``ocp-restart run --json`` process with a fresh OCP_RESTART_HOME; ``wrap`` prefixes the
-    command (e.g. a profiler)."""
+    command (e.g. a profiler). ``server_pid``: the Prefect server, whose CPU during the run is recorded too.
+    ``env``: extra environment settings (to try a knob without changing code)."""
     home = Path(tempfile.mkdtemp(prefix="home-", dir=work_dir))
     before = agent_pids(sandbox)
-    proc = run_measured([*(wrap or []), *cli_argv(sandbox, workers)], cli_env(home, prefect_home, api_url),
-                        log_dir=home, label="cli")
-    return _cli_result(name, proc, home, before, sandbox)
+    server_cpu = process_cpu_seconds(server_pid) if server_pid else 0.0
+    proc = run_measured([*(wrap or []), *cli_argv(sandbox, workers)],
+                        {**cli_env(home, prefect_home, api_url), **(env or {})}, log_dir=home, label="cli")
+    result = _cli_result(name, proc, home, before, sandbox)
+    if server_pid:
+        result.extra["prefect_server_cpu_s"] = round(process_cpu_seconds(server_pid) - server_cpu, 2)
+    return result
 
 
 def _cli_result(name: str, proc: Proc, home: Path, before: dict, sandbox) -> Result:
     result = Result(name=name, wall=round(proc.wall, 3), ok=proc.returncode == 0, rss_mb=round(proc.rss_mb, 1),
                     tree_rss_mb=round(proc.tree_rss_mb, 1), cpu_s=round(proc.cpu_s, 2),
-                    machine_cpu_s=round(proc.machine_cpu_s, 2), extra={"exit_code": proc.returncode, "home": str(home)})
+                    machine_cpu_s=round(proc.machine_cpu_s, 2),
+                    extra={"exit_code": proc.returncode, "home": str(home), "cpu_by_comm": proc.cpu_by_comm})
     result.restarted = restarted_hosts(before, agent_pids(sandbox))
     try:  # the task instance is the JSON object on stdout (a wrapper such as py-spy may print lines before it)
         task_id = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{"):])[0]["id"]
@@ -222,22 +229,26 @@ class ApiServer:
             self.log.close()
 
 
-def run_api(server: ApiServer, sandbox, *, name: str = "ours: API (serve)") -> Result:
+def run_api(server: ApiServer, sandbox, *, name: str = "ours: API (serve)", prefect_pid: int | None = None) -> Result:
     """One measured restart of every host through the already-started API server."""
     before = agent_pids(sandbox)
-    busy0, cpu0 = machine_busy_seconds(), process_cpu_seconds(server.proc.pid)
-    launched = time.time()
-    seconds, task, latencies = server.restart([h.id for h in sandbox.hosts])
-    ended = time.time()
+    cpu0 = process_cpu_seconds(server.proc.pid)
+    prefect_cpu0 = process_cpu_seconds(prefect_pid) if prefect_pid else 0.0
+    with MachineCpu() as machine:
+        launched = time.time()
+        seconds, task, latencies = server.restart([h.id for h in sandbox.hosts])
+        ended = time.time()
     result = Result(
         name=name, wall=round(seconds, 3), ok=task["status"] == "SUCCESSFUL",
         note="" if task["status"] == "SUCCESSFUL" else f"task {task['status']}",
         rss_mb=round((status_kb(server.proc.pid, "VmHWM") or 0) / 1024, 1),
         cpu_s=round(process_cpu_seconds(server.proc.pid) - cpu0, 2),
-        machine_cpu_s=round(machine_busy_seconds() - busy0, 2),
-        extra={"idle_rss_mb": round(server.idle_rss_mb, 1), "polls": len(latencies),
+        machine_cpu_s=round(machine.busy, 2),
+        extra={"idle_rss_mb": round(server.idle_rss_mb, 1), "polls": len(latencies), "cpu_by_comm": machine.by_comm,
                "mean_get_ms": round(1000 * sum(latencies) / max(1, len(latencies)), 1), "task_id": task["id"]},
     )
+    if prefect_pid:
+        result.extra["prefect_server_cpu_s"] = round(process_cpu_seconds(prefect_pid) - prefect_cpu0, 2)
     result.restarted = restarted_hosts(before, agent_pids(sandbox))
     spans, detail = store_spans(f"sqlite:///{server.home / 'tasks.db'}", task["id"])
     result.extra.update(detail)

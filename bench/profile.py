@@ -38,6 +38,35 @@ LIBRARIES = (  # (label, substring of a frame's file), first match wins
 )
 
 
+# Buckets: the innermost frame (function name, file substring) that matches names what a sample was spent on.
+BUCKETS = (
+    ("imports", "_find_and_load", "importlib"),
+    ("ssh: known_hosts parse", "SSHSession._verify_host_key", "steps/ssh.py"),
+    ("ssh: connect (handshake, auth)", "SSHSession.connect", "steps/ssh.py"),
+    ("ssh: commands", "SSHSession.run", "steps/ssh.py"),
+    ("ssh: paramiko transport threads", "Transport.run", "paramiko"),
+    ("store: subtask log lines", "SubtaskLog._write", "steps/subtask_log.py"),
+    ("store: other reads/writes", "TaskStore.", "flows/store.py"),
+    ("our steps (rest)", "run_node", "steps/tasks.py"),
+    ("prefect: task engine (per task run)", "run_task_sync", "prefect/task_engine.py"),
+    ("prefect: submitting task runs", "ThreadPoolTaskRunner.submit", "prefect/task_runners.py"),
+    ("prefect: waiting for futures", "wait", "prefect/futures.py"),
+    ("ours: report.publish (artifacts)", "publish", "flows/report.py"),
+    ("prefect: ephemeral server start", "", "prefect/server/api/server.py"),
+    ("prefect: flow engine", "", "prefect/flow_engine.py"),
+    ("ours: CLI before the flow", "_run", "deployments/cli.py"),
+)
+
+
+def _bucket(stack: list[int], frames: list[dict], thread: str) -> str:
+    for idx in reversed(stack):
+        name, file = frames[idx].get("name") or "", frames[idx].get("file") or ""
+        for bucket, fn, where in BUCKETS:
+            if where in file and (not fn or name == fn or (fn.endswith(".") and name.startswith(fn))):
+                return bucket
+    return f"other ({thread})"
+
+
 # -- summarizing a speedscope file ---------------------------------------------------------------------------
 
 
@@ -62,15 +91,21 @@ def summarize(path: Path, top: int = 25) -> dict:
     frames = data["shared"]["frames"]
     label = [f"{f.get('name')} ({Path(f.get('file') or '?').name}:{f.get('line', '')})" for f in frames]
     libs = [_library(f) for f in frames]
-    self_lib, self_fn, incl_fn, groups = Counter(), Counter(), Counter(), Counter()
-    total = 0.0
+    self_lib, self_fn, incl_fn, groups, buckets = Counter(), Counter(), Counter(), Counter(), Counter()
+    total, timeline = 0.0, []
     for prof in data["profiles"]:
         group = _thread_group(prof.get("name", ""))
+        main = re.match(r"Process (\d+) Thread (\d+)", prof.get("name", ""))
+        is_main = bool(main) and main.group(1) == main.group(2)
         for stack, weight in zip(prof["samples"], prof["weights"]):
             if not stack:
                 continue
             total += weight
             groups[group] += weight
+            bucket = _bucket(stack, frames, "main" if is_main else group.split(" ", 2)[-1] or "?")
+            buckets[bucket] += weight
+            if is_main:
+                _extend(timeline, f"pid {main.group(1)}: {bucket}", weight, _hint(stack, frames))
             self_lib[libs[stack[-1]]] += weight
             self_fn[label[stack[-1]]] += weight
             for idx in set(stack):
@@ -81,18 +116,40 @@ def summarize(path: Path, top: int = 25) -> dict:
     return {
         "file": str(path), "total_s": round(total * scale, 2), "unit": unit,
         "by_thread_group_s": sec(groups.most_common()),
+        "buckets_s": sec(buckets.most_common()),
+        "main_thread_timeline_s": [(b, round(w * scale, 2), h.most_common(1)[0][0])
+                                   for b, w, h in timeline if w * scale >= 0.05],
         "self_by_library_s": sec(self_lib.most_common()),
         "self_top_s": sec(self_fn.most_common(top)),
         "inclusive_top_s": sec(incl_fn.most_common(top * 2)),
     }
 
 
+def _hint(stack: list[int], frames: list[dict]) -> str:
+    """The three innermost frames that are not the standard library's waiting machinery."""
+    names = [frames[i].get("name") or "?" for i in reversed(stack)
+             if "/lib/python3" not in (frames[i].get("file") or "") or "site-packages" in (frames[i].get("file") or "")]
+    return " < ".join(names[:3])
+
+
+def _extend(timeline: list, bucket: str, weight: float, hint: str) -> None:
+    """Samples of a main thread are in time order: merge consecutive ones of the same bucket (hints counted)."""
+    if timeline and timeline[-1][0] == bucket:
+        timeline[-1][1] += weight
+    else:
+        timeline.append([bucket, weight, Counter()])
+    timeline[-1][2][hint] += weight
+
+
 def print_summary(summary: dict) -> None:
     print(f"{summary['file']}: {summary['total_s']} sampled seconds")
-    for key in ("by_thread_group_s", "self_by_library_s", "self_top_s", "inclusive_top_s"):
+    for key in ("by_thread_group_s", "buckets_s", "self_by_library_s", "self_top_s", "inclusive_top_s"):
         print(f"  {key}:")
         for name, seconds in summary[key].items():
-            print(f"    {seconds:8.2f}  {name}")
+            print(f"    {seconds:8.2f}  {name[:150]}")
+    print("  main_thread_timeline_s (per process, segments >= 0.05 s, in order; most frequent frames):")
+    for name, seconds, hint in summary["main_thread_timeline_s"]:
+        print(f"    {seconds:8.2f}  {name}  [{hint[:110]}]")
 
 
 # -- recording -----------------------------------------------------------------------------------------------

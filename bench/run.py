@@ -38,7 +38,7 @@ from .common import Result, ensure_ready
 from .report import console, print_plan, print_table, print_targets, ratios, targets
 
 RESULTS = Path(__file__).resolve().parent / "results"
-WAYS = ("floor", "floor-session", "ephemeral", "server", "api", "ansible-cold", "ansible-warm", "ansible-nocp")
+WAYS = ("floor", "floor-session", "floor-steps", "ephemeral", "server", "api", "ansible-cold", "ansible-warm", "ansible-nocp")
 
 
 def free_port() -> int:
@@ -53,7 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stop-seconds", type=float, default=1.0, help="agent stop time (default 1)")
     p.add_argument("--start-seconds", type=float, default=1.0, help="agent start time (default 1)")
     p.add_argument("--workers", type=int, default=32, help="our --max-workers, the floor's pool, Ansible's forks")
+    p.add_argument("--repeat", type=int, default=1, help="measure each way this many times; report the median")
     p.add_argument("--skip", default="", help=f"comma-separated ways to leave out: {','.join(WAYS)}")
+    p.add_argument("--variant-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="also measure 'ours: CLI + server' with this environment setting (repeatable; all together)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, task stores)")
     p.add_argument("--out", type=Path, help="results file (default bench/results/<timestamp>.json)")
     args = p.parse_args(argv)
@@ -65,18 +68,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def measure(label: str, sandbox, fn) -> Result:
-    """Run one measurement, print a line about it, then bring every agent back for the next one."""
+def measure(label: str, sandbox, fn, repeat: int = 1) -> Result:
+    """Run a measurement ``repeat`` times (every agent brought back after each), print the wall times, and
+    return the run with the median wall time (all wall times in extra["walls"])."""
     console.print(f"  {label} ...", end="", highlight=False)
-    try:
-        result = fn()
-    except Exception as exc:  # one broken way must not lose the others' figures
-        result = Result(name=label, wall=float("nan"), ok=False, note=f"{type(exc).__name__}: {exc}")
-    console.print(f" {result.wall:.2f} s{'' if result.ok else ' FAILED: ' + result.note[:200]}", highlight=False)
-    fixed = ensure_ready(sandbox)
-    if fixed:
-        result.extra["agents_restarted_after"] = fixed
-    return result
+    runs = []
+    for _ in range(repeat):
+        try:
+            result = fn()
+        except Exception as exc:  # one broken way must not lose the others' figures
+            result = Result(name=label, wall=float("nan"), ok=False, note=f"{type(exc).__name__}: {exc}")
+        console.print(f" {result.wall:.2f} s{'' if result.ok else ' FAILED: ' + result.note[:200]}", end="",
+                      highlight=False)
+        fixed = ensure_ready(sandbox)
+        if fixed:
+            result.extra["agents_restarted_after"] = fixed
+        runs.append(result)
+    console.print("")
+    if any(not r.ok for r in runs):
+        return next(r for r in runs if not r.ok)
+    chosen = sorted(runs, key=lambda r: r.wall)[len(runs) // 2]
+    if repeat > 1:
+        chosen.extra["walls"] = [r.wall for r in runs]
+    return chosen
 
 
 def bench_hosts(n: int, args: argparse.Namespace, ctx: dict) -> list[Result]:
@@ -84,40 +98,47 @@ def bench_hosts(n: int, args: argparse.Namespace, ctx: dict) -> list[Result]:
     from deployments.sandbox import Sandbox
 
     from .ansible_run import AnsibleBench
-    from .floor import run_floor
+    from .floor import KINDS, run_floor
     from .ours import run_cli
 
-    work, skip, results = ctx["work"], args.skip, []
+    work, skip, rep, results = ctx["work"], args.skip, args.repeat, []
     started = time.monotonic()
     with Sandbox(n, stop_seconds=args.stop_seconds, start_seconds=args.start_seconds) as sandbox:
         console.print(f"[bold]{n} hosts[/]: sandbox up in {time.monotonic() - started:.1f} s", highlight=False)
         ensure_ready(sandbox)
         if "floor" not in skip:
-            results.append(measure("floor (bare paramiko)", sandbox, lambda: run_floor(sandbox, workers=args.workers)))
-        if "floor-session" not in skip:
-            results.append(measure("floor over SSHSession", sandbox,
-                                   lambda: run_floor(sandbox, kind="ours", workers=args.workers)))
+            results.append(measure(KINDS["bare"], sandbox, lambda: run_floor(sandbox, workers=args.workers), rep))
+        for kind in ("session", "steps"):
+            if f"floor-{kind}" not in skip:
+                results.append(measure(KINDS[kind], sandbox,
+                                       lambda: run_floor(sandbox, kind=kind, workers=args.workers), rep))
         if "ephemeral" not in skip:
             results.append(measure("ours: CLI ephemeral", sandbox, lambda: run_cli(
                 sandbox, name="ours: CLI ephemeral", work_dir=work, prefect_home=ctx["ephemeral_home"],
-                api_url=None, workers=args.workers)))
+                api_url=None, workers=args.workers), rep))
         if "server" not in skip:
             results.append(measure("ours: CLI + server", sandbox, lambda: run_cli(
                 sandbox, name="ours: CLI + server", work_dir=work, prefect_home=ctx["client_home"],
-                api_url=ctx["api_url"], workers=args.workers)))
+                api_url=ctx["api_url"], workers=args.workers, server_pid=ctx["server_pid"]), rep))
+        if args.variant_env:
+            label = "ours: CLI + server, " + " ".join(args.variant_env)
+            results.append(measure(label, sandbox, lambda: run_cli(
+                sandbox, name=label, work_dir=work, prefect_home=ctx["client_home"], api_url=ctx["api_url"],
+                workers=args.workers, server_pid=ctx["server_pid"],
+                env=dict(kv.split("=", 1) for kv in args.variant_env)), rep))
         if "api" not in skip:
-            results.append(_measure_api(sandbox, ctx))
+            results.append(_measure_api(sandbox, ctx, rep))
         ansible = AnsibleBench(sandbox, work, args.workers)
         try:
             for mode in ("cold", "warm", "nocp"):
                 if f"ansible-{mode}" not in skip:
-                    results.append(measure(f"ansible {mode}", sandbox, lambda: ansible.run(mode)))
+                    results.append(measure(f"ansible {mode}", sandbox, lambda: ansible.run(mode), rep))
         finally:
             ansible.close()
     return results
 
 
-def _measure_api(sandbox, ctx: dict) -> Result:
+def _measure_api(sandbox, ctx: dict, repeat: int) -> Result:
     from .ours import ApiServer, run_api
 
     server = ApiServer(sandbox, ctx["work"], ctx["client_home"], ctx["api_url"], free_port())
@@ -125,7 +146,8 @@ def _measure_api(sandbox, ctx: dict) -> Result:
         server.start()
         warmup, _, _ = server.restart([sandbox.hosts[0].id])
         ensure_ready(sandbox)
-        result = measure("ours: API (serve)", sandbox, lambda: run_api(server, sandbox))
+        result = measure("ours: API (serve)", sandbox, lambda: run_api(server, sandbox, prefect_pid=ctx["server_pid"]),
+                         repeat)
         result.extra["warmup_1_host_s"] = round(warmup, 2)
         return result
     finally:
@@ -144,8 +166,21 @@ def metadata(args: argparse.Namespace) -> dict:
         "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(), "prefect": prefect.__version__, "paramiko": paramiko.__version__,
         "ansible": ansible_version(), "workers": args.workers, "stop_seconds": args.stop_seconds,
-        "start_seconds": args.start_seconds, "skipped": sorted(args.skip),
+        "start_seconds": args.start_seconds, "skipped": sorted(args.skip), **_git(),
     }
+
+
+def _git() -> dict:
+    """The commit measured, and whether the work tree had changes outside bench/."""
+    import subprocess
+
+    from .common import ROOT
+
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.rstrip()
+
+    dirty = [line[3:] for line in git("status", "--porcelain").splitlines() if not line[3:].startswith("bench/")]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "uncommitted_outside_bench": dirty}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.start()
         out["meta"]["prefect_server_ready_s"] = round(server.ready_seconds, 1)
-        ctx = {"work": work, "api_url": server.api_url, "ephemeral_home": work / "prefect-ephemeral",
+        ctx = {"work": work, "api_url": server.api_url, "server_pid": server.proc.pid, "ephemeral_home": work / "prefect-ephemeral",
                "client_home": work / "prefect-client"}
         out["meta"]["ephemeral_prime_s"] = round(prime_ephemeral(ctx["ephemeral_home"]), 1)
         console.print(f"prefect server ready in {server.ready_seconds:.1f} s; ephemeral PREFECT_HOME primed in "
