@@ -83,9 +83,9 @@ class AnsibleBench:
         result = Result(name=f"ansible {mode}", wall=round(proc.wall, 3), ok=proc.returncode == 0,
                         note="" if proc.returncode == 0 else _recap(proc.stdout),
                         rss_mb=round(proc.rss_mb, 1), tree_rss_mb=round(proc.tree_rss_mb, 1),
-                        cpu_s=round(proc.cpu_s, 2), machine_cpu_s=round(proc.machine_cpu_s, 2),
-                        extra={"forks": self.forks, "ssh_args": SSH_ARGS[mode], "exit_code": proc.returncode,
-                               "cpu_by_comm": proc.cpu_by_comm})
+                        cpu_s=round(proc.cpu_s, 2),
+                        extra={"forks": self.forks, "ssh_args": SSH_ARGS[mode], "exit_code": proc.returncode})
+        proc.machine.record(result)
         result.restarted = restarted_hosts(before, agent_pids(self.sandbox))
         spans_to_result(result, _play_spans(times), proc.launched, proc.ended)
         return result

@@ -53,11 +53,9 @@ def machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / _TICK
 
 
-def cpu_by_comm() -> dict[str, float]:
-    """CPU seconds per command name over every live process, children it reaped included (utime, stime,
-    cutime, cstime): the difference of two snapshots attributes the machine's CPU in between, a finished
-    child's share landing on the parent that reaped it."""
-    totals: dict[str, float] = {}
+def process_table() -> dict[int, tuple[int, str, float]]:
+    """pid -> (ppid, command name, CPU seconds including the children it reaped: utime+stime+cutime+cstime)."""
+    table: dict[int, tuple[int, str, float]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -67,23 +65,73 @@ def cpu_by_comm() -> dict[str, float]:
         except OSError:
             continue
         fields = rest.split()
-        comm = head.split("(", 1)[1]
-        totals[comm] = totals.get(comm, 0.0) + sum(int(x) for x in fields[11:15]) / _TICK
-    return totals
+        table[int(entry)] = (int(fields[1]), head.split("(", 1)[1], sum(int(x) for x in fields[11:15]) / _TICK)
+    return table
+
+
+def _subtree(table: dict[int, tuple[int, str, float]], root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    tree, frontier = {root}, [root]
+    while frontier:
+        for child in children.get(frontier.pop(), []):
+            if child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return tree
 
 
 class MachineCpu:
-    """Busy CPU of the whole machine over a block, and its split by command name (top entries)."""
+    """Busy CPU of the whole machine over a block, split into ours (this process and its descendants: sandbox
+    sshd and what runs under it, our CLI / servers, Ansible; a finished child counts for the parent that reaped
+    it) and foreign (everything else: other users of the machine, kernel threads), the latter by command name."""
 
     def __enter__(self) -> MachineCpu:
-        self._busy, self._comms = machine_busy_seconds(), cpu_by_comm()
+        self._busy, self._table = machine_busy_seconds(), process_table()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.busy = machine_busy_seconds() - self._busy
-        end = cpu_by_comm()
-        delta = {c: end.get(c, 0.0) - self._comms.get(c, 0.0) for c in set(end) | set(self._comms)}
-        self.by_comm = {c: round(v, 2) for c, v in sorted(delta.items(), key=lambda kv: -kv[1])[:12] if v >= 0.05}
+        start, end, me = self._table, process_table(), os.getpid()
+        ours_start, ours_end = _subtree(start, me), _subtree(end, me)
+        self.ours = sum(end[p][2] for p in ours_end) - sum(start[p][2] for p in ours_start)
+        foreign: dict[str, float] = {}
+        for pid in (set(start) | set(end)) - ours_start - ours_end:
+            before, after = start.get(pid), end.get(pid)
+            comm = (after or before)[1]
+            foreign[comm] = foreign.get(comm, 0.0) + (after[2] if after else 0.0) - (before[2] if before else 0.0)
+        self.foreign = max(0.0, self.busy - self.ours)
+        self.foreign_by_comm = {c: round(v, 2) for c, v in sorted(foreign.items(), key=lambda kv: -kv[1])[:8]
+                                if v >= 0.1}
+
+    def record(self, result: "Result") -> None:
+        result.machine_cpu_s = round(self.busy, 2)
+        result.extra.update(ours_tree_cpu_s=round(self.ours, 2), foreign_cpu_s=round(self.foreign, 2),
+                            foreign_by_comm=self.foreign_by_comm)
+
+
+def wait_quiet(max_cores: float = 0.4, window: float = 2.0, timeout: float = 90.0) -> float:
+    """Wait until the whole machine uses less than ``max_cores`` over ``window`` seconds (e.g. a Prefect
+    server still writing the last run's events, or someone else's job); returns the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        busy = machine_busy_seconds()
+        time.sleep(window)
+        if (machine_busy_seconds() - busy) / window < max_cores:
+            break
+    return round(time.monotonic() - started, 1)
+
+
+def idle_after(pid: int, max_cores: float = 0.05, window: float = 1.0, timeout: float = 120.0) -> tuple[float, float]:
+    """(seconds, CPU seconds) that process ``pid`` keeps working after a run until it is idle."""
+    started, cpu0 = time.monotonic(), process_cpu_seconds(pid)
+    while time.monotonic() - started < timeout:
+        cpu = process_cpu_seconds(pid)
+        time.sleep(window)
+        if (process_cpu_seconds(pid) - cpu) / window < max_cores:
+            break
+    return round(time.monotonic() - started - window, 1), round(process_cpu_seconds(pid) - cpu0, 2)
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -172,7 +220,7 @@ class Proc:
     machine_cpu_s: float
     stdout: str
     stderr: str
-    cpu_by_comm: dict[str, float] = field(default_factory=dict)
+    machine: MachineCpu | None = None
 
 
 def run_measured(argv: list[str], env: dict[str, str], *, log_dir: Path, label: str, timeout: float = 1800.0,
@@ -197,8 +245,7 @@ def run_measured(argv: list[str], env: dict[str, str], *, log_dir: Path, label: 
         returncode=proc.returncode, wall=wall, launched=launched, ended=ended,
         cpu_s=usage.ru_utime + usage.ru_stime, rss_mb=sampler.root_hwm_kb / 1024,
         tree_rss_mb=sampler.tree_peak_kb / 1024, machine_cpu_s=machine.busy,
-        stdout=out_path.read_text(errors="replace"), stderr=err_path.read_text(errors="replace"),
-        cpu_by_comm=machine.by_comm,
+        stdout=out_path.read_text(errors="replace"), stderr=err_path.read_text(errors="replace"), machine=machine,
     )
 
 
@@ -252,9 +299,9 @@ def restarted_hosts(before: dict, after: dict) -> int:
     return count
 
 
-def ensure_ready(sandbox, *, settle: float = 2.0, timeout: float = 60.0) -> int:
-    """Make every agent run (start it locally where a process is missing); wait; then let the CPU settle.
-    Returns how many hosts needed a start."""
+def ensure_ready(sandbox, *, timeout: float = 60.0) -> int:
+    """Make every agent run (start it locally where a process is missing); wait; then wait until the machine
+    is quiet (wait_quiet). Returns how many hosts needed a start."""
     fixed = 0
     for host in sandbox.hosts:
         if None in host.agent_pids().values():
@@ -266,7 +313,7 @@ def ensure_ready(sandbox, *, settle: float = 2.0, timeout: float = 60.0) -> int:
         if time.monotonic() > deadline:
             raise RuntimeError("sandbox agents did not all come back")
         time.sleep(0.2)
-    time.sleep(settle)
+    wait_quiet()
     return fixed
 
 

@@ -224,9 +224,9 @@ def run_floor(sandbox, *, kind: str = "bare", workers: int = 32) -> Result:
         close()
     wall = time.monotonic() - launched
     result = Result(name=KINDS[kind], wall=round(wall, 3), ok=not error, note=error,
-                    cpu_s=round(time.process_time() - cpu0, 2), machine_cpu_s=round(machine.busy, 2),
-                    extra={"workers": workers, "session": kind, "mean_host_seconds": per_host,
-                           "cpu_by_comm": machine.by_comm})
+                    cpu_s=round(time.process_time() - cpu0, 2),
+                    extra={"workers": workers, "session": kind, "mean_host_seconds": per_host})
+    machine.record(result)
     spans_to_result(result, spans, launched, launched + wall)
     result.restarted = restarted_hosts(before, agent_pids(sandbox))
     return result

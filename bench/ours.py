@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from .common import (BIN, ROOT, MachineCpu, Proc, Result, agent_pids, base_env, process_cpu_seconds,
+from .common import (BIN, ROOT, MachineCpu, Proc, Result, agent_pids, base_env, idle_after, process_cpu_seconds,
                      restarted_hosts, run_measured, spans_to_result, status_kb, stop_process)
 
 KIND_TO_STAGE = {"prepare": "prepare", "restart_pos_proxy": "pos_proxy", "stop_all": "stop", "start_all": "start",
@@ -143,14 +143,21 @@ def run_cli(sandbox, *, name: str, work_dir: Path, prefect_home: Path, api_url: 
     result = _cli_result(name, proc, home, before, sandbox)
     if server_pid:
         result.extra["prefect_server_cpu_s"] = round(process_cpu_seconds(server_pid) - server_cpu, 2)
+        _backlog(result, server_pid)
     return result
+
+
+def _backlog(result: Result, server_pid: int) -> None:
+    """How long, and how much CPU, the Prefect server keeps working on the run's events after it ended."""
+    seconds, cpu = idle_after(server_pid)
+    result.extra.update(prefect_backlog_s=seconds, prefect_backlog_cpu_s=cpu)
 
 
 def _cli_result(name: str, proc: Proc, home: Path, before: dict, sandbox) -> Result:
     result = Result(name=name, wall=round(proc.wall, 3), ok=proc.returncode == 0, rss_mb=round(proc.rss_mb, 1),
                     tree_rss_mb=round(proc.tree_rss_mb, 1), cpu_s=round(proc.cpu_s, 2),
-                    machine_cpu_s=round(proc.machine_cpu_s, 2),
-                    extra={"exit_code": proc.returncode, "home": str(home), "cpu_by_comm": proc.cpu_by_comm})
+                    extra={"exit_code": proc.returncode, "home": str(home)})
+    proc.machine.record(result)
     result.restarted = restarted_hosts(before, agent_pids(sandbox))
     try:  # the task instance is the JSON object on stdout (a wrapper such as py-spy may print lines before it)
         task_id = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{"):])[0]["id"]
@@ -243,12 +250,13 @@ def run_api(server: ApiServer, sandbox, *, name: str = "ours: API (serve)", pref
         note="" if task["status"] == "SUCCESSFUL" else f"task {task['status']}",
         rss_mb=round((status_kb(server.proc.pid, "VmHWM") or 0) / 1024, 1),
         cpu_s=round(process_cpu_seconds(server.proc.pid) - cpu0, 2),
-        machine_cpu_s=round(machine.busy, 2),
-        extra={"idle_rss_mb": round(server.idle_rss_mb, 1), "polls": len(latencies), "cpu_by_comm": machine.by_comm,
+        extra={"idle_rss_mb": round(server.idle_rss_mb, 1), "polls": len(latencies),
                "mean_get_ms": round(1000 * sum(latencies) / max(1, len(latencies)), 1), "task_id": task["id"]},
     )
+    machine.record(result)
     if prefect_pid:
         result.extra["prefect_server_cpu_s"] = round(process_cpu_seconds(prefect_pid) - prefect_cpu0, 2)
+        _backlog(result, prefect_pid)
     result.restarted = restarted_hosts(before, agent_pids(sandbox))
     spans, detail = store_spans(f"sqlite:///{server.home / 'tasks.db'}", task["id"])
     result.extra.update(detail)

@@ -71,14 +71,14 @@ def print_table(n: int, results: list[Result]) -> None:
     floor = named.get("floor (bare paramiko)")
     table = Table(title=f"{n} hosts (stop 1 s + start 1 s per agent)")
     for col in ("way", "ok", "wall s", "÷ floor", "startup", *STAGES, "gaps", "tail", "RSS MB", "tree MB", "CPU s",
-                "machine CPU s"):
+                "machine CPU s", "other CPU s"):
         table.add_column(col, justify="left" if col == "way" else "right")
     for r in results:
         ok = f"{r.restarted}/{n}" + ("" if r.ok else " FAIL")
         table.add_row(
             r.name, ok, _fmt(r.wall), _fmt(r.wall / floor.wall) if floor else "", _fmt(r.startup),
             *(_fmt(r.stages.get(s)) for s in STAGES), _fmt(r.gaps), _fmt(r.tail), _fmt(r.rss_mb, 0),
-            _fmt(r.tree_rss_mb, 0), _fmt(r.cpu_s, 1), _fmt(r.machine_cpu_s, 1),
+            _fmt(r.tree_rss_mb, 0), _fmt(r.cpu_s, 1), _fmt(r.machine_cpu_s, 1), _fmt(r.extra.get("foreign_cpu_s"), 1),
         )
     console.print(table)
     for key, value in ratios(results).items():
