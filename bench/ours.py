@@ -88,8 +88,10 @@ def store_spans(store_url: str, task_id: int) -> tuple[dict[str, tuple[float, fl
 
     with TaskStore(store_url) as store:
         record = store.load(task_id)
+        ids = [row["id"] for row in record.subtasks]
         with store.engine.connect() as conn:
-            log_rows = conn.execute(sa.select(sa.func.count()).select_from(subtask_logs)).scalar()
+            log_rows = conn.execute(sa.select(sa.func.count()).select_from(subtask_logs)
+                                    .where(subtask_logs.c.subtask_id.in_(ids))).scalar()
     grouped: dict[str, list[tuple[float, float]]] = {}
     waits = []
     for row in record.subtasks:
