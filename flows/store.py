@@ -291,31 +291,54 @@ class TaskStore:
             )
             conn.execute(subtask_logs.insert().values(subtask_id=subtask_id, text=separator))
 
-    def finish_subtask(self, subtask_id: int, status: SubtaskStatus) -> None:
+    def finish_subtask(self, subtask_id: int, status: SubtaskStatus, log: Sequence[str] = ()) -> None:
+        """The subtask's final status, with the last lines of its log, in one transaction."""
         with self._write() as conn:
             conn.execute(
                 subtasks.update().where(subtasks.c.id == subtask_id).values(
                     status=status.value, finish_time=format_time(now())
                 )
             )
+            self._insert_log(conn, subtask_id, log)
             if status is SubtaskStatus.SUCCESSFUL:
                 # OCP: a subtask becomes READY when all its upstreams are SUCCESSFUL.
                 self._promote_ready(conn, subtask_id)
 
     def _promote_ready(self, conn: Connection, subtask_id: int) -> None:
+        """Mark READY the PENDING downstreams of ``subtask_id`` whose upstreams are all SUCCESSFUL.
+
+        One statement per downstream that has other upstreams, one for all that have only this one: a Wait node's
+        N upstreams are checked in the database, not read back N times each (that was N² rows per barrier).
+        """
         downs = json.loads(conn.execute(sa.select(subtasks.c.downstreams).where(subtasks.c.id == subtask_id)).scalar_one())
-        for down in downs:
-            row = conn.execute(sa.select(subtasks.c.upstreams, subtasks.c.status).where(subtasks.c.id == down)).one()
-            if row.status != SubtaskStatus.PENDING.value:
-                continue
+        if not downs:
+            return
+        pending = subtasks.c.status == SubtaskStatus.PENDING.value
+        rows = conn.execute(sa.select(subtasks.c.id, subtasks.c.upstreams).where(subtasks.c.id.in_(downs), pending)).all()
+        ready = subtasks.update().values(status=SubtaskStatus.READY.value)
+        only_this = [r.id for r in rows if json.loads(r.upstreams) == [subtask_id]]
+        if only_this:
+            conn.execute(ready.where(subtasks.c.id.in_(only_this), pending))
+        others = sa.alias(subtasks)
+        for row in rows:
             ups = json.loads(row.upstreams)
-            states = conn.execute(sa.select(subtasks.c.status).where(subtasks.c.id.in_(ups))).scalars().all()
-            if all(s == SubtaskStatus.SUCCESSFUL.value for s in states):
-                conn.execute(subtasks.update().where(subtasks.c.id == down).values(status=SubtaskStatus.READY.value))
+            if ups != [subtask_id]:
+                unfinished = sa.exists().where(others.c.id.in_(ups), others.c.status != SubtaskStatus.SUCCESSFUL.value)
+                conn.execute(ready.where(subtasks.c.id == row.id, pending, ~unfinished))
 
     def append_log(self, subtask_id: int, text: str) -> None:
-        with self._write() as conn:
-            conn.execute(subtask_logs.insert().values(subtask_id=subtask_id, text=text))
+        self.append_logs(subtask_id, [text])
+
+    def append_logs(self, subtask_id: int, lines: Sequence[str]) -> None:
+        """Several lines of one subtask's log in one transaction."""
+        if lines:
+            with self._write() as conn:
+                self._insert_log(conn, subtask_id, lines)
+
+    @staticmethod
+    def _insert_log(conn: Connection, subtask_id: int, lines: Sequence[str]) -> None:
+        if lines:
+            conn.execute(subtask_logs.insert(), [{"subtask_id": subtask_id, "text": line} for line in lines])
 
     def finish_task(self, task_id: int, status: TaskStatus) -> None:
         """Set the task's final status and release its host locks and its lease."""

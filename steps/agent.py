@@ -11,7 +11,7 @@ import json
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from flows.errors import AgentError, SubtaskCancelled
 
@@ -22,6 +22,7 @@ POS_PROXY = "ocp_mgragent"  # 4.x: the command channel (port 62888) that OCP 3.x
 SERVICES = ("ocp_mgragent", "ocp_monagent")
 PROCESSES = (AGENTD, *SERVICES)
 POLL_SECONDS = 0.1
+_MARK = "@@ocp-restart@@"  # separates the parts of a compound command's output
 
 
 @dataclass(frozen=True)
@@ -43,19 +44,24 @@ class AgentControl:
     """Drive one host's agent. ``log`` receives every command and its output."""
 
     def __init__(
-        self, runner: Runner, agent_home: str, log: Callable[[str], None], stop: Callable[[], bool] | None = None
+        self, runner: Runner, agent_home: str, log: Callable[[str], None], stop: Callable[[], bool] | None = None,
+        before_command: Callable[[], None] | None = None,
     ) -> None:
         self.runner = runner
         self.home = agent_home
         self.log = log
         self.stop = stop
+        self.before_command = before_command  # e.g. write the buffered log, so it shows what runs while it runs
         self.ctl = shlex.quote(f"{agent_home}/bin/ocp_agentctl")
 
     def _exec(self, command: str, deadline: float) -> CommandResult:
+        if self.before_command is not None:
+            self.before_command()
         return self.runner.run(command, deadline=deadline, stop=self.stop)
 
-    def _run(self, command: str, deadline: float) -> CommandResult:
-        self.log(f"$ {command}")
+    def _run(self, command: str, deadline: float, *, shown: str | None = None) -> CommandResult:
+        """Run and log: the command (or ``shown``, a readable account of a compound one), its output, its failure."""
+        self.log(f"$ {shown or command}")
         result = self._exec(command, deadline)
         if result.output:
             self.log(result.output)
@@ -71,22 +77,12 @@ class AgentControl:
         result = self._exec(command, deadline) if quiet else self._run(command, deadline)
         if require_cli and result.exit_status == 127:
             raise AgentError(f"agent CLI {self.home}/bin/ocp_agentctl is missing or not executable")
-        if not result.ok:
-            return AgentStatus(running=False)
-        try:
-            message = json.loads(result.stdout)["message"]
-            pids = {AGENTD: int(message["pid"])}
-            for name, svc in message.get("services", {}).items():
-                if svc.get("state") == "running" and int(svc.get("pid") or 0) > 0:
-                    pids[name] = int(svc["pid"])
-            return AgentStatus(running=True, ready=bool(message.get("ready")), pids=pids)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise AgentError(f"cannot parse `ocp_agentctl status` output ({exc}): {result.stdout[:500]!r}") from None
+        return _parse_status(result.ok, result.stdout)
 
     def ctl_command(self, args: str, deadline: float, *, doing: str) -> None:
         result = self._run(f"{self.ctl} {args}", deadline)
         if not result.ok:
-            raise AgentError(f"{doing} failed: ocp_agentctl {args} exited {result.exit_status}: {_error_of(result)}")
+            raise AgentError(f"{doing} failed: ocp_agentctl {args} exited {result.exit_status}: {error_of(result)}")
 
     def wait_until(self, check: Callable[[AgentStatus], bool], deadline: float, *, what: str) -> AgentStatus:
         """Poll status until ``check`` holds; AgentError naming ``what`` and the last status at the deadline."""
@@ -105,32 +101,37 @@ class AgentControl:
         """Which of ``pids`` are still live agent processes (zombies and reused pids do not count)."""
         if not pids:
             return {}
-        listed = ",".join(str(int(p)) for p in sorted(pids))
-        result = self._exec(f"ps -o pid=,stat=,comm= -p {listed} || true", deadline)
-        alive: dict[int, str] = {}
-        for line in result.stdout.splitlines():
-            parts = line.split(None, 2)
-            if len(parts) == 3 and parts[0].isdigit() and not parts[1].startswith("Z") and parts[2] in PROCESSES:
-                alive[int(parts[0])] = parts[2]
-        return alive
+        return _parse_live(self._exec(_ps(pids), deadline).stdout)
+
+    def stop_all(self, deadline: float) -> tuple[dict[str, tuple[int, int | None]], CommandResult]:
+        """``ocp_agentctl stop``, preceded in the same round trip by the identities (see ``identities``) of the
+        processes it is about to stop. Returns them and the stop's result (its exit status is the command's)."""
+        result = self._run(
+            f"{self._identities_script()}; echo {_MARK}; {self.ctl} stop", deadline,
+            shown=f"{self.ctl} stop   # after reading {self.home}/run/*.pid and those processes' start times",
+        )
+        identities, _, stop_output = result.stdout.partition(f"{_MARK}\n")
+        return _parse_identities(identities), replace(result, stdout=stop_output)
+
+    def check_stopped(self, pids: set[int], deadline: float) -> tuple[dict[int, str], AgentStatus]:
+        """After a stop, in one round trip: which of ``pids`` still live, and what ``ocp_agentctl status`` says."""
+        result = self._run(f"{_ps(pids) if pids else 'true'}; echo {_MARK}; {self.ctl} status", deadline)
+        live, _, status = result.stdout.partition(f"{_MARK}\n")
+        return _parse_live(live), _parse_status(result.ok, status)
 
     def identities(self, deadline: float) -> dict[str, tuple[int, int | None]]:
         """name -> (pid, start time) for each ``{agent_home}/run/<name>.pid`` holding a number, in one round trip;
         the start time (clock ticks since boot) is None when that process is gone."""
+        return _parse_identities(self._exec(self._identities_script(), deadline).stdout)
+
+    def _identities_script(self) -> str:
         run_dir = shlex.quote(f"{self.home}/run")
-        names = " ".join(PROCESSES)
-        result = self._exec(
-            f"cd {run_dir} 2>/dev/null || exit 0; for n in {names}; do p=$(head -c 32 $n.pid 2>/dev/null) || continue; "
-            f"case $p in ''|*[!0-9]*) continue;; esac; "
-            f"s=$(sed 's/^.*) //' /proc/$p/stat 2>/dev/null | cut -d' ' -f20); echo \"$n $p ${{s:--}}\"; done",
-            deadline,
+        # A subshell, so that its `cd` and `exit` stay inside it when it begins a compound command.
+        return (
+            f"(cd {run_dir} 2>/dev/null || exit 0; for n in {' '.join(PROCESSES)}; do "
+            f"p=$(head -c 32 $n.pid 2>/dev/null) || continue; case $p in ''|*[!0-9]*) continue;; esac; "
+            f"s=$(sed 's/^.*) //' /proc/$p/stat 2>/dev/null | cut -d' ' -f20); echo \"$n $p ${{s:--}}\"; done)"
         )
-        found: dict[str, tuple[int, int | None]] = {}
-        for line in result.stdout.splitlines():
-            parts = line.split()
-            if len(parts) == 3 and parts[0] in PROCESSES and parts[1].isdigit():
-                found[parts[0]] = (int(parts[1]), int(parts[2]) if parts[2].isdigit() else None)
-        return found
 
     def start_times(self, pids: set[int], deadline: float) -> dict[int, int]:
         """pid -> its start time (clock ticks since boot, /proc/PID/stat field 22): with the pid, a process's
@@ -154,7 +155,44 @@ class AgentControl:
         self._run(f"kill -{sig} {listed} 2>/dev/null; true", deadline)
 
 
-def _error_of(result: CommandResult) -> str:
+def _ps(pids: set[int]) -> str:
+    return f"ps -o pid=,stat=,comm= -p {','.join(str(int(p)) for p in sorted(pids))} || true"
+
+
+def _parse_live(stdout: str) -> dict[int, str]:
+    alive: dict[int, str] = {}
+    for line in stdout.splitlines():
+        parts = line.split(None, 2)
+        if len(parts) == 3 and parts[0].isdigit() and not parts[1].startswith("Z") and parts[2] in PROCESSES:
+            alive[int(parts[0])] = parts[2]
+    return alive
+
+
+def _parse_identities(stdout: str) -> dict[str, tuple[int, int | None]]:
+    found: dict[str, tuple[int, int | None]] = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] in PROCESSES and parts[1].isdigit():
+            found[parts[0]] = (int(parts[1]), int(parts[2]) if parts[2].isdigit() else None)
+    return found
+
+
+def _parse_status(ok: bool, stdout: str) -> AgentStatus:
+    """``ocp_agentctl status``'s answer; a failed status means agentd is not running."""
+    if not ok:
+        return AgentStatus(running=False)
+    try:
+        message = json.loads(stdout)["message"]
+        pids = {AGENTD: int(message["pid"])}
+        for name, svc in message.get("services", {}).items():
+            if svc.get("state") == "running" and int(svc.get("pid") or 0) > 0:
+                pids[name] = int(svc["pid"])
+        return AgentStatus(running=True, ready=bool(message.get("ready")), pids=pids)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise AgentError(f"cannot parse `ocp_agentctl status` output ({exc}): {stdout[:500]!r}") from None
+
+
+def error_of(result: CommandResult) -> str:
     for stream in (result.stderr, result.stdout):
         try:
             return str(json.loads(stream)["error"])

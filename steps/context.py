@@ -93,7 +93,8 @@ class Step:
     def agent(self) -> AgentControl:
         assert self.host is not None, "a Wait node has no host"
         session = self.run.session(self.host, self.deadline, self.log)
-        return AgentControl(session, self.host.agent_home, self.log.info, stop=self.cancelled)
+        return AgentControl(session, self.host.agent_home, self.log.info, stop=self.cancelled,
+                            before_command=self.log.flush)
 
     @property
     def snapshot(self) -> dict[str, int] | None:

@@ -70,16 +70,16 @@ def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None]) -> 
             log.error(message + "\n" + traceback.format_exc())
         verb = "cancelled" if isinstance(exc, SubtaskCancelled) else "failed"
         log.error(f"Execute task {verb} after {time.monotonic() - started:.2f} s")
-        ctx.store.finish_subtask(subtask_id, SubtaskStatus.FAILED)
+        ctx.store.finish_subtask(subtask_id, SubtaskStatus.FAILED, log.take())
         if host is not None and row["kind"] in _AGENT_DOWN_WHEN_FAILED:
             ctx.store.set_host_agent_status(host.id, "OFFLINE")
         logger.error(f"subtask {subtask_id} {row['name']} FAILED: {message}")
         return Failed(message=message)
     log.info(f"{row['name']} {'rolled back' if operation is Operation.ROLLBACK else 'done'} in {time.monotonic() - started:.2f} s")
     if operation is Operation.ROLLBACK:
-        ctx.store.finish_subtask(subtask_id, SubtaskStatus.PENDING)
+        ctx.store.finish_subtask(subtask_id, SubtaskStatus.PENDING, log.take())
         return None
-    ctx.store.finish_subtask(subtask_id, SubtaskStatus.SUCCESSFUL)
+    ctx.store.finish_subtask(subtask_id, SubtaskStatus.SUCCESSFUL, log.take())
     if host is not None and row["kind"] is Kind.FINISH:
         ctx.store.set_host_agent_status(host.id, "AVAILABLE")
     return None

@@ -10,7 +10,7 @@ import time
 
 from flows.errors import AgentError
 
-from .agent import POS_PROXY, PROCESSES
+from .agent import POS_PROXY, PROCESSES, error_of
 from .context import Step
 
 STOP_RESERVE_MAX = 15.0  # seconds kept after `ocp_agentctl stop` to TERM/KILL leftovers
@@ -51,19 +51,18 @@ def stop_all(step: Step) -> None:
     """
     agent, deadline, log = step.agent(), step.deadline, step.log
     reserve = min(STOP_RESERVE_MAX, step.timeout * 0.25)
-    # The processes about to be stopped, with their start times: Start all tells a new process from an old one
-    # that got its pid back by the start time (pids are reused).
-    current = agent.identities(deadline)
+    # Start all tells a new process from an old one that got its pid back by the start time (pids are reused), so
+    # the stop's round trip first reads the identities of the processes it is about to stop.
+    current, stopped = agent.stop_all(deadline - reserve)
     step.run.store.save_snapshot(step.run.task_id, step.host.id,
                                  {n: start for n, (_, start) in current.items() if start is not None}, phase="starts")
     known = set((step.snapshot or {}).values()) | {pid for pid, _ in current.values()}
-    try:
-        agent.ctl_command("stop", deadline - reserve, doing="stopping the agent")
-    except AgentError as exc:
+    if not stopped.ok:
         # The CLI gave up (e.g. wait_for_exit_timeout) but answered: its leftovers are ours to TERM/KILL.
-        # A CLI that never answers (CommandTimeout) is not: the subtask fails and the agent is left as it is.
-        log.warning(f"{exc.message}; checking for leftover agent processes")
-    left = agent.live_processes(known, deadline)
+        # A CLI that never answers (CommandTimeout, raised above) is not: the subtask fails, the agent is left as is.
+        log.warning(f"stopping the agent failed: ocp_agentctl stop exited {stopped.exit_status}: "
+                    f"{error_of(stopped)}; checking for leftover agent processes")
+    left, status = agent.check_stopped(known, deadline)
     for sig in ("TERM", "KILL"):
         if not left:
             break
@@ -74,9 +73,10 @@ def stop_all(step: Step) -> None:
             step.check_cancelled()
             time.sleep(0.1)
             left = agent.live_processes(set(left), deadline)
+        if not left:
+            status = agent.status(deadline)
     if left:
         raise AgentError(f"agent processes survived stop, SIGTERM and SIGKILL: {_describe(left)}")
-    status = agent.status(deadline)
     if status.running:
         raise AgentError(f"the agent still reports running after stop: {status.describe()}")
     log.info(f"all agent processes stopped (checked pids {sorted(known)})")
