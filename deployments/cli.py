@@ -1,7 +1,8 @@
 """``ocp-restart``: plan, run, status and demo from a terminal.
 
-Exit codes: 0 the task is SUCCESSFUL; 1 it FAILED; 2 bad input (nothing was executed); 3 it is still RUNNING;
-4 another task holds a host; 5 the task store is unavailable.
+Exit codes: 0 the task is SUCCESSFUL; 1 it FAILED; 2 bad input (nothing was executed; with --server also a
+refused login); 3 it is still RUNNING; 4 another task holds a host; 5 the task store (or the --server) is
+unavailable.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -46,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="print the final task instance alone on stdout")
-        p.add_argument("--max-workers", type=int, default=32, help="subtasks running at once (default 32)")
+        p.add_argument("--max-workers", type=int, help="subtasks running at once (default 32)")
         p.add_argument("--timeout", type=_timeout, action="append", default=[], metavar="STAGE=SECONDS",
                        help="override a stage's timeout: prepare, restart_pos_proxy, stop_all, start_all, finish, wait")
         p.add_argument("--batch-size", type=int, metavar="K",
@@ -61,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="restart the agents on hosts of an inventory (no inventory: a local sandbox)")
     run.add_argument("--inventory", type=Path, help="TOML inventory (default: $OCP_RESTART_INVENTORY; none: sandbox)")
     run.add_argument("--host-ids", type=_host_ids, metavar="ID,ID,...", help="default: every host of the inventory")
+    run.add_argument("--server", metavar="URL", default=os.environ.get("OCP_RESTART_SERVER"),
+                     help="hand the restart to a running `ocp-restart serve` at URL (default: $OCP_RESTART_SERVER); "
+                          "it uses its own inventory. Credentials: --user or $OCP_RESTART_USER with "
+                          "$OCP_RESTART_PASSWORD, else ~/.netrc")
+    run.add_argument("--user", default=os.environ.get("OCP_RESTART_USER"), help="API user for --server")
     run_options(run)
 
     status = sub.add_parser("status", help="show a task instance from the task store")
@@ -133,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](args)
     except OcpRestartError as exc:
         print(f"ocp-restart: error: {exc.message}", file=sys.stderr)
-        from flows.errors import HostBusyError, StoreUnavailableError
+        from flows.errors import HostBusyError, ServerError, StoreUnavailableError
 
+        if isinstance(exc, ServerError):  # unreachable or broken: 5, like the store; a busy host: 4; refused: 2
+            return EXIT_BUSY if exc.http_status == 409 else EXIT_STORE if exc.http_status in (0, 500, 502, 503, 504) else EXIT_BAD_INPUT
         if isinstance(exc, StoreUnavailableError):
             return EXIT_STORE
         return EXIT_BUSY if isinstance(exc, HostBusyError) else EXIT_BAD_INPUT
@@ -174,6 +183,8 @@ def _request(host_ids: list[int]):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.server:
+        return _run_remote(args, args.server)
     inventory = args.inventory or (Path(os.environ["OCP_RESTART_INVENTORY"]) if os.environ.get("OCP_RESTART_INVENTORY") else None)
     if inventory is None:
         print("ocp-restart: no inventory given: running on a local sandbox (see `ocp-restart demo --help`)", file=sys.stderr)
@@ -213,7 +224,7 @@ def _run(args: argparse.Namespace, inventory_path: Path, host_ids: list[int] | N
     _request(ids)
     try:
         options = RestartOptions(
-            max_workers=args.max_workers, timeouts=dict(args.timeout), accept_new_host_keys=args.accept_new_host_keys,
+            max_workers=args.max_workers or 32, timeouts=dict(args.timeout), accept_new_host_keys=args.accept_new_host_keys,
             batch_size=args.batch_size, max_failed_hosts=args.max_failed_hosts,
             max_failed_percent=args.max_failed_percent,
         )
@@ -227,16 +238,76 @@ def _run(args: argparse.Namespace, inventory_path: Path, host_ids: list[int] | N
 
 def _execute(store, task_id: int, inventory_path, options, as_json: bool) -> int:
     """Run the flow for a recorded task in this process, with progress on stderr; report the result."""
-    from flows.restart import batch_restart_agents
+    from flows.restart import run_here
 
     started = time.monotonic()
     record = store.load(task_id)
+
+    def load() -> tuple[list[dict], bool]:
+        current = store.load(task_id)
+        return current.subtasks, current.task["status"] != "RUNNING"
+
     with ExitStack() as stack:
         if not as_json or sys.stderr.isatty():
-            stack.enter_context(_Progress(store, task_id))
-        batch_restart_agents(host_ids=record.task["host_ids"], inventory=str(inventory_path), options=options,
-                             task_id=task_id, store_url=store.url)
+            stack.enter_context(_Progress(load))
+        run_here(host_ids=record.task["host_ids"], inventory=str(inventory_path), options=options,
+                 task_id=task_id, store_url=store.url)
     return _report(store.load(task_id), as_json, time.monotonic() - started)
+
+
+def _run_remote(args: argparse.Namespace, url: str) -> int:
+    """``run --server``: POST the restart to a running ocp-restart server and follow it there."""
+    from types import SimpleNamespace
+
+    from flows.errors import RequestError
+
+    from .remote import RemoteServer
+
+    local_only = [flag for flag, given in (("--inventory", args.inventory), ("--timeout", args.timeout),
+                                           ("--max-workers", args.max_workers is not None),
+                                           ("--accept-new-host-keys", args.accept_new_host_keys)) if given]
+    if local_only:
+        raise RequestError(f"{', '.join(local_only)} cannot be used with --server {url}: the server restarts hosts "
+                           "with its own inventory and settings")
+    started = time.monotonic()
+    with RemoteServer(url, args.user, os.environ.get("OCP_RESTART_PASSWORD")) as server:
+        ids = args.host_ids or server.host_ids()
+        instance = server.restart(ids, batchSize=args.batch_size, maxFailedHosts=args.max_failed_hosts,
+                                  maxFailedPercent=args.max_failed_percent)
+        task_id = instance["id"]
+        print(f"task {task_id}: restarting the OCP agent on {len(ids)} host(s) through {server.url}", file=sys.stderr)
+        # Each GET renders the whole task (~0.2 ms per subtask on the server): poll big tasks less often.
+        interval = 0.25 if len(instance["subtasks"]) <= 100 else 1.0
+        latest = [instance]
+
+        def load() -> tuple[list[dict], bool]:
+            latest[0] = server.task(task_id)
+            return _rows_from_wire(latest[0]), latest[0]["status"] != "RUNNING"
+
+        if not args.json or sys.stderr.isatty():
+            with _Progress(load, interval) as progress:
+                progress.finished.wait()
+        else:
+            for latest[0] in server.follow(task_id, interval):
+                pass
+    instance = latest[0]
+    if args.json:
+        print(json.dumps(instance, indent=2))
+    else:
+        from rich.console import Console
+
+        task = {"id": task_id, "name": instance["name"], "status": instance["status"]}
+        Console().print(_table_from_record(SimpleNamespace(task=task, subtasks=_rows_from_wire(instance))))
+        print(f"task {task_id} {instance['status']} in {time.monotonic() - started:.1f} s (on {url})")
+    return {"SUCCESSFUL": EXIT_OK, "FAILED": EXIT_FAILED}.get(instance["status"], EXIT_RUNNING)
+
+
+def _rows_from_wire(instance: dict) -> list[dict]:
+    """A task instance's subtasks (OCP's JSON) as the store's rows that the progress and the table show."""
+    hosts = instance["context"]["listMap"].get("host_ids", [])
+    return [{"id": s["id"], "name": s["name"], "status": s["status"], "start_time": None, "finish_time": None,
+             "host_id": hosts[s["parallelIdx"]] if 0 <= s["parallelIdx"] < len(hosts) else None}
+            for s in instance["subtasks"]]
 
 
 def cmd_operation(args: argparse.Namespace) -> int:
@@ -372,10 +443,16 @@ def _table_from_instance(instance):
 
 
 class _Progress:
-    """Follows a task in the store while the flow runs: a progress bar on a terminal, one line per change otherwise."""
+    """Follows a task while it runs: a progress bar on a terminal, one line per finished subtask otherwise.
 
-    def __init__(self, store, task_id: int, interval: float = 0.3) -> None:
-        self.store, self.task_id, self.interval = store, task_id, interval
+    ``load`` returns the subtask rows and whether the task has ended; ``finished`` is set once it has (or once
+    ``load`` failed: ``error`` has why).
+    """
+
+    def __init__(self, load: Callable[[], tuple[list[dict], bool]], interval: float = 0.3) -> None:
+        self.load, self.interval = load, interval
+        self.finished = threading.Event()
+        self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name="progress", daemon=True)
 
@@ -386,6 +463,8 @@ class _Progress:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        if self.error is not None and exc[0] is None:
+            raise self.error
 
     def _follow(self) -> None:
         from rich.console import Console
@@ -402,13 +481,13 @@ class _Progress:
         try:
             while True:
                 stopping = self._stop.is_set()
-                record = self.store.load(self.task_id)
-                done = sum(r["status"] in ("SUCCESSFUL", "FAILED") for r in record.subtasks)
-                running = [r for r in record.subtasks if r["status"] == "RUNNING"]
+                rows, ended = self.load()
+                done = sum(r["status"] in ("SUCCESSFUL", "FAILED") for r in rows)
+                running = [r for r in rows if r["status"] == "RUNNING"]
                 if bar is not None:
                     what = f"{running[0]['name']} ({len(running)} running)" if running else "waiting"
-                    bar.update(job, total=len(record.subtasks), completed=done, description=what)
-                for row in record.subtasks:
+                    bar.update(job, total=len(rows), completed=done, description=what)
+                for row in rows:
                     if seen.get(row["id"]) != row["status"] and row["status"] in ("SUCCESSFUL", "FAILED"):
                         if bar is None:
                             host = f" @ host {row['host_id']}" if row["host_id"] is not None else ""
@@ -416,9 +495,14 @@ class _Progress:
                         elif row["status"] == "FAILED":
                             bar.console.print(f"[bold red]FAILED[/] {row['id']} {row['name']} @ host {row['host_id']}")
                     seen[row["id"]] = row["status"]
-                if stopping:
+                if ended:
+                    self.finished.set()
+                if stopping or ended:
                     return
                 self._stop.wait(self.interval)
+        except BaseException as exc:  # surfaced by __exit__ in the caller's thread
+            self.error = exc
+            self.finished.set()
         finally:
             if bar is not None:
                 bar.stop()

@@ -47,7 +47,7 @@ class EmbeddedLauncher:
         thread.start()
 
     def _run(self, task_id: int, host_ids: list[int], options: RestartOptions) -> None:
-        from flows.restart import batch_restart_agents, heartbeat
+        from flows.restart import heartbeat, run_here
         from flows.store import TaskStore
 
         try:
@@ -56,8 +56,8 @@ class EmbeddedLauncher:
             with TaskStore(self.store_url) as store, heartbeat(store, task_id), self.slots:
                 for attempt in range(1, self.START_ATTEMPTS + 1):
                     try:
-                        batch_restart_agents(host_ids=host_ids, inventory=self.inventory, options=options,
-                                             task_id=task_id, store_url=self.store_url)
+                        run_here(host_ids=host_ids, inventory=self.inventory, options=options,
+                                 task_id=task_id, store_url=self.store_url)
                         return
                     except Exception as exc:
                         if _started(store, task_id):

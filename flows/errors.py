@@ -10,6 +10,8 @@
     ├── StoreUnavailableError       503 / 1003  the task store cannot be read or written (nothing half-written)
     ├── InventoryError                          the inventory file is missing or invalid (names file, host, field)
     ├── PlanError                               a DAG that breaks the plan's invariants
+    ├── ServerError                             an ocp-restart server (``run --server``) refused a request or
+    │                                           could not be reached; keeps the HTTP status (0: unreachable)
     └── StepError                               a step failed on a host; the subtask becomes FAILED
         ├── SSHError
         │   ├── ConnectError                    host unreachable (TCP, handshake)
@@ -92,6 +94,12 @@ class InventoryError(OcpRestartError):
 
 class PlanError(OcpRestartError):
     code, http_status = 1003, 500
+
+
+class ServerError(OcpRestartError):
+    def __init__(self, message: str, http_status: int = 0, code: int = 1003) -> None:
+        super().__init__(message)
+        self.http_status, self.code = http_status, code
 
 
 class StepError(OcpRestartError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
@@ -9,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from conftest import ApiServer, wait_for
+from conftest import ApiServer, cli, free_port, wait_for
 from deployments.auth import add_user
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -55,6 +56,49 @@ def assert_envelope(body: dict, status: int, successful: bool = True) -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d", body["timestamp"])
     assert isinstance(body["duration"], int) and body["duration"] >= 0
     assert re.fullmatch(r"[0-9a-f]{16}", body["traceId"]) and body["server"]
+
+
+class TestRunThroughServer:
+    """``ocp-restart run --server URL`` hands the restart to a running server (issue #6: the N = 10 start-up)."""
+
+    def test_run_hands_the_restart_to_the_server(self, server, box, monkeypatch):
+        """Exit 0, the documented task instance on stdout, created by the API user, every pid new."""
+        monkeypatch.setenv("OCP_RESTART_USER", "hostman")
+        monkeypatch.setenv("OCP_RESTART_PASSWORD", PASSWORDS["hostman"])
+        before = {h.id: h.agent_pids() for h in box.hosts}
+        result = cli("run", "--server", server.url, "--host-ids", "1001,1002", "--json", timeout=120)
+        assert result.returncode == 0, result.stderr
+        instance = json.loads(result.stdout)
+        assert instance["status"] == "SUCCESSFUL" and instance["creator"] == "hostman"
+        assert len(instance["subtasks"]) == 14 and {s["status"] for s in instance["subtasks"]} == {"SUCCESSFUL"}
+        for host in box.hosts[:2]:
+            assert all(pid != before[host.id][name] for name, pid in host.agent_pids().items())
+        assert box.host(1003).agent_pids() == before[1003]
+        assert "PASSWORD" not in result.stderr and PASSWORDS["hostman"] not in result.stderr + result.stdout
+
+    def test_refused_credentials_exit_2_and_create_no_task(self, server, monkeypatch):
+        """A wrong password: exit 2 naming the server's 401; the server has no new task."""
+        monkeypatch.setenv("OCP_RESTART_USER", "hostman")
+        monkeypatch.setenv("OCP_RESTART_PASSWORD", "not-the-password-7")
+        with client(server, "admin") as api:
+            count = api.get("/api/v2/tasks/instances").json()["data"]["page"]["totalElements"]
+            result = cli("run", "--server", server.url, "--host-ids", "1001")
+            assert api.get("/api/v2/tasks/instances").json()["data"]["page"]["totalElements"] == count
+        assert result.returncode == 2, result.stderr
+        assert f"{server.url} answered 401" in result.stderr and "not-the-password-7" not in result.stderr
+
+    def test_unreachable_server_exits_5(self):
+        """Nobody listening: exit 5 naming the URL."""
+        url = f"http://127.0.0.1:{free_port()}"
+        result = cli("run", "--server", url, "--host-ids", "1001")
+        assert result.returncode == 5, result.stderr
+        assert f"the ocp-restart server {url} cannot be reached" in result.stderr
+
+    def test_local_only_options_are_refused(self, server):
+        """--inventory and --timeout make no sense for a server with its own inventory: exit 2 naming them."""
+        result = cli("run", "--server", server.url, "--inventory", "/nonexistent.toml", "--timeout", "stop_all=5")
+        assert result.returncode == 2
+        assert "--inventory, --timeout cannot be used with --server" in result.stderr
 
 
 class TestRestart:
