@@ -238,6 +238,17 @@ class ApiServer:
             self.log.close()
 
 
+def run_cli_remote(server: ApiServer, sandbox, *, name: str = "ours: CLI -> serve", work_dir: Path) -> Result:
+    """The whole ``ocp-restart run --server URL --json`` process, handing the restart to the running server."""
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=work_dir))
+    before = agent_pids(sandbox)
+    argv = [sys.executable, "-m", "deployments.cli", "run", "--server", server.url, "--json",
+            "--host-ids", ",".join(str(h.id) for h in sandbox.hosts)]
+    env = base_env(OCP_RESTART_HOME=str(home), OCP_RESTART_USER=USER, OCP_RESTART_PASSWORD=PASSWORD)
+    proc = run_measured(argv, env, log_dir=home, label="cli-remote")
+    return _cli_result(name, proc, server.home, before, sandbox)  # the task is in the server's store
+
+
 def run_api(server: ApiServer, sandbox, *, name: str = "ours: API (serve)", prefect_pid: int | None = None) -> Result:
     """One measured restart of every host through the already-started API server."""
     before = agent_pids(sandbox)

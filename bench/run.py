@@ -14,6 +14,7 @@ clock, with every agent running again (and 2 s to settle) between two measuremen
 4. ours: CLI + server: the same with PREFECT_API_URL at a ``prefect server start`` the bench started once;
 5. ours: API (serve): POST /compute/hosts/batchRestartAgents to an already-started ``ocp-restart serve``
    (warmed by one 1-host restart), polled every 0.1 s until the task is no longer RUNNING;
+5b. ours: CLI -> serve: the whole ``ocp-restart run --server URL --json`` process against that same server;
 6. ansible cold / warm / nocp: ansible-playbook, five plays of ``raw`` tasks, forks = workers (bench/ansible_run.py).
 
 Ours' stage spans come from the task store; the floor's from its barriers; Ansible's from a callback plugin.
@@ -38,7 +39,7 @@ from .common import Result, ensure_ready
 from .report import console, print_plan, print_table, print_targets, ratios, targets
 
 RESULTS = Path(__file__).resolve().parent / "results"
-WAYS = ("floor", "floor-session", "floor-steps", "ephemeral", "server", "api", "ansible-cold", "ansible-warm", "ansible-nocp")
+WAYS = ("floor", "floor-session", "floor-steps", "ephemeral", "server", "api", "cli-remote", "ansible-cold", "ansible-warm", "ansible-nocp")
 
 
 def free_port() -> int:
@@ -126,8 +127,8 @@ def bench_hosts(n: int, args: argparse.Namespace, ctx: dict) -> list[Result]:
                 sandbox, name=label, work_dir=work, prefect_home=ctx["client_home"], api_url=ctx["api_url"],
                 workers=args.workers, server_pid=ctx["server_pid"],
                 env=dict(kv.split("=", 1) for kv in args.variant_env)), rep))
-        if "api" not in skip:
-            results.append(_measure_api(sandbox, ctx, rep))
+        if not {"api", "cli-remote"} <= skip:
+            results += _measure_api(sandbox, ctx, rep, skip)
         ansible = AnsibleBench(sandbox, work, args.workers)
         try:
             for mode in ("cold", "warm", "nocp"):
@@ -138,18 +139,23 @@ def bench_hosts(n: int, args: argparse.Namespace, ctx: dict) -> list[Result]:
     return results
 
 
-def _measure_api(sandbox, ctx: dict, repeat: int) -> Result:
-    from .ours import ApiServer, run_api
+def _measure_api(sandbox, ctx: dict, repeat: int, skip: set[str]) -> list[Result]:
+    from .ours import ApiServer, run_api, run_cli_remote
 
     server = ApiServer(sandbox, ctx["work"], ctx["client_home"], ctx["api_url"], free_port())
     try:
         server.start()
         warmup, _, _ = server.restart([sandbox.hosts[0].id])
         ensure_ready(sandbox)
-        result = measure("ours: API (serve)", sandbox, lambda: run_api(server, sandbox, prefect_pid=ctx["server_pid"]),
-                         repeat)
-        result.extra["warmup_1_host_s"] = round(warmup, 2)
-        return result
+        results = []
+        if "api" not in skip:
+            results.append(measure("ours: API (serve)", sandbox,
+                                   lambda: run_api(server, sandbox, prefect_pid=ctx["server_pid"]), repeat))
+            results[-1].extra["warmup_1_host_s"] = round(warmup, 2)
+        if "cli-remote" not in skip:
+            results.append(measure("ours: CLI -> serve", sandbox,
+                                   lambda: run_cli_remote(server, sandbox, work_dir=ctx["work"]), repeat))
+        return results
     finally:
         server.stop()
 
