@@ -89,8 +89,14 @@ def test_a_deployment_run_is_picked_up_by_a_worker_and_recorded_in_postgres(scal
     assert task["status"] == "SUCCESSFUL" and task["type"] == "MANUAL"
     print(f"deployment run to SUCCESSFUL: {time.monotonic() - started:.1f} s")
     with httpx.Client(base_url=scale["server"].api_url, timeout=30) as prefect:
-        runs = prefect.post("/flow_runs/filter", json={"flow_runs": {"name": {"any_": [f"ocp-task-{task['id']}"]}}}).json()
-        assert runs and runs[0]["state"]["type"] == "COMPLETED"
+        # Our store records the end before the flow run returns (artifacts, Prefect's own teardown): wait for it.
+        deadline = time.monotonic() + 30
+        while True:
+            runs = prefect.post("/flow_runs/filter", json={"flow_runs": {"name": {"any_": [f"ocp-task-{task['id']}"]}}}).json()
+            if (runs and runs[0]["state"]["type"] == "COMPLETED") or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert runs and runs[0]["state"]["type"] == "COMPLETED", runs
         artifacts = prefect.post("/artifacts/filter", json={"artifacts": {"key": {"any_": [f"ocp-task-{task['id']}"]}}}).json()
     assert artifacts and artifacts[0]["type"] == "table"
     assert "pids before" in str(artifacts[0]["data"])
