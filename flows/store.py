@@ -307,24 +307,29 @@ class TaskStore:
     def _promote_ready(self, conn: Connection, subtask_id: int) -> None:
         """Mark READY the PENDING downstreams of ``subtask_id`` whose upstreams are all SUCCESSFUL.
 
-        One statement per downstream that has other upstreams, one for all that have only this one: a Wait node's
-        N upstreams are checked in the database, not read back N times each (that was N² rows per barrier).
+        A Wait node has every host's node of the previous stage upstream: its check runs once per finishing
+        upstream, so it is one short-circuiting statement with the ids inlined (integers from our own plan) —
+        binding N parameters through SQLAlchemy each time was ~1.6 ms, 0.8 s of a 100-host run.
         """
         downs = json.loads(conn.execute(sa.select(subtasks.c.downstreams).where(subtasks.c.id == subtask_id)).scalar_one())
         if not downs:
             return
         pending = subtasks.c.status == SubtaskStatus.PENDING.value
         rows = conn.execute(sa.select(subtasks.c.id, subtasks.c.upstreams).where(subtasks.c.id.in_(downs), pending)).all()
-        ready = subtasks.update().values(status=SubtaskStatus.READY.value)
-        only_this = [r.id for r in rows if json.loads(r.upstreams) == [subtask_id]]
-        if only_this:
-            conn.execute(ready.where(subtasks.c.id.in_(only_this), pending))
-        others = sa.alias(subtasks)
-        for row in rows:
-            ups = json.loads(row.upstreams)
-            if ups != [subtask_id]:
-                unfinished = sa.exists().where(others.c.id.in_(ups), others.c.status != SubtaskStatus.SUCCESSFUL.value)
-                conn.execute(ready.where(subtasks.c.id == row.id, pending, ~unfinished))
+        ready = [row.id for row in rows if self._all_successful(conn, json.loads(row.upstreams), but=subtask_id)]
+        if ready:
+            conn.execute(subtasks.update().where(subtasks.c.id.in_(ready), pending).values(status=SubtaskStatus.READY.value))
+
+    @staticmethod
+    def _all_successful(conn: Connection, ids: list[int], but: int) -> bool:
+        """Whether every subtask in ``ids`` except ``but`` (which just succeeded) is SUCCESSFUL."""
+        others = ",".join(str(int(i)) for i in ids if i != but)
+        if not others:
+            return True
+        unfinished = sa.text(
+            f"SELECT 1 FROM subtasks WHERE id IN ({others}) AND status <> '{SubtaskStatus.SUCCESSFUL.value}' LIMIT 1"
+        )
+        return conn.execute(unfinished).first() is None
 
     def append_log(self, subtask_id: int, text: str) -> None:
         self.append_logs(subtask_id, [text])
