@@ -27,8 +27,8 @@ KIND_TO_STAGE = {"prepare": "prepare", "restart_pos_proxy": "pos_proxy", "stop_a
 class PrefectServer:
     """``prefect server start`` on loopback with its own PREFECT_HOME; stopped by its pid (and own group)."""
 
-    def __init__(self, home: Path, port: int) -> None:
-        self.home, self.port = home, port
+    def __init__(self, home: Path, port: int, settings: dict[str, str] | None = None) -> None:
+        self.home, self.port, self.settings = home, port, settings or {}
         self.api_url = f"http://127.0.0.1:{port}/api"
         self.proc: subprocess.Popen | None = None
         self.ready_seconds = 0.0
@@ -37,7 +37,7 @@ class PrefectServer:
         import httpx
 
         self.home.mkdir(parents=True, exist_ok=True)
-        env = base_env(PREFECT_HOME=str(self.home), PREFECT_UI_ENABLED="false")
+        env = {**base_env(PREFECT_HOME=str(self.home), PREFECT_UI_ENABLED="false"), **self.settings}
         self.log = open(self.home / "server.log", "ab")
         started = time.monotonic()
         self.proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",

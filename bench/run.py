@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip", default="", help=f"comma-separated ways to leave out: {','.join(WAYS)}")
     p.add_argument("--variant-env", action="append", default=[], metavar="KEY=VALUE",
                    help="also measure 'ours: CLI + server' with this environment setting (repeatable; all together)")
+    p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting of the bench's Prefect server, e.g. PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED=false "
+                        "(repeatable): to measure a server-side knob")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, task stores)")
     p.add_argument("--out", type=Path, help="results file (default bench/results/<timestamp>.json)")
     args = p.parse_args(argv)
@@ -172,7 +175,8 @@ def metadata(args: argparse.Namespace) -> dict:
         "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(), "prefect": prefect.__version__, "paramiko": paramiko.__version__,
         "ansible": ansible_version(), "workers": args.workers, "stop_seconds": args.stop_seconds,
-        "start_seconds": args.start_seconds, "skipped": sorted(args.skip), **_git(),
+        "start_seconds": args.start_seconds, "skipped": sorted(args.skip),
+        "prefect_server_env": args.server_env, **_git(),
     }
 
 
@@ -197,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="ocp-bench-"))
     out = {"meta": metadata(args), "plan_1000": run_plan_bench(), "runs": {}}
     print_plan(out["plan_1000"])
-    server = PrefectServer(work / "prefect-server", free_port())
+    server = PrefectServer(work / "prefect-server", free_port(), dict(kv.split("=", 1) for kv in args.server_env))
     try:
         server.start()
         out["meta"]["prefect_server_ready_s"] = round(server.ready_seconds, 1)

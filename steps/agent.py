@@ -84,9 +84,30 @@ class AgentControl:
         if not result.ok:
             raise AgentError(f"{doing} failed: ocp_agentctl {args} exited {result.exit_status}: {error_of(result)}")
 
-    def wait_until(self, check: Callable[[AgentStatus], bool], deadline: float, *, what: str) -> AgentStatus:
-        """Poll status until ``check`` holds; AgentError naming ``what`` and the last status at the deadline."""
-        last = AgentStatus(running=False)
+    def ctl_then_status(self, args: str, deadline: float, *, doing: str) -> AgentStatus:
+        """``ocp_agentctl ARGS`` and, if it succeeded, ``ocp_agentctl status``, in one round trip: an agent that is
+        ready when its CLI returns needs no second one. AgentError (as ``ctl_command``) if ARGS failed."""
+        result = self._run(
+            f"{self.ctl} {args}; rc=$?; echo {_MARK} $rc; [ $rc -ne 0 ] || {self.ctl} status", deadline,
+            shown=f"{self.ctl} {args} && {self.ctl} status",
+        )
+        answer, mark, rest = result.stdout.partition(f"{_MARK} ")
+        code, _, status = rest.partition("\n")
+        if not mark or not code.strip().isdigit():
+            raise AgentError(f"{doing} failed: the host gave no exit status for ocp_agentctl {args}: {result.output[-500:]!r}")
+        if int(code) != 0:
+            failed = replace(result, stdout=answer, exit_status=int(code))
+            raise AgentError(f"{doing} failed: ocp_agentctl {args} exited {code.strip()}: {error_of(failed)}")
+        return _parse_status(result.ok, status)
+
+    def wait_until(self, check: Callable[[AgentStatus], bool], deadline: float, *, what: str,
+                   first: AgentStatus | None = None) -> AgentStatus:
+        """Poll status until ``check`` holds (``first``: a status just read, checked before polling); AgentError
+        naming ``what`` and the last status at the deadline."""
+        if first is not None and check(first):
+            self.log(f"agent {first.describe()}")
+            return first
+        last = first or AgentStatus(running=False)
         while time.monotonic() < deadline:
             if self.stop is not None and self.stop():
                 raise SubtaskCancelled(f"cancelled by an operator while waiting until {what}")

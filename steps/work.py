@@ -35,10 +35,10 @@ def restart_pos_proxy(step: Step) -> None:
         step.log.warning(f"ocp_agentd is not running, so {POS_PROXY} cannot be restarted alone; Start all will start it")
         return
     old = before.pids.get(POS_PROXY)
-    agent.ctl_command(f"service stop {POS_PROXY} && {agent.ctl} service start {POS_PROXY}", deadline,
-                      doing=f"restarting {POS_PROXY}")
+    now = agent.ctl_then_status(f"service stop {POS_PROXY} && {agent.ctl} service start {POS_PROXY}", deadline,
+                                doing=f"restarting {POS_PROXY}")
     after = agent.wait_until(
-        lambda s: s.pids.get(POS_PROXY) not in (None, old), deadline, what=f"{POS_PROXY} runs with a new pid"
+        lambda s: s.pids.get(POS_PROXY) not in (None, old), deadline, what=f"{POS_PROXY} runs with a new pid", first=now
     )
     step.log.info(f"{POS_PROXY} restarted: pid {old} -> {after.pids[POS_PROXY]}")
 
@@ -85,8 +85,8 @@ def stop_all(step: Step) -> None:
 def start_all(step: Step) -> None:
     """``ocp_agentctl start``; wait until ready; every process must have a new pid."""
     agent = step.agent()
-    agent.ctl_command("start", step.deadline, doing="starting the agent")
-    status = agent.wait_until(lambda s: s.ready, step.deadline, what="the agent is ready")
+    now = agent.ctl_then_status("start", step.deadline, doing="starting the agent")
+    status = agent.wait_until(lambda s: s.ready, step.deadline, what="the agent is ready", first=now)
     old = step.snapshot or {}
     kept = [name for name in PROCESSES if name in old and status.pids.get(name) == old[name]]
     if kept:  # the same pid may be a new process (pids are reused): compare start times too

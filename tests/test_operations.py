@@ -136,6 +136,8 @@ class TestCancel:
         while not any(comm == "sleep" for _, comm in strays(host)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert any(comm == "sleep" for _, comm in strays(host)), strays(host)
+        # Log lines are buffered, but written before each remote command: the hung command is visible while it hangs.
+        assert "ocp_agentctl stop" in log_of(api, task_id, hung["id"])
         cancelled_at = time.monotonic()
         response = api.post(f"/api/v2/tasks/instances/{task_id}/subtasks/{hung['id']}/cancel")
         assert response.status_code == 200 and "data" not in response.json()
