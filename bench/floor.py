@@ -126,10 +126,15 @@ class _NullStore:
 
 
 class _NullLog:
+    """A SubtaskLog that keeps nothing."""
+
     def info(self, message: str) -> None:
         pass
 
     warning = error = info
+
+    def flush(self) -> None:
+        pass
 
 
 class BareRun:

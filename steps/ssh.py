@@ -60,7 +60,7 @@ class Runner(Protocol):
 
 
 class _ParsedFiles:
-    """Files parsed once and reused while they do not change (same inode, size and mtime).
+    """Files parsed once and reused while they do not change (same inode, size, mtime and ctime).
 
     Hosts usually share one known_hosts file and one key: parsing them per connection cost N parses of an N-line
     file for N hosts (0.38 s of a 100-host run). A file that changes (a key accepted, a key rotated) is re-read.
@@ -68,13 +68,13 @@ class _ParsedFiles:
 
     def __init__(self, parse: Callable[[str], object]) -> None:
         self._parse = parse
-        self._items: dict[str, tuple[tuple[int, int, int], object]] = {}
+        self._items: dict[str, tuple[tuple[int, ...], object]] = {}
         self._lock = threading.Lock()
 
     def get(self, path: os.PathLike | str) -> object:
         name = str(path)
         st = os.stat(name)  # FileNotFoundError and friends reach the caller, as an open() would
-        identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+        identity = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         with self._lock:
             hit = self._items.get(name)
         if hit is not None and hit[0] == identity:
