@@ -121,9 +121,6 @@ class _NullStore:
     def snapshot(self, task_id: int, host_id: int, phase: str = "before") -> dict | None:
         return self.snapshots.get((host_id, phase))
 
-    def subtask_status(self, subtask_id: int) -> str:
-        return "RUNNING"
-
 
 class _NullLog:
     """A SubtaskLog that keeps nothing."""
@@ -132,9 +129,6 @@ class _NullLog:
         pass
 
     warning = error = info
-
-    def flush(self) -> None:
-        pass
 
 
 class BareRun:
@@ -155,6 +149,9 @@ class BareRun:
             current.connect(deadline=deadline)
             self.sessions[host.id] = current
         return current
+
+    def canceling(self, fresh: bool = False) -> frozenset[int]:
+        return frozenset()
 
     def close_session(self, host_id: int) -> None:
         session = self.sessions.pop(host_id, None)

@@ -332,13 +332,13 @@ class TaskStore:
         return conn.execute(unfinished).first() is None
 
     def append_log(self, subtask_id: int, text: str) -> None:
-        self.append_logs(subtask_id, [text])
+        self.append_logs([(subtask_id, text)])
 
-    def append_logs(self, subtask_id: int, lines: Sequence[str]) -> None:
-        """Several lines of one subtask's log in one transaction."""
+    def append_logs(self, lines: Sequence[tuple[int, str]]) -> None:
+        """Log lines of any subtasks, (subtask id, text) in order, in one transaction."""
         if lines:
             with self._write() as conn:
-                self._insert_log(conn, subtask_id, lines)
+                conn.execute(subtask_logs.insert(), [{"subtask_id": sid, "text": text} for sid, text in lines])
 
     @staticmethod
     def _insert_log(conn: Connection, subtask_id: int, lines: Sequence[str]) -> None:
@@ -508,9 +508,11 @@ class TaskStore:
             raw = conn.execute(sa.select(host_snapshots.c.pids).where(*key)).scalar()
         return json.loads(raw) if raw else None
 
-    def subtask_status(self, subtask_id: int) -> str:
+    def canceling(self, task_id: int) -> set[int]:
+        """The task's subtasks an operator asked to cancel (CANCELING)."""
         with self._read() as conn:
-            return conn.execute(sa.select(subtasks.c.status).where(subtasks.c.id == subtask_id)).scalar_one()
+            return set(conn.execute(sa.select(subtasks.c.id).where(
+                subtasks.c.task_id == task_id, subtasks.c.status == SubtaskStatus.CANCELING.value)).scalars())
 
     # -- reads ----------------------------------------------------------------------------------------
 

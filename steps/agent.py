@@ -44,19 +44,15 @@ class AgentControl:
     """Drive one host's agent. ``log`` receives every command and its output."""
 
     def __init__(
-        self, runner: Runner, agent_home: str, log: Callable[[str], None], stop: Callable[[], bool] | None = None,
-        before_command: Callable[[], None] | None = None,
+        self, runner: Runner, agent_home: str, log: Callable[[str], None], stop: Callable[[], bool] | None = None
     ) -> None:
         self.runner = runner
         self.home = agent_home
         self.log = log
         self.stop = stop
-        self.before_command = before_command  # e.g. write the buffered log, so it shows what runs while it runs
         self.ctl = shlex.quote(f"{agent_home}/bin/ocp_agentctl")
 
     def _exec(self, command: str, deadline: float) -> CommandResult:
-        if self.before_command is not None:
-            self.before_command()
         return self.runner.run(command, deadline=deadline, stop=self.stop)
 
     def _run(self, command: str, deadline: float, *, shown: str | None = None) -> CommandResult:

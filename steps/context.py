@@ -11,14 +11,13 @@ import uuid
 from dataclasses import dataclass, field
 
 from flows.errors import SubtaskCancelled
-from flows.models import SubtaskStatus
 from flows.options import RestartOptions
 from flows.store import TaskRecord, TaskStore
 
 from .agent import AgentControl
 from .inventory import Host
 from .ssh import SSHSession
-from .subtask_log import SubtaskLog
+from .subtask_log import LogWriter, SubtaskLog
 
 _RUNS: dict[str, RunContext] = {}
 _RUNS_LOCK = threading.Lock()
@@ -34,8 +33,13 @@ class RunContext:
     options: RestartOptions
     _sessions: dict[int, SSHSession] = field(default_factory=dict)
     key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    logs: LogWriter = field(init=False)
+    _canceling: frozenset[int] = frozenset()
+    _canceling_read: float = float("-inf")
+    _cancel_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __enter__(self) -> RunContext:
+        self.logs = LogWriter(self.store).__enter__()
         with _RUNS_LOCK:
             _RUNS[self.key] = self
         return self
@@ -45,6 +49,16 @@ class RunContext:
             _RUNS.pop(self.key, None)
         for host_id in list(self._sessions):
             self.close_session(host_id)
+        self.logs.__exit__(*exc)
+
+    def canceling(self, fresh: bool = False) -> frozenset[int]:
+        """The subtasks an operator asked to cancel: one store read per run every 0.5 s (``fresh``: now), however
+        many steps are running and asking."""
+        with self._cancel_lock:
+            if fresh or time.monotonic() - self._canceling_read >= CANCEL_POLL_SECONDS:
+                self._canceling = frozenset(self.store.canceling(self.task_id))
+                self._canceling_read = time.monotonic()
+            return self._canceling
 
     def session(self, host: Host, deadline: float, log: SubtaskLog) -> SSHSession:
         """The host's connection, opened (and host-key verified) on first use, reused by later steps."""
@@ -75,26 +89,19 @@ class Step:
     log: SubtaskLog
     deadline: float
     timeout: int
-    _checked: float = 0.0
 
     def cancelled(self) -> bool:
-        """True once the subtask is CANCELING in the store (read at most every 0.5 s)."""
-        now = time.monotonic()
-        if now - self._checked < CANCEL_POLL_SECONDS:
-            return False
-        self._checked = now
-        return self.run.store.subtask_status(self.subtask_id) == SubtaskStatus.CANCELING.value
+        """True once the subtask is CANCELING in the store (seen within 0.5 s)."""
+        return self.subtask_id in self.run.canceling()
 
     def check_cancelled(self) -> None:
-        self._checked = 0.0
-        if self.cancelled():
+        if self.subtask_id in self.run.canceling(fresh=True):
             raise SubtaskCancelled("cancelled by an operator")
 
     def agent(self) -> AgentControl:
         assert self.host is not None, "a Wait node has no host"
         session = self.run.session(self.host, self.deadline, self.log)
-        return AgentControl(session, self.host.agent_home, self.log.info, stop=self.cancelled,
-                            before_command=self.log.flush)
+        return AgentControl(session, self.host.agent_home, self.log.info, stop=self.cancelled)
 
     @property
     def snapshot(self) -> dict[str, int] | None:

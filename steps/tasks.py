@@ -45,7 +45,7 @@ def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None]) -> 
     row = ctx.record.subtask(subtask_id)
     operation = Operation(row["operation"])
     host = ctx.hosts.get(row["host_id"]) if row["host_id"] is not None else None
-    log = SubtaskLog(ctx.store, subtask_id, host.label if host else "wait")
+    log = SubtaskLog(ctx.logs, subtask_id, host.label if host else "wait")
     ctx.store.start_subtask(subtask_id, separator(operation.value, now()))
     started = time.monotonic()
     step = Step(ctx, subtask_id, host, log, started + row["timeout"], row["timeout"])
