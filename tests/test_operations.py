@@ -136,7 +136,10 @@ class TestCancel:
         while not any(comm == "sleep" for _, comm in strays(host)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert any(comm == "sleep" for _, comm in strays(host)), strays(host)
-        # Log lines are buffered, but written before each remote command: the hung command is visible while it hangs.
+        # Log lines are written in batches every 0.25 s: the hung command is visible while it hangs.
+        deadline = time.monotonic() + 2
+        while "ocp_agentctl stop" not in log_of(api, task_id, hung["id"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert "ocp_agentctl stop" in log_of(api, task_id, hung["id"])
         cancelled_at = time.monotonic()
         response = api.post(f"/api/v2/tasks/instances/{task_id}/subtasks/{hung['id']}/cancel")
