@@ -275,3 +275,25 @@ def test_a_key_the_host_refuses_fails_prepare_naming_user_and_key(box, home, tmp
     log = store_logs(instance)[sub(instance, PREPARE, 0)["id"]]
     assert "refused key" in log and str(key) in log and box.user in log
     assert box.host(1001).agent_pids() == before
+
+
+def test_a_known_hosts_entry_removed_mid_process_is_refused_at_the_next_connection(box, tmp_path):
+    """known_hosts is parsed once and reused while unchanged (issue #6), but a removed entry is never trusted:
+    the next connection in the same process re-reads the file and refuses the host."""
+    from flows.errors import HostKeyError
+    from steps.inventory import load_inventory
+    from steps.ssh import SSHSession, known_hosts_name
+
+    known = tmp_path / "known_hosts"
+    known.write_text(box.known_hosts.read_text())
+    host = load_inventory(box.inventory_path).hosts[1001].model_copy(update={"known_hosts": known})
+    for _ in range(2):  # the second connection is served from the parsed copy
+        with SSHSession(host) as session:
+            session.connect(deadline=time.monotonic() + 10)
+            assert session.run("echo ok", deadline=time.monotonic() + 10).stdout.strip() == "ok"
+    name = known_hosts_name(host)
+    kept = [line for line in known.read_text().splitlines() if not line.startswith(name + " ")]
+    assert len(kept) < len(known.read_text().splitlines())
+    known.write_text("\n".join(kept) + "\n")
+    with SSHSession(host) as session, pytest.raises(HostKeyError, match="is not in"):
+        session.connect(deadline=time.monotonic() + 10)

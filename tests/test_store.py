@@ -80,6 +80,34 @@ def test_log_lines_keep_their_order(store):
     assert store.log(sid).split("\n") == ["############{EXECUTE}{t}############"] + [f"line {i}" for i in range(5)]
 
 
+def test_batched_log_lines_keep_each_subtasks_order(store):
+    """The run's log writer (issue #6: one transaction per 0.25 s, not per line) keeps every subtask's lines in
+    order, however its batches and a subtask's final lines interleave, across threads."""
+    import threading
+    import time
+
+    from steps.subtask_log import LogWriter
+
+    sids = [row["id"] for row in store.load(create(store, list(range(1, 9)))).subtasks[:8]]
+
+    def step(writer: LogWriter, sid: int) -> None:
+        store.start_subtask(sid, "sep")
+        for i in range(300):
+            writer.add(sid, f"{sid} line {i}")
+            if i % 20 == 0:
+                time.sleep(0.001)  # let batches cut through the sequence
+        store.finish_subtask(sid, SubtaskStatus.SUCCESSFUL, writer.take(sid))
+
+    with LogWriter(store, interval=0.002) as writer:
+        threads = [threading.Thread(target=step, args=(writer, sid)) for sid in sids]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    for sid in sids:
+        assert store.log(sid).split("\n") == ["sep"] + [f"{sid} line {i}" for i in range(300)]
+
+
 def test_a_second_store_object_sees_the_same_file(store, tmp_path):
     """Another connection (another process in real life) reads what was written."""
     task_id = create(store, [1])
