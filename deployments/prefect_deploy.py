@@ -62,6 +62,13 @@ def ensure_work_pool(name: str = DEFAULT_POOL) -> None:
                 pass
 
 
+def _settings(name: str, host_ids: list[int] | None, inventory: str | None, options: RestartOptions | None,
+              cron: str | None, interval: float | None, timezone: str | None) -> dict:
+    """What a registered and a served deployment share: name, schedule, default parameters, description, tags."""
+    return dict(name=name, schedules=schedules(cron, interval, timezone),
+                parameters=parameters(host_ids, inventory, options), description=DESCRIPTION, tags=["ocp-agent"])
+
+
 def deploy(
     *,
     name: str = DEFAULT_NAME,
@@ -81,13 +88,8 @@ def deploy(
 
     ensure_work_pool(pool)
     deployment = batch_restart_agents.to_deployment(
-        name=name,
-        schedules=schedules(cron, interval, timezone),
-        parameters=parameters(host_ids, inventory, options),
-        description=DESCRIPTION,
-        tags=["ocp-agent"],
-        paused=paused,
-        entrypoint_type=EntrypointType.MODULE_PATH,
+        **_settings(name, host_ids, inventory, options, cron, interval, timezone),
+        paused=paused, entrypoint_type=EntrypointType.MODULE_PATH,
     )
     return deployment.apply(work_pool_name=pool)
 
@@ -106,10 +108,5 @@ def serve(
     from flows.restart import batch_restart_agents
 
     batch_restart_agents.serve(
-        name=name,
-        schedules=schedules(cron, interval, timezone),
-        parameters=parameters(host_ids, inventory, options),
-        description=DESCRIPTION,
-        tags=["ocp-agent"],
-        pause_on_shutdown=False,
+        **_settings(name, host_ids, inventory, options, cron, interval, timezone), pause_on_shutdown=False,
     )
