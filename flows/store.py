@@ -299,7 +299,7 @@ class TaskStore:
                     status=status.value, finish_time=format_time(now())
                 )
             )
-            self._insert_log(conn, subtask_id, log)
+            self._insert_log(conn, [(subtask_id, line) for line in log])
             if status is SubtaskStatus.SUCCESSFUL:
                 # OCP: a subtask becomes READY when all its upstreams are SUCCESSFUL.
                 self._promote_ready(conn, subtask_id)
@@ -338,12 +338,12 @@ class TaskStore:
         """Log lines of any subtasks, (subtask id, text) in order, in one transaction."""
         if lines:
             with self._write() as conn:
-                conn.execute(subtask_logs.insert(), [{"subtask_id": sid, "text": text} for sid, text in lines])
+                self._insert_log(conn, lines)
 
     @staticmethod
-    def _insert_log(conn: Connection, subtask_id: int, lines: Sequence[str]) -> None:
+    def _insert_log(conn: Connection, lines: Sequence[tuple[int, str]]) -> None:
         if lines:
-            conn.execute(subtask_logs.insert(), [{"subtask_id": subtask_id, "text": line} for line in lines])
+            conn.execute(subtask_logs.insert(), [{"subtask_id": sid, "text": text} for sid, text in lines])
 
     def finish_task(self, task_id: int, status: TaskStatus) -> None:
         """Set the task's final status and release its host locks and its lease."""

@@ -121,8 +121,9 @@ class AgentControl:
         return _parse_live(self._exec(_ps(pids), deadline).stdout)
 
     def stop_all(self, deadline: float) -> tuple[dict[str, tuple[int, int | None]], CommandResult]:
-        """``ocp_agentctl stop``, preceded in the same round trip by the identities (see ``identities``) of the
-        processes it is about to stop. Returns them and the stop's result (its exit status is the command's)."""
+        """``ocp_agentctl stop``, preceded in the same round trip by the identities of the processes it is about to
+        stop: name -> (pid, start time or None). Returns them and the stop's result (its exit status is the
+        command's)."""
         result = self._run(
             f"{self._identities_script()}; echo {_MARK}; {self.ctl} stop", deadline,
             shown=f"{self.ctl} stop   # after reading {self.home}/run/*.pid and those processes' start times",
@@ -136,12 +137,9 @@ class AgentControl:
         live, _, status = result.stdout.partition(f"{_MARK}\n")
         return _parse_live(live), _parse_status(result.ok, status)
 
-    def identities(self, deadline: float) -> dict[str, tuple[int, int | None]]:
-        """name -> (pid, start time) for each ``{agent_home}/run/<name>.pid`` holding a number, in one round trip;
-        the start time (clock ticks since boot) is None when that process is gone."""
-        return _parse_identities(self._exec(self._identities_script(), deadline).stdout)
-
     def _identities_script(self) -> str:
+        """Prints ``name pid start-time`` for each ``{agent_home}/run/<name>.pid`` holding a number; the start time
+        (clock ticks since boot) is ``-`` when that process is gone."""
         run_dir = shlex.quote(f"{self.home}/run")
         # A subshell, so that its `cd` and `exit` stay inside it when it begins a compound command.
         return (
