@@ -8,7 +8,7 @@ Three kinds, each a rung between the floor and our flow:
 - ``bare``: paramiko Transport, key and known_hosts loaded once, the core commands of ``COMMANDS``: the floor;
 - ``session``: the same commands over steps.ssh.SSHSession: what our SSH layer costs by itself;
 - ``steps``: the real step functions of steps/work.py (so exactly the remote commands our flow sends) run on
-  a real steps.context.Step over SSHSession, with a stand-in run that has no task store, no subtask log and
+  a real steps.step.Step over SSHSession, with a stand-in run that has no task store, no subtask log and
   no Prefect: our remote work alone. What ``ours`` costs beyond it is orchestration and records.
 """
 
@@ -132,7 +132,7 @@ class _NullLog:
 
 
 class BareRun:
-    """What a steps.context.Step needs of its RunContext: one SSHSession per host, no store, no log."""
+    """One SSHSession per host, no store, no log: what BareStep needs."""
 
     def __init__(self, hosts: dict) -> None:
         from flows.options import RestartOptions
@@ -163,16 +163,41 @@ class BareRun:
             self.close_session(host_id)
 
 
+class BareStep:
+    """The Step interface (steps/step.py) with nothing behind it but the host's SSH session."""
+
+    def __init__(self, run: BareRun, host, timeout: float) -> None:
+        self.run, self.host, self.timeout = run, host, timeout
+        self.deadline = time.monotonic() + timeout
+        self.log = _NullLog()
+
+    def runner(self):
+        return self.run.session(self.host, self.deadline, self.log)
+
+    def cancelled(self) -> bool:
+        return False
+
+    def may_act(self) -> None:
+        pass
+
+    def record_pids(self, phase: str, pids: dict) -> None:
+        self.run.store.save_snapshot(0, self.host.id, pids, phase)
+
+    def recorded_pids(self, phase: str):
+        return self.run.store.snapshot(0, self.host.id, phase)
+
+
 def steps_stage(run: BareRun, host, stage: str) -> None:
     """One host's share of a stage: the real execute step of steps/work.py, with the stage's real timeout."""
     from flows.plan import STAGES as TEMPLATES
     from steps import work
-    from steps.context import Step
 
     kind = {"prepare": "prepare", "pos_proxy": "restart_pos_proxy", "stop": "stop_all", "start": "start_all",
             "finish": "finish"}[stage]
     timeout = next(t.timeout for t in TEMPLATES if t.kind.value == kind)
-    getattr(work, kind)(Step(run, 0, host, _NullLog(), time.monotonic() + timeout, timeout))
+    getattr(work, kind)(BareStep(run, host, timeout))
+    if kind == "finish":
+        run.close_session(host.id)
 
 
 # -- the measurement -----------------------------------------------------------------------------------------

@@ -84,30 +84,31 @@ def store_spans(store_url: str, task_id: int) -> tuple[dict[str, tuple[float, fl
     seconds, Wait-node seconds, log lines per subtask."""
     import sqlalchemy as sa
 
-    from flows.store import TaskStore, subtask_logs
+    from flows.store import TaskStore
+    from flows.store.schema import subtask_logs
 
     with TaskStore(store_url) as store:
         record = store.load(task_id)
-        ids = [row["id"] for row in record.subtasks]
+        ids = [row.id for row in record.subtasks]
         with store.engine.connect() as conn:
             log_rows = conn.execute(sa.select(sa.func.count()).select_from(subtask_logs)
                                     .where(subtask_logs.c.subtask_id.in_(ids))).scalar()
     grouped: dict[str, list[tuple[float, float]]] = {}
     waits = []
     for row in record.subtasks:
-        if not (row["start_time"] and row["finish_time"]):
+        if not (row.start_time and row.finish_time):
             continue
-        span = (_epoch(row["start_time"]), _epoch(row["finish_time"]))
-        kind = row["kind"].value
+        span = (_epoch(row.start_time), _epoch(row.finish_time))
+        kind = row.kind.value
         if kind == "wait":
             waits.append(round(span[1] - span[0], 3))
         elif kind in KIND_TO_STAGE:
             grouped.setdefault(KIND_TO_STAGE[kind], []).append(span)
     spans = {stage: (min(s for s, _ in v), max(f for _, f in v)) for stage, v in grouped.items()}
     detail = {
-        "task_status": record.task["status"],
+        "task_status": record.task.status.value,
         "subtasks": len(record.subtasks),
-        "successful_subtasks": sum(r["status"] == "SUCCESSFUL" for r in record.subtasks),
+        "successful_subtasks": sum(r.status == "SUCCESSFUL" for r in record.subtasks),
         "mean_host_seconds": {stage: round(sum(f - s for s, f in v) / len(v), 3) for stage, v in grouped.items()},
         "wait_node_seconds": waits,
         "log_lines": log_rows,

@@ -1,1 +1,1 @@
-"""How the flow is launched: the CLI, the sandbox, (later) Prefect deployments and the HTTP API."""
+"""How the flow is launched: the CLI, the OCP-compatible HTTP API, Prefect deployments, and the sandbox."""

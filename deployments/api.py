@@ -211,7 +211,7 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
         return check
 
     def may_read_task(user: User, record) -> None:
-        if not user.can(TASK_READ) and record.task["creator"] != user.name:
+        if not user.can(TASK_READ) and record.task.creator != user.name:
             raise ApiFailure(403, 3100, "You are not authorized to perform the corresponding operations (TASK:READ is needed)")
 
     restart_body = {"requestBody": {"required": True, "content": {"application/json": {
@@ -248,8 +248,9 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
         try:
             launcher.launch(task_id, host_ids, options)
         except Exception as exc:
-            store.finish_task(task_id, TaskStatus.FAILED)
-            raise ApiFailure(500, 1003, f"task {task_id} was recorded but could not be launched: {type(exc).__name__}: {exc}") from None
+            why = f"task {task_id} was recorded but could not be launched: {type(exc).__name__}: {exc}"
+            store.abort_task(task_id, why)
+            raise ApiFailure(500, 1003, why) from None
         return instance
 
     for path in ("/compute/hosts/batchRestartAgents", "/api/v2/compute/hosts/batchRestartAgents"):
@@ -263,10 +264,11 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
         """Run the flow again for a task an operation has just reopened."""
         task = store.load(task_id).task
         try:
-            launcher.launch(task_id, task["host_ids"], RestartOptions.model_validate(task["options"] or {}))
+            launcher.launch(task_id, list(task.host_ids), RestartOptions.model_validate(dict(task.options)))
         except Exception as exc:
-            store.finish_task(task_id, TaskStatus.FAILED)
-            raise ApiFailure(500, 1003, f"task {task_id} could not be launched: {type(exc).__name__}: {exc}") from None
+            why = f"task {task_id} could not be launched: {type(exc).__name__}: {exc}"
+            store.abort_task(task_id, why)
+            raise ApiFailure(500, 1003, why) from None
 
     TaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
     SubtaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -335,8 +337,8 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
         for task_id in ids:
             t = store.load(task_id).task
             contents.append(BasicTaskInstance(
-                id=t["id"], name=t["name"], status=t["status"], type=t["type"], creator=t["creator"],
-                executor=t["executor"], operation=t["operation"], startTime=t["start_time"]).model_dump(mode="json"))
+                id=t.id, name=t.name, status=t.status, type=t.type.value, creator=t.creator,
+                executor=t.executor, operation=t.operation.value, startTime=t.start_time).model_dump(mode="json"))
         return envelope(request, {"contents": contents, "page": _page(page, size, total)})
 
     @app.get("/api/v2/tasks/instances/{task_id}/subtasks/{subtask_id}/log", response_model=Envelope[SubtaskLog],
@@ -345,7 +347,7 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
                     subtask_id: Annotated[int, Path(ge=1, le=MAX_ID)], user: Annotated[User, Depends(authenticated)]):
         record = store.load(task_id)
         may_read_task(user, record)
-        if not any(row["id"] == subtask_id for row in record.subtasks):
+        if not record.has(subtask_id):
             raise ApiFailure(404, 4001, f"The subtask {subtask_id} does not exist in task {task_id}")
         return envelope(request, {"log": store.log(subtask_id)})
 

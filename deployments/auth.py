@@ -1,4 +1,4 @@
-"""Users, roles and permissions of the HTTP API (OCP's default roles, reference/ocp.md §3).
+"""Users, roles and permissions of the HTTP API (OCP's default roles and their permissions).
 
 The users file is TOML, written 0600, holding bcrypt hashes only:
 
@@ -23,6 +23,7 @@ from pathlib import Path
 import bcrypt
 
 from flows.errors import OcpRestartError
+from flows.settings import Settings
 
 HOST_READ, HOST_WRITE, TASK_READ, TASK_WRITE = "HOST:READ", "HOST:WRITE", "TASK:READ", "TASK:WRITE"
 ROLES: dict[str, frozenset[str]] = {
@@ -95,7 +96,7 @@ class LoginThrottle:
     """
 
     def __init__(self, limit: int | None = None, window: float = 60.0) -> None:
-        self.limit = limit if limit is not None else int(os.environ.get("OCP_RESTART_LOGIN_LIMIT", "10"))
+        self.limit = limit if limit is not None else Settings().login_limit
         self.window = window
         self._failures: dict[str, list[float]] = {}
         self._lock = threading.Lock()

@@ -2,7 +2,8 @@
 
 Exit codes: 0 the task is SUCCESSFUL; 1 it FAILED; 2 bad input (nothing was executed; with --server also a
 refused login); 3 it is still RUNNING; 4 another task holds a host; 5 the task store (or the --server) is
-unavailable.
+unavailable; 6 this process lost its lease on the task (another process may own it; see ``status``); 70 an
+unexpected internal error (a bug or a broken installation: the message names it); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_RUNNING, EXIT_BUSY, EXIT_STORE = 0, 1, 2, 3, 4, 5
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_RUNNING, EXIT_BUSY, EXIT_STORE, EXIT_FENCED = 0, 1, 2, 3, 4, 5, 6
+EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130  # 70: EX_SOFTWARE (sysexits.h)
 
 
 def _host_ids(text: str) -> list[int]:
@@ -39,6 +41,9 @@ def _timeout(text: str) -> tuple[str, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from flows.settings import Settings
+
+    config = Settings()
     parser = argparse.ArgumentParser(prog="ocp-restart", description="Restart OceanBase OCP agents, OCP's way.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -63,11 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="restart the agents on hosts of an inventory (no inventory: a local sandbox)")
     run.add_argument("--inventory", type=Path, help="TOML inventory (default: $OCP_RESTART_INVENTORY; none: sandbox)")
     run.add_argument("--host-ids", type=_host_ids, metavar="ID,ID,...", help="default: every host of the inventory")
-    run.add_argument("--server", metavar="URL", default=os.environ.get("OCP_RESTART_SERVER"),
+    run.add_argument("--server", metavar="URL", default=config.server,
                      help="hand the restart to a running `ocp-restart serve` at URL (default: $OCP_RESTART_SERVER); "
                           "it uses its own inventory. Credentials: --user or $OCP_RESTART_USER with "
                           "$OCP_RESTART_PASSWORD, else ~/.netrc")
-    run.add_argument("--user", default=os.environ.get("OCP_RESTART_USER"), help="API user for --server")
+    run.add_argument("--user", default=config.user, help="API user for --server")
     run_options(run)
 
     status = sub.add_parser("status", help="show a task instance from the task store")
@@ -80,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--launcher", choices=("embedded", "deployment"),
-                       default=os.environ.get("OCP_RESTART_LAUNCHER", "embedded"),
+                       default=config.launcher,
                        help="run flows in this process (embedded) or as Prefect deployment runs for workers")
 
     for name, text in (("retry", "retry a FAILED task: its failed subtasks, then what never ran"),
@@ -129,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "verbose", False):
         # Our progress goes to the terminal; Prefect's INFO lines still reach its API and UI.
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
-        # Prefect's throwaway server logs tracebacks while it drops its event backlog at exit (reference/prefect.md).
+        # Prefect's throwaway server logs tracebacks while it drops its event backlog at exit.
         os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
     from flows.errors import OcpRestartError
 
@@ -140,8 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         return commands[args.command](args)
     except OcpRestartError as exc:
         print(f"ocp-restart: error: {exc.message}", file=sys.stderr)
-        from flows.errors import HostBusyError, ServerError, StoreUnavailableError
+        from flows.errors import Fenced, HostBusyError, ServerError, StoreUnavailableError
 
+        if isinstance(exc, Fenced):
+            return EXIT_FENCED
         if isinstance(exc, ServerError):  # unreachable or broken: 5, like the store; a busy host: 4; refused: 2
             return EXIT_BUSY if exc.http_status == 409 else EXIT_STORE if exc.http_status in (0, 500, 502, 503, 504) else EXIT_BAD_INPUT
         if isinstance(exc, StoreUnavailableError):
@@ -149,7 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BUSY if isinstance(exc, HostBusyError) else EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("ocp-restart: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # not "the task FAILED" (1): a bug, or a broken installation
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"ocp-restart: internal error: {type(exc).__name__}: {reason}", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -185,7 +196,9 @@ def _request(host_ids: list[int]):
 def cmd_run(args: argparse.Namespace) -> int:
     if args.server:
         return _run_remote(args, args.server)
-    inventory = args.inventory or (Path(os.environ["OCP_RESTART_INVENTORY"]) if os.environ.get("OCP_RESTART_INVENTORY") else None)
+    from flows.settings import Settings
+
+    inventory = args.inventory or Settings().inventory
     if inventory is None:
         print("ocp-restart: no inventory given: running on a local sandbox (see `ocp-restart demo --help`)", file=sys.stderr)
         args.hosts = 3
@@ -245,20 +258,18 @@ def _execute(store, task_id: int, inventory_path, options, as_json: bool) -> int
 
     def load() -> tuple[list[dict], bool]:
         current = store.load(task_id)
-        return current.subtasks, current.task["status"] != "RUNNING"
+        return _rows_from_record(current), current.task.status.value != "RUNNING"
 
     with ExitStack() as stack:
         if not as_json or sys.stderr.isatty():
             stack.enter_context(_Progress(load))
-        run_here(host_ids=record.task["host_ids"], inventory=str(inventory_path), options=options,
+        run_here(host_ids=list(record.task.host_ids), inventory=str(inventory_path), options=options,
                  task_id=task_id, store_url=store.url)
     return _report(store.load(task_id), as_json, time.monotonic() - started)
 
 
 def _run_remote(args: argparse.Namespace, url: str) -> int:
     """``run --server``: POST the restart to a running ocp-restart server and follow it there."""
-    from types import SimpleNamespace
-
     from flows.errors import RequestError
 
     from .remote import RemoteServer
@@ -270,7 +281,10 @@ def _run_remote(args: argparse.Namespace, url: str) -> int:
         raise RequestError(f"{', '.join(local_only)} cannot be used with --server {url}: the server restarts hosts "
                            "with its own inventory and settings")
     started = time.monotonic()
-    with RemoteServer(url, args.user, os.environ.get("OCP_RESTART_PASSWORD")) as server:
+    from flows.settings import Settings
+
+    password = Settings().password
+    with RemoteServer(url, args.user, password.get_secret_value() if password else None) as server:
         ids = args.host_ids or server.host_ids()
         instance = server.restart(ids, batchSize=args.batch_size, maxFailedHosts=args.max_failed_hosts,
                                   maxFailedPercent=args.max_failed_percent)
@@ -297,10 +311,15 @@ def _run_remote(args: argparse.Namespace, url: str) -> int:
     else:
         from rich.console import Console
 
-        task = {"id": task_id, "name": instance["name"], "status": instance["status"]}
-        Console().print(_table_from_record(SimpleNamespace(task=task, subtasks=_rows_from_wire(instance))))
+        Console().print(_table(task_id, instance["name"], instance["status"], _rows_from_wire(instance)))
         print(f"task {task_id} {instance['status']} in {time.monotonic() - started:.1f} s (on {url})")
     return {"SUCCESSFUL": EXIT_OK, "FAILED": EXIT_FAILED}.get(instance["status"], EXIT_RUNNING)
+
+
+def _rows_from_record(record) -> list[dict]:
+    """A task record's subtasks as the rows that the progress and the table show."""
+    return [{"id": s.id, "name": s.name, "status": s.status.value, "start_time": s.start_time,
+             "finish_time": s.finish_time, "host_id": s.host_id} for s in record.subtasks]
 
 
 def _rows_from_wire(instance: dict) -> list[dict]:
@@ -328,20 +347,68 @@ def cmd_operation(args: argparse.Namespace) -> int:
                       file=sys.stderr)
                 return EXIT_OK
         task = store.load(args.task_id).task
-        inventory = args.inventory or task["inventory"]
-        print(f"task {args.task_id}: {task['operation'].lower()}", file=sys.stderr)
-        return _execute(store, args.task_id, inventory, RestartOptions.model_validate(task["options"] or {}), args.json)
+        inventory = args.inventory or task.inventory
+        print(f"task {args.task_id}: {task.operation.value.lower()}", file=sys.stderr)
+        return _execute(store, args.task_id, inventory, RestartOptions.model_validate(dict(task.options)), args.json)
+
+
+SHUTDOWN_GRACE_SECONDS = 10.0  # serve on SIGTERM/SIGINT: how long running remote commands may take to finish
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the API until SIGTERM or SIGINT, then stop gracefully: no new requests; running remote commands get
+    a grace period, then are killed on their hosts; what was interrupted is FAILED with the reason; exit 0."""
+    import signal
+
     import uvicorn
 
     from deployments.api import ApiConfig, create_app
 
     app = create_app(ApiConfig(inventory=str(args.inventory), users=str(args.users), launcher=args.launcher))
     print(f"ocp-restart: serving on http://{args.host}:{args.port} ({args.launcher} launcher)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    server = _Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False))
+    server.run()
+    why = ", ".join(signal.Signals(s).name for s in server.signals) or "the server stopped"
+    reason = f"ocp-restart serve was shut down ({why}) while this ran"
+    print(f"ocp-restart: {why}: stopping; running commands get {SHUTDOWN_GRACE_SECONDS:.0f} s", file=sys.stderr)
+    app.state.launcher.shutdown(reason, SHUTDOWN_GRACE_SECONDS)
+    app.state.store.close()
+    print("ocp-restart: stopped", file=sys.stderr)
     return EXIT_OK
+
+
+def _server_class():
+    import contextlib
+    import signal
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, except that a SIGTERM/SIGINT ends ``run()`` instead of killing the process after the
+        shutdown (uvicorn re-raises the signal): our own graceful stop comes after it."""
+
+        signals: list[int]
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            self.signals = []
+
+            def handle(sig, frame):
+                self.signals.append(sig)
+                self.handle_exit(sig, frame)
+
+            original = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
+def _Server(config):
+    return _server_class()(config)
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -373,7 +440,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 def cmd_user(args: argparse.Namespace) -> int:
     from deployments.auth import add_user
 
-    path = args.users or Path(os.environ.get("OCP_RESTART_HOME", "~/.ocp-restart")).expanduser() / "users.toml"
+    from flows.settings import Settings
+
+    path = args.users or Settings().users_path
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
@@ -404,7 +473,7 @@ def _report(record, as_json: bool, seconds: float | None) -> int:
     else:
         from rich.console import Console
 
-        Console().print(_table_from_record(record))
+        Console().print(_table(record.task.id, record.task.name, record.task.status.value, _rows_from_record(record)))
         took = f" in {seconds:.1f} s" if seconds is not None else ""
         print(f"task {instance.id} {instance.status.value}{took}")
     return {"SUCCESSFUL": EXIT_OK, "FAILED": EXIT_FAILED}.get(instance.status.value, EXIT_RUNNING)
@@ -413,15 +482,15 @@ def _report(record, as_json: bool, seconds: float | None) -> int:
 _STYLE = {"SUCCESSFUL": "green", "FAILED": "bold red", "RUNNING": "yellow", "READY": "cyan", "PENDING": "dim"}
 
 
-def _table_from_record(record):
+def _table(task_id: int, name: str, status: str, rows: list[dict]):
     from datetime import datetime
 
     from rich.table import Table
 
-    table = Table(title=f"task {record.task['id']}  {record.task['name']}  [{record.task['status']}]")
+    table = Table(title=f"task {task_id}  {name}  [{status}]")
     for col in ("subtask", "step", "host", "status", "seconds"):
         table.add_column(col, justify="right" if col in ("subtask", "seconds") else "left")
-    for row in record.subtasks:
+    for row in rows:
         took = ""
         if row["start_time"] and row["finish_time"]:
             took = f"{(datetime.fromisoformat(row['finish_time']) - datetime.fromisoformat(row['start_time'])).total_seconds():.2f}"

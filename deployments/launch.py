@@ -9,19 +9,21 @@ Chosen by ``OCP_RESTART_LAUNCHER`` or ``ocp-restart serve --launcher``.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from typing import Protocol
 
 from flows.options import RestartOptions
+from flows.settings import Settings
 
 log = logging.getLogger(__name__)
-DEFAULT_DEPLOYMENT = "batch-restart-agents/batch-restart"
+DEFAULT_DEPLOYMENT = "batch-restart-agents/batch-restart"  # = flows.settings.DEFAULT_DEPLOYMENT
 
 
 class Launcher(Protocol):
     def launch(self, task_id: int, host_ids: list[int], options: RestartOptions) -> None: ...
+
+    def shutdown(self, reason: str, grace: float) -> None: ...
 
 
 class EmbeddedLauncher:
@@ -36,10 +38,23 @@ class EmbeddedLauncher:
 
     def __init__(self, inventory: str, store_url: str | None, max_runs: int | None = None) -> None:
         self.inventory, self.store_url = inventory, store_url
-        self.slots = threading.BoundedSemaphore(max_runs or int(os.environ.get("OCP_RESTART_MAX_RUNS", "8")))
+        self.slots = threading.BoundedSemaphore(max_runs or Settings().max_runs)
         self.threads: dict[int, threading.Thread] = {}
+        self.closed: str | None = None
+
+    def shutdown(self, reason: str, grace: float) -> None:
+        """Stop taking runs; let running remote commands finish within ``grace`` seconds, then kill them; wait
+        until every run has recorded how it ended (interrupted subtasks FAILED with ``reason``)."""
+        from flows.run import stop_runs
+
+        self.closed = reason
+        stop_runs(reason, grace)
+        for thread in list(self.threads.values()):
+            thread.join(timeout=30)
 
     def launch(self, task_id: int, host_ids: list[int], options: RestartOptions) -> None:
+        if self.closed:
+            raise RuntimeError(self.closed)
         thread = threading.Thread(
             target=self._run, args=(task_id, host_ids, options), name=f"ocp-task-{task_id}", daemon=True
         )
@@ -47,13 +62,16 @@ class EmbeddedLauncher:
         thread.start()
 
     def _run(self, task_id: int, host_ids: list[int], options: RestartOptions) -> None:
-        from flows.restart import heartbeat, run_here
+        from flows.lease import launch_grace
+        from flows.restart import run_here
+        from flows.settings import Settings
         from flows.store import TaskStore
 
         try:
-            # The lease is renewed from here as well, while the task waits for a slot and while Prefect creates the
-            # flow run (slow under load); the flow renews it too once it runs.
-            with TaskStore(self.store_url) as store, heartbeat(store, task_id), self.slots:
+            # The task is kept from lapsing while it waits for a slot and while Prefect creates the flow run (slow
+            # under load); once the flow runs, it claims the task and renews the lease itself.
+            lease = Settings().lease_seconds
+            with TaskStore(self.store_url) as store, launch_grace(store, task_id, lease), self.slots:
                 for attempt in range(1, self.START_ATTEMPTS + 1):
                     try:
                         run_here(host_ids=host_ids, inventory=self.inventory, options=options,
@@ -77,7 +95,7 @@ class EmbeddedLauncher:
 def _started(store, task_id: int) -> bool:
     """Whether a flow run has touched the task (a subtask started, or the task already ended)."""
     record = store.load(task_id)
-    return record.task["status"] != "RUNNING" or any(row["start_time"] for row in record.subtasks)
+    return record.task.status.value != "RUNNING" or record.task.runner != "" or any(s.start_time for s in record.subtasks)
 
 
 class DeploymentLauncher:
@@ -85,7 +103,10 @@ class DeploymentLauncher:
 
     def __init__(self, inventory: str, store_url: str | None, deployment: str | None = None) -> None:
         self.inventory, self.store_url = inventory, store_url
-        self.deployment = deployment or os.environ.get("OCP_RESTART_DEPLOYMENT", DEFAULT_DEPLOYMENT)
+        self.deployment = deployment or Settings().deployment
+
+    def shutdown(self, reason: str, grace: float) -> None:
+        """Nothing runs here: workers run the flows."""
 
     def launch(self, task_id: int, host_ids: list[int], options: RestartOptions) -> None:
         from prefect.deployments import run_deployment

@@ -1,1 +1,1 @@
-"""Orchestration: the Prefect flow, the plan, the task store and the view."""
+"""Orchestration: the plan, OCP's task state machine, the task store, the view, and the Prefect flow."""

@@ -1,4 +1,4 @@
-"""Every exception this project raises, in one place.
+"""Every exception this project raises, in one place (``steps/errors.py`` holds the host layer's classes).
 
     OcpRestartError                 base; carries OCP's error ``code`` and an HTTP status
     ├── RequestError                400 / 1001  a request value is invalid (names the field)
@@ -8,6 +8,7 @@
     ├── TaskStateError              400 / 4007  the task's state forbids the operation (4009 rollback, 4010 skip)
     ├── HostBusyError               409 / 20021 another O&M task holds the host
     ├── StoreUnavailableError       503 / 1003  the task store cannot be read or written (nothing half-written)
+    ├── StaleWriteError             409 / 1003  a guarded store write found another state or runner: refused
     ├── InventoryError                          the inventory file is missing or invalid (names file, host, field)
     ├── PlanError                               a DAG that breaks the plan's invariants
     ├── ServerError                             an ocp-restart server (``run --server``) refused a request or
@@ -19,34 +20,33 @@
         │   ├── AuthenticationError             the host refused our key
         │   └── CommandTimeout                  a command overran its deadline; its process group was killed
         ├── AgentError                          the agent CLI refused, or the agent is not in the expected state
-        └── SubtaskCancelled                    an operator cancelled the running subtask; its command was killed
+        ├── SubtaskCancelled                    an operator cancelled the running subtask; its command was killed
+        └── Fenced                              the runner lost its lease (lapsed or taken over): it stops acting
+
+The host layer raises (and ``steps/errors.py`` defines) OcpRestartError, UnknownHostError, InventoryError and
+StepError with everything under it; the rest are defined here. All are importable from here.
 """
 
 from __future__ import annotations
 
-
-class OcpRestartError(Exception):
-    """Base class. ``code`` is OCP's error code, ``http_status`` the status an API answers with."""
-
-    code: int = 1003
-    http_status: int = 500
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+from steps.errors import (
+    AgentError,
+    AuthenticationError,
+    CommandTimeout,
+    ConnectError,
+    Fenced,
+    HostKeyError,
+    InventoryError,
+    OcpRestartError,
+    SSHError,
+    StepError,
+    SubtaskCancelled,
+    UnknownHostError,
+)
 
 
 class RequestError(OcpRestartError):
     code, http_status = 1001, 400
-
-
-class UnknownHostError(OcpRestartError):
-    code, http_status = 7005, 404
-
-    def __init__(self, host_ids: list[int], source: str) -> None:
-        ids = ", ".join(str(h) for h in host_ids)
-        super().__init__(f"The host(s) <{ids}> do not exist in {source}")
-        self.host_ids = host_ids
 
 
 class UnknownTaskError(OcpRestartError):
@@ -88,8 +88,10 @@ class StoreUnavailableError(OcpRestartError):
     code, http_status = 1003, 503
 
 
-class InventoryError(OcpRestartError):
-    code, http_status = 1003, 500
+class StaleWriteError(OcpRestartError):
+    """A guarded write expected a state (or a runner) the store no longer has; nothing was written."""
+
+    code, http_status = 1003, 409
 
 
 class PlanError(OcpRestartError):
@@ -102,35 +104,9 @@ class ServerError(OcpRestartError):
         self.http_status, self.code = http_status, code
 
 
-class StepError(OcpRestartError):
-    """A step failed on a host. The message is what the subtask log shows."""
-
-
-class SSHError(StepError):
-    pass
-
-
-class ConnectError(SSHError):
-    pass
-
-
-class HostKeyError(SSHError):
-    pass
-
-
-class AuthenticationError(SSHError):
-    pass
-
-
-class CommandTimeout(SSHError):
-    def __init__(self, message: str, output: str = "") -> None:
-        super().__init__(message)
-        self.output = output
-
-
-class AgentError(StepError):
-    pass
-
-
-class SubtaskCancelled(StepError):
-    pass
+__all__ = [
+    "AgentError", "AuthenticationError", "CommandTimeout", "ConnectError", "Fenced", "HostBusyError", "HostKeyError",
+    "InventoryError", "OcpRestartError", "PlanError", "RequestError", "SSHError", "ServerError", "StaleWriteError",
+    "StepError", "StoreUnavailableError", "SubtaskCancelled", "TaskStateError", "UnknownHostError",
+    "UnknownSubtaskError", "UnknownTaskError",
+]

@@ -18,18 +18,10 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from steps.inventory import MAX_ID
+from steps.logline import format_time, now  # noqa: F401 - now() is part of this module's API
+
 MAX_HOSTS_PER_REQUEST = 2000
-MAX_ID = 2**53 - 1  # ids must survive a JavaScript client
-
-
-def now() -> datetime:
-    """The current local time with its UTC offset, as OCP reports times."""
-    return datetime.now().astimezone()
-
-
-def format_time(value: datetime) -> str:
-    """ISO-8601 with milliseconds and offset: ``2021-09-03T14:20:26.243+08:00``."""
-    return value.isoformat(timespec="milliseconds")
 
 
 def new_trace_id() -> str:

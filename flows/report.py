@@ -15,17 +15,17 @@ def host_rows(store: TaskStore, record: TaskRecord, names: dict[int, str]) -> li
     """One row per host: each step's status and seconds, and the agent's pids before and after."""
     rows: dict[int, dict] = {}
     for sub in record.subtasks:
-        if sub["host_id"] is None:
+        if sub.host_id is None:
             continue
-        row = rows.setdefault(sub["host_id"], {"host": f"{sub['host_id']} {names.get(sub['host_id'], '')}".strip()})
+        row = rows.setdefault(sub.host_id, {"host": f"{sub.host_id} {names.get(sub.host_id, '')}".strip()})
         took = ""
-        if sub["start_time"] and sub["finish_time"]:
-            seconds = (datetime.fromisoformat(sub["finish_time"]) - datetime.fromisoformat(sub["start_time"])).total_seconds()
+        if sub.start_time and sub.finish_time:
+            seconds = (datetime.fromisoformat(sub.finish_time) - datetime.fromisoformat(sub.start_time)).total_seconds()
             took = f" {seconds:.1f}s"
-        row[_SHORT[sub["kind"]]] = f"{sub['status']}{took}"
+        row[_SHORT[sub.kind]] = f"{sub.status.value}{took}"
     for host_id, row in rows.items():
-        before = store.snapshot(record.task["id"], host_id, "before") or {}
-        after = store.snapshot(record.task["id"], host_id, "after") or {}
+        before = store.snapshot(record.task.id, host_id, "before") or {}
+        after = store.snapshot(record.task.id, host_id, "after") or {}
         row["pids before"] = " ".join(str(before[k]) for k in sorted(before)) or "-"
         row["pids after"] = " ".join(str(after[k]) for k in sorted(after)) or "-"
     return list(rows.values())
@@ -35,14 +35,14 @@ def summary(record: TaskRecord) -> str:
     task = record.task
     counts: dict[str, int] = {}
     for sub in record.subtasks:
-        counts[sub["status"]] = counts.get(sub["status"], 0) + 1
+        counts[sub.status.value] = counts.get(sub.status.value, 0) + 1
     failed = sorted(record.failed_hosts())
     lines = [
-        f"# OCP task {task['id']}: {task['name']} — **{task['status']}**",
+        f"# OCP task {task.id}: {task.name} — **{task.status.value}**",
         "",
-        f"- hosts: {', '.join(map(str, task['host_ids']))}",
-        f"- operation: {task['operation']}, type: {task['type']}, creator: {task['creator']}",
-        f"- started {task['start_time']}, finished {task['finish_time'] or '-'}",
+        f"- hosts: {', '.join(map(str, task.host_ids))}",
+        f"- operation: {task.operation.value}, type: {task.type.value}, creator: {task.creator}",
+        f"- started {task.start_time}, finished {task.finish_time or '-'}",
         "- subtasks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
         f"- failed hosts: {', '.join(map(str, failed)) if failed else 'none'}",
         "",

@@ -7,9 +7,6 @@ and rolls one back (subtasks marked ROLLBACK, in reverse order).
 from __future__ import annotations
 
 import getpass
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 from prefect import allow_failure, flow
@@ -18,85 +15,21 @@ from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from steps.context import RunContext
 from steps.inventory import load_inventory
-from steps.tasks import TASKS
+from steps.logline import format_time, now
 
-from . import report
-from .models import Operation, SubtaskStatus, TaskStatus, TaskType
+from . import machine, report
+from .errors import Fenced, StaleWriteError
+from .lease import Lease
+from .machine import runnable
+from .models import Operation, TaskStatus, TaskType
 from .options import RestartOptions
-from .plan import Kind
-from .store import TaskRecord, TaskStore, lease_seconds, runner_id
-from .submit import create_task, default_inventory_path
+from .run import RunContext
+from .settings import Settings
+from .store import TaskStore
+from .submit import create_task
+from .tasks import TASKS
 from .view import task_instance
-
-
-def runnable(record: TaskRecord, tolerant_waits: bool = False) -> list[tuple[dict, list[int], bool]]:
-    """The subtasks this run executes, each with the ids it must wait for and whether it runs even when those
-    failed. Pure.
-
-    Executing: READY and PENDING subtasks whose upstreams are SUCCESSFUL or run here too; a FAILED upstream
-    blocks its whole downstream — except, with ``tolerant_waits`` (a failure threshold), for Wait nodes, which
-    run once their upstreams are done, whatever the outcome. Rolling back: the READY/ROLLBACK subtasks in
-    reverse order, each after its downstreams (a PENDING downstream has nothing to undo).
-    """
-    rollback = record.task["operation"] == Operation.ROLLBACK.value
-    status = {row["id"]: row["status"] for row in record.subtasks}
-    done = SubtaskStatus.PENDING.value if rollback else SubtaskStatus.SUCCESSFUL.value
-    rows = reversed(record.subtasks) if rollback else record.subtasks
-    chosen: list[tuple[dict, list[int], bool]] = []
-    submitted: set[int] = set()
-    for row in rows:  # plan order is topological (reversed for rollback): dependencies come first
-        wanted = (
-            row["status"] == SubtaskStatus.READY.value and row["operation"] == Operation.ROLLBACK.value
-            if rollback
-            else row["status"] in (SubtaskStatus.READY.value, SubtaskStatus.PENDING.value)
-        )
-        deps = row["downstreams"] if rollback else row["upstreams"]
-        tolerant = tolerant_waits and not rollback and row["kind"] is Kind.WAIT
-        if wanted and (tolerant or all(d in submitted or status[d] == done for d in deps)):
-            submitted.add(row["id"])
-            chosen.append((row, [d for d in deps if d in submitted], tolerant))
-    return chosen
-
-
-
-def final_status(record: TaskRecord, threshold: int | None = None) -> TaskStatus:
-    """SUCCESSFUL when every subtask is SUCCESSFUL (PENDING again, after a rollback); otherwise FAILED.
-
-    With a failure ``threshold``, the subtasks of up to that many failed (isolated) hosts do not count.
-    """
-    goal = SubtaskStatus.PENDING if record.task["operation"] == Operation.ROLLBACK.value else SubtaskStatus.SUCCESSFUL
-    isolated = record.failed_hosts() if threshold is not None and goal is SubtaskStatus.SUCCESSFUL else set()
-    if len(isolated) > (threshold or 0):
-        return TaskStatus.FAILED
-    counted = [r for r in record.subtasks if r["host_id"] not in isolated]
-    return TaskStatus.SUCCESSFUL if all(r["status"] == goal.value for r in counted) else TaskStatus.FAILED
-
-
-@contextmanager
-def heartbeat(store: TaskStore, task_id: int) -> Iterator[None]:
-    """Renew the task's lease while this run lives; if the process dies, the lease lapses and the task FAILs."""
-    seconds, stop = lease_seconds(), threading.Event()
-    me = runner_id()
-
-    def beat() -> None:
-        while True:
-            try:
-                store.renew_lease(task_id, seconds, me)
-            except Exception:  # a store hiccup must not kill the run; the next beat retries
-                pass
-            if stop.wait(seconds / 3):
-                return
-
-    store.renew_lease(task_id, seconds, me)
-    thread = threading.Thread(target=beat, name=f"lease-{task_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
 
 
 @flow(name="batch-restart-agents", log_prints=False, validate_parameters=True)
@@ -125,8 +58,9 @@ def batch_restart_agents(
         store_url: SQLAlchemy URL of the task store.
     """
     logger = get_run_logger()
-    inv = load_inventory(inventory or default_inventory_path())
-    with TaskStore(store_url) as store:
+    config = Settings()
+    inv = load_inventory(inventory or config.inventory_path)
+    with TaskStore(store_url or config.store_url) as store:
         if task_id is None:
             scheduled = _scheduled()
             task_id = create_task(
@@ -135,31 +69,43 @@ def batch_restart_agents(
             )
         _name_flow_run(task_id)
         record = store.load(task_id)
-        if record.task["status"] != TaskStatus.RUNNING.value:
-            logger.warning(f"task {task_id} is {record.task['status']}; nothing to run")
+        if record.task.status is not TaskStatus.RUNNING:
+            logger.warning(f"task {task_id} is {record.task.status.value}; nothing to run")
             return task_instance(record).to_wire()
-        hosts = {h.id: h for h in inv.select(record.task["host_ids"])}
+        hosts = {h.id: h for h in inv.select(record.task.host_ids)}
         threshold = options.failure_threshold(len(hosts))
-        work = runnable(record, tolerant_waits=threshold is not None)
-        logger.info(f"task {task_id} ({record.task['operation']}): {len(work)} of {len(record.subtasks)} subtasks to run "
-                    f"on {len(hosts)} host(s)")
-        try:
-            with heartbeat(store, task_id), RunContext(task_id, store, record, hosts, options) as ctx, \
-                    ThreadPoolTaskRunner(max_workers=options.max_workers) as runner:
-                futures = {}
-                for row, deps, tolerant in work:
-                    host = hosts.get(row["host_id"])
-                    label = f"{row['id']} {row['name']}" + (f" @ {host.name}" if host else "")
-                    if row["operation"] != Operation.EXECUTE.value:
-                        label += f" ({row['operation'].lower()})"
-                    futures[row["id"]] = runner.submit(
-                        TASKS[row["kind"]],
-                        parameters={"run_key": ctx.key, "subtask_id": row["id"], "label": label},
-                        wait_for=[allow_failure(futures[d]) if tolerant else futures[d] for d in deps],
-                    )
-                wait(list(futures.values()))
-        finally:
-            store.finish_task(task_id, final_status(store.load(task_id), threshold))
+        lease = Lease(store, task_id, config.lease_seconds)
+        with lease:
+            record = store.load(task_id)  # as claimed
+            work = runnable(record, tolerant_waits=threshold is not None)
+            logger.info(f"task {task_id} ({record.task.operation.value}): {len(work)} of {len(record.subtasks)} "
+                        f"subtasks to run on {len(hosts)} host(s)")
+            ctx = RunContext(task_id, store, record, hosts, options, lease, tolerant_waits=threshold is not None)
+            why = ""
+            try:
+                with ctx, ThreadPoolTaskRunner(max_workers=options.max_workers) as runner:
+                    try:
+                        futures = {}
+                        for sub, deps, tolerant in work:
+                            host = hosts.get(sub.host_id)
+                            label = f"{sub.id} {sub.name}" + (f" @ {host.name}" if host else "")
+                            if sub.operation is not Operation.EXECUTE:
+                                label += f" ({sub.operation.value.lower()})"
+                            futures[sub.id] = runner.submit(
+                                TASKS[sub.kind],
+                                parameters={"run_key": ctx.key, "subtask_id": sub.id, "label": label},
+                                wait_for=[allow_failure(futures[d]) if tolerant else futures[d] for d in deps],
+                            )
+                        wait(list(futures.values()))
+                    except BaseException as exc:  # Ctrl-C, SIGTERM, a bug: stop what runs, record why
+                        why = interruption(exc)
+                        ctx.stop(why, grace=0.0)
+                        raise
+            finally:
+                ended = end_run(store, ctx, threshold, why)
+        if not ended:
+            raise Fenced(f"task {task_id}: this process lost its lease ({lease.lost}); another process may own "
+                         "the task now, so this one recorded nothing more")
         try:
             report.publish(store, task_id, {h.id: h.name for h in hosts.values()})
         except Exception as exc:  # the UI's extras must never fail a restart
@@ -169,6 +115,36 @@ def batch_restart_agents(
         f"task {task_id} {instance.status.value}"
     )
     return instance.to_wire()
+
+
+def interruption(exc: BaseException) -> str:
+    """Why a run stopped before its end, for the interrupted subtasks' logs."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "the run was interrupted (SIGINT)"
+    if isinstance(exc, SystemExit):
+        return f"the run's process is exiting ({exc.code})"
+    signal_number = getattr(exc, "signal", None)  # Prefect's TerminationSignal: SIGTERM to a worker's flow run
+    if isinstance(signal_number, int):
+        import signal
+
+        return f"the run's process received {signal.Signals(signal_number).name}"
+    return f"the run ended by an unexpected {type(exc).__name__}: {exc}"
+
+
+def end_run(store: TaskStore, ctx: RunContext, threshold: int | None, why: str) -> bool:
+    """Record the end of the run, unless this runner lost the task: no subtask is left RUNNING or CANCELING, the
+    task takes its outcome, hosts and lease are released. False if nothing could be recorded."""
+    if ctx.lease.lost is not None and not ctx.stopping:
+        return False
+    stamp = format_time(now())
+    reason = f"{stamp} ERROR --- {why or ctx.stopping or 'the run ended while this subtask was running'}; marked FAILED"
+    try:
+        # From the store, not the run's record: an operator's CANCELING is only there.
+        store.apply(machine.end_run(store.load(ctx.task_id), stamp, threshold=threshold, why=reason),
+                    runner=ctx.lease.runner)
+        return True
+    except StaleWriteError:
+        return False
 
 
 def run_here(**parameters) -> dict:

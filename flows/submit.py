@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 from steps.inventory import Inventory
@@ -11,25 +9,17 @@ from steps.inventory import Inventory
 from .models import BatchRestartRequest, TaskType
 from .options import RestartOptions
 from .plan import build_plan
+from .settings import settings
 from .store import TaskStore
 
 
 def default_inventory_path() -> Path:
-    explicit = os.environ.get("OCP_RESTART_INVENTORY")
-    if explicit:
-        return Path(explicit).expanduser()
-    return Path(os.environ.get("OCP_RESTART_HOME", "~/.ocp-restart")).expanduser() / "inventory.toml"
+    return settings().inventory_path
 
 
 def executor_address() -> str:
     """This machine's address as OCP's ``executor`` field shows it (resolved locally, no traffic)."""
-    explicit = os.environ.get("OCP_RESTART_EXECUTOR")
-    if explicit:
-        return explicit
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"
+    return settings().executor_address
 
 
 def create_task(

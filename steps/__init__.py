@@ -1,1 +1,1 @@
-"""Work on a host: SSH, agent control, the inventory, and one Prefect task per kind of DAG node."""
+"""Work on one host, knowing nothing of tasks or Prefect: SSH (and a fake runner), the agent CLI, the inventory."""

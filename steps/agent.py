@@ -2,7 +2,10 @@
 
 ``{agent_home}/bin/ocp_agentctl status|start|stop|service start NAME|service stop NAME`` answer
 ``{"successful": bool, "message": ..., "error": ...}``; pid files live in ``{agent_home}/run/<name>.pid``.
-Every value placed in a command is validated upstream and shell-quoted here.
+
+Every command is built from argv lists (``steps.runner.sh``) or is one of the fixed scripts below, which take
+their inputs as positional parameters (``steps.runner.Script``): no value is ever pasted into shell text. Values are
+validated upstream (the inventory) too. ``steps/testing.py``'s FakeAgent answers exactly these commands.
 """
 
 from __future__ import annotations
@@ -10,19 +13,42 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from flows.errors import AgentError, SubtaskCancelled
+from .errors import AgentError, SubtaskCancelled
 
-from .ssh import CommandResult, Runner
+from .runner import CommandResult, Runner, Script, integers, sh
 
 AGENTD = "ocp_agentd"
 POS_PROXY = "ocp_mgragent"  # 4.x: the command channel (port 62888) that OCP 3.x called pos_proxy
 SERVICES = ("ocp_mgragent", "ocp_monagent")
 PROCESSES = (AGENTD, *SERVICES)
 POLL_SECONDS = 0.1
-_MARK = "@@ocp-restart@@"  # separates the parts of a compound command's output
+MARK = "@@ocp-restart@@"  # separates the parts of a compound command's output
+SIGNALS = ("TERM", "KILL")
+
+# `ocp_agentctl status`, or exit 127 if the CLI is not there. $1: the CLI.
+STATUS_IF_CLI = Script("status_if_cli", '[ -x "$1" ] || exit 127; exec "$1" status')
+# Prints `name pid start-time` for each run/<name>.pid holding a number (the start time, clock ticks since boot,
+# is `-` when that process is gone), then MARK, then runs `ocp_agentctl stop`. $1: the CLI, $2: the run directory,
+# the rest: the process names.
+STOP_ALL = Script(
+    "identities_then_stop",
+    'ctl=$1 run=$2; shift 2; for n in "$@"; do p=$(head -c 32 "$run/$n.pid" 2>/dev/null) || continue; '
+    "case $p in ''|*[!0-9]*) continue;; esac; "
+    """s=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f20); echo "$n $p ${s:--}"; done; """
+    'echo @@ocp-restart@@; exec "$ctl" stop',
+)
+# Prints `pid start-time` for each live pid given. $@: the pids.
+START_TIMES = Script(
+    "start_times",
+    """for p in "$@"; do [ -r "/proc/$p/stat" ] && echo "$p $(sed 's/^.*) //' "/proc/$p/stat" | cut -d' ' -f20)"; """
+    "done; true",
+)
+# Sends a signal to processes, quietly (some may be gone already). $1: the signal name, the rest: the pids.
+SIGNAL = Script("signal", 'sig=$1; shift; kill -s "$sig" "$@" 2>/dev/null; true')
+SCRIPTS = (STATUS_IF_CLI, STOP_ALL, START_TIMES, SIGNAL)
 
 
 @dataclass(frozen=True)
@@ -50,7 +76,8 @@ class AgentControl:
         self.home = agent_home
         self.log = log
         self.stop = stop
-        self.ctl = shlex.quote(f"{agent_home}/bin/ocp_agentctl")
+        self.ctl = f"{agent_home}/bin/ocp_agentctl"  # a path, an argv element; quoted where rendered
+        self.run_dir = f"{agent_home}/run"
 
     def _exec(self, command: str, deadline: float) -> CommandResult:
         return self.runner.run(command, deadline=deadline, stop=self.stop)
@@ -67,34 +94,38 @@ class AgentControl:
 
     def status(self, deadline: float, *, quiet: bool = False, require_cli: bool = False) -> AgentStatus:
         """``ocp_agentctl status``; with ``require_cli`` the same round trip first checks the CLI is there."""
-        command = f"{self.ctl} status"
+        plain = sh([self.ctl, "status"])
         if require_cli:
-            command = f"test -x {self.ctl} || exit 127; {command}"
-        result = self._exec(command, deadline) if quiet else self._run(command, deadline)
-        if require_cli and result.exit_status == 127:
-            raise AgentError(f"agent CLI {self.home}/bin/ocp_agentctl is missing or not executable")
-        return _parse_status(result.ok, result.stdout)
+            result = self._run(STATUS_IF_CLI.render(self.ctl), deadline, shown=f"{plain}   # if it is executable")
+            if result.exit_status == 127:
+                raise AgentError(f"agent CLI {self.ctl} is missing or not executable")
+        else:
+            result = self._exec(plain, deadline) if quiet else self._run(plain, deadline)
+        return parse_status(result.ok, result.stdout)
 
-    def ctl_command(self, args: str, deadline: float, *, doing: str) -> None:
-        result = self._run(f"{self.ctl} {args}", deadline)
+    def ctl_command(self, args: Sequence[str], deadline: float, *, doing: str) -> None:
+        """``ocp_agentctl ARGS``; AgentError with the agent's own error if it fails."""
+        result = self._run(sh([self.ctl, *args]), deadline)
         if not result.ok:
-            raise AgentError(f"{doing} failed: ocp_agentctl {args} exited {result.exit_status}: {error_of(result)}")
+            raise AgentError(f"{doing} failed: ocp_agentctl {shlex.join(args)} exited {result.exit_status}: "
+                             f"{error_of(result)}")
 
-    def ctl_then_status(self, args: str, deadline: float, *, doing: str) -> AgentStatus:
-        """``ocp_agentctl ARGS`` and, if it succeeded, ``ocp_agentctl status``, in one round trip: an agent that is
-        ready when its CLI returns needs no second one. AgentError (as ``ctl_command``) if ARGS failed."""
-        result = self._run(
-            f"{self.ctl} {args}; rc=$?; echo {_MARK} $rc; [ $rc -ne 0 ] || {self.ctl} status", deadline,
-            shown=f"{self.ctl} {args} && {self.ctl} status",
-        )
-        answer, mark, rest = result.stdout.partition(f"{_MARK} ")
-        code, _, status = rest.partition("\n")
-        if not mark or not code.strip().isdigit():
-            raise AgentError(f"{doing} failed: the host gave no exit status for ocp_agentctl {args}: {result.output[-500:]!r}")
-        if int(code) != 0:
-            failed = replace(result, stdout=answer, exit_status=int(code))
-            raise AgentError(f"{doing} failed: ocp_agentctl {args} exited {code.strip()}: {error_of(failed)}")
-        return _parse_status(result.ok, status)
+    def ctl_then_status(self, *commands: Sequence[str], deadline: float, doing: str) -> AgentStatus:
+        """``ocp_agentctl ARGS && ...`` (one or more, e.g. ``("start",)``) and, if they all succeeded,
+        ``ocp_agentctl status``, in one round trip: an agent that is ready when its CLI returns needs no second one.
+        AgentError (as ``ctl_command``) if one of them failed."""
+        calls = [[self.ctl, *args] for args in commands]
+        result = self._run(sh(*calls, ["echo", MARK], [self.ctl, "status"]), deadline,
+                           shown=sh(*calls, [self.ctl, "status"]))
+        # `A && B && echo MARK && status`: MARK printed iff A and B succeeded; else the exit status is the failure's.
+        answer, mark, status = result.stdout.partition(f"{MARK}\n")
+        what = " && ".join(f"ocp_agentctl {shlex.join(args)}" for args in commands)
+        if not mark:
+            if result.ok:
+                raise AgentError(f"{doing} failed: the host gave no answer for {what}: {result.output[-500:]!r}")
+            failed = replace(result, stdout=answer)
+            raise AgentError(f"{doing} failed: {what} exited {result.exit_status}: {error_of(failed)}")
+        return parse_status(result.ok, status)
 
     def wait_until(self, check: Callable[[AgentStatus], bool], deadline: float, *, what: str,
                    first: AgentStatus | None = None) -> AgentStatus:
@@ -118,46 +149,32 @@ class AgentControl:
         """Which of ``pids`` are still live agent processes (zombies and reused pids do not count)."""
         if not pids:
             return {}
-        return _parse_live(self._exec(_ps(pids), deadline).stdout)
+        return parse_live(self._exec(sh(ps_argv(pids), ["true"], sep="||"), deadline).stdout)
 
     def stop_all(self, deadline: float) -> tuple[dict[str, tuple[int, int | None]], CommandResult]:
         """``ocp_agentctl stop``, preceded in the same round trip by the identities of the processes it is about to
         stop: name -> (pid, start time or None). Returns them and the stop's result (its exit status is the
         command's)."""
         result = self._run(
-            f"{self._identities_script()}; echo {_MARK}; {self.ctl} stop", deadline,
-            shown=f"{self.ctl} stop   # after reading {self.home}/run/*.pid and those processes' start times",
+            STOP_ALL.render(self.ctl, self.run_dir, *PROCESSES), deadline,
+            shown=f"{sh([self.ctl, 'stop'])}   # after reading {self.run_dir}/*.pid and those processes' start times",
         )
-        identities, _, stop_output = result.stdout.partition(f"{_MARK}\n")
-        return _parse_identities(identities), replace(result, stdout=stop_output)
+        identities, _, stop_output = result.stdout.partition(f"{MARK}\n")
+        return parse_identities(identities), replace(result, stdout=stop_output)
 
     def check_stopped(self, pids: set[int], deadline: float) -> tuple[dict[int, str], AgentStatus]:
         """After a stop, in one round trip: which of ``pids`` still live, and what ``ocp_agentctl status`` says."""
-        result = self._run(f"{_ps(pids) if pids else 'true'}; echo {_MARK}; {self.ctl} status", deadline)
-        live, _, status = result.stdout.partition(f"{_MARK}\n")
-        return _parse_live(live), _parse_status(result.ok, status)
-
-    def _identities_script(self) -> str:
-        """Prints ``name pid start-time`` for each ``{agent_home}/run/<name>.pid`` holding a number; the start time
-        (clock ticks since boot) is ``-`` when that process is gone."""
-        run_dir = shlex.quote(f"{self.home}/run")
-        # A subshell, so that its `cd` and `exit` stay inside it when it begins a compound command.
-        return (
-            f"(cd {run_dir} 2>/dev/null || exit 0; for n in {' '.join(PROCESSES)}; do "
-            f"p=$(head -c 32 $n.pid 2>/dev/null) || continue; case $p in ''|*[!0-9]*) continue;; esac; "
-            f"s=$(sed 's/^.*) //' /proc/$p/stat 2>/dev/null | cut -d' ' -f20); echo \"$n $p ${{s:--}}\"; done)"
-        )
+        first = [ps_argv(pids)] if pids else []
+        result = self._run(sh(*first, ["echo", MARK], [self.ctl, "status"], sep=";"), deadline)
+        live, _, status = result.stdout.partition(f"{MARK}\n")
+        return parse_live(live), parse_status(result.ok, status)
 
     def start_times(self, pids: set[int], deadline: float) -> dict[int, int]:
         """pid -> its start time (clock ticks since boot, /proc/PID/stat field 22): with the pid, a process's
         identity, since pids are reused (32768 of them on many hosts)."""
         if not pids:
             return {}
-        listed = " ".join(str(int(p)) for p in sorted(pids))
-        result = self._exec(
-            f"for p in {listed}; do [ -r /proc/$p/stat ] && echo \"$p $(sed 's/^.*) //' /proc/$p/stat | cut -d' ' -f20)\"; done; true",
-            deadline,
-        )
+        result = self._exec(START_TIMES.render(*integers(pids)), deadline)
         found: dict[int, int] = {}
         for line in result.stdout.splitlines():
             parts = line.split()
@@ -166,15 +183,20 @@ class AgentControl:
         return found
 
     def signal(self, pids: set[int], sig: str, deadline: float) -> None:
-        listed = " ".join(str(int(p)) for p in sorted(pids))
-        self._run(f"kill -{sig} {listed} 2>/dev/null; true", deadline)
+        """``kill -SIG PIDS``, quietly (some may be gone already). ``sig``: TERM or KILL."""
+        if sig not in SIGNALS:
+            raise ValueError(f"signal must be one of {SIGNALS}, got {sig!r}")
+        listed = integers(pids)
+        self._run(SIGNAL.render(sig, *listed), deadline, shown=sh(["kill", f"-{sig}", *listed]))
 
 
-def _ps(pids: set[int]) -> str:
-    return f"ps -o pid=,stat=,comm= -p {','.join(str(int(p)) for p in sorted(pids))} || true"
+def ps_argv(pids: set[int]) -> list[str]:
+    """``ps`` listing pid, state and command name of ``pids`` (no header)."""
+    return ["ps", "-o", "pid=,stat=,comm=", "-p", ",".join(integers(pids))]
 
 
-def _parse_live(stdout: str) -> dict[int, str]:
+def parse_live(stdout: str) -> dict[int, str]:
+    """``ps -o pid=,stat=,comm=`` lines -> pid: name, for live (not zombie) agent processes only."""
     alive: dict[int, str] = {}
     for line in stdout.splitlines():
         parts = line.split(None, 2)
@@ -183,7 +205,8 @@ def _parse_live(stdout: str) -> dict[int, str]:
     return alive
 
 
-def _parse_identities(stdout: str) -> dict[str, tuple[int, int | None]]:
+def parse_identities(stdout: str) -> dict[str, tuple[int, int | None]]:
+    """``name pid start-time`` lines (start time ``-``: that process is gone) -> name: (pid, start time or None)."""
     found: dict[str, tuple[int, int | None]] = {}
     for line in stdout.splitlines():
         parts = line.split()
@@ -192,19 +215,31 @@ def _parse_identities(stdout: str) -> dict[str, tuple[int, int | None]]:
     return found
 
 
-def _parse_status(ok: bool, stdout: str) -> AgentStatus:
-    """``ocp_agentctl status``'s answer; a failed status means agentd is not running."""
+def parse_status(ok: bool, stdout: str) -> AgentStatus:
+    """``ocp_agentctl status``'s answer; a failed status means agentd is not running. AgentError, quoting the
+    output, if a successful status cannot be read."""
     if not ok:
         return AgentStatus(running=False)
     try:
         message = json.loads(stdout)["message"]
-        pids = {AGENTD: int(message["pid"])}
-        for name, svc in message.get("services", {}).items():
-            if svc.get("state") == "running" and int(svc.get("pid") or 0) > 0:
-                pids[name] = int(svc["pid"])
-        return AgentStatus(running=True, ready=bool(message.get("ready")), pids=pids)
+        pids = {AGENTD: _pid(message["pid"])}
+        for name, svc in (message.get("services") or {}).items():
+            if svc.get("state") == "running" and _pid(svc.get("pid") or 0, zero=True) > 0:
+                pids[name] = _pid(svc["pid"])
+        return AgentStatus(running=True, ready=message.get("ready") is True, pids=pids)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise AgentError(f"cannot parse `ocp_agentctl status` output ({exc}): {stdout[:500]!r}") from None
+        raise AgentError(f"cannot parse `ocp_agentctl status` output ({type(exc).__name__}: {exc}): "
+                         f"{stdout[:500]!r}") from None
+
+
+def _pid(value: object, *, zero: bool = False) -> int:
+    """A pid from JSON: a positive integer (or a string of digits); 0 allowed with ``zero``."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"a pid must be an integer, got {value!r}")
+    pid = int(value)
+    if pid < 0 or (pid == 0 and not zero):
+        raise ValueError(f"a pid must be positive, got {value!r}")
+    return pid
 
 
 def error_of(result: CommandResult) -> str:

@@ -25,8 +25,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
-from flows.errors import InventoryError, UnknownHostError
-from flows.models import MAX_ID
+from .errors import InventoryError, UnknownHostError
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
@@ -34,6 +33,7 @@ _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 _REMOTE_PATH = re.compile(r"^/[A-Za-z0-9._/+-]*$")
 
 DEFAULT_AGENT_HOME = "/home/admin/ocp_agent"
+MAX_ID = 2**53 - 1  # ids must survive a JavaScript client
 
 
 class Host(BaseModel):

@@ -4,59 +4,43 @@ Why not ``SSHClient.exec_command`` + ``recv_exit_status()``: the latter ignores 
 closing a channel can leave the remote process running (paramiko #2510). So every command runs as the leader of
 its own process group (sshd makes the session's shell a session leader; we ``exec`` the command in it), reports
 that group id first, and is read against an overall deadline; on timeout the whole group is killed remotely.
+
+The group id is read back from a line ``MARKER PGID`` with a marker random per command: a login script or a
+ForceCommand banner that prints first can neither be mistaken for it nor reach the command's stdout.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shlex
 import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
 import paramiko
 
-from flows.errors import AuthenticationError, CommandTimeout, ConnectError, HostKeyError, SSHError, SubtaskCancelled
+from .errors import AuthenticationError, CommandTimeout, ConnectError, HostKeyError, SSHError, SubtaskCancelled
 
 from .inventory import Host
+from .runner import CommandResult, Runner, Script, integers
 
 # paramiko logs every handshake failure with a traceback; our own errors say what happened, once.
 logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
 log = logging.getLogger(__name__)
 
 MAX_OUTPUT = 256 * 1024  # per stream; a flooding agent must not eat our memory or the task log
+MAX_NOISE = 64 * 1024  # what a login script may print before the marker that we keep (for an error message)
 _KILL_GRACE = 1.0
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    command: str
-    exit_status: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_status == 0
-
-    @property
-    def output(self) -> str:
-        return "\n".join(part for part in (self.stdout.rstrip("\n"), self.stderr.rstrip("\n")) if part)
-
-
-class Runner(Protocol):
-    """The I/O surface the steps need: run one command on one host before a deadline (time.monotonic()).
-
-    ``stop``, when given, is polled while the command runs; once it returns True the command is killed and
-    SubtaskCancelled raised.
-    """
-
-    def run(self, command: str, *, deadline: float, stop: Callable[[], bool] | None = None) -> CommandResult: ...
+# TERM the process group $1, wait up to 1 s for it to go, then KILL what is left.
+KILL_GROUP = Script(
+    "kill_group",
+    'kill -TERM "-$1" 2>/dev/null || exit 0; i=0; '
+    'while kill -0 "-$1" 2>/dev/null && [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done; '
+    'kill -KILL "-$1" 2>/dev/null; exit 0',
+)
 
 
 class _ParsedFiles:
@@ -225,13 +209,13 @@ class SSHSession:
             raise ConnectError(f"{self.host.label}: not connected")
         started = time.monotonic()
         remaining = _remaining(deadline, f"running {command!r} on {self.host.label}")
+        marker = new_marker()
         try:
             chan = self._transport.open_session(timeout=remaining)
-            # "$$" is the shell sshd started with setsid(): a session and process group leader. exec keeps the pid.
-            chan.exec_command(f"echo $$; exec /bin/sh -c {shlex.quote(command)}")
+            chan.exec_command(wrap(command, marker))
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise ConnectError(f"{self.host.label}: cannot open a channel: {exc}") from None
-        out, err = _Capped(), _Capped()
+        out, err = _Marked(marker), _Capped()
         try:
             while not chan.status_event.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
                 _drain(chan, out, err)
@@ -258,28 +242,28 @@ class SSHSession:
             status = chan.recv_exit_status()  # already arrived: status_event is set
         finally:
             chan.close()
-        return CommandResult(command, status, out.text(first_line=False), err.text(), time.monotonic() - started)
+        if out.pgid is None:
+            raise SSHError(
+                f"{self.host.label}: the host did not run {command!r} as sent (no start marker in its output; "
+                f"exit status {status})" + (f"; it printed:\n{_join(out.text(), err.text())}" if out.text() or err.text() else "")
+            )
+        return CommandResult(command, status, out.text(), err.text(), time.monotonic() - started)
 
-    def _abort(self, chan: paramiko.Channel, out: _Capped, err: _Capped) -> tuple[str, str]:
+    def _abort(self, chan: paramiko.Channel, out: _Marked, err: _Capped) -> tuple[str, str]:
         """Kill the command's process group on the host; returns (its output so far, what was done)."""
-        pgid = _pgid(out)
+        pgid = out.pgid
         killed = self._kill_group(pgid)
         _drain(chan, out, err)
         note = (f"killed its process group {pgid} on the host" if killed else
                 "could not kill it on the host (no process group id); it may still run")
-        return _join(out.text(first_line=False), err.text()), note
+        return _join(out.text(), err.text()), note
 
     def _kill_group(self, pgid: int | None) -> bool:
         if pgid is None or not self.connected:
             return False
-        kill = (
-            f"kill -TERM -{pgid} 2>/dev/null || exit 0; i=0; "
-            f"while kill -0 -{pgid} 2>/dev/null && [ $i -lt 10 ]; do sleep 0.1; i=$((i+1)); done; "
-            f"kill -KILL -{pgid} 2>/dev/null; exit 0"
-        )
         try:
             chan = self._transport.open_session(timeout=5)
-            chan.exec_command(kill)
+            chan.exec_command(kill_command(pgid))
             done = chan.status_event.wait(_KILL_GRACE + 4)
             chan.close()
             return done
@@ -300,26 +284,85 @@ class _Capped:
             self.data += chunk[:room]
         self.dropped += max(0, len(chunk) - max(room, 0))
 
-    def text(self, first_line: bool = True) -> str:
-        data = bytes(self.data)
-        if not first_line:
-            data = data.split(b"\n", 1)[1] if b"\n" in data else b""
-        text = data.decode("utf-8", errors="replace")
+    def text(self) -> str:
+        text = bytes(self.data).decode("utf-8", errors="replace")
         if self.dropped:
             text += f"\n[... {self.dropped} more bytes of output dropped]"
         return text
 
 
-def _drain(chan: paramiko.Channel, out: _Capped, err: _Capped) -> None:
+def new_marker() -> str:
+    """A marker for one command: random, so that nothing printed before the command can forge its line."""
+    return "ocp-restart-" + secrets.token_hex(8)
+
+
+def wrap(command: str, marker: str) -> str:
+    """What the login shell runs: print ``MARKER PGID``, then become ``/bin/sh -c COMMAND``.
+
+    ``$$`` is the shell sshd started with setsid(): a session and process group leader; exec keeps the pid.
+    """
+    return shlex.join(["echo", marker]) + " $$; " + shlex.join(["exec", "/bin/sh", "-c", command])
+
+
+def kill_command(pgid: int) -> str:
+    """What the login shell runs to TERM, then KILL, process group ``pgid``."""
+    return shlex.join(["exec", "/bin/sh", "-c", KILL_GROUP.render(*integers([pgid]))])
+
+
+def find_marker(data: bytes, marker: str) -> tuple[int, int] | None:
+    """(the pgid, where the command's own output begins) if ``data`` holds the line ``MARKER PGID``; else None.
+
+    Whatever precedes the marker (a login banner, a line that looks like a number) is not the command's.
+    """
+    key = marker.encode() + b" "
+    at = data.find(key)
+    end = data.find(b"\n", at) if at >= 0 else -1
+    if end < 0:
+        return None  # not (all) there yet
+    digits = data[at + len(key):end].rstrip(b"\r")
+    return (int(digits), end + 1) if digits.isdigit() and len(digits) <= 10 else None
+
+
+class _Marked:
+    """A command's stdout: bytes before its ``MARKER PGID`` line are set aside (at most MAX_NOISE of them), the
+    pgid is read from that line however the output is chunked, and what follows is the command's (capped)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+        self.pgid: int | None = None
+        self.out = _Capped()
+        self._head = bytearray()
+        self.noise = b""  # what the host printed before the marker
+
+    def add(self, chunk: bytes) -> None:
+        if self.pgid is not None:
+            self.out.add(chunk)
+            return
+        self._head += chunk
+        found = find_marker(bytes(self._head), self.marker)
+        if found is None:
+            # Bound what we keep while waiting, but keep enough for a marker line split across chunks.
+            if len(self._head) > MAX_NOISE:
+                del self._head[: len(self._head) - MAX_NOISE]
+            return
+        self.pgid, begins = found
+        self.noise = bytes(self._head[: begins]).rpartition(self.marker.encode())[0]
+        rest = bytes(self._head[begins:])
+        self._head = bytearray()
+        self.out.add(rest)
+
+    def text(self) -> str:
+        """The command's stdout; before the marker arrives (the command never ran), what the host printed."""
+        if self.pgid is None:
+            return bytes(self._head).decode("utf-8", errors="replace")
+        return self.out.text()
+
+
+def _drain(chan: paramiko.Channel, out: _Marked | _Capped, err: _Capped) -> None:
     while chan.recv_ready():
         out.add(chan.recv(65536))
     while chan.recv_stderr_ready():
         err.add(chan.recv_stderr(65536))
-
-
-def _pgid(out: _Capped) -> int | None:
-    head = bytes(out.data[:32]).split(b"\n", 1)
-    return int(head[0]) if len(head) == 2 and head[0].isdigit() else None
 
 
 def _join(*parts: str) -> str:

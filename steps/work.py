@@ -1,4 +1,4 @@
-"""What each DAG node does on its host (DESIGN.md "Steps on a host"), written once over AgentControl.
+"""What each kind of DAG node does on its host, written once over AgentControl and the Step interface.
 
 Each kind of node has an execute step and a rollback step. Rolling back a restart means: wherever the agent was
 stopped, make it run again.
@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import time
 
-from flows.errors import AgentError
+from .errors import AgentError
 
-from .agent import POS_PROXY, PROCESSES, error_of
-from .context import Step
+from .agent import POS_PROXY, PROCESSES, AgentControl, error_of
+from .step import Step
 
 STOP_RESERVE_MAX = 15.0  # seconds kept after `ocp_agentctl stop` to TERM/KILL leftovers
 
 
+def agent_of(step: Step) -> AgentControl:
+    """The host's agent, driven through the step's runner; a cancel (or a lost lease) stops a running command."""
+    return AgentControl(step.runner(), step.host.agent_home, step.log.info, stop=step.cancelled)
+
+
 def prepare(step: Step) -> None:
     """Connect (host key verified), check the agent CLI, snapshot the agent's pids."""
-    agent = step.agent()
+    agent = agent_of(step)
     status = agent.status(step.deadline, require_cli=True)
-    step.run.store.save_snapshot(step.run.task_id, step.host.id, status.pids)
+    step.record_pids("before", status.pids)
     if status.running:
         step.log.info(f"agent {status.describe()}")
     else:
@@ -29,13 +34,13 @@ def prepare(step: Step) -> None:
 
 def restart_pos_proxy(step: Step) -> None:
     """Restart the command channel (4.x: ocp_mgragent) and wait until it runs with a new pid."""
-    agent, deadline = step.agent(), step.deadline
+    agent, deadline = agent_of(step), step.deadline
     before = agent.status(deadline)
     if not before.running:
         step.log.warning(f"ocp_agentd is not running, so {POS_PROXY} cannot be restarted alone; Start all will start it")
         return
     old = before.pids.get(POS_PROXY)
-    now = agent.ctl_then_status(f"service stop {POS_PROXY} && {agent.ctl} service start {POS_PROXY}", deadline,
+    now = agent.ctl_then_status(("service", "stop", POS_PROXY), ("service", "start", POS_PROXY), deadline=deadline,
                                 doing=f"restarting {POS_PROXY}")
     after = agent.wait_until(
         lambda s: s.pids.get(POS_PROXY) not in (None, old), deadline, what=f"{POS_PROXY} runs with a new pid", first=now
@@ -49,14 +54,13 @@ def stop_all(step: Step) -> None:
     If the CLI hangs past its share of the deadline, its process group is killed on the host and the subtask
     fails: a wedged agent CLI needs a human, not more signals.
     """
-    agent, deadline, log = step.agent(), step.deadline, step.log
+    agent, deadline, log = agent_of(step), step.deadline, step.log
     reserve = min(STOP_RESERVE_MAX, step.timeout * 0.25)
     # Start all tells a new process from an old one that got its pid back by the start time (pids are reused), so
     # the stop's round trip first reads the identities of the processes it is about to stop.
     current, stopped = agent.stop_all(deadline - reserve)
-    step.run.store.save_snapshot(step.run.task_id, step.host.id,
-                                 {n: start for n, (_, start) in current.items() if start is not None}, phase="starts")
-    known = set((step.snapshot or {}).values()) | {pid for pid, _ in current.values()}
+    step.record_pids("starts", {n: start for n, (_, start) in current.items() if start is not None})
+    known = set((step.recorded_pids("before") or {}).values()) | {pid for pid, _ in current.values()}
     if not stopped.ok:
         # The CLI gave up (e.g. wait_for_exit_timeout) but answered: its leftovers are ours to TERM/KILL.
         # A CLI that never answers (CommandTimeout, raised above) is not: the subtask fails, the agent is left as is.
@@ -70,7 +74,7 @@ def stop_all(step: Step) -> None:
         agent.signal(set(left), sig, deadline)
         give_up = min(deadline, time.monotonic() + reserve / 2)
         while left and time.monotonic() < give_up:
-            step.check_cancelled()
+            step.may_act()
             time.sleep(0.1)
             left = agent.live_processes(set(left), deadline)
         if not left:
@@ -84,13 +88,13 @@ def stop_all(step: Step) -> None:
 
 def start_all(step: Step) -> None:
     """``ocp_agentctl start``; wait until ready; every process must have a new pid."""
-    agent = step.agent()
-    now = agent.ctl_then_status("start", step.deadline, doing="starting the agent")
+    agent = agent_of(step)
+    now = agent.ctl_then_status(("start",), deadline=step.deadline, doing="starting the agent")
     status = agent.wait_until(lambda s: s.ready, step.deadline, what="the agent is ready", first=now)
-    old = step.snapshot or {}
+    old = step.recorded_pids("before") or {}
     kept = [name for name in PROCESSES if name in old and status.pids.get(name) == old[name]]
     if kept:  # the same pid may be a new process (pids are reused): compare start times too
-        old_starts = step.run.store.snapshot(step.run.task_id, step.host.id, "starts") or {}
+        old_starts = step.recorded_pids("starts") or {}
         now_starts = agent.start_times({status.pids[name] for name in kept}, step.deadline)
         kept = [name for name in kept if name not in old_starts or now_starts.get(status.pids[name]) == old_starts[name]]
     if kept:
@@ -98,32 +102,13 @@ def start_all(step: Step) -> None:
 
 
 def finish(step: Step) -> None:
-    """Final status check and a before/after summary; closes the host's connection."""
-    try:
-        status = step.agent().status(step.deadline)
-        if not status.ready:
-            raise AgentError(f"the agent is not ready at the end of the restart: {status.describe()}")
-        before = step.snapshot or {}
-        step.run.store.save_snapshot(step.run.task_id, step.host.id, status.pids, phase="after")
-        step.log.info("restarted: " + ", ".join(f"{n} {before.get(n, '-')} -> {status.pids.get(n, '-')}" for n in PROCESSES))
-    finally:
-        step.run.close_session(step.host.id)
-
-
-def wait(step: Step) -> None:
-    """A barrier; nothing runs remotely. Prefect starts it when every upstream subtask succeeded — or, with a
-    failure threshold, when they are all done: then it fails only if more hosts failed than the threshold."""
-    threshold = step.run.options.failure_threshold(len(step.run.hosts))
-    if threshold is None:
-        step.log.info("all upstream subtasks are SUCCESSFUL")
-        return
-    failed = sorted(step.run.store.load(step.run.task_id).failed_hosts())
-    if len(failed) > threshold:
-        raise AgentError(f"{len(failed)} host(s) failed ({failed}), more than the threshold of {threshold}: stopping here")
-    if failed:
-        step.log.warning(f"isolated {len(failed)} failed host(s) {failed} (threshold {threshold}); the others go on")
-    else:
-        step.log.info("all upstream subtasks are SUCCESSFUL")
+    """Final status check and a before/after summary."""
+    status = agent_of(step).status(step.deadline)
+    if not status.ready:
+        raise AgentError(f"the agent is not ready at the end of the restart: {status.describe()}")
+    before = step.recorded_pids("before") or {}
+    step.record_pids("after", status.pids)
+    step.log.info("restarted: " + ", ".join(f"{n} {before.get(n, '-')} -> {status.pids.get(n, '-')}" for n in PROCESSES))
 
 
 # -- rollback ------------------------------------------------------------------------------------------------
@@ -131,29 +116,29 @@ def wait(step: Step) -> None:
 
 def ensure_running(step: Step) -> None:
     """Rollback of Stop all / Start all: start the agent if it is not running, and wait until it is ready."""
-    agent = step.agent()
+    agent = agent_of(step)
     status = agent.status(step.deadline)
     if status.ready:
         step.log.info(f"nothing to undo: agent {status.describe()}")
         return
-    agent.ctl_command("start", step.deadline, doing="starting the agent again")
+    agent.ctl_command(("start",), step.deadline, doing="starting the agent again")
     status = agent.wait_until(lambda s: s.ready, step.deadline, what="the agent is ready")
     step.log.info(f"agent runs again: {status.describe()}")
 
 
 def ensure_pos_proxy(step: Step) -> None:
     """Rollback of Restart pos proxy: if agentd runs but ocp_mgragent does not, start it again."""
-    agent = step.agent()
+    agent = agent_of(step)
     status = agent.status(step.deadline)
     if not status.running or POS_PROXY in status.pids:
         step.log.info(f"nothing to undo here: agent {status.describe()}")
         return
-    agent.ctl_command(f"service start {POS_PROXY}", step.deadline, doing=f"starting {POS_PROXY} again")
+    agent.ctl_command(("service", "start", POS_PROXY), step.deadline, doing=f"starting {POS_PROXY} again")
     agent.wait_until(lambda s: POS_PROXY in s.pids, step.deadline, what=f"{POS_PROXY} runs")
 
 
 def nothing_to_undo(step: Step) -> None:
-    """Rollback of Prepare, Finish and Wait nodes: they changed nothing on the host."""
+    """Rollback of Prepare and Finish: they changed nothing on the host."""
     step.log.info("nothing to undo")
 
 
@@ -161,5 +146,5 @@ def _describe(processes: dict[int, str]) -> str:
     return ", ".join(f"{name} (pid {pid})" for pid, name in sorted(processes.items()))
 
 
-__all__ = ["prepare", "restart_pos_proxy", "stop_all", "start_all", "finish", "wait",
+__all__ = ["agent_of", "prepare", "restart_pos_proxy", "stop_all", "start_all", "finish",
            "ensure_running", "ensure_pos_proxy", "nothing_to_undo"]

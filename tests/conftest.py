@@ -128,3 +128,17 @@ def wait_for(api, task_id: int, until=lambda t: t["status"] != "RUNNING", timeou
             return task
         time.sleep(0.1)
     raise AssertionError(f"task {task_id} did not get there within {timeout} s: {task}")
+
+
+def strays(host) -> list:
+    """Processes of the host outside the agent's own process group (e.g. a hung `ocp_agentctl stop`)."""
+    agentd = host.agent_pids()["ocp_agentd"]
+    out = []
+    for pid, comm in host.processes():
+        try:
+            pgid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[2])
+        except (OSError, ValueError, IndexError):
+            continue
+        if pgid != agentd:
+            out.append((pid, comm))
+    return out

@@ -292,7 +292,9 @@ class TestCrash:
             again = ApiServer(box.inventory_path, users_file, home).start()
             try:
                 with client(again, "admin") as api:
-                    task = api.get(f"/api/v2/tasks/instances/{task_id}").json()["data"]
+                    body = api.get(f"/api/v2/tasks/instances/{task_id}").json()
+                    assert body["successful"], body
+                    task = body["data"]
                     now = {s["id"]: s["status"] for s in task["subtasks"]}
                     assert all(now[sid] == status for sid, status in finished.items())
                     for sid in finished:

@@ -72,7 +72,8 @@ def wait_task(store_url: str, predicate, timeout: float = 120) -> dict:
         while time.monotonic() < deadline:
             store.reap_expired()
             for task_id in store.task_ids(limit=100)[0]:
-                task = store.load(task_id).task
+                record = store.load(task_id).task
+                task = {**vars(record), "host_ids": list(record.host_ids)}  # str enums equal their values
                 if predicate(task):
                     return task
             time.sleep(0.5)

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from conftest import ROOT, ApiServer, wait_for
+from conftest import ROOT, ApiServer, strays, wait_for
 from deployments.auth import add_user
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -66,20 +66,6 @@ def log_of(api, task_id, subtask_id) -> str:
 def stops_on(host) -> int:
     """How many times `ocp_agentctl stop` began on the host, by the host's own record."""
     return sum(1 for _, edge, what in host.audit() if edge == "begin" and what == "stop")
-
-
-def strays(host) -> list:
-    """Processes of the host outside the agent's own process group (e.g. a hung `ocp_agentctl stop`)."""
-    agentd = host.agent_pids()["ocp_agentd"]
-    out = []
-    for pid, comm in host.processes():
-        try:
-            pgid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[2])
-        except (OSError, ValueError, IndexError):
-            continue
-        if pgid != agentd:
-            out.append((pid, comm))
-    return out
 
 
 class TestRetry:

@@ -78,7 +78,7 @@ class TestFailures:
             row = record.subtask(stop["id"])
         from datetime import datetime
 
-        seconds = (datetime.fromisoformat(row["finish_time"]) - datetime.fromisoformat(row["start_time"])).total_seconds()
+        seconds = (datetime.fromisoformat(row.finish_time) - datetime.fromisoformat(row.start_time)).total_seconds()
         assert seconds < 6 + 3, seconds  # its deadline, plus the kill of the remote process group
         assert log.startswith("############{EXECUTE}{")
         assert "stopping ocp_agentd" in log  # the agent's own output

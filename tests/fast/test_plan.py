@@ -13,7 +13,7 @@ from flows.models import now
 from flows.plan import Kind, build_plan, validate
 from flows.view import preview
 
-SEED = json.loads((Path(__file__).parent / "data" / "seed_sample.json").read_text())
+SEED = json.loads((Path(__file__).parent.parent / "data" / "seed_sample.json").read_text())
 
 
 def _canonical(subtasks: list[dict]) -> list[dict]:

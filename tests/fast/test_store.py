@@ -7,8 +7,10 @@ import pytest
 from flows.errors import HostBusyError, UnknownTaskError
 from flows.models import SubtaskStatus, TaskStatus
 from flows.plan import build_plan
+from flows import machine
 from flows.store import TaskStore
-from flows.view import aggregate_status, task_instance
+from flows.machine import aggregate_status
+from flows.view import task_instance
 
 
 @pytest.fixture
@@ -33,11 +35,25 @@ def test_created_task_has_documented_initial_states(store):
     assert view.context.list_map == {"host_ids": ["1", "2"]}
 
 
+def _task_of(store: TaskStore, subtask_id: int) -> int:
+    return next(t for t in store.task_ids(limit=1000)[0] if store.load(t).has(subtask_id))
+
+
+def start(store: TaskStore, subtask_id: int, separator: str) -> None:
+    record = store.load(_task_of(store, subtask_id))
+    store.apply(machine.start_subtask(record, subtask_id, "t", separator))
+
+
+def finish(store: TaskStore, subtask_id: int, outcome: SubtaskStatus, log=()) -> None:
+    record = store.load(_task_of(store, subtask_id))
+    store.apply(machine.finish_subtask(record, subtask_id, outcome, "t", tuple(log)))
+
+
 def test_ids_are_unique_across_tasks(store):
     """Two tasks never share a task or subtask id."""
     a, b = create(store, [1]), create(store, [2])
-    sa_ids = {s["id"] for s in store.load(a).subtasks}
-    sb_ids = {s["id"] for s in store.load(b).subtasks}
+    sa_ids = {s.id for s in store.load(a).subtasks}
+    sb_ids = {s.id for s in store.load(b).subtasks}
     assert a != b and not sa_ids & sb_ids
 
 
@@ -52,9 +68,9 @@ def test_a_locked_host_refuses_a_second_task_and_writes_nothing(store):
 
 
 def test_finishing_a_task_releases_its_locks(store):
-    """After finish_task the hosts can be restarted again."""
+    """After the end of its run the hosts can be restarted again."""
     first = create(store, [1])
-    store.finish_task(first, TaskStatus.SUCCESSFUL)
+    store.apply(machine.end_run(store.load(first), "t"))
     assert store.locks() == {}
     create(store, [1])
 
@@ -63,18 +79,18 @@ def test_success_promotes_downstream_to_ready(store):
     """A subtask becomes READY once all its upstreams are SUCCESSFUL."""
     record = store.load(create(store, [1, 2]))
     prep_a, prep_b, wait = record.subtasks[0], record.subtasks[1], record.subtasks[2]
-    store.start_subtask(prep_a["id"], "sep")
-    store.finish_subtask(prep_a["id"], SubtaskStatus.SUCCESSFUL)
-    assert store.load(record.task["id"]).subtask(wait["id"])["status"] == "PENDING"
-    store.start_subtask(prep_b["id"], "sep")
-    store.finish_subtask(prep_b["id"], SubtaskStatus.SUCCESSFUL)
-    assert store.load(record.task["id"]).subtask(wait["id"])["status"] == "READY"
+    start(store, prep_a.id, "sep")
+    finish(store, prep_a.id, SubtaskStatus.SUCCESSFUL)
+    assert store.load(record.task.id).subtask(wait.id).status == "PENDING"
+    start(store, prep_b.id, "sep")
+    finish(store, prep_b.id, SubtaskStatus.SUCCESSFUL)
+    assert store.load(record.task.id).subtask(wait.id).status == "READY"
 
 
 def test_log_lines_keep_their_order(store):
     """The separator comes first, then lines in the order written."""
-    sid = store.load(create(store, [1])).subtasks[0]["id"]
-    store.start_subtask(sid, "############{EXECUTE}{t}############")
+    sid = store.load(create(store, [1])).subtasks[0].id
+    start(store, sid, "############{EXECUTE}{t}############")
     for i in range(5):
         store.append_log(sid, f"line {i}")
     assert store.log(sid).split("\n") == ["############{EXECUTE}{t}############"] + [f"line {i}" for i in range(5)]
@@ -86,17 +102,17 @@ def test_batched_log_lines_keep_each_subtasks_order(store):
     import threading
     import time
 
-    from steps.subtask_log import LogWriter
+    from flows.logs import LogWriter
 
-    sids = [row["id"] for row in store.load(create(store, list(range(1, 9)))).subtasks[:8]]
+    sids = [row.id for row in store.load(create(store, list(range(1, 9)))).subtasks[:8]]
 
     def step(writer: LogWriter, sid: int) -> None:
-        store.start_subtask(sid, "sep")
+        start(store, sid, "sep")
         for i in range(300):
             writer.add(sid, f"{sid} line {i}")
             if i % 20 == 0:
                 time.sleep(0.001)  # let batches cut through the sequence
-        store.finish_subtask(sid, SubtaskStatus.SUCCESSFUL, writer.take(sid))
+        finish(store, sid, SubtaskStatus.SUCCESSFUL, writer.take(sid))
 
     with LogWriter(store, interval=0.002) as writer:
         threads = [threading.Thread(target=step, args=(writer, sid)) for sid in sids]
@@ -112,7 +128,7 @@ def test_a_second_store_object_sees_the_same_file(store, tmp_path):
     """Another connection (another process in real life) reads what was written."""
     task_id = create(store, [1])
     with TaskStore(store.url) as other:
-        assert other.load(task_id).task["status"] == "RUNNING"
+        assert other.load(task_id).task.status == "RUNNING"
 
 
 def test_unknown_task(store):

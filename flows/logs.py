@@ -9,28 +9,26 @@ crashed process loses at most that much.
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from datetime import datetime
 
-from flows.models import format_time, now
-from flows.store import TaskStore
+from steps.logline import log_line
+
+from .errors import StaleWriteError
+from .store import TaskStore
 
 log = logging.getLogger(__name__)
 
 WRITE_INTERVAL = 0.25
 
 
-def separator(operation: str, when: datetime) -> str:
-    """OCP's run separator: ``############{EXECUTE}{2021-09-03T14:20:26.243+08:00}############``."""
-    return f"############{{{operation}}}{{{format_time(when)}}}############"
-
-
 class LogWriter:
     """Buffers log lines of one run's subtasks and writes them to the store in batches. A context manager."""
 
-    def __init__(self, store: TaskStore, interval: float = WRITE_INTERVAL) -> None:
-        self.store, self.interval = store, interval
+    def __init__(self, store: TaskStore, interval: float = WRITE_INTERVAL, *, task_id: int | None = None,
+                 runner: str | None = None) -> None:
+        """With ``runner``, lines are written only while the task ``task_id`` is that runner's; once it is not,
+        they are dropped (a runner that lost its task must not write into the log of whoever took it)."""
+        self.store, self.interval, self.task_id, self.runner = store, interval, task_id, runner
         self._pending: list[tuple[int, str]] = []
         self._buffer_lock = threading.Lock()  # guards _pending
         self._write_lock = threading.Lock()  # held while a batch is written: keeps each subtask's lines in order
@@ -65,7 +63,9 @@ class LogWriter:
             with self._buffer_lock:
                 batch, self._pending = self._pending, []
             try:
-                self.store.append_logs(batch)
+                self.store.append_logs(batch, task_id=self.task_id, runner=self.runner)
+            except StaleWriteError as exc:
+                log.warning("dropped %d subtask log line(s): %s", len(batch), exc)
             except Exception as exc:  # keep them for the next attempt; the store's error says what is wrong
                 log.warning("could not write %d subtask log line(s) yet: %s", len(batch), exc)
                 with self._buffer_lock:
@@ -83,10 +83,7 @@ class SubtaskLog:
         self.writer, self.subtask_id, self.source = writer, subtask_id, source
 
     def _write(self, level: str, message: str) -> None:
-        stamp = now().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-        prefix = f"{stamp} {level:>5} {os.getpid()} --- [{threading.current_thread().name}] {self.source} : "
-        lines = message.rstrip("\n").split("\n")
-        self.writer.add(self.subtask_id, prefix + lines[0] + "".join(f"\n    {line}" for line in lines[1:]))
+        self.writer.add(self.subtask_id, log_line(level, self.source, message))
 
     def info(self, message: str) -> None:
         self._write("INFO", message)

@@ -1,0 +1,88 @@
+"""Typed, immutable records of a task and its subtasks: what the store persists and the state machine reads.
+
+Rows become records in the store's own modules only; everything else reads attributes with enum values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from .models import Operation, SubtaskStatus, TaskStatus, TaskType
+from .plan import Kind
+
+
+@dataclass(frozen=True)
+class Subtask:
+    """One node of a task's DAG and where it stands."""
+
+    id: int
+    task_id: int
+    seq: int  # position in the plan: a topological order
+    kind: Kind
+    host_id: int | None
+    name: str
+    class_name: str
+    operation: Operation
+    parallel_idx: int
+    prohibit_rollback: bool
+    run_time: int
+    series_id: int
+    status: SubtaskStatus
+    timeout: int
+    upstreams: tuple[int, ...]
+    downstreams: tuple[int, ...]
+    create_time: str | None = None
+    start_time: str | None = None
+    finish_time: str | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task instance: OCP's fields, the hosts it holds, and who runs it (its lease)."""
+
+    id: int
+    name: str
+    type: TaskType
+    status: TaskStatus
+    operation: Operation
+    creator: str
+    executor: str
+    host_ids: tuple[int, ...]
+    prohibit_rollback: bool
+    create_time: str
+    start_time: str
+    finish_time: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    inventory: str = ""
+    lease_until: float = 0.0
+    runner: str = ""
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """A task and its subtasks in plan order."""
+
+    task: Task
+    subtasks: tuple[Subtask, ...]
+
+    @cached_property
+    def _by_id(self) -> dict[int, Subtask]:
+        return {s.id: s for s in self.subtasks}
+
+    def subtask(self, subtask_id: int) -> Subtask:
+        """The subtask with that id; KeyError if the task has none."""
+        return self._by_id[subtask_id]
+
+    def has(self, subtask_id: int) -> bool:
+        return subtask_id in self._by_id
+
+    def failed_hosts(self) -> set[int]:
+        """Hosts with a FAILED subtask."""
+        return {s.host_id for s in self.subtasks if s.host_id is not None and s.status is SubtaskStatus.FAILED}
+
+    def with_subtasks(self, changed: Mapping[int, Subtask]) -> tuple[Subtask, ...]:
+        """The subtasks with ``changed`` (id -> new record) put in place."""
+        return tuple(changed.get(s.id, s) for s in self.subtasks)

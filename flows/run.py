@@ -1,0 +1,182 @@
+"""One flow run's shared state (store, lease, hosts, SSH sessions, logs) and the Step it hands each subtask.
+
+Prefect task parameters are hashed and recorded, so step tasks receive a short run key and look the run up here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from steps.errors import Fenced, SubtaskCancelled
+from steps.inventory import Host
+from steps.runner import CommandResult, Runner
+from steps.ssh import SSHSession
+
+from .errors import StaleWriteError
+from .lease import Lease
+from .logs import LogWriter, SubtaskLog
+from .machine import Transition
+from .models import SubtaskStatus
+from .options import RestartOptions
+from .store import TaskRecord, TaskStore
+
+_RUNS: dict[str, RunContext] = {}
+_RUNS_LOCK = threading.Lock()
+CANCEL_POLL_SECONDS = 0.5
+
+
+@dataclass
+class RunContext:
+    task_id: int
+    store: TaskStore
+    record: TaskRecord
+    hosts: dict[int, Host]
+    options: RestartOptions
+    lease: Lease
+    _sessions: dict[int, SSHSession] = field(default_factory=dict)
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    logs: LogWriter = field(init=False)
+    tolerant_waits: bool = False  # a failure threshold: Wait nodes run once their upstreams are done
+    stopping: str | None = None  # why no new subtask starts (a graceful stop)
+    _advance_lock: threading.Lock = field(default_factory=threading.Lock)
+    _running: set[int] = field(default_factory=set)
+    _canceling: frozenset[int] = frozenset()
+    _canceling_read: float = float("-inf")
+    _cancel_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __enter__(self) -> RunContext:
+        self.logs = LogWriter(self.store, runner=self.lease.runner, task_id=self.task_id).__enter__()
+        with _RUNS_LOCK:
+            _RUNS[self.key] = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with _RUNS_LOCK:
+            _RUNS.pop(self.key, None)
+        for host_id in list(self._sessions):
+            self.close_session(host_id)
+        self.logs.__exit__(*exc)
+
+    def advance(self, decide: Callable[[TaskRecord], Transition]) -> TaskRecord:
+        """One transition of this run: decided on the run's record, written guarded by this runner's id. Fenced
+        (and the lease lost for good) if the store refuses it: another process owns the task now."""
+        with self._advance_lock:
+            self.lease.check()
+            transition = decide(self.record)
+            try:
+                self.store.apply(transition, runner=self.lease.runner)
+            except StaleWriteError as exc:
+                self.lease.lose(exc.message)
+                raise Fenced(f"not acting: {exc.message}") from None
+            self.record = transition.after
+            for sub in transition.changed:
+                (self._running.add if sub.status is SubtaskStatus.RUNNING else self._running.discard)(sub.id)
+            return self.record
+
+    def stop(self, reason: str, grace: float) -> None:
+        """A graceful stop: start nothing new, give running subtasks ``grace`` seconds to end, then give up the
+        lease, which kills the commands still running on their hosts (their subtasks then end FAILED)."""
+        self.stopping = reason
+        until = time.monotonic() + grace
+        while self._running and time.monotonic() < until:
+            time.sleep(0.05)
+        self.lease.lose(reason)
+
+    def canceling(self, fresh: bool = False) -> frozenset[int]:
+        """The subtasks an operator asked to cancel: one store read per run every 0.5 s (``fresh``: now), however
+        many steps are running and asking."""
+        with self._cancel_lock:
+            if fresh or time.monotonic() - self._canceling_read >= CANCEL_POLL_SECONDS:
+                self._canceling = frozenset(self.store.canceling(self.task_id))
+                self._canceling_read = time.monotonic()
+            return self._canceling
+
+    def session(self, host: Host, deadline: float, log: SubtaskLog) -> SSHSession:
+        """The host's connection, opened (and host-key verified) on first use, reused by later steps."""
+        current = self._sessions.get(host.id)
+        if current is not None and current.connected:
+            return current
+        self.lease.check()
+        session = SSHSession(host, accept_new_host_key=self.options.accept_new_host_keys)
+        started = time.monotonic()
+        for note in session.connect(deadline=deadline):
+            log.warning(note)
+        log.info(f"connected to {host.label} as {host.user}, host key verified ({(time.monotonic() - started) * 1000:.0f} ms)")
+        self._sessions[host.id] = session
+        return session
+
+    def close_session(self, host_id: int) -> None:
+        session = self._sessions.pop(host_id, None)
+        if session is not None:
+            session.close()
+
+
+@dataclass
+class HostStep:
+    """The Step (``steps/step.py``) of one subtask in a real run: fenced by the run's lease, cancellable by an
+    operator, pid snapshots kept in the task store."""
+
+    run: RunContext
+    subtask_id: int
+    host: Host
+    log: SubtaskLog
+    deadline: float
+    timeout: int
+
+    def runner(self) -> Runner:
+        return _Fenced(self.run.session(self.host, self.deadline, self.log), self)
+
+    def cancelled(self) -> bool:
+        return self.run.lease.lost is not None or self.subtask_id in self.run.canceling()
+
+    def may_act(self) -> None:
+        self.run.lease.check()
+        if self.subtask_id in self.run.canceling(fresh=True):
+            raise SubtaskCancelled("cancelled by an operator")
+
+    def record_pids(self, phase: str, pids: dict[str, int]) -> None:
+        self.run.lease.check()
+        self.run.store.save_snapshot(self.run.task_id, self.host.id, pids, phase=phase)
+
+    def recorded_pids(self, phase: str) -> dict[str, int] | None:
+        return self.run.store.snapshot(self.run.task_id, self.host.id, phase)
+
+
+class _Fenced:
+    """A Runner that checks the lease before every command, and tells a lost lease from an operator's cancel."""
+
+    def __init__(self, inner: Runner, step: HostStep) -> None:
+        self.inner, self.step = inner, step
+
+    def run(self, command: str, *, deadline: float, stop: Callable[[], bool] | None = None) -> CommandResult:
+        self.step.run.lease.check()
+        try:
+            return self.inner.run(command, deadline=deadline, stop=stop)
+        except SubtaskCancelled:
+            reason = self.step.run.lease.lost
+            if reason is not None:
+                raise Fenced(f"stopped the running command: {reason}") from None
+            raise
+
+
+def stop_runs(reason: str, grace: float) -> None:
+    """Stop every run of this process gracefully, at once (see ``RunContext.stop``)."""
+    with _RUNS_LOCK:
+        runs = list(_RUNS.values())
+    threads = [threading.Thread(target=run.stop, args=(reason, grace), name=f"stop-{run.task_id}") for run in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def lookup(key: str) -> RunContext:
+    with _RUNS_LOCK:
+        try:
+            return _RUNS[key]
+        except KeyError:
+            raise RuntimeError(f"no restart run with key {key!r} in this process") from None

@@ -1,0 +1,80 @@
+"""The store's database: engine, transactions, and one clear error when it is unavailable."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from ..errors import StoreUnavailableError
+from .schema import metadata
+
+
+class Database:
+    """An engine on ``url``; the schema is created on first use. Thread-safe; ``close()`` disposes it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._sqlite = self.url.startswith("sqlite")
+        kwargs: dict = {}
+        if self._sqlite:
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        self.engine: Engine = sa.create_engine(self.url, **kwargs)
+        if self._sqlite:
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        # SQLite allows one writer; serialising our own threads avoids 'database is locked' retries.
+        self._write_lock = threading.Lock() if self._sqlite else _NullLock()
+        with self._available():
+            metadata.create_all(self.engine)
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password, for messages and logs."""
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _available(self) -> Iterator[None]:
+        """Database failures (server down, read-only file, disk full) become one clear error; the transaction
+        they interrupted is rolled back, so nothing is half-written."""
+        try:
+            yield
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            raise StoreUnavailableError(f"the task store {self.safe_url} is unavailable: {reason}") from None
+        except sa.exc.DatabaseError as exc:
+            if isinstance(exc, sa.exc.IntegrityError):
+                raise
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            raise StoreUnavailableError(f"the task store {self.safe_url} refused the operation: {reason}") from None
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self._available(), self._write_lock, self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._available(), self.engine.connect() as conn:
+            yield conn
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers (status, API) never block the flow's writes
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+class _NullLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

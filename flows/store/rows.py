@@ -1,0 +1,45 @@
+"""Rows <-> records: the only place that reads the store's rows by column name."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from ..models import Operation, SubtaskStatus, TaskStatus, TaskType
+from ..plan import Kind
+from ..records import Subtask, Task
+
+
+def task_from_row(row: Mapping[str, Any]) -> Task:
+    return Task(
+        id=int(row["id"]), name=row["name"], type=TaskType(row["type"]), status=TaskStatus(row["status"]),
+        operation=Operation(row["operation"]), creator=row["creator"], executor=row["executor"],
+        host_ids=tuple(json.loads(row["host_ids"])), prohibit_rollback=bool(row["prohibit_rollback"]),
+        create_time=row["create_time"], start_time=row["start_time"], finish_time=row["finish_time"],
+        options=json.loads(row["options"] or "{}"), inventory=row["inventory"] or "",
+        lease_until=float(row["lease_until"] or 0.0), runner=row["runner"] or "",
+    )
+
+
+def subtask_from_row(row: Mapping[str, Any], create_time: str | None = None) -> Subtask:
+    return Subtask(
+        id=int(row["id"]), task_id=int(row["task_id"]), seq=row["seq"], kind=Kind(row["kind"]),
+        host_id=row["host_id"], name=row["name"], class_name=row["class_name"], operation=Operation(row["operation"]),
+        parallel_idx=row["parallel_idx"], prohibit_rollback=bool(row["prohibit_rollback"]), run_time=row["run_time"],
+        series_id=row["series_id"], status=SubtaskStatus(row["status"]), timeout=row["timeout"],
+        upstreams=tuple(json.loads(row["upstreams"])), downstreams=tuple(json.loads(row["downstreams"])),
+        create_time=create_time, start_time=row["start_time"], finish_time=row["finish_time"],
+    )
+
+
+def subtask_values(sub: Subtask) -> dict[str, Any]:
+    """The columns a transition may change."""
+    return {"status": sub.status.value, "operation": sub.operation.value, "run_time": sub.run_time,
+            "start_time": sub.start_time, "finish_time": sub.finish_time}
+
+
+def task_values(task: Task) -> dict[str, Any]:
+    """The columns a transition may change."""
+    return {"status": task.status.value, "operation": task.operation.value, "finish_time": task.finish_time,
+            "lease_until": task.lease_until, "runner": task.runner}

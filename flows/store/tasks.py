@@ -1,0 +1,139 @@
+"""Creating tasks (their subtasks and host locks in one transaction) and reading them back as records."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..errors import HostBusyError, UnknownTaskError
+from ..machine import LAUNCH_GRACE_SECONDS
+from ..models import Operation, SubtaskStatus, TaskStatus, TaskType, format_time, now
+from ..plan import TASK_NAME, Plan
+from ..records import TaskRecord
+from .database import Database
+from .rows import subtask_from_row, task_from_row
+from .schema import host_locks, subtasks, tasks
+
+
+class TaskRows(Database):
+    def create_task(
+        self,
+        plan: Plan,
+        *,
+        creator: str,
+        executor: str,
+        type: TaskType = TaskType.MANUAL,
+        options: dict | None = None,
+        inventory: str = "",
+        name: str = TASK_NAME,
+    ) -> int:
+        """Record a task for ``plan`` (roots READY, the rest PENDING) and lock its hosts, atomically.
+
+        Raises HostBusyError if another task holds one of the hosts; then nothing is written.
+        """
+        stamp = format_time(now())
+        try:
+            with self._write() as conn:
+                # Insert first: on SQLite that takes the write lock, so the lock check below reads current rows.
+                task_id = conn.execute(
+                    tasks.insert().values(
+                        name=name, type=type.value, status=TaskStatus.RUNNING.value,
+                        operation=Operation.EXECUTE.value, creator=creator, executor=executor,
+                        host_ids=json.dumps(plan.host_ids), prohibit_rollback=False,
+                        options=json.dumps(options or {}), inventory=inventory, create_time=stamp, start_time=stamp,
+                        lease_until=time.time() + LAUNCH_GRACE_SECONDS, runner="",
+                    )
+                ).inserted_primary_key[0]
+                self._reap(conn)
+                self._lock_hosts(conn, task_id, plan.host_ids, stamp)
+                rows = [
+                    {
+                        "task_id": task_id, "seq": node.key, "kind": node.kind.value, "host_id": node.host_id,
+                        "name": node.name, "class_name": node.class_name, "operation": Operation.EXECUTE.value,
+                        "parallel_idx": node.parallel_idx, "prohibit_rollback": False, "run_time": 1,
+                        "series_id": node.series_id, "timeout": node.timeout,
+                        "status": (SubtaskStatus.READY if not node.upstreams else SubtaskStatus.PENDING).value,
+                    }
+                    for node in plan.nodes
+                ]
+                ids = [
+                    r[0]
+                    for r in conn.execute(
+                        subtasks.insert().returning(subtasks.c.id, sort_by_parameter_order=True), rows
+                    )
+                ]
+                conn.execute(
+                    subtasks.update().where(subtasks.c.id == sa.bindparam("sid")).values(
+                        upstreams=sa.bindparam("ups"), downstreams=sa.bindparam("downs")
+                    ),
+                    [
+                        {
+                            "sid": ids[node.key],
+                            "ups": json.dumps([ids[k] for k in node.upstreams]),
+                            "downs": json.dumps([ids[k] for k in node.downstreams]),
+                        }
+                        for node in plan.nodes
+                    ],
+                )
+        except sa.exc.IntegrityError:
+            raise self._busy_error(plan.host_ids) from None
+        return int(task_id)
+
+    def _lock_hosts(self, conn: Connection, task_id: int, host_ids: Sequence[int], stamp: str) -> None:
+        busy = conn.execute(
+            sa.select(host_locks.c.host_id, host_locks.c.task_id)
+            .where(host_locks.c.host_id.in_(host_ids), host_locks.c.task_id != task_id)
+        ).first()
+        if busy:
+            raise HostBusyError(busy.host_id, busy.task_id)
+        held = set(conn.execute(sa.select(host_locks.c.host_id).where(host_locks.c.task_id == task_id)).scalars())
+        conn.execute(
+            host_locks.insert(), [{"host_id": h, "task_id": task_id, "acquired": stamp} for h in host_ids if h not in held]
+        )
+
+    def _busy_error(self, host_ids: Sequence[int]) -> Exception:
+        # Another process locked one of these hosts between our check and our insert (PostgreSQL).
+        with self._read() as conn:
+            busy = conn.execute(
+                sa.select(host_locks.c.host_id, host_locks.c.task_id).where(host_locks.c.host_id.in_(host_ids))
+            ).first()
+        return HostBusyError(busy.host_id, busy.task_id) if busy else RuntimeError("lock conflict vanished")
+
+    def load(self, task_id: int) -> TaskRecord:
+        with self._read() as conn:
+            return self._load(conn, task_id)
+
+    def _load(self, conn: Connection, task_id: int, *, for_update: bool = False) -> TaskRecord:
+        query = sa.select(tasks).where(tasks.c.id == task_id)
+        task = conn.execute(query.with_for_update() if for_update else query).mappings().first()
+        if task is None:
+            raise UnknownTaskError(task_id)
+        rows = conn.execute(
+            sa.select(subtasks).where(subtasks.c.task_id == task_id).order_by(subtasks.c.seq)
+        ).mappings().all()
+        created = task["create_time"]
+        return TaskRecord(task=task_from_row(task), subtasks=tuple(subtask_from_row(r, created) for r in rows))
+
+    def task_ids(
+        self, *, statuses: Sequence[str] | None = None, creator: str | None = None, limit: int = 50, offset: int = 0
+    ) -> tuple[list[int], int]:
+        """Task ids, newest first, and the total count."""
+        query = sa.select(tasks.c.id)
+        count = sa.select(sa.func.count()).select_from(tasks)
+        if statuses:
+            query = query.where(tasks.c.status.in_(statuses))
+            count = count.where(tasks.c.status.in_(statuses))
+        if creator is not None:
+            query = query.where(tasks.c.creator == creator)
+            count = count.where(tasks.c.creator == creator)
+        with self._read() as conn:
+            ids = conn.execute(query.order_by(tasks.c.id.desc()).limit(limit).offset(offset)).scalars().all()
+            total = conn.execute(count).scalar_one()
+        return list(ids), int(total)
+
+    def _reap(self, conn: Connection) -> list[int]:  # pragma: no cover - provided by Transitions
+        raise NotImplementedError

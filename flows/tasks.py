@@ -1,0 +1,175 @@
+"""One Prefect task per kind of DAG node. Each records its subtask's transitions and log in the task store."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+from prefect.states import Failed, State
+
+from steps import work
+from steps.logline import format_time, now, separator
+from steps.step import Step
+
+from . import machine
+from .errors import AgentError, CommandTimeout, Fenced, StepError, SubtaskCancelled
+from .logs import SubtaskLog
+from .models import Operation, SubtaskStatus
+from .plan import STAGES, WAIT, Kind
+from .run import HostStep, RunContext, lookup
+
+# No tags (each costs a server round-trip), no caching, no result persistence: the store is our record.
+_OPTIONS = dict(cache_policy=NO_CACHE, persist_result=False, task_run_name="{label}", log_prints=False)
+_NAMES = {t.kind: t.name for t in (*STAGES, WAIT)}
+# A failure here may leave the agent unreachable or stopped: the host's agent shows OFFLINE until a restart succeeds.
+_AGENT_DOWN_WHEN_FAILED = {Kind.PREPARE, Kind.STOP_ALL, Kind.START_ALL, Kind.FINISH}
+
+ROLLBACK_STEPS: dict[Kind, Callable[[Step], None]] = {
+    Kind.PREPARE: work.nothing_to_undo,
+    Kind.RESTART_POS_PROXY: work.ensure_pos_proxy,
+    Kind.STOP_ALL: work.ensure_running,
+    Kind.START_ALL: work.ensure_running,
+    Kind.FINISH: work.nothing_to_undo,
+}
+
+
+def wait_barrier(run: RunContext, log: SubtaskLog) -> None:
+    """A Wait node: nothing runs remotely. Prefect starts it when every upstream subtask succeeded — or, with a
+    failure threshold, when they are all done: then it fails only if more hosts failed than the threshold."""
+    threshold = run.options.failure_threshold(len(run.hosts))
+    if threshold is None:
+        log.info("all upstream subtasks are SUCCESSFUL")
+        return
+    failed = sorted(run.record.failed_hosts())
+    if len(failed) > threshold:
+        raise AgentError(f"{len(failed)} host(s) failed ({failed}), more than the threshold of {threshold}: stopping here")
+    if failed:
+        log.warning(f"isolated {len(failed)} failed host(s) {failed} (threshold {threshold}); the others go on")
+    else:
+        log.info("all upstream subtasks are SUCCESSFUL")
+
+
+def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None] | None) -> State | None:
+    """Run one subtask: RUNNING -> its step under its deadline -> SUCCESSFUL | FAILED, all recorded.
+
+    The subtask's operation picks the work: EXECUTE/RETRY run ``execute``; SKIP succeeds without running;
+    ROLLBACK runs the kind's rollback step and ends PENDING, as OCP's rolled-back subtasks do. A runner that lost
+    its lease (Fenced) writes nothing more: whoever took the task over owns its records now.
+    """
+    ctx = lookup(run_key)
+    logger = get_run_logger()
+    sub = ctx.record.subtask(subtask_id)
+    operation = sub.operation
+    host = ctx.hosts.get(sub.host_id) if sub.host_id is not None else None
+    log = SubtaskLog(ctx.logs, subtask_id, host.label if host else "wait")
+    if ctx.stopping:
+        logger.warning(f"subtask {subtask_id} {sub.name} not started: {ctx.stopping}")
+        return Failed(message=ctx.stopping)
+    try:
+        ctx.advance(lambda r: machine.start_subtask(r, subtask_id, format_time(now()), separator(operation.value, now()),
+                                                    tolerant=ctx.tolerant_waits))
+    except Fenced as exc:
+        logger.error(f"subtask {subtask_id} {sub.name} not started: {exc.message}")
+        return Failed(message=exc.message)
+    started = time.monotonic()
+    deadline = started + sub.timeout
+    try:
+        if operation is Operation.SKIP:
+            log.info("skipped by an operator: marked SUCCESSFUL without running")
+        elif sub.kind is Kind.WAIT:
+            if operation is Operation.ROLLBACK:
+                log.info("nothing to undo")
+            else:
+                wait_barrier(ctx, log)
+        else:
+            step = HostStep(ctx, subtask_id, host, log, deadline, sub.timeout)
+            try:
+                (ROLLBACK_STEPS[sub.kind] if operation is Operation.ROLLBACK else execute)(step)
+            finally:
+                if sub.kind is Kind.FINISH:
+                    ctx.close_session(host.id)
+        if time.monotonic() > deadline:
+            raise StepError(f"{sub.name} overran its timeout of {sub.timeout} s")
+        if subtask_id in ctx.canceling():
+            raise SubtaskCancelled("cancelled by an operator as it finished")  # OCP: CANCELING ends FAILED
+    except Fenced as exc:  # this runner lost the task: another may own it now, so nothing more is written
+        logger.error(f"subtask {subtask_id} {sub.name}: {exc.message}")
+        return Failed(message=exc.message)
+    except Exception as exc:  # every failure becomes a FAILED subtask with a readable log
+        if isinstance(exc, StepError):
+            message = exc.message
+            log.error(message)
+            if isinstance(exc, CommandTimeout) and exc.output:
+                log.error("output before the deadline:\n" + exc.output)
+        else:
+            message = f"unexpected {type(exc).__name__}: {exc}"
+            log.error(message + "\n" + traceback.format_exc())
+        verb = "cancelled" if isinstance(exc, SubtaskCancelled) else "failed"
+        log.error(f"Execute task {verb} after {time.monotonic() - started:.2f} s")
+        if not _finish(ctx, logger, subtask_id, SubtaskStatus.FAILED, log):
+            return Failed(message="this runner lost its lease")
+        if host is not None and sub.kind in _AGENT_DOWN_WHEN_FAILED:
+            ctx.store.set_host_agent_status(host.id, "OFFLINE")
+        logger.error(f"subtask {subtask_id} {sub.name} FAILED: {message}")
+        return Failed(message=message)
+    log.info(f"{sub.name} {'rolled back' if operation is Operation.ROLLBACK else 'done'} in {time.monotonic() - started:.2f} s")
+    outcome = SubtaskStatus.PENDING if operation is Operation.ROLLBACK else SubtaskStatus.SUCCESSFUL
+    if not _finish(ctx, logger, subtask_id, outcome, log):
+        return Failed(message="this runner lost its lease")
+    if host is not None and sub.kind is Kind.FINISH and outcome is SubtaskStatus.SUCCESSFUL:
+        ctx.store.set_host_agent_status(host.id, "AVAILABLE")
+    return None
+
+
+def _finish(ctx: RunContext, logger, subtask_id: int, outcome: SubtaskStatus, log: SubtaskLog) -> bool:
+    """Record the subtask's end with its last log lines; False if this runner may no longer write."""
+    try:
+        ctx.advance(lambda r: machine.finish_subtask(r, subtask_id, outcome, format_time(now()), tuple(log.take())))
+        return True
+    except Fenced as exc:
+        logger.error(f"subtask {subtask_id}: its end ({outcome.value}) is not recorded: {exc.message}")
+        return False
+
+
+@task(name=_NAMES[Kind.PREPARE], **_OPTIONS)
+def prepare(run_key: str, subtask_id: int, label: str) -> State | None:
+    return run_node(run_key, subtask_id, work.prepare)
+
+
+@task(name=_NAMES[Kind.RESTART_POS_PROXY], **_OPTIONS)
+def restart_pos_proxy(run_key: str, subtask_id: int, label: str) -> State | None:
+    return run_node(run_key, subtask_id, work.restart_pos_proxy)
+
+
+@task(name=_NAMES[Kind.STOP_ALL], **_OPTIONS)
+def stop_all(run_key: str, subtask_id: int, label: str) -> State | None:
+    return run_node(run_key, subtask_id, work.stop_all)
+
+
+@task(name=_NAMES[Kind.START_ALL], **_OPTIONS)
+def start_all(run_key: str, subtask_id: int, label: str) -> State | None:
+    return run_node(run_key, subtask_id, work.start_all)
+
+
+@task(name=_NAMES[Kind.FINISH], **_OPTIONS)
+def finish(run_key: str, subtask_id: int, label: str) -> State | None:
+    return run_node(run_key, subtask_id, work.finish)
+
+
+@task(name=_NAMES[Kind.WAIT], **_OPTIONS)
+def wait(run_key: str, subtask_id: int, label: str) -> State | None:
+    return run_node(run_key, subtask_id, None)
+
+
+TASKS = {
+    Kind.PREPARE: prepare,
+    Kind.RESTART_POS_PROXY: restart_pos_proxy,
+    Kind.STOP_ALL: stop_all,
+    Kind.START_ALL: start_all,
+    Kind.FINISH: finish,
+    Kind.WAIT: wait,
+}
