@@ -366,7 +366,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     app = create_app(ApiConfig(inventory=str(args.inventory), users=str(args.users), launcher=args.launcher))
     print(f"ocp-restart: serving on http://{args.host}:{args.port} ({args.launcher} launcher)", file=sys.stderr)
-    server = _Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False))
+    server = _graceful_server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False))
     server.run()
     why = ", ".join(signal.Signals(s).name for s in server.signals) or "the server stopped"
     reason = f"ocp-restart serve was shut down ({why}) while this ran"
@@ -377,16 +377,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _server_class():
+def _graceful_server(config):
+    """uvicorn's server, except that a SIGTERM/SIGINT ends ``run()`` instead of killing the process after the
+    shutdown (uvicorn re-raises the signal): our own graceful stop comes after it. ``signals``: what was received."""
     import contextlib
     import signal
 
     import uvicorn
 
     class Server(uvicorn.Server):
-        """uvicorn's server, except that a SIGTERM/SIGINT ends ``run()`` instead of killing the process after the
-        shutdown (uvicorn re-raises the signal): our own graceful stop comes after it."""
-
         signals: list[int]
 
         @contextlib.contextmanager
@@ -404,11 +403,7 @@ def _server_class():
                 for sig, handler in original.items():
                     signal.signal(sig, handler)
 
-    return Server
-
-
-def _Server(config):
-    return _server_class()(config)
+    return Server(config)
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
