@@ -51,7 +51,7 @@ class Transition:
 
 def _apply(record: TaskRecord, changes: dict[int, Subtask], expect: dict[int, frozenset[SubtaskStatus]],
            task: Task | None = None, **extra) -> Transition:
-    after = TaskRecord(task=task or record.task, subtasks=record.with_subtasks(changes) if changes else record.subtasks)
+    after = record.replace(changes, task)
     return Transition(before=record, after=after, expect=expect, task_changed=task is not None, **extra)
 
 
@@ -172,7 +172,7 @@ def end_run(record: TaskRecord, at: str, *, threshold: int | None = None, why: s
     log), the task takes its outcome, its hosts and its lease are released."""
     why = why or "the run ended while this subtask was running"
     changes = {s.id: replace(s, status=S.FAILED, finish_time=at) for s in record.subtasks if s.status in ACTIVE}
-    interrupted = TaskRecord(record.task, record.with_subtasks(changes))
+    interrupted = record.replace(changes)
     status = T.FAILED if changes else outcome(interrupted, threshold)
     task = replace(record.task, status=status, finish_time=at, lease_until=0.0, runner="")
     return _apply(record, changes, {sid: ACTIVE for sid in changes}, task, release_hosts=True,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 from .models import Operation, SubtaskStatus, TaskStatus, TaskType
@@ -67,22 +66,31 @@ class TaskRecord:
 
     task: Task
     subtasks: tuple[Subtask, ...]
+    # id -> position in ``subtasks``: fixed for a task's life, so every later record shares the first one's.
+    positions: Mapping[int, int] = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
 
-    @cached_property
-    def _by_id(self) -> dict[int, Subtask]:
-        return {s.id: s for s in self.subtasks}
+    def __post_init__(self) -> None:
+        if self.positions is None:
+            object.__setattr__(self, "positions", {s.id: i for i, s in enumerate(self.subtasks)})
 
     def subtask(self, subtask_id: int) -> Subtask:
         """The subtask with that id; KeyError if the task has none."""
-        return self._by_id[subtask_id]
+        return self.subtasks[self.positions[subtask_id]]
 
     def has(self, subtask_id: int) -> bool:
-        return subtask_id in self._by_id
+        return subtask_id in self.positions
 
     def failed_hosts(self) -> set[int]:
         """Hosts with a FAILED subtask."""
         return {s.host_id for s in self.subtasks if s.host_id is not None and s.status is SubtaskStatus.FAILED}
 
-    def with_subtasks(self, changed: Mapping[int, Subtask]) -> tuple[Subtask, ...]:
-        """The subtasks with ``changed`` (id -> new record) put in place."""
-        return tuple(changed.get(s.id, s) for s in self.subtasks)
+    def replace(self, changed: Mapping[int, Subtask], task: Task | None = None) -> TaskRecord:
+        """This record with ``changed`` (id -> new subtask) put in place, and ``task`` if given. A run makes
+        5N+4 such copies of an N-host task: positions are reused, and only the tuple of references is copied."""
+        subtasks = self.subtasks
+        if changed:
+            copied = list(subtasks)
+            for subtask_id, sub in changed.items():
+                copied[self.positions[subtask_id]] = sub
+            subtasks = tuple(copied)
+        return TaskRecord(task=task or self.task, subtasks=subtasks, positions=self.positions)
