@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--batch-size", type=int, metavar="K")
     deploy.add_argument("--max-failed-hosts", type=int, metavar="N")
     deploy.add_argument("--paused", action="store_true", help="register the schedule paused")
+    deploy.add_argument("--accept-new-host-keys", action="store_true",
+                        help="let this deployment's runs trust host keys missing from known_hosts (else refused)")
+    deploy.add_argument("--ask-on-failure", type=int, metavar="SECONDS",
+                        help="when a run's task FAILS, pause and ask the operator in the UI for up to SECONDS")
+    deploy.add_argument("--notify-webhook", metavar="URL",
+                        help="a Prefect automation POSTs JSON to URL when a run of the deployment fails")
     deploy.add_argument("--serve", action="store_true",
                         help="single machine: serve the deployment from this process instead of a work pool")
 
@@ -122,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--role", action="append", required=True, help="repeatable: ADMIN, HOST_MANAGER, HOST_VIEWER, TASK_MANAGER, ...")
     add.add_argument("--users", type=Path, default=None, help="users file (default $OCP_RESTART_HOME/users.toml)")
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin (for scripts)")
+    key = user_sub.add_parser("access-key", help="create an access key pair for a user (OCP-ACCESS-KEY-HMACSHA1); "
+                                                 "shown once")
+    key.add_argument("name")
+    key.add_argument("--users", type=Path, default=None, help="users file (default $OCP_RESTART_HOME/users.toml)")
+    key.add_argument("--json", action="store_true", help='print {"accessKeyId": ..., "accessKeySecret": ...}')
 
     demo = sub.add_parser("demo", help="start sandbox hosts on loopback and restart their agents")
     demo.add_argument("--hosts", type=int, default=3, help="how many sandbox hosts (default 3)")
@@ -251,7 +262,7 @@ def _run(args: argparse.Namespace, inventory_path: Path, host_ids: list[int] | N
 
 def _execute(store, task_id: int, inventory_path, options, as_json: bool) -> int:
     """Run the flow for a recorded task in this process, with progress on stderr; report the result."""
-    from flows.restart import run_here
+    from flows.restart import restart_agents
 
     started = time.monotonic()
     record = store.load(task_id)
@@ -263,8 +274,8 @@ def _execute(store, task_id: int, inventory_path, options, as_json: bool) -> int
     with ExitStack() as stack:
         if not as_json or sys.stderr.isatty():
             stack.enter_context(_Progress(load))
-        run_here(host_ids=list(record.task.host_ids), inventory=str(inventory_path), options=options,
-                 task_id=task_id, store_url=store.url)
+        restart_agents(task_id=task_id, host_ids=list(record.task.host_ids), inventory=str(inventory_path),
+                       options=options)
     return _report(store.load(task_id), as_json, time.monotonic() - started)
 
 
@@ -409,6 +420,8 @@ def _graceful_server(config):
 def cmd_deploy(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+    from pydantic import ValidationError
+
     from flows.errors import RequestError
     from flows.options import RestartOptions
 
@@ -420,15 +433,25 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         except (ZoneInfoNotFoundError, ValueError):
             raise RequestError(f"--timezone must be an IANA timezone such as Asia/Shanghai, got {args.timezone!r}") from None
     inventory = str(args.inventory.expanduser().resolve()) if args.inventory else None
-    options = RestartOptions(batch_size=args.batch_size, max_failed_hosts=args.max_failed_hosts)
+    try:
+        options = RestartOptions(batch_size=args.batch_size, max_failed_hosts=args.max_failed_hosts,
+                                 accept_new_host_keys=args.accept_new_host_keys,
+                                 ask_on_failure_seconds=args.ask_on_failure)
+    except ValidationError as exc:
+        raise RequestError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
     common = dict(name=args.name, host_ids=args.host_ids, inventory=inventory, options=options,
                   cron=args.cron, interval=args.interval, timezone=args.timezone)
     if args.serve:
+        if args.notify_webhook:
+            raise RequestError("--notify-webhook needs registered deployments: use it without --serve (then "
+                               "`prefect worker start --pool ...`)")
         prefect_deploy.serve(**common)
         return EXIT_OK
-    deployment_id = prefect_deploy.deploy(pool=args.pool, paused=args.paused, **common)
-    print(f"deployment batch-restart-agents/{args.name} ({deployment_id}) in work pool {args.pool}; start workers "
-          f"with: prefect worker start --pool {args.pool}", file=sys.stderr)
+    deployment_id = prefect_deploy.deploy(pool=args.pool, paused=args.paused, notify_webhook=args.notify_webhook,
+                                          **common)
+    print(f"deployments batch-restart-agents/{args.name} ({deployment_id}) and ocp-task-operation/"
+          f"{prefect_deploy.operation_name(args.name)} in work pool {args.pool}; start workers with: prefect worker start "
+          f"--pool {args.pool}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -438,6 +461,17 @@ def cmd_user(args: argparse.Namespace) -> int:
     from flows.settings import Settings
 
     path = args.users or Settings().users_path
+    if args.user_command == "access-key":
+        from deployments.auth import add_access_key
+
+        key_id, secret = add_access_key(path, args.name)
+        if args.json:
+            print(json.dumps({"accessKeyId": key_id, "accessKeySecret": secret}))
+        else:
+            print(f"AccessKey ID:     {key_id}\nAccessKey Secret: {secret}")
+        print(f"access key {key_id} of user {args.name} written to {path} (mode 0600); the secret is shown only "
+              "this once", file=sys.stderr)
+        return EXIT_OK
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:

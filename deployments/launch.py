@@ -14,6 +14,7 @@ import time
 from typing import Protocol
 
 from flows.options import RestartOptions
+from flows.prefect_run import TAG_PREFIX
 from flows.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class EmbeddedLauncher:
 
     def _run(self, task_id: int, host_ids: list[int], options: RestartOptions) -> None:
         from flows.lease import launch_grace
-        from flows.restart import run_here
+        from flows.restart import restart_agents
         from flows.settings import Settings
         from flows.store import TaskStore
 
@@ -74,8 +75,7 @@ class EmbeddedLauncher:
             with TaskStore(self.store_url) as store, launch_grace(store, task_id, lease), self.slots:
                 for attempt in range(1, self.START_ATTEMPTS + 1):
                     try:
-                        run_here(host_ids=host_ids, inventory=self.inventory, options=options,
-                                 task_id=task_id, store_url=self.store_url)
+                        restart_agents(task_id=task_id, host_ids=host_ids, inventory=self.inventory, options=options)
                         return
                     except Exception as exc:
                         if _started(store, task_id):
@@ -111,12 +111,12 @@ class DeploymentLauncher:
     def launch(self, task_id: int, host_ids: list[int], options: RestartOptions) -> None:
         from prefect.deployments import run_deployment
 
+        # The task travels as the run's tag, not as a parameter; the store's URL not at all (it can hold a
+        # password): the worker resolves it from its own settings.
         run_deployment(
             self.deployment,
-            parameters={
-                "host_ids": host_ids, "inventory": self.inventory, "options": options.model_dump(mode="json"),
-                "task_id": task_id, "store_url": self.store_url,
-            },
+            parameters={"host_ids": host_ids, "inventory": self.inventory, "options": options.model_dump(mode="json")},
+            flow_run_name=f"ocp-task-{task_id}", tags=[f"{TAG_PREFIX}{task_id}", "ocp-agent"],
             timeout=0,  # return at once; progress is in the task store
             _sync=True,  # called from the API's event loop: force Prefect's sync implementation
         )

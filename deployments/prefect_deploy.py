@@ -5,8 +5,10 @@
   same task store URL) then runs its flow runs.
 - ``serve(...)`` is the single-machine mode: one long-lived process that schedules and runs the flow itself.
 
-The entrypoint is the module path ``flows.restart.batch_restart_agents``, so a worker needs the package
-installed, not a copy of this checkout.
+Two deployments: ``batch-restart-agents/<name>`` (the restart, with its schedule and default parameters) and
+``ocp-task-operation/task-operation`` (retry, skip, cancel, roll back a task from the UI). Entrypoints are module
+paths (``flows.restart.batch_restart_agents``, ``flows.operations.task_operation``), so a worker needs the
+package installed, not a copy of this checkout.
 """
 
 from __future__ import annotations
@@ -69,6 +71,33 @@ def _settings(name: str, host_ids: list[int] | None, inventory: str | None, opti
                 parameters=parameters(host_ids, inventory, options), description=DESCRIPTION, tags=["ocp-agent"])
 
 
+def operation_name(name: str) -> str:
+    """The task-operation deployment that goes with the restart deployment ``name``."""
+    return f"{name}-operations"
+
+
+def _deployments(name: str, host_ids: list[int] | None, inventory: str | None, options: RestartOptions | None,
+                 cron: str | None, interval: float | None, timezone: str | None, paused: bool = False) -> list:
+    """The restart deployment (schedule, default parameters) and the task-operation one (retry, skip, rollback,
+    cancel from the UI), both by module path: a served run imports the real module (a flow pickled by value
+    loses its annotations' names: "Model is not fully defined")."""
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.operations import task_operation
+    from flows.restart import batch_restart_agents
+
+    restart = batch_restart_agents.to_deployment(
+        **_settings(name, host_ids, inventory, options, cron, interval, timezone),
+        paused=paused, entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    operation = task_operation.to_deployment(
+        name=operation_name(name), description="OCP task operations: retry a FAILED task, retry / skip / cancel one "
+        "subtask, roll back. Runs are named ocp-task-N-<action>.", tags=["ocp-agent"],
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    return [restart, operation]
+
+
 def deploy(
     *,
     name: str = DEFAULT_NAME,
@@ -80,18 +109,16 @@ def deploy(
     interval: float | None = None,
     timezone: str | None = None,
     paused: bool = False,
+    notify_webhook: str | None = None,
 ):
-    """Register the deployment in ``pool``; returns its id. Idempotent: a second call updates it."""
-    from prefect.deployments.runner import EntrypointType
-
-    from flows.restart import batch_restart_agents
-
+    """Register the deployments in ``pool``; returns the restart deployment's id. Idempotent: a second call
+    updates them. ``notify_webhook``: an automation POSTs there when a run of either fails."""
     ensure_work_pool(pool)
-    deployment = batch_restart_agents.to_deployment(
-        **_settings(name, host_ids, inventory, options, cron, interval, timezone),
-        paused=paused, entrypoint_type=EntrypointType.MODULE_PATH,
-    )
-    return deployment.apply(work_pool_name=pool)
+    ids = [d.apply(work_pool_name=pool) for d in _deployments(name, host_ids, inventory, options, cron, interval,
+                                                               timezone, paused)]
+    if notify_webhook:
+        notify_on_failure(notify_webhook, ids, name)
+    return ids[0]
 
 
 def serve(
@@ -104,9 +131,41 @@ def serve(
     interval: float | None = None,
     timezone: str | None = None,
 ) -> None:
-    """Single machine: serve the deployment from this process (runs each flow run in a subprocess)."""
-    from flows.restart import batch_restart_agents
+    """Single machine: serve the deployments from this process (each flow run in a subprocess)."""
+    from prefect import serve as prefect_serve
 
-    batch_restart_agents.serve(
-        **_settings(name, host_ids, inventory, options, cron, interval, timezone), pause_on_shutdown=False,
-    )
+    prefect_serve(*_deployments(name, host_ids, inventory, options, cron, interval, timezone), pause_on_shutdown=False)
+
+
+WEBHOOK_PAYLOAD = (
+    '{"event": "ocp-restart.run.failed", "flow_run": "{{ flow_run.name }}", "flow_run_id": "{{ flow_run.id }}", '
+    '"deployment": "{{ deployment.name }}", "state": "{{ flow_run.state.name }}", '
+    '"message": {{ flow_run.state.message | tojson }}}'
+)
+
+
+def notify_on_failure(url: str, deployment_ids: list, name: str) -> None:
+    """A Prefect automation that POSTs ``WEBHOOK_PAYLOAD`` (JSON) to ``url`` when a run of these deployments
+    fails: ``flow_run`` is ``ocp-task-N``, ``message`` names the failed hosts and what to run next."""
+    from prefect.automations import Automation, CallWebhook
+    from prefect.blocks.webhook import Webhook
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    block_name = f"ocp-restart-{name}-failed"
+    block_id = Webhook(url=url, method="POST", headers={"Content-Type": "application/json"}).save(
+        block_name, overwrite=True)
+    try:  # idempotent: a second deploy replaces it
+        Automation.read(name=block_name).delete()
+    except ValueError:  # none by that name yet
+        pass
+    Automation(
+        name=block_name,
+        description=f"POST {url} when a run of the ocp-restart deployment {name!r} (or a task operation) fails",
+        trigger=EventTrigger(
+            expect={"prefect.flow-run.Failed"}, match={"prefect.resource.id": "prefect.flow-run.*"},
+            match_related={"prefect.resource.id": [f"prefect.deployment.{d}" for d in deployment_ids]},
+            posture=Posture.Reactive, threshold=1, within=0,
+        ),
+        actions=[CallWebhook(block_document_id=block_id, payload=WEBHOOK_PAYLOAD)],
+    ).create()
+

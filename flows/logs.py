@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from steps.logline import log_line
 
@@ -19,6 +20,7 @@ from .store import TaskStore
 log = logging.getLogger(__name__)
 
 WRITE_INTERVAL = 0.25
+_LEVELS = {"INFO": logging.INFO, "WARN": logging.WARNING, "ERROR": logging.ERROR}
 
 
 class LogWriter:
@@ -77,13 +79,16 @@ class LogWriter:
 
 
 class SubtaskLog:
-    """One subtask's log: formats lines and hands them to the run's LogWriter."""
+    """One subtask's log: formats lines and hands them to the run's LogWriter; ``mirror`` (the Prefect task run's
+    logger) gets every message too, so Prefect's Logs tab shows what the subtask log shows."""
 
-    def __init__(self, writer: LogWriter, subtask_id: int, source: str) -> None:
-        self.writer, self.subtask_id, self.source = writer, subtask_id, source
+    def __init__(self, writer: LogWriter, subtask_id: int, source: str, mirror: Any = None) -> None:
+        self.writer, self.subtask_id, self.source, self.mirror = writer, subtask_id, source, mirror
 
     def _write(self, level: str, message: str) -> None:
         self.writer.add(self.subtask_id, log_line(level, self.source, message))
+        if self.mirror is not None:
+            self.mirror.log(_LEVELS[level], message)
 
     def info(self, message: str) -> None:
         self._write("INFO", message)

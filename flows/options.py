@@ -33,6 +33,12 @@ class RestartOptions(BaseModel):
         float | None,
         Field(ge=0, le=100, description="Failure threshold as a percentage of the task's hosts (rounded down)."),
     ] = None
+    ask_on_failure_seconds: Annotated[
+        int | None,
+        Field(ge=10, le=86400, description="When the task FAILS, pause the flow run and ask the operator in the "
+                                           "Prefect UI (retry / skip / rollback / stop) for up to this many seconds; "
+                                           "then it stays FAILED. Off by default."),
+    ] = None
     accept_new_host_keys: Annotated[
         bool,
         Field(description="Trust and record host keys not yet in known_hosts (logged). Changed keys are always refused."),

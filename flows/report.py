@@ -11,8 +11,11 @@ _SHORT = {Kind.PREPARE: "prepare", Kind.RESTART_POS_PROXY: "pos proxy", Kind.STO
           Kind.START_ALL: "start", Kind.FINISH: "finish"}
 
 
+_PROCESSES = ("ocp_agentd", "ocp_mgragent", "ocp_monagent")
+
+
 def host_rows(store: TaskStore, record: TaskRecord, names: dict[int, str]) -> list[dict]:
-    """One row per host: each step's status and seconds, and the agent's pids before and after."""
+    """One row per host: each step's status and seconds, and each agent process's pid before -> after."""
     rows: dict[int, dict] = {}
     for sub in record.subtasks:
         if sub.host_id is None:
@@ -26,20 +29,21 @@ def host_rows(store: TaskStore, record: TaskRecord, names: dict[int, str]) -> li
     for host_id, row in rows.items():
         before = store.snapshot(record.task.id, host_id, "before") or {}
         after = store.snapshot(record.task.id, host_id, "after") or {}
-        row["pids before"] = " ".join(str(before[k]) for k in sorted(before)) or "-"
-        row["pids after"] = " ".join(str(after[k]) for k in sorted(after)) or "-"
+        for name in _PROCESSES:
+            row[f"{name} pid"] = f"{before.get(name, '-')} → {after.get(name, '-')}"
     return list(rows.values())
 
 
-def summary(record: TaskRecord) -> str:
+def summary(record: TaskRecord, headline: str) -> str:
     task = record.task
     counts: dict[str, int] = {}
     for sub in record.subtasks:
         counts[sub.status.value] = counts.get(sub.status.value, 0) + 1
     failed = sorted(record.failed_hosts())
     lines = [
-        f"# OCP task {task.id}: {task.name} — **{task.status.value}**",
+        f"# {headline}",
         "",
+        f"- task {task.id}: {task.name} — **{task.status.value}**",
         f"- hosts: {', '.join(map(str, task.host_ids))}",
         f"- operation: {task.operation.value}, type: {task.type.value}, creator: {task.creator}",
         f"- started {task.start_time}, finished {task.finish_time or '-'}",
@@ -51,12 +55,12 @@ def summary(record: TaskRecord) -> str:
     return "\n".join(lines)
 
 
-def publish(store: TaskStore, task_id: int, names: dict[int, str]) -> None:
+def publish(store: TaskStore, record: TaskRecord, names: dict[int, str], headline: str) -> None:
     """Create the table and markdown artifacts for the flow run (keys ``ocp-task-<id>`` and ``...-summary``)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    record = store.load(task_id)
+    task_id = record.task.id
     create_table_artifact(table=host_rows(store, record, names), key=f"ocp-task-{task_id}",
-                          description=f"OCP task {task_id}: each host's steps and agent pids")
-    create_markdown_artifact(markdown=summary(record), key=f"ocp-task-{task_id}-summary",
+                          description=f"OCP task {task_id}: each host's steps and agent pids (before → after)")
+    create_markdown_artifact(markdown=summary(record, headline), key=f"ocp-task-{task_id}-summary",
                              description=f"OCP task {task_id} summary")

@@ -7,6 +7,7 @@ and rolls one back (subtasks marked ROLLBACK, in reverse order).
 from __future__ import annotations
 
 import getpass
+from contextlib import nullcontext
 from typing import Annotated
 
 from prefect import allow_failure, flow
@@ -15,17 +16,18 @@ from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from steps.inventory import load_inventory
+from steps.inventory import Inventory, load_inventory
 from steps.logline import format_time, now
 
-from . import machine, report
+from . import machine, prefect_run, report
 from .errors import Fenced, StaleWriteError
 from .lease import Lease
 from .machine import runnable
-from .models import Operation, TaskStatus, TaskType
+from .models import Operation, SubtaskStatus, TaskStatus, TaskType
 from .options import RestartOptions
 from .run import RunContext
 from .settings import Settings
+from .records import TaskRecord
 from .store import TaskStore
 from .submit import create_task
 from .tasks import TASKS
@@ -36,85 +38,115 @@ from .view import task_instance
 def batch_restart_agents(
     host_ids: Annotated[list[int], Field(min_length=1, description="The hosts to restart, by inventory id, in order.")],
     inventory: Annotated[
-        str | None, Field(description="Path of the TOML inventory. Default: $OCP_RESTART_INVENTORY, else "
-                                      "$OCP_RESTART_HOME/inventory.toml.")
+        str | None, Field(description="Path of the TOML inventory. Default: the worker's $OCP_RESTART_INVENTORY, "
+                                      "else $OCP_RESTART_HOME/inventory.toml.")
     ] = None,
     options: RestartOptions = RestartOptions(),
-    task_id: Annotated[
-        int | None, Field(description="Internal: run a task already recorded (by the API, the CLI, a retry).")
-    ] = None,
-    store_url: Annotated[
-        str | None, Field(description="SQLAlchemy URL of the task store. Default: $OCP_RESTART_STORE_URL, else "
-                                      "SQLite under $OCP_RESTART_HOME.")
-    ] = None,
 ) -> dict:
     """Restart the OCP agent on ``host_ids`` through OCP's DAG; returns the task instance (OCP's JSON).
+
+    The flow run ends in its task's state: Completed, "Completed with isolated hosts", or Failed (called from
+    Python, a FAILED task raises ``TaskFailed``, whose ``task`` is the instance; ``restart_agents`` returns it
+    whatever the outcome). Prefect's Retry of a failed run is OCP's retry of the same task.
 
     Args:
         host_ids: The hosts to restart, by inventory id, in order.
         inventory: Path of the TOML inventory.
-        options: Concurrency, per-stage timeouts, rolling batches, failure threshold, host-key policy.
-        task_id: Internal: run a task already recorded (by the API, the CLI, or a retry/skip/rollback).
-        store_url: SQLAlchemy URL of the task store.
+        options: Concurrency, per-stage timeouts, rolling batches, failure threshold, host-key policy, asking the
+            operator on failure.
     """
     logger = get_run_logger()
     config = Settings()
+    prefect_run.guard(inventory, options, config)
     inv = load_inventory(inventory or config.inventory_path)
-    with TaskStore(store_url or config.store_url) as store:
+    with TaskStore(config.store_url) as store:
+        task_id = prefect_run.linked_task()
         if task_id is None:
-            scheduled = _scheduled()
+            scheduled = prefect_run.scheduled()
             task_id = create_task(
                 store, inv, host_ids, options, creator="prefect-scheduler" if scheduled else getpass.getuser(),
                 type=TaskType.SCHEDULED if scheduled else TaskType.MANUAL,
             )
-        _name_flow_run(task_id)
-        record = store.load(task_id)
-        if record.task.status is not TaskStatus.RUNNING:
-            logger.warning(f"task {task_id} is {record.task.status.value}; nothing to run")
-            return task_instance(record).to_wire()
-        hosts = {h.id: h for h in inv.select(record.task.host_ids)}
-        threshold = options.failure_threshold(len(hosts))
-        lease = Lease(store, task_id, config.lease_seconds)
-        with lease:
-            record = store.load(task_id)  # as claimed
-            work = runnable(record, tolerant_waits=threshold is not None)
-            logger.info(f"task {task_id} ({record.task.operation.value}): {len(work)} of {len(record.subtasks)} "
-                        f"subtasks to run on {len(hosts)} host(s)")
-            ctx = RunContext(task_id, store, record, hosts, options, lease, tolerant_waits=threshold is not None)
-            why = ""
-            try:
-                with ctx, ThreadPoolTaskRunner(max_workers=options.max_workers) as runner:
-                    try:
-                        futures = {}
-                        for sub, deps, tolerant in work:
-                            host = hosts.get(sub.host_id)
-                            label = f"{sub.id} {sub.name}" + (f" @ {host.name}" if host else "")
-                            if sub.operation is not Operation.EXECUTE:
-                                label += f" ({sub.operation.value.lower()})"
-                            futures[sub.id] = runner.submit(
-                                TASKS[sub.kind],
-                                parameters={"run_key": ctx.key, "subtask_id": sub.id, "label": label},
-                                wait_for=[allow_failure(futures[d]) if tolerant else futures[d] for d in deps],
-                            )
-                        wait(list(futures.values()))
-                    except BaseException as exc:  # Ctrl-C, SIGTERM, a bug: stop what runs, record why
-                        why = interruption(exc)
-                        ctx.stop(why, grace=0.0)
-                        raise
-            finally:
-                ended = end_run(store, ctx, threshold, why)
-        if not ended:
-            raise Fenced(f"task {task_id}: this process lost its lease ({lease.lost}); another process may own "
-                         "the task now, so this one recorded nothing more")
+        elif prefect_run.is_retry_of_this_run() and store.load(task_id).task.status is TaskStatus.FAILED:
+            logger.info(f"Prefect retries this flow run: OCP's retry of task {task_id}")
+            store.retry_task(task_id)
+        prefect_run.link(task_id)
+        record = run_and_ask(store, task_id, inv, options, config)
+    return prefect_run.final_state(record, task_instance(record).to_wire())
+
+
+def run_and_ask(store: TaskStore, task_id: int, inv: Inventory, options: RestartOptions, config: Settings) -> TaskRecord:
+    """Run the task; while it FAILS and ``ask_on_failure_seconds`` is set, ask the operator what to do next."""
+    logger = get_run_logger()
+    record = execute(store, task_id, inv, options, config)
+    while record.task.status is TaskStatus.FAILED and options.ask_on_failure_seconds:
+        action = prefect_run.ask_operator(record, options.ask_on_failure_seconds)
+        logger.info(f"task {task_id}: the operator chose {action!r}")
+        if action == "stop":
+            break
+        if action == "retry":
+            store.retry_task(task_id)
+        elif action == "rollback":
+            store.rollback_task(task_id)
+        else:
+            for sub in record.subtasks:
+                if sub.status is SubtaskStatus.FAILED:
+                    record = store.skip_subtask(task_id, sub.id)
+        record = execute(store, task_id, inv, options, config)
+    return record
+
+
+def execute(store: TaskStore, task_id: int, inv: Inventory, options: RestartOptions, config: Settings) -> TaskRecord:
+    """Run what the recorded task has left to run, under a lease: one Prefect task run per subtask. Returns the
+    task as it ended; artifacts are published however the run ends (an interruption is re-raised after)."""
+    logger = get_run_logger()
+    record = store.load(task_id)
+    if record.task.status is not TaskStatus.RUNNING:
+        logger.warning(f"task {task_id} is {record.task.status.value}; nothing to run")
+        return record
+    hosts = {h.id: h for h in inv.select(record.task.host_ids)}
+    threshold = options.failure_threshold(len(hosts))
+    lease = Lease(store, task_id, config.lease_seconds)
+    with lease:
+        record = store.load(task_id)  # as claimed
+        work = runnable(record, tolerant_waits=threshold is not None)
+        logger.info(f"task {task_id} ({record.task.operation.value}): {len(work)} of {len(record.subtasks)} "
+                    f"subtasks to run on {len(hosts)} host(s)")
+        ctx = RunContext(task_id, store, record, hosts, options, lease, tolerant_waits=threshold is not None)
+        why = ""
         try:
-            report.publish(store, task_id, {h.id: h.name for h in hosts.values()})
-        except Exception as exc:  # the UI's extras must never fail a restart
-            logger.warning(f"could not publish the run's artifacts: {exc}")
-        instance = task_instance(store.load(task_id))
-    (logger.info if instance.status is TaskStatus.SUCCESSFUL else logger.error)(
-        f"task {task_id} {instance.status.value}"
-    )
-    return instance.to_wire()
+            with ctx, ThreadPoolTaskRunner(max_workers=options.max_workers) as runner:
+                try:
+                    futures = {}
+                    for sub, deps, tolerant in work:
+                        host = hosts.get(sub.host_id)
+                        label = f"{sub.id} {sub.name}" + (f" @ {host.id} {host.name}" if host else "")
+                        if sub.operation is not Operation.EXECUTE:
+                            label += f" ({sub.operation.value.lower()})"
+                        futures[sub.id] = runner.submit(
+                            TASKS[sub.kind],
+                            parameters={"run_key": ctx.key, "subtask_id": sub.id, "label": label},
+                            wait_for=[allow_failure(futures[d]) if tolerant else futures[d] for d in deps],
+                        )
+                    wait(list(futures.values()))
+                except BaseException as exc:  # Ctrl-C, SIGTERM, Prefect's Cancel, a bug: stop what runs, record why
+                    why = interruption(exc)
+                    ctx.stop(why, grace=0.0)
+                    raise
+        finally:
+            ended = end_run(store, ctx, threshold, why)
+            if ended:
+                final = store.load(task_id)
+                try:
+                    report.publish(store, final, {h.id: h.name for h in hosts.values()},
+                                   prefect_run.outcome_message(final))
+                except Exception as exc:  # the UI's extras must never fail a restart
+                    logger.warning(f"could not publish the run's artifacts: {exc}")
+    if not ended:
+        raise Fenced(f"task {task_id}: this process lost its lease ({lease.lost}); another process may own "
+                     "the task now, so this one recorded nothing more")
+    (logger.info if final.task.status is TaskStatus.SUCCESSFUL else logger.error)(prefect_run.outcome_message(final))
+    return final
 
 
 def interruption(exc: BaseException) -> str:
@@ -147,37 +179,27 @@ def end_run(store: TaskStore, ctx: RunContext, threshold: int | None, why: str) 
         return False
 
 
-def run_here(**parameters) -> dict:
-    """Run the flow in this process (the CLI, the API's embedded launcher), without Prefect's flow-run heartbeat.
+def restart_agents(*, task_id: int | None = None, **parameters) -> dict:
+    """Run the flow in this process and return the task instance whatever its outcome (the CLI, the API's
+    embedded launcher, Python callers). ``task_id``: run that recorded task (attached, not a flow parameter).
 
-    Our task lease already marks a run whose process died, and the heartbeat thread sleeps in 1 s steps, so it
-    held the end of every in-process run for up to a second (measured: ~1.0 s of a 10-host run). Runs started by
-    a Prefect worker keep it: there Prefect's own crash detection watches the worker's subprocess.
+    Prefect's flow-run heartbeat is off here: our task lease already marks a run whose process died, and the
+    heartbeat thread sleeps in 1 s steps, so it held the end of every in-process run for up to a second
+    (measured: ~1.0 s of a 10-host run). Runs started by a Prefect worker keep it.
     """
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        return batch_restart_agents(**parameters)
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), \
+            (prefect_run.attached(task_id) if task_id is not None else nullcontext()):
+        state = batch_restart_agents(**parameters, return_state=True)
+    return _instance_of(state)
 
 
-def _scheduled() -> bool:
-    """Whether this flow run was created by a deployment's schedule."""
-    from prefect.context import FlowRunContext
-
-    ctx = FlowRunContext.get()
-    return bool(ctx and ctx.flow_run and ctx.flow_run.auto_scheduled)
-
-
-def _name_flow_run(task_id: int) -> None:
-    """Name the flow run after the task, so the Prefect UI and OCP's task id point at each other."""
-    from prefect.client.orchestration import get_client
-    from prefect.context import FlowRunContext
-
-    ctx = FlowRunContext.get()
-    if ctx is None or ctx.flow_run is None:
-        return
-    try:
-        with get_client(sync_client=True) as client:
-            client.update_flow_run(ctx.flow_run.id, name=f"ocp-task-{task_id}")
-    except Exception as exc:  # cosmetic: never fail a restart over a name
-        get_run_logger().warning(f"could not rename the flow run: {exc}")
+def _instance_of(state) -> dict:
+    """The task instance a finished flow run carries, whatever its state; its exception if it has none."""
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, prefect_run.TaskFailed):
+        return result.task
+    if isinstance(result, BaseException):
+        raise result
+    return result

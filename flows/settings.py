@@ -4,12 +4,16 @@ the API, a flow run) create one and pass it down. Nothing else reads ``OCP_RESTA
     OCP_RESTART_HOME         where the default store, inventory and users file live (~/.ocp-restart)
     OCP_RESTART_STORE_URL    SQLAlchemy URL of the task store (default: SQLite at $OCP_RESTART_HOME/tasks.db)
     OCP_RESTART_INVENTORY    the inventory file (default: $OCP_RESTART_HOME/inventory.toml)
+    OCP_RESTART_INVENTORY_DIR  a deployment run from the Prefect UI may name an inventory in this folder; by
+                             default only the deployment's own
     OCP_RESTART_EXECUTOR     the address OCP's ``executor`` field shows (default: this host's address)
     OCP_RESTART_LEASE_SECONDS  how long a task survives without its runner's heartbeat (30)
     OCP_RESTART_MAX_RUNS     flow runs at once in an API process (8)
     OCP_RESTART_LAUNCHER     how the API starts flow runs: embedded | deployment
     OCP_RESTART_DEPLOYMENT   the deployment the ``deployment`` launcher runs
     OCP_RESTART_LOGIN_LIMIT  failed logins per user and client before throttling (10)
+    OCP_RESTART_TRUSTED_PROXIES  proxies (addresses or networks, comma-separated) whose X-Forwarded-For names the
+                             client for the login throttle; none by default
     OCP_RESTART_SERVER, OCP_RESTART_USER, OCP_RESTART_PASSWORD   ``run --server``: where and as whom
 """
 
@@ -31,12 +35,14 @@ class Settings(BaseSettings):
     home: Path = Path("~/.ocp-restart")
     store_url_: Annotated[SecretStr | None, Field(alias="OCP_RESTART_STORE_URL")] = None
     inventory: Path | None = None
+    inventory_dir: Path | None = None
     executor: str | None = None
     lease_seconds: Annotated[float, Field(gt=0)] = 30.0
     max_runs: Annotated[int, Field(ge=1)] = 8
     launcher: Literal["embedded", "deployment"] = "embedded"
     deployment: str = DEFAULT_DEPLOYMENT
     login_limit: Annotated[int, Field(ge=1)] = 10
+    trusted_proxies: str = ""
     server: str | None = None
     user: str | None = None
     password: SecretStr | None = None

@@ -65,7 +65,7 @@ def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None] | No
     sub = ctx.record.subtask(subtask_id)
     operation = sub.operation
     host = ctx.hosts.get(sub.host_id) if sub.host_id is not None else None
-    log = SubtaskLog(ctx.logs, subtask_id, host.label if host else "wait")
+    log = SubtaskLog(ctx.logs, subtask_id, host.label if host else "wait", mirror=logger)
     if ctx.stopping:
         logger.warning(f"subtask {subtask_id} {sub.name} not started: {ctx.stopping}")
         return Failed(message=ctx.stopping)
@@ -114,7 +114,6 @@ def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None] | No
             return Failed(message="this runner lost its lease")
         if host is not None and sub.kind in _AGENT_DOWN_WHEN_FAILED:
             ctx.store.set_host_agent_status(host.id, "OFFLINE")
-        logger.error(f"subtask {subtask_id} {sub.name} FAILED: {message}")
         return Failed(message=message)
     log.info(f"{sub.name} {'rolled back' if operation is Operation.ROLLBACK else 'done'} in {time.monotonic() - started:.2f} s")
     outcome = SubtaskStatus.PENDING if operation is Operation.ROLLBACK else SubtaskStatus.SUCCESSFUL

@@ -95,7 +95,7 @@ def prefect_exe() -> str:
 class PrefectServer:
     """``prefect server start`` on loopback over PostgreSQL."""
 
-    def __init__(self, base: Path, database_url: str) -> None:
+    def __init__(self, base: Path, database_url: str, auth: str | None = None) -> None:
         self.base, self.database_url = base, database_url
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
@@ -104,6 +104,8 @@ class PrefectServer:
             "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "false",
         }
+        if auth:  # the server requires it; its clients (workers, CLI, flow runs) send it
+            self.env.update(PREFECT_SERVER_API_AUTH_STRING=auth, PREFECT_API_AUTH_STRING=auth)
 
     def start(self) -> "PrefectServer":
         self.log = open(self.base / "prefect-server.log", "ab")

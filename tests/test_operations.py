@@ -42,9 +42,9 @@ def env(tmp_path, monkeypatch):
 
 def run_flow(box, host_ids, **timeouts) -> dict:
     from flows.options import RestartOptions
-    from flows.restart import batch_restart_agents
+    from flows.restart import restart_agents
 
-    return batch_restart_agents(host_ids=host_ids, inventory=str(box.inventory_path), options=RestartOptions(timeouts=timeouts))
+    return restart_agents(host_ids=host_ids, inventory=str(box.inventory_path), options=RestartOptions(timeouts=timeouts))
 
 
 def task(api, task_id) -> dict:

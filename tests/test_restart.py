@@ -146,14 +146,27 @@ class TestPythonEntryPoint:
         assert instance["context"]["listMap"] == {"host_ids": ["1001"]}
         assert len(instance["subtasks"]) == 9
 
+    def test_a_failed_task_raises_task_failed_holding_the_instance(self, sandbox, home):
+        """Called from Python, a FAILED task raises TaskFailed (so Prefect marks the run Failed); .task is the
+        instance, and restart_agents returns it instead."""
+        from flows.options import RestartOptions
+        from flows.prefect_run import TaskFailed
+        from flows.restart import batch_restart_agents
+
+        sandbox.host(1002).set_fault("start_fail")
+        with pytest.raises(TaskFailed, match="host 1002") as failed:
+            batch_restart_agents(host_ids=[1002], inventory=str(sandbox.inventory_path),
+                                 options=RestartOptions(timeouts={"start_all": 5}))
+        assert failed.value.task["status"] == "FAILED"
+
 
 def run_in_process(sandbox, host_ids, inventory=None, **timeouts):
     """The flow called from Python, with stage timeouts overridden; returns (instance, {subtask id: log})."""
     from flows.options import RestartOptions
-    from flows.restart import batch_restart_agents
+    from flows.restart import restart_agents
     from flows.store import TaskStore
 
-    instance = batch_restart_agents(
+    instance = restart_agents(
         host_ids=host_ids, inventory=str(inventory or sandbox.inventory_path), options=RestartOptions(timeouts=timeouts)
     )
     with TaskStore() as store:

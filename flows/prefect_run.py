@@ -1,0 +1,212 @@
+"""What a flow run shows and does in Prefect, derived from the task store: its link to its task, its final state,
+the guard on what a run from the Prefect UI may ask, and the operator's decision when a task fails.
+
+Every function here is a no-op outside a flow run, and none may fail a restart over Prefect's own trouble, except
+the guard, which refuses before anything is recorded or touched.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect.input import RunInput
+from prefect.states import Completed, Failed, State
+from pydantic import Field
+
+from .errors import RequestError
+from .models import Operation, SubtaskStatus, TaskStatus
+from .options import RestartOptions
+from .plan import Kind
+from .records import TaskRecord
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+TAG_PREFIX = "ocp-task:"
+_ATTACHED: contextvars.ContextVar[int | None] = contextvars.ContextVar("ocp_task", default=None)
+
+
+class TaskFailed(Exception):
+    """A flow run's outcome when its task FAILED: Prefect marks the run Failed. ``task`` is the task instance
+    (OCP's JSON) — what ``batch_restart_agents(...)`` raises when called from Python."""
+
+    def __init__(self, message: str, task: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.task = task
+
+
+# -- the link between a flow run and its task ------------------------------------------------------------------
+
+
+@contextmanager
+def attached(task_id: int) -> Iterator[None]:
+    """Run the flow called inside this block for the recorded task ``task_id`` (the CLI, the API's launcher)."""
+    token = _ATTACHED.set(task_id)
+    try:
+        yield
+    finally:
+        _ATTACHED.reset(token)
+
+
+def _flow_run():
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return ctx.flow_run if ctx is not None else None
+
+
+def linked_task() -> int | None:
+    """The task this flow run is for: attached by the caller, or named by the run's ``ocp-task:N`` tag (set by the
+    launcher, or by an earlier attempt of this same run)."""
+    attached_id = _ATTACHED.get()
+    if attached_id is not None:
+        return attached_id
+    run = _flow_run()
+    for tag in (run.tags if run is not None else ()):
+        if tag.startswith(TAG_PREFIX) and tag[len(TAG_PREFIX):].isdigit():
+            return int(tag[len(TAG_PREFIX):])
+    return None
+
+
+def is_retry_of_this_run() -> bool:
+    """Whether Prefect is running this flow run again (its Retry button): OCP's retry of the same task."""
+    run = _flow_run()
+    return bool(run is not None and run.run_count > 1)
+
+
+def scheduled() -> bool:
+    """Whether this flow run was created by a deployment's schedule."""
+    run = _flow_run()
+    return bool(run is not None and run.auto_scheduled)
+
+
+def link(task_id: int, suffix: str = "") -> None:
+    """Name and tag the flow run after its task (``ocp-task-N``, tag ``ocp-task:N``), so the Prefect UI and OCP's
+    task id point at each other and a retry of the run finds its task."""
+    from prefect.client.orchestration import get_client
+
+    run = _flow_run()
+    if run is None:
+        return
+    tags = sorted({*run.tags, f"{TAG_PREFIX}{task_id}", "ocp-agent"})
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(run.id, name=f"ocp-task-{task_id}{suffix}", tags=tags)
+        run.tags = tags
+    except Exception as exc:  # cosmetic for this attempt; a retry would then start a new task
+        log.warning("could not name and tag the flow run for task %s: %s", task_id, exc)
+
+
+# -- the run's final state ----------------------------------------------------------------------------------------
+
+
+def failed_hosts(record: TaskRecord) -> dict[int, list[str]]:
+    """host id -> "subtask id name" of its FAILED subtasks."""
+    out: dict[int, list[str]] = {}
+    for sub in record.subtasks:
+        if sub.status is SubtaskStatus.FAILED and sub.host_id is not None:
+            out.setdefault(sub.host_id, []).append(f"{sub.id} {sub.name}")
+    return out
+
+
+def stopped_hosts(record: TaskRecord) -> list[int]:
+    """Hosts whose agent this task may have left stopped: Stop all ran there and Start all has not succeeded."""
+    stop = {s.host_id: s for s in record.subtasks if s.kind is Kind.STOP_ALL}
+    start = {s.host_id: s for s in record.subtasks if s.kind is Kind.START_ALL}
+    return [h for h, s in stop.items() if s.start_time and start[h].status is not SubtaskStatus.SUCCESSFUL]
+
+
+def next_steps(record: TaskRecord) -> str:
+    task_id = record.task.id
+    failed = [s for s in record.subtasks if s.status is SubtaskStatus.FAILED]
+    skip = f"; skip one: `ocp-restart subtask skip {task_id} {failed[0].id}`" if failed else ""
+    return (f"Next: retry (this run's Retry in Prefect, or `ocp-restart retry {task_id}`){skip}; "
+            f"or roll back: `ocp-restart rollback {task_id}`.")
+
+
+def outcome_message(record: TaskRecord) -> str:
+    """One paragraph for the run's state and the summary's first line."""
+    task = record.task
+    failed = failed_hosts(record)
+    parts = [f"OCP task {task.id} {task.status.value}"]
+    if failed:
+        parts.append("failed: " + "; ".join(f"host {h} (subtask {', '.join(subs)})" for h, subs in sorted(failed.items())))
+    stopped = stopped_hosts(record)
+    if stopped and task.status is TaskStatus.FAILED:
+        parts.append(f"the agent may be left STOPPED on host(s) {', '.join(map(str, stopped))}")
+    if task.status is TaskStatus.FAILED:
+        parts.append(next_steps(record))
+    elif failed:
+        parts.append(f"{len(failed)} host(s) isolated under the failure threshold")
+    return ". ".join(parts)
+
+
+def final_state(record: TaskRecord, instance: dict[str, Any]) -> State | dict[str, Any]:
+    """The flow run's state is the task's outcome: Failed when it FAILED (``TaskFailed`` holds the instance),
+    "Completed with isolated hosts" when a failure threshold let it succeed without some hosts, else Completed."""
+    message = outcome_message(record)
+    if record.task.status is TaskStatus.FAILED:
+        return Failed(message=message, data=TaskFailed(message, instance))
+    if record.task.status is TaskStatus.SUCCESSFUL and failed_hosts(record):
+        return Completed(name="Completed with isolated hosts", message=message, data=instance)
+    return instance
+
+
+# -- what a run from the Prefect UI may ask ---------------------------------------------------------------------
+
+
+def guard(inventory: str | None, options: RestartOptions, config: Settings) -> None:
+    """Refuse a deployment run that widens what its deployment allows: another inventory than the deployment's
+    (unless inside $OCP_RESTART_INVENTORY_DIR), or trusting new host keys where the deployment does not."""
+    run = _flow_run()
+    if run is None or run.deployment_id is None or _ATTACHED.get() is not None:
+        return
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        allowed = client.read_deployment(run.deployment_id).parameters or {}
+    fixed = allowed.get("inventory")
+    if inventory and inventory != fixed:
+        where = config.inventory_dir
+        inside = where is not None and Path(inventory).expanduser().resolve().is_relative_to(where.expanduser().resolve())
+        if not inside:
+            raise RequestError(
+                f"inventory {inventory!r} is refused: this deployment runs with "
+                f"{fixed or 'the worker default inventory'}"
+                + (f", or an inventory under {where}" if where else "; set OCP_RESTART_INVENTORY_DIR on the worker "
+                   "to allow others") + ". Nothing was executed.")
+    if options.accept_new_host_keys and not RestartOptions.model_validate(allowed.get("options") or {}).accept_new_host_keys:
+        raise RequestError("accept_new_host_keys is refused: this deployment does not trust new host keys "
+                           "(register it with that option to allow it). Nothing was executed.")
+
+
+# -- asking the operator ----------------------------------------------------------------------------------------
+
+
+class Decision(RunInput):
+    """What to do with the FAILED task (the form Prefect's UI shows on a paused run)."""
+
+    action: Literal["retry", "skip", "rollback", "stop"] = Field(
+        description="retry: run the failed subtasks again; skip: mark them SUCCESSFUL without running and go on; "
+                    "rollback: start the agent again wherever it was stopped; stop: leave the task FAILED.")
+
+
+def ask_operator(record: TaskRecord, timeout: int) -> str:
+    """Pause the flow run and wait for the operator's Decision; "stop" when the pause times out."""
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run
+
+    try:
+        decision = pause_flow_run(wait_for_input=Decision.with_initial_data(
+            description=outcome_message(record), action="retry"), timeout=timeout, poll_interval=2)
+    except FlowPauseTimeout:
+        return "stop"
+    return decision.action
+
+
+OPERATIONS = {"retry": Operation.RETRY, "skip": Operation.SKIP, "rollback": Operation.ROLLBACK}
