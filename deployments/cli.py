@@ -511,18 +511,52 @@ def _report(record, as_json: bool, seconds: float | None) -> int:
 _STYLE = {"SUCCESSFUL": "green", "FAILED": "bold red", "RUNNING": "yellow", "READY": "cyan", "PENDING": "dim"}
 
 
+TABLE_ROWS_MAX = 60  # beyond this (about 11 hosts) the final table is one row per step, plus the failures
+
+
 def _table(task_id: int, name: str, status: str, rows: list[dict]):
+    if len(rows) > TABLE_ROWS_MAX:
+        return _summary_table(task_id, name, status, rows)
+    return _subtask_table(task_id, name, status, rows)
+
+
+def _summary_table(task_id: int, name: str, status: str, rows: list[dict]):
+    """One row per step (counts by status, the slowest subtask), then every FAILED subtask (at most 50)."""
+    from rich.console import Group
+    from rich.table import Table
+
+    table = Table(title=f"task {task_id}  {name}  [{status}]  {len(rows)} subtasks")
+    for col in ("step", "SUCCESSFUL", "FAILED", "other", "slowest s"):
+        table.add_column(col, justify="left" if col == "step" else "right")
+    for step, group in _stages(rows).items():
+        counts = {s: sum(r["status"] == s for r in group) for s in _DONE}
+        slowest = max((_seconds(r) or 0.0 for r in group), default=0.0)
+        table.add_row(step, str(counts["SUCCESSFUL"]), f"[bold red]{counts['FAILED']}" if counts["FAILED"] else "0",
+                      str(len(group) - sum(counts.values())), f"{slowest:.2f}" if slowest else "")
+    failed = [r for r in rows if r["status"] == "FAILED"]
+    lines = [f"FAILED {r['id']} {r['name']} @ host {r['host_id']}" for r in failed[:50]]
+    if len(failed) > 50:
+        lines.append(f"... and {len(failed) - 50} more FAILED subtasks (`ocp-restart status {task_id} --json`)")
+    return Group(table, *lines)
+
+
+def _seconds(row: dict) -> float | None:
     from datetime import datetime
 
+    if row["start_time"] and row["finish_time"]:
+        return (datetime.fromisoformat(row["finish_time"]) - datetime.fromisoformat(row["start_time"])).total_seconds()
+    return None
+
+
+def _subtask_table(task_id: int, name: str, status: str, rows: list[dict]):
     from rich.table import Table
 
     table = Table(title=f"task {task_id}  {name}  [{status}]")
     for col in ("subtask", "step", "host", "status", "seconds"):
         table.add_column(col, justify="right" if col in ("subtask", "seconds") else "left")
     for row in rows:
-        took = ""
-        if row["start_time"] and row["finish_time"]:
-            took = f"{(datetime.fromisoformat(row['finish_time']) - datetime.fromisoformat(row['start_time'])).total_seconds():.2f}"
+        seconds = _seconds(row)
+        took = f"{seconds:.2f}" if seconds is not None else ""
         host = str(row["host_id"]) if row["host_id"] is not None else ""
         table.add_row(str(row["id"]), row["name"], host, f"[{_STYLE.get(row['status'], '')}]{row['status']}", took)
     return table
@@ -541,8 +575,20 @@ def _table_from_instance(instance):
     return table
 
 
+def _stages(rows: list[dict]) -> dict[str, list[dict]]:
+    """Subtask rows grouped by step, in plan order (the Wait nodes as one group)."""
+    stages: dict[str, list[dict]] = {}
+    for row in rows:
+        stages.setdefault(row["name"], []).append(row)
+    return stages
+
+
+_DONE = ("SUCCESSFUL", "FAILED")
+
+
 class _Progress:
-    """Follows a task while it runs: a progress bar on a terminal, one line per finished subtask otherwise.
+    """Follows a task while it runs: a progress bar per step on a terminal; otherwise one line per step when it
+    is done, and one per FAILED subtask as it fails — a few lines for 1,000 hosts, not 5,000.
 
     ``load`` returns the subtask rows and whether the task has ended; ``finished`` is set once it has (or once
     ``load`` failed: ``error`` has why).
@@ -569,31 +615,38 @@ class _Progress:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        console = Console(stderr=True)
-        seen: dict[int, str] = {}
-        bar = None
+        console = Console(stderr=True, highlight=False)
+        bar = jobs = None
         if console.is_terminal:
-            bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                           console=console, transient=False)
+            bar = Progress(TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console, transient=False)
             bar.start()
-            job = bar.add_task("restarting", total=None)
+            jobs = {}
+        failed_seen: set[int] = set()
+        stages_done: set[str] = set()
         try:
             while True:
                 stopping = self._stop.is_set()
                 rows, ended = self.load()
-                done = sum(r["status"] in ("SUCCESSFUL", "FAILED") for r in rows)
-                running = [r for r in rows if r["status"] == "RUNNING"]
-                if bar is not None:
-                    what = f"{running[0]['name']} ({len(running)} running)" if running else "waiting"
-                    bar.update(job, total=len(rows), completed=done, description=what)
+                out = bar.console if bar is not None else console
                 for row in rows:
-                    if seen.get(row["id"]) != row["status"] and row["status"] in ("SUCCESSFUL", "FAILED"):
-                        if bar is None:
-                            host = f" @ host {row['host_id']}" if row["host_id"] is not None else ""
-                            console.print(f"  {row['id']} {row['name']}{host}: {row['status']}", highlight=False)
-                        elif row["status"] == "FAILED":
-                            bar.console.print(f"[bold red]FAILED[/] {row['id']} {row['name']} @ host {row['host_id']}")
-                    seen[row["id"]] = row["status"]
+                    if row["status"] == "FAILED" and row["id"] not in failed_seen:
+                        failed_seen.add(row["id"])
+                        host = f" @ host {row['host_id']}" if row["host_id"] is not None else ""
+                        out.print(f"  [bold red]FAILED[/] {row['id']} {row['name']}{host}")
+                for name, group in _stages(rows).items():
+                    done = sum(r["status"] in _DONE for r in group)
+                    failed = sum(r["status"] == "FAILED" for r in group)
+                    running = sum(r["status"] == "RUNNING" for r in group)
+                    if bar is not None:
+                        if name not in jobs:
+                            jobs[name] = bar.add_task(name, total=len(group), note="")
+                        note = (f"{running} running" if running else "") + (f" {failed} failed" if failed else "")
+                        bar.update(jobs[name], completed=done, note=note.strip())
+                    elif done == len(group) and name not in stages_done:
+                        stages_done.add(name)
+                        tally = f"{done - failed}/{len(group)} SUCCESSFUL" + (f", {failed} FAILED" if failed else "")
+                        console.print(f"  {name}: {tally}")
                 if ended:
                     self.finished.set()
                 if stopping or ended:
