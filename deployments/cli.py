@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--users", type=Path, required=True, help="users file (see `ocp-restart user add`)")
     serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--prune-after-days", type=float, metavar="DAYS",
+                       help="delete finished tasks older than DAYS from the task store, at start and daily")
     serve.add_argument("--launcher", choices=("embedded", "deployment"),
                        default=config.launcher,
                        help="run flows in this process (embedded) or as Prefect deployment runs for workers")
@@ -121,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--serve", action="store_true",
                         help="single machine: serve the deployment from this process instead of a work pool")
 
+    prune = sub.add_parser("prune", help="delete finished tasks older than DAYS from the task store (never RUNNING ones)")
+    prune.add_argument("--older-than", type=float, required=True, metavar="DAYS")
+
     user = sub.add_parser("user", help="manage API users")
     user_sub = user.add_subparsers(dest="user_command", required=True)
     add = user_sub.add_parser("add", help="add or replace a user (asks for the password)")
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"plan": cmd_plan, "run": cmd_run, "status": cmd_status, "demo": cmd_demo, "serve": cmd_serve,
                     "user": cmd_user, "retry": cmd_operation, "rollback": cmd_operation, "subtask": cmd_operation,
-                    "deploy": cmd_deploy}
+                    "deploy": cmd_deploy, "prune": cmd_prune}
         return commands[args.command](args)
     except OcpRestartError as exc:
         print(f"ocp-restart: error: {exc.message}", file=sys.stderr)
@@ -363,6 +368,33 @@ def cmd_operation(args: argparse.Namespace) -> int:
         return _execute(store, args.task_id, inventory, RestartOptions.model_validate(dict(task.options)), args.json)
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from flows.errors import RequestError
+    from flows.store import TaskStore
+
+    if args.older_than < 0:
+        raise RequestError(f"--older-than must be 0 or more days, got {args.older_than}")
+    with TaskStore() as store:
+        deleted = store.prune(args.older_than)
+    print(f"deleted {len(deleted)} finished task(s) older than {args.older_than:g} day(s)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _prune_daily(store, days: float, stop: threading.Event) -> None:
+    """``serve --prune-after-days``: prune at start, then every day, until ``stop``."""
+    import logging
+
+    while True:
+        try:
+            deleted = store.prune(days)
+            if deleted:
+                print(f"ocp-restart: pruned {len(deleted)} finished task(s) older than {days:g} day(s)", file=sys.stderr)
+        except Exception as exc:  # a store hiccup must not stop the server; the next day tries again
+            logging.getLogger(__name__).warning("pruning the task store failed: %s", exc)
+        if stop.wait(86400):
+            return
+
+
 SHUTDOWN_GRACE_SECONDS = 10.0  # serve on SIGTERM/SIGINT: how long running remote commands may take to finish
 
 
@@ -378,7 +410,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(ApiConfig(inventory=str(args.inventory), users=str(args.users), launcher=args.launcher))
     print(f"ocp-restart: serving on http://{args.host}:{args.port} ({args.launcher} launcher)", file=sys.stderr)
     server = _graceful_server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False))
+    pruning = threading.Event()
+    if args.prune_after_days is not None:
+        threading.Thread(target=_prune_daily, args=(app.state.store, args.prune_after_days, pruning),
+                         name="prune", daemon=True).start()
     server.run()
+    pruning.set()
     why = ", ".join(signal.Signals(s).name for s in server.signals) or "the server stopped"
     reason = f"ocp-restart serve was shut down ({why}) while this ran"
     print(f"ocp-restart: {why}: stopping; running commands get {SHUTDOWN_GRACE_SECONDS:.0f} s", file=sys.stderr)

@@ -13,6 +13,7 @@ this store, which our own code writes at every transition. SQLite under ``$OCP_R
     leases.py       claim and renew a runner's lease
     logs.py         subtask logs
     hosts.py        host locks, agent status, pid snapshots
+    prune.py        deleting finished tasks older than a cut-off
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from ..records import Subtask, Task, TaskRecord
 from .hosts import Hosts
 from .leases import Leases
 from .logs import Logs
+from .prune import Prune
 from .transitions import Transitions
 
 
-class TaskStore(Transitions, Leases, Logs, Hosts):
+class TaskStore(Transitions, Leases, Logs, Hosts, Prune):
     """Synchronous, durable task records on ``url`` (default: the settings' store). Thread-safe; a context
     manager that disposes its engine."""
 

@@ -149,3 +149,28 @@ def test_unknown_task(store):
 def test_aggregate_status(statuses, expected):
     """OCP's aggregate: RUNNING beats FAILED beats SUCCESSFUL."""
     assert aggregate_status(statuses) is expected
+
+
+def test_prune_deletes_old_finished_tasks_and_keeps_running_ones(store):
+    """prune removes finished tasks (and their subtasks, logs, snapshots) older than the cut-off; a RUNNING task
+    and a recent one stay (issue #14)."""
+    import sqlalchemy as sa
+
+    from flows.models import format_time, now
+    from flows.store.schema import subtask_logs, subtasks, tasks
+
+    old, recent, running = create(store, [1]), create(store, [2]), create(store, [3])
+    for task_id in (old, recent):
+        store.append_log(store.load(task_id).subtasks[0].id, "a line")
+        store.save_snapshot(task_id, 1, {"ocp_agentd": 1})
+        store.apply(machine.end_run(store.load(task_id), "2026-11-30T10:00:00.000+00:00"))
+    with store.engine.begin() as conn:
+        conn.execute(tasks.update().where(tasks.c.id == old).values(finish_time="2020-01-01T00:00:00.000+08:00"))
+    with store.engine.begin() as conn:
+        conn.execute(tasks.update().where(tasks.c.id == recent).values(finish_time=format_time(now())))
+    assert store.prune(older_than_days=30) == [old]
+    assert store.task_ids()[0] == [running, recent]
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(subtasks).where(subtasks.c.task_id == old)).scalar() == 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(subtask_logs)).scalar() == 1
+    assert store.snapshot(old, 1) is None and store.snapshot(recent, 1) == {"ocp_agentd": 1}
