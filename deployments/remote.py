@@ -16,6 +16,9 @@ import httpx
 from flows.errors import ServerError
 
 RESTART_PATH = "/api/v2/compute/hosts/batchRestartAgents"
+# A subtask's fields in batchRestartAgents' answer (the seed's shape), in its order.
+SUBMITTED_SUBTASK = ("id", "name", "className", "description", "nodeType", "operation", "parallelIdx",
+                     "prohibitRollback", "runTime", "seriesId", "status", "timeout", "upstreams", "downstreams")
 
 
 class RemoteServer:
@@ -27,6 +30,7 @@ class RemoteServer:
         self.url = url.rstrip("/")
         auth = httpx.BasicAuth(user, password or "") if user else None  # None: httpx reads ~/.netrc
         self._client = httpx.Client(base_url=self.url, auth=auth, timeout=timeout, trust_env=True)
+        self._contexts: dict[int, dict] = {}  # task id -> the context its POST answered with
 
     def __enter__(self) -> RemoteServer:
         return self
@@ -53,10 +57,13 @@ class RemoteServer:
     def restart(self, host_ids: list[int], **extensions: int | float | None) -> dict:
         """POST batchRestartAgents; the task instance as recorded (before anything ran)."""
         body = {"hostIds": host_ids, **{k: v for k, v in extensions.items() if v is not None}}
-        return self._call("POST", RESTART_PATH, json=body)
+        instance = self._call("POST", RESTART_PATH, json=body)
+        self._contexts[instance["id"]] = instance["context"]
+        return instance
 
     def task(self, task_id: int) -> dict:
-        return self._call("GET", f"/api/v2/tasks/instances/{task_id}")
+        """The task as it is now, in the shape its POST answered with (what ``run --json`` prints either way)."""
+        return as_submitted(self._call("GET", f"/api/v2/tasks/instances/{task_id}"), self._contexts.get(task_id))
 
     def host_ids(self) -> list[int]:
         """Every host the server knows, by id."""
@@ -76,3 +83,17 @@ class RemoteServer:
             if instance["status"] != "RUNNING":
                 return
             time.sleep(interval)
+
+
+def as_submitted(detail: dict, context: dict | None) -> dict:
+    """A task detail (OCP's WrappedTaskInstance: ``creator {id, name}``, times, no ``context``) in the shape
+    batchRestartAgents answers (the seed's: ``creator`` a string, ``context`` from the POST, subtasks without times)."""
+    rollback = "true" if detail.get("prohibitRollback") else "false"
+    return {
+        "id": detail["id"], "name": detail["name"], "creator": detail["creator"]["name"], "executor": detail["executor"],
+        "operation": detail["operation"], "startTime": detail["startTime"], "status": detail["status"],
+        "type": detail["type"], "taskDefinitionId": detail.get("taskDefinitionId", -1),
+        "context": context or {"listMap": {}, "stringMap": {"prohibit_rollback": rollback}, "parallel": False,
+                               "parallelIdx": -1},
+        "subtasks": [{field: sub[field] for field in SUBMITTED_SUBTASK} for sub in detail["subtasks"]],
+    }

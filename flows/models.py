@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 import secrets
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
@@ -108,6 +109,141 @@ class TaskInstance(OcpModel):
     subtasks: list[Subtask]
 
 
+# ---- what GET, retry and rollback answer: OCP's WrappedTaskInstance (task detail) and the task list ----------
+
+
+class Creator(OcpModel):
+    """Who created a task: OCP's ``{id, name}``."""
+
+    id: int
+    name: str
+
+
+class SubtaskInstance(OcpModel):
+    """A subtask as the task detail shows it (OCP's SubtaskInstance; ``className`` as the subtask retry page lists
+    it). Times are null until they happen; ``executor`` once the subtask has started."""
+
+    id: int
+    series_id: int
+    name: str
+    description: str
+    class_name: str
+    timeout: int
+    status: SubtaskStatus
+    operation: Operation
+    executor: str | None
+    run_time: int
+    create_time: str | None
+    start_time: str | None
+    finish_time: str | None
+    node_type: str = "JAVA_TASK"
+    parallel_idx: int
+    upstreams: list[int]
+    downstreams: list[int]
+    prohibit_rollback: bool
+
+
+class WrappedTaskInstance(OcpModel):
+    """The task detail (GET, retry, rollback): ``creator`` an object, times, ``prohibitRollback``; no ``context``."""
+
+    id: int
+    name: str
+    task_definition_id: int = -1
+    status: TaskStatus
+    type: TaskType
+    creator: Creator
+    executor: str
+    create_time: str
+    start_time: str
+    finish_time: str | None
+    operation: Operation
+    prohibit_rollback: bool
+    subtasks: list[SubtaskInstance]
+
+
+class BasicSubtaskInstance(OcpModel):
+    id: int
+    name: str
+    description: str
+    status: SubtaskStatus
+    operation: Operation
+
+
+class BasicTaskInstance(OcpModel):
+    """A task as the task list shows it (OCP's BasicTaskInstance), with the task fields OCP's TaskInstance also
+    documents (type, operation, executor, createTime, taskDefinitionId)."""
+
+    id: int
+    name: str
+    creator: Creator
+    status: TaskStatus
+    start_time: str
+    finish_time: str | None
+    subtasks: list[BasicSubtaskInstance]
+    type: TaskType
+    operation: Operation
+    executor: str
+    create_time: str
+    task_definition_id: int = -1
+
+
+class Page(OcpModel):
+    """OCP's page object: ``number`` counts from 1."""
+
+    number: int
+    size: int
+    total_elements: int
+    total_pages: int
+
+
+class TaskPage(OcpModel):
+    contents: list[BasicTaskInstance]
+    page: Page
+
+
+# ---- the host's agent: GET /compute/hosts/{hostId}/agent ---------------------------------------------------------
+
+
+class HostAgentProcess(OcpModel):
+    """One agent process as last seen on the host: STARTED with its pid, or STOPPED with pid 0."""
+
+    id: int
+    host_id: int
+    alias: str
+    pid: int
+    user: str
+    start_command: str
+    ports: str
+    elapsed_time: int | None = None
+    last_active_time: str | None
+    status: str
+    operable: bool = False
+    log_file_pattern: str
+    create_time: str | None = None
+    update_time: str | None
+
+
+class HostAgent(OcpModel):
+    """OCP's HostAgent. ``status``: AVAILABLE, RESTARTING or OFFLINE (null before the first restart)."""
+
+    id: int
+    version: str | None = None
+    install_home: str
+    log_home: str
+    last_available_time: str | None
+    host_id: int
+    host_inner_ip_address: str
+    status: str | None
+    processes: list[HostAgentProcess]
+    create_time: str | None = None
+    update_time: str | None
+
+
+class HostAgentProcessPage(OcpModel):
+    contents: list[HostAgentProcess]
+    page: Page
+
+
 T = TypeVar("T")
 
 
@@ -158,6 +294,27 @@ def json_int(**bounds: int) -> Any:
 
 
 JsonInt = json_int()
+_DECIMAL = re.compile(r"^[1-9][0-9]*$")
+
+
+def _id_value(value: Any) -> Any:
+    """A host id as OCP's JSON binding (Jackson) reads a Long: a JSON integer, or a string of decimal digits such as
+    "2" (our own ``context.listMap.host_ids`` holds them so); never a boolean or another string."""
+    if isinstance(value, str):
+        if not _DECIMAL.match(value):
+            raise ValueError(f"Input should be a valid integer or a string of decimal digits, got {value!r}")
+        return int(value)
+    return _integral(value)
+
+
+HostId = Annotated[int, BeforeValidator(_id_value)]
+
+
+def _json_number(value: Any) -> Any:
+    """A JSON number, never a boolean or a string (pydantic's lax mode reads ``false`` as 0 and "5" as 5)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"Input should be a JSON number, got {value!r}")
+    return value
 
 
 class BatchRestartRequest(BaseModel):
@@ -169,10 +326,11 @@ class BatchRestartRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     host_ids: Annotated[
-        list[JsonInt],
+        list[HostId],
         Field(
             validation_alias=AliasChoices("hostIds", "hostids"), serialization_alias="hostIds",
-            description="The list of host IDs (the seed's own sample spells it hostids; both are accepted).",
+            description="The list of host IDs (the seed's own sample spells it hostids; both are accepted). As OCP's "
+                        'JSON binding reads a Long, an id may also be a string of decimal digits ("2").',
             # The checks themselves are in _check_ids, for messages that name the offending ids.
             json_schema_extra={"minItems": 1, "maxItems": MAX_HOSTS_PER_REQUEST, "uniqueItems": True,
                                "items": {"type": "integer", "minimum": 1, "maximum": MAX_ID}},
@@ -188,7 +346,7 @@ class BatchRestartRequest(BaseModel):
         Field(alias="maxFailedHosts", description="Beyond OCP: isolate failed hosts; the task fails only past this many."),
     ] = None
     max_failed_percent: Annotated[
-        Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] | None,
+        Annotated[float, Field(ge=0, le=100, allow_inf_nan=False), BeforeValidator(_json_number)] | None,
         Field(alias="maxFailedPercent", description="Beyond OCP: the same threshold as a percentage of the hosts."),
     ] = None
 

@@ -246,8 +246,8 @@ class TestBadInput:
         [
             pytest.param("/api/v2/tasks/instances/999999", 404, 4001, id="unknown-task"),
             pytest.param("/api/v2/tasks/instances/abc", 400, 1001, id="non-integer-task"),
-            pytest.param("/api/v2/tasks/instances?size=5000", 400, 1001, id="page-too-large"),
-            pytest.param("/api/v2/tasks/instances?page=0", 400, 1001, id="page-zero"),
+            pytest.param("/api/v2/tasks/instances?size=1.5", 400, 1001, id="size-not-an-integer"),  # #12: 5000 is clamped
+            pytest.param("/api/v2/tasks/instances?page=abc", 400, 1001, id="page-not-a-number"),  # #12: 0 is page 1
             pytest.param("/api/v2/tasks/instances?status=DONE", 400, 1001, id="bad-status"),
             pytest.param("/api/v2/compute/hosts/4242", 404, 7005, id="unknown-host"),
             pytest.param("/api/v2/nothing/here", 400, 1003, id="unknown-route"),

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
 from ..models import format_time, now
+from ..plan import Kind
 from .database import Database
-from .schema import host_agent_status, host_locks, host_snapshots
+from .schema import host_agent_status, host_locks, host_snapshots, subtasks
+
+
+@dataclass(frozen=True)
+class PidSighting:
+    """The agent's pids as the latest restart of a host saw them: at its Finish ("after") if it got there, else at
+    its Prepare ("before"). ``seen``: when that subtask ended (or began, while it runs); ``stopped``: the restart's
+    Stop began since, and no Finish followed."""
+
+    task_id: int
+    phase: str
+    pids: dict[str, int] = field(default_factory=dict)
+    seen: str | None = None
+    stopped: bool = False
 
 
 class Hosts(Database):
@@ -43,3 +58,29 @@ class Hosts(Database):
         with self._read() as conn:
             raw = conn.execute(sa.select(host_snapshots.c.pids).where(*key)).scalar()
         return json.loads(raw) if raw else None
+
+    def host_agent_status(self, host_id: int) -> tuple[str, str] | None:
+        """(status, when it was set) as the last restart of the host left it; None before the first."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(host_agent_status.c.status, host_agent_status.c.updated)
+                               .where(host_agent_status.c.host_id == host_id)).first()
+        return (row.status, row.updated) if row else None
+
+    def last_pids(self, host_id: int) -> PidSighting | None:
+        """The agent's pids as last seen on the host by a restart (see PidSighting); None before the first."""
+        with self._read() as conn:
+            latest = conn.execute(sa.select(sa.func.max(host_snapshots.c.task_id))
+                                  .where(host_snapshots.c.host_id == host_id)).scalar()
+            if latest is None:
+                return None
+            phases = {r.phase: r.pids for r in conn.execute(
+                sa.select(host_snapshots.c.phase, host_snapshots.c.pids)
+                .where(host_snapshots.c.task_id == latest, host_snapshots.c.host_id == host_id))}
+            phase = "after" if "after" in phases else "before"
+            kind = Kind.FINISH if phase == "after" else Kind.PREPARE
+            when = sa.func.coalesce(subtasks.c.finish_time, subtasks.c.start_time)
+            seen = conn.execute(sa.select(when).where(
+                subtasks.c.task_id == latest, subtasks.c.host_id == host_id, subtasks.c.kind == kind.value)).scalar()
+        pids = json.loads(phases[phase]) if phase in phases else {}
+        return PidSighting(task_id=int(latest), phase=phase, pids=pids, seen=seen,
+                           stopped=phase == "before" and "starts" in phases)

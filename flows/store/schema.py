@@ -51,6 +51,9 @@ subtasks = sa.Table(
     sqlite_autoincrement=True,
 )
 
+# The task list's host filter (GET /api/v2/tasks/instances?hostId=): tasks that have a subtask on that host.
+subtasks_host_index = sa.Index("ix_subtasks_host_id", subtasks.c.host_id)
+
 subtask_logs = sa.Table(
     "subtask_logs", metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),

@@ -16,7 +16,10 @@ from ..plan import TASK_NAME, Plan
 from ..records import TaskRecord
 from .database import Database
 from .rows import subtask_from_row, task_from_row
-from .schema import host_locks, subtasks, tasks
+from .schema import host_locks, subtasks, subtasks_host_index, tasks
+
+# What the task list may be sorted by: the API's names map onto these columns.
+SORTABLE = ("id", "name", "status", "type", "create_time", "start_time", "finish_time")
 
 
 class TaskRows(Database):
@@ -119,21 +122,71 @@ class TaskRows(Database):
         return TaskRecord(task=task_from_row(task), subtasks=tuple(subtask_from_row(r, created) for r in rows))
 
     def task_ids(
-        self, *, statuses: Sequence[str] | None = None, creator: str | None = None, limit: int = 50, offset: int = 0
+        self, *, statuses: Sequence[str] | None = None, creator: str | None = None, limit: int = 50, offset: int = 0,
+        name: str | None = None, types: Sequence[str] | None = None, host_id: int | None = None,
+        order: Sequence[tuple[str, bool]] = (),
     ) -> tuple[list[int], int]:
-        """Task ids, newest first, and the total count."""
-        query = sa.select(tasks.c.id)
-        count = sa.select(sa.func.count()).select_from(tasks)
-        if statuses:
-            query = query.where(tasks.c.status.in_(statuses))
-            count = count.where(tasks.c.status.in_(statuses))
-        if creator is not None:
-            query = query.where(tasks.c.creator == creator)
-            count = count.where(tasks.c.creator == creator)
+        """Task ids on one page and the total count. Filters: ``statuses``, ``types`` (any of), ``creator``,
+        ``name`` (a case-insensitive substring), ``host_id`` (tasks on that host). ``order``: (column, ascending)
+        pairs of SORTABLE columns; ties (and no order) go newest first."""
+        conditions = self._list_conditions(statuses, creator, name, types, host_id)
+        unknown = [column for column, _ in order if column not in SORTABLE]
+        if unknown:
+            raise ValueError(f"cannot sort tasks by {unknown}; sortable: {sorted(SORTABLE)}")
+        keys = [tasks.c[column].asc() if ascending else tasks.c[column].desc() for column, ascending in order]
+        if not any(column == "id" for column, _ in order):
+            keys.append(tasks.c.id.desc())
+        if host_id is not None:
+            self._ensure_list_indexes()
+        query = sa.select(tasks.c.id).where(*conditions).order_by(*keys).limit(limit).offset(offset)
+        count = sa.select(sa.func.count()).select_from(tasks).where(*conditions)
         with self._read() as conn:
-            ids = conn.execute(query.order_by(tasks.c.id.desc()).limit(limit).offset(offset)).scalars().all()
+            ids = conn.execute(query).scalars().all()
             total = conn.execute(count).scalar_one()
         return list(ids), int(total)
+
+    @staticmethod
+    def _list_conditions(statuses, creator, name, types, host_id) -> list:
+        conditions = []
+        if statuses:
+            conditions.append(tasks.c.status.in_(statuses))
+        if types:
+            conditions.append(tasks.c.type.in_(types))
+        if creator is not None:
+            conditions.append(tasks.c.creator == creator)
+        if name:
+            escaped = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            conditions.append(tasks.c.name.ilike(f"%{escaped}%", escape="\\"))
+        if host_id is not None:
+            conditions.append(tasks.c.id.in_(sa.select(subtasks.c.task_id).where(subtasks.c.host_id == host_id)))
+        return conditions
+
+    def _ensure_list_indexes(self) -> None:
+        """The index the host filter reads; created with new stores, added once to a store made before it."""
+        if getattr(self, "_list_indexes_checked", False):
+            return
+        self._list_indexes_checked = True
+        try:
+            with self._write() as conn:
+                subtasks_host_index.create(conn, checkfirst=True)
+        except Exception:  # a read-only store, or another process creating it: the filter works without it
+            pass
+
+    def load_many(self, task_ids: Sequence[int]) -> list[TaskRecord]:
+        """Records of ``task_ids``, in that order (ids that do not exist are left out); two queries in all."""
+        if not task_ids:
+            return []
+        with self._read() as conn:
+            rows = {r["id"]: r for r in conn.execute(sa.select(tasks).where(tasks.c.id.in_(task_ids))).mappings()}
+            children: dict[int, list] = {task_id: [] for task_id in rows}
+            query = sa.select(subtasks).where(subtasks.c.task_id.in_(list(rows)))
+            for row in conn.execute(query.order_by(subtasks.c.task_id, subtasks.c.seq)).mappings():
+                children[int(row["task_id"])].append(row)
+        return [
+            TaskRecord(task=task_from_row(rows[i]),
+                       subtasks=tuple(subtask_from_row(r, rows[i]["create_time"]) for r in children[i]))
+            for i in task_ids if i in rows
+        ]
 
     def _reap(self, conn: Connection) -> list[int]:  # pragma: no cover - provided by Transitions
         raise NotImplementedError
