@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 from prefect.input import RunInput
-from prefect.states import Completed, Failed, State
+from prefect.states import Cancelled, Completed, Failed, State
 from pydantic import Field
 
 from .errors import RequestError
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 TAG_PREFIX = "ocp-task:"
 _ATTACHED: contextvars.ContextVar[int | None] = contextvars.ContextVar("ocp_task", default=None)
+_CANCELLED: set = set()  # ids of in-process flow runs cancelled in Prefect (they must end Cancelled)
 
 
 class TaskFailed(Exception):
@@ -150,11 +152,52 @@ def final_state(record: TaskRecord, instance: dict[str, Any]) -> State | dict[st
     """The flow run's state is the task's outcome: Failed when it FAILED (``TaskFailed`` holds the instance),
     "Completed with isolated hosts" when a failure threshold let it succeed without some hosts, else Completed."""
     message = outcome_message(record)
+    run = _flow_run()
+    if run is not None and run.id in _CANCELLED:  # Prefect holds it CANCELLING until it ends Cancelled
+        _CANCELLED.discard(run.id)
+        return Cancelled(message=message, data=TaskFailed(message, instance))
     if record.task.status is TaskStatus.FAILED:
         return Failed(message=message, data=TaskFailed(message, instance))
     if record.task.status is TaskStatus.SUCCESSFUL and failed_hosts(record):
         return Completed(name="Completed with isolated hosts", message=message, data=instance)
     return instance
+
+
+# -- Cancel of a run no worker watches ---------------------------------------------------------------------------
+
+
+@contextmanager
+def cancel_watch(on_cancel: Callable[[str], None], interval: float = 1.0) -> Iterator[None]:
+    """Prefect's Cancel for a flow run that runs in this process (the CLI, the API's embedded launcher): nothing
+    else watches it, so poll its state and call ``on_cancel(reason)`` once it is CANCELLING; the run then ends
+    Cancelled (``final_state``). A worker's runs get Cancel as SIGTERM instead."""
+    run = _flow_run()
+    if run is None or run.deployment_id is not None:
+        yield
+        return
+    from prefect.client.orchestration import get_client
+
+    stop = threading.Event()
+
+    def watch() -> None:
+        with get_client(sync_client=True) as client:
+            while not stop.wait(interval):
+                try:
+                    state = client.read_flow_run(run.id).state
+                except Exception:  # Prefect unreachable for a moment: the run goes on
+                    continue
+                if state is not None and state.is_cancelling():
+                    _CANCELLED.add(run.id)
+                    on_cancel("the flow run was cancelled in Prefect")
+                    return
+
+    thread = threading.Thread(target=watch, name="cancel-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 # -- what a run from the Prefect UI may ask ---------------------------------------------------------------------

@@ -115,7 +115,8 @@ def execute(store: TaskStore, task_id: int, inv: Inventory, options: RestartOpti
         ctx = RunContext(task_id, store, record, hosts, options, lease, tolerant_waits=threshold is not None)
         why = ""
         try:
-            with ctx, ThreadPoolTaskRunner(max_workers=options.max_workers) as runner:
+            with ctx, prefect_run.cancel_watch(lambda reason: ctx.stop(reason, grace=0.0)), \
+                    ThreadPoolTaskRunner(max_workers=options.max_workers) as runner:
                 try:
                     futures = {}
                     for sub, deps, tolerant in work:

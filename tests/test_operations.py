@@ -321,3 +321,37 @@ class TestRollingBatchesAndThreshold:
         box, home, api = env
         response = api.post("/compute/hosts/batchRestartAgents", json={"hostIds": [1001], "batchSize": 0})
         assert response.status_code == 400 and "batchSize" in response.json()["error"]["message"]
+
+
+class TestPrefectCancelInProcess:
+    def test_prefect_cancel_of_an_api_run_kills_the_hung_stop(self, env):
+        """Prefect's Cancel (CANCELLING, forced, as the UI sends it) of a run the API executes in its own process:
+        the hung stop is gone from the host within 5 s, the task FAILED saying why, the flow run Cancelled (#13)."""
+        box, home, api = env
+        host = box.host(1001)
+        host.set_fault("stop_hang")
+        task_id = api.post("/compute/hosts/batchRestartAgents", json={"hostIds": [1001]}).json()["data"]["id"]
+        deadline = time.monotonic() + 60
+        while not any(comm == "sleep" for _, comm in strays(host)):
+            assert time.monotonic() < deadline, "the stop never hung on the host"
+            time.sleep(0.1)
+        with httpx.Client(base_url=os.environ["PREFECT_API_URL"], timeout=30) as prefect:
+            # The session's Prefect server is shared: other tests' stores also had a task with this id.
+            runs = prefect.post("/flow_runs/filter", json={"flow_runs": {
+                "name": {"any_": [f"ocp-task-{task_id}"]}, "state": {"type": {"any_": ["RUNNING"]}}}}).json()
+            assert len(runs) == 1, runs
+            cancelled_at = time.monotonic()
+            answer = prefect.post(f"/flow_runs/{runs[0]['id']}/set_state",
+                                  json={"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True})
+            assert answer.json()["status"] == "ACCEPT", answer.text
+            while strays(host):
+                assert time.monotonic() - cancelled_at < 5, f"still on the host: {strays(host)}"
+                time.sleep(0.1)
+            final = wait_for(api, task_id)
+            assert final["status"] == "FAILED"
+            assert "cancelled in Prefect" in log_of(api, task_id, sub(final, STOP, 0)["id"])
+            deadline = time.monotonic() + 30
+            while prefect.get(f"/flow_runs/{runs[0]['id']}").json()["state"]["type"] != "CANCELLED":
+                assert time.monotonic() < deadline, prefect.get(f"/flow_runs/{runs[0]['id']}").json()["state"]
+                time.sleep(0.2)
+        host.clear_fault("stop_hang")

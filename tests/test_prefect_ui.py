@@ -311,3 +311,27 @@ def test_deploy_serve_runs_a_flow_run_to_successful(ui):
     finally:
         terminate(served)
         log.close()
+
+
+def test_a_failed_run_can_pause_and_ask_the_operator(ui):
+    """ask_on_failure_seconds: the failed run pauses with a typed form; resuming it with action=retry (as the UI's
+    Resume form does) retries the task, which ends SUCCESSFUL; the run Completed."""
+    box, prefect = ui["box"], ui["prefect"]
+    host = box.host(4002)
+    host.set_fault("start_fail")
+    try:
+        run_id = start_run(prefect, "batch-restart-agents/batch-restart", {
+            "host_ids": [4002], "options": {"timeouts": {"start_all": 6}, "ask_on_failure_seconds": 120}})
+        paused = wait_state(prefect, run_id, done=lambda s: s["type"] in ("PAUSED", "COMPLETED", "FAILED"))
+        assert paused["state"]["type"] == "PAUSED", paused["state"]
+        task_id = task_of(prefect, paused)
+        assert load(ui, task_id).task.status == "FAILED"
+    finally:
+        host.clear_fault("start_fail")
+    answer = prefect.post(f"/flow_runs/{run_id}/resume", json={"run_input": {"action": "retry"}})
+    assert answer.status_code in (200, 201) and answer.json()["status"] == "ACCEPT", answer.text
+    done = wait_state(prefect, run_id)
+    assert done["state"]["type"] == "COMPLETED", done["state"]
+    record = load(ui, task_id)
+    assert record.task.status == "SUCCESSFUL"
+    assert next(s for s in record.subtasks if s.name == START).run_time == 2
