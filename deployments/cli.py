@@ -267,6 +267,9 @@ def _run(args: argparse.Namespace, inventory_path: Path, host_ids: list[int] | N
 
 def _execute(store, task_id: int, inventory_path, options, as_json: bool) -> int:
     """Run the flow for a recorded task in this process, with progress on stderr; report the result."""
+    from . import local_prefect
+
+    local_prefect.ensure()  # before Prefect is imported: it reads PREFECT_API_URL once
     from flows.restart import restart_agents
 
     started = time.monotonic()

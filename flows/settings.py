@@ -9,6 +9,9 @@ the API, a flow run) create one and pass it down. Nothing else reads ``OCP_RESTA
     OCP_RESTART_EXECUTOR     the address OCP's ``executor`` field shows (default: this host's address)
     OCP_RESTART_LEASE_SECONDS  how long a task survives without its runner's heartbeat (30)
     OCP_RESTART_MAX_RUNS     flow runs at once in an API process (8)
+    OCP_RESTART_LOCAL_PREFECT  without PREFECT_API_URL, the CLI starts and reuses a local Prefect server (true);
+                             false: Prefect's temporary server in every run, as Prefect does by default
+    OCP_RESTART_PREFECT_IDLE_SECONDS  the local Prefect server stops after this long unused (600)
     OCP_RESTART_LAUNCHER     how the API starts flow runs: embedded | deployment
     OCP_RESTART_DEPLOYMENT   the deployment the ``deployment`` launcher runs
     OCP_RESTART_LOGIN_LIMIT  failed logins per user and client before throttling (10)
@@ -38,6 +41,8 @@ class Settings(BaseSettings):
     inventory_dir: Path | None = None
     executor: str | None = None
     lease_seconds: Annotated[float, Field(gt=0)] = 30.0
+    local_prefect: bool = True
+    prefect_idle_seconds: Annotated[float, Field(ge=0)] = 600.0
     max_runs: Annotated[int, Field(ge=1)] = 8
     launcher: Literal["embedded", "deployment"] = "embedded"
     deployment: str = DEFAULT_DEPLOYMENT

@@ -19,6 +19,9 @@ os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("OCP_RESTART_STORE_URL", None)
 os.environ.pop("OCP_RESTART_INVENTORY", None)
+# A CLI run without PREFECT_API_URL starts a local Prefect server (deployments/local_prefect.py): in tests, let it
+# stop soon after its last use instead of 10 minutes later.
+os.environ["OCP_RESTART_PREFECT_IDLE_SECONDS"] = "5"
 
 import pytest  # noqa: E402
 

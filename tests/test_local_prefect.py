@@ -1,0 +1,67 @@
+"""The CLI's local Prefect server (issue #14): started on first use, reused by later runs, stopped when idle."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+from conftest import ROOT, cli
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+
+def test_runs_reuse_one_local_prefect_server_and_it_stops_when_idle(tmp_path):
+    """Two `ocp-restart run`s without PREFECT_API_URL share one local Prefect server (the second does not pay its
+    start-up); once unused for OCP_RESTART_PREFECT_IDLE_SECONDS it stops, supervisor and server both."""
+    from deployments.sandbox import Sandbox
+
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(OCP_RESTART_HOME=str(home), OCP_RESTART_PREFECT_IDLE_SECONDS="4")
+    state = home / "prefect" / "server.json"
+    supervisor = None
+    with Sandbox(1) as box:
+        try:
+            seen, took = [], []
+            for _ in range(2):
+                started = time.monotonic()
+                run = subprocess.run([*cli_command(), "run", "--inventory", str(box.inventory_path), "--json"],
+                                     env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+                took.append(time.monotonic() - started)
+                assert run.returncode == 0, run.stderr
+                assert json.loads(run.stdout)["status"] == "SUCCESSFUL"
+                seen.append(json.loads(state.read_text()))
+            supervisor, server = seen[0]["pid"], seen[0]["server_pid"]
+            assert seen[1]["pid"] == supervisor and seen[1]["server_pid"] == server  # reused, not restarted
+            print(f"first run {took[0]:.1f} s (starts the server), second {took[1]:.1f} s")
+            deadline = time.monotonic() + 60
+            while (state.exists() or alive(server) or alive(supervisor)) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert not state.exists() and not alive(server) and not alive(supervisor)
+        finally:
+            if supervisor is not None and alive(supervisor):
+                os.kill(supervisor, 15)
+
+
+def test_a_configured_prefect_api_is_used_as_it_is(prefect_api, sandbox, home):
+    """With PREFECT_API_URL set, the CLI starts no local server."""
+    run = cli("run", "--inventory", str(sandbox.inventory_path), "--json")
+    assert run.returncode == 0, run.stderr
+    assert not (home / "prefect").exists()
+
+
+def cli_command() -> list[str]:
+    import shutil
+    import sys
+    from pathlib import Path
+
+    exe = shutil.which("ocp-restart", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-m", "deployments.cli"]
