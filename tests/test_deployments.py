@@ -30,38 +30,40 @@ def scale(tmp_path_factory):
         pytest.fail("PostgreSQL is not installed: run ./bootstrap.sh --test (it installs Debian's postgresql)")
     started = time.monotonic()
     pg.start()
-    server = PrefectServer(base, pg.url("prefect", "asyncpg")).start()
-    store_url = pg.url("ocp_restart", "psycopg")
-    env = {**server.env, "OCP_RESTART_STORE_URL": store_url, "OCP_RESTART_HOME": str(base / "home")}
-    env.pop("PREFECT_SERVER_DATABASE_CONNECTION_URL")
-    workers = []
-    users = base / "users.toml"
-    add_user(users, AUTH[0], AUTH[1], ["ADMIN"])
-    with Sandbox(3, first_host_id=3001) as box:
-        deploy = subprocess.run(
-            [sys.executable, "-m", "deployments.cli", "deploy", "--host-ids", "3001", "--inventory",
-             str(box.inventory_path)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert deploy.returncode == 0, deploy.stderr
-        workers = [Worker(base, name, env) for name in ("worker-a", "worker-b")]
-        saved = dict(os.environ)
-        os.environ.update({"OCP_RESTART_STORE_URL": store_url, "PREFECT_API_URL": server.api_url,
-                           "OCP_RESTART_LAUNCHER": "deployment"})
-        (base / "home").mkdir(exist_ok=True)
-        api = ApiServer(box.inventory_path, users, base / "home")
-        try:
-            api.start()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-        print(f"scale-out set-up: {time.monotonic() - started:.1f} s")
-        try:
+    server = workers = api = None
+    try:  # whatever set-up step fails, what was started is stopped
+        server = PrefectServer(base, pg.url("prefect", "asyncpg")).start()
+        store_url = pg.url("ocp_restart", "psycopg")
+        env = {**server.env, "OCP_RESTART_STORE_URL": store_url, "OCP_RESTART_HOME": str(base / "home")}
+        env.pop("PREFECT_SERVER_DATABASE_CONNECTION_URL")
+        users = base / "users.toml"
+        add_user(users, AUTH[0], AUTH[1], ["ADMIN"])
+        with Sandbox(3, first_host_id=3001) as box:
+            deploy = subprocess.run(
+                [sys.executable, "-m", "deployments.cli", "deploy", "--host-ids", "3001", "--inventory",
+                 str(box.inventory_path)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+            assert deploy.returncode == 0, deploy.stderr
+            workers = [Worker(base, name, env) for name in ("worker-a", "worker-b")]
+            saved = dict(os.environ)
+            os.environ.update({"OCP_RESTART_STORE_URL": store_url, "PREFECT_API_URL": server.api_url,
+                               "OCP_RESTART_LAUNCHER": "deployment"})
+            (base / "home").mkdir(exist_ok=True)
+            api = ApiServer(box.inventory_path, users, base / "home")
+            try:
+                api.start()
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+            print(f"scale-out set-up: {time.monotonic() - started:.1f} s")
             yield {"box": box, "env": env, "store_url": store_url, "server": server, "api": api, "base": base}
-        finally:
+    finally:
+        if api is not None:
             api.kill()
-            for worker in workers:
-                worker.stop()
+        for worker in workers or []:
+            worker.stop()
+        if server is not None:
             server.stop()
-            pg.stop()
+        pg.stop()
 
 
 def wait_task(store_url: str, predicate, timeout: float = 120) -> dict:

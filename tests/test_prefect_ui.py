@@ -46,32 +46,34 @@ def ui(tmp_path_factory):
     if not pg.available:
         pytest.fail("PostgreSQL is not installed: run ./bootstrap.sh --test")
     pg.start()
-    server = PrefectServer(base, pg.url("prefect", "asyncpg"), auth=AUTH).start()
-    store_url = pg.url("ocp_restart", "psycopg").replace("postgres@", f"postgres:{CANARY}@")
-    env = {**server.env, "OCP_RESTART_STORE_URL": store_url, "OCP_RESTART_HOME": str(base / "home")}
-    env.pop("PREFECT_SERVER_DATABASE_CONNECTION_URL")
-    env.pop("PREFECT_SERVER_API_AUTH_STRING")
-    hook_port = free_port()
-    hooks = HTTPServer(("127.0.0.1", hook_port), Hooks)
-    threading.Thread(target=hooks.serve_forever, daemon=True).start()
-    worker = None
-    with Sandbox(3, first_host_id=4001) as box:
-        deploy = subprocess.run(
-            [sys.executable, "-m", "deployments.cli", "deploy", "--host-ids", "4001", "--inventory",
-             str(box.inventory_path), "--notify-webhook", f"http://127.0.0.1:{hook_port}/hook"],
-            env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert deploy.returncode == 0, deploy.stderr
-        worker = Worker(base, "worker", env)
-        prefect = httpx.Client(base_url=server.api_url, auth=tuple(AUTH.split(":")), timeout=30)
-        try:
-            yield {"box": box, "env": env, "server": server, "prefect": prefect, "store_url": store_url,
-                   "base": base}
-        finally:
-            prefect.close()
+    server = worker = hooks = None
+    try:  # whatever set-up step fails, what was started is stopped
+        server = PrefectServer(base, pg.url("prefect", "asyncpg"), auth=AUTH).start()
+        store_url = pg.url("ocp_restart", "psycopg").replace("postgres@", f"postgres:{CANARY}@")
+        env = {**server.env, "OCP_RESTART_STORE_URL": store_url, "OCP_RESTART_HOME": str(base / "home")}
+        env.pop("PREFECT_SERVER_DATABASE_CONNECTION_URL")
+        env.pop("PREFECT_SERVER_API_AUTH_STRING")
+        hook_port = free_port()
+        hooks = HTTPServer(("127.0.0.1", hook_port), Hooks)
+        threading.Thread(target=hooks.serve_forever, daemon=True).start()
+        with Sandbox(3, first_host_id=4001) as box:
+            deploy = subprocess.run(
+                [sys.executable, "-m", "deployments.cli", "deploy", "--host-ids", "4001", "--inventory",
+                 str(box.inventory_path), "--notify-webhook", f"http://127.0.0.1:{hook_port}/hook"],
+                env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+            assert deploy.returncode == 0, deploy.stderr
+            worker = Worker(base, "worker", env)
+            with httpx.Client(base_url=server.api_url, auth=tuple(AUTH.split(":")), timeout=30) as prefect:
+                yield {"box": box, "env": env, "server": server, "prefect": prefect, "store_url": store_url,
+                       "base": base}
+    finally:
+        if worker is not None:
             worker.stop()
+        if hooks is not None:
             hooks.shutdown()
+        if server is not None:
             server.stop()
-            pg.stop()
+        pg.stop()
 
 
 # -- driving Prefect as its UI does ---------------------------------------------------------------------------
