@@ -134,11 +134,14 @@ def cli_env(home: Path, prefect_home: Path, api_url: str | None) -> dict[str, st
 
 def run_cli(sandbox, *, name: str, work_dir: Path, prefect_home: Path, api_url: str | None,
             workers: int = 32, wrap: list[str] | None = None, server_pid: int | None = None,
-            env: dict[str, str] | None = None) -> Result:
-    """The whole ``ocp-restart run --json`` process with a fresh OCP_RESTART_HOME; ``wrap`` prefixes the
-    command (e.g. a profiler). ``server_pid``: the Prefect server, whose CPU during the run is recorded too.
-    ``env``: extra environment settings (to try a knob without changing code)."""
-    home = Path(tempfile.mkdtemp(prefix="home-", dir=work_dir))
+            env: dict[str, str] | None = None, home: Path | None = None) -> Result:
+    """The whole ``ocp-restart run --json`` process with a fresh OCP_RESTART_HOME (or ``home``, kept across
+    runs: the CLI's default path keeps its local Prefect server there); ``wrap`` prefixes the command (e.g. a
+    profiler). ``server_pid``: the Prefect server, whose CPU during the run is recorded too. ``env``: extra
+    environment settings (to try a knob without changing code)."""
+    if home is None:
+        home = Path(tempfile.mkdtemp(prefix="home-", dir=work_dir))
+    home.mkdir(parents=True, exist_ok=True)
     before = agent_pids(sandbox)
     server_cpu = process_cpu_seconds(server_pid) if server_pid else 0.0
     proc = run_measured([*(wrap or []), *cli_argv(sandbox, workers)],
@@ -173,6 +176,72 @@ def _cli_result(name: str, proc: Proc, home: Path, before: dict, sandbox) -> Res
     if detail["task_status"] != "SUCCESSFUL":
         result.ok, result.note = False, f"task {detail['task_status']}"
     return result
+
+
+# -- ocp-restart run's default path: its own local Prefect server (deployments/local_prefect.py) --------------
+
+
+def local_server(home: Path) -> dict | None:
+    """server.json of the local Prefect server kept under ``home`` (supervisor pid, server pid, url), if any."""
+    try:
+        return json.loads((home / "prefect" / "server.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_cli_default(sandbox, *, name: str, home: Path, prefect_home: Path, workers: int = 32) -> Result:
+    """``ocp-restart run`` without PREFECT_API_URL, OCP_RESTART_HOME = ``home`` kept across runs: the first run
+    starts the local Prefect server (a supervisor we then own), later ones reuse it. Records whether a server
+    was running before, and the server's CPU during the run (all of it, start-up included, when it started)."""
+    info = local_server(home)
+    pid = int(info["server_pid"]) if info else None
+    try:
+        cpu0 = process_cpu_seconds(pid) if pid else 0.0
+    except OSError:
+        pid, cpu0 = None, 0.0
+    result = run_cli(sandbox, name=name, work_dir=home.parent, prefect_home=prefect_home, api_url=None,
+                     workers=workers, home=home)
+    after = local_server(home)
+    result.extra["local_server_reused"] = bool(info and after and info["server_pid"] == after["server_pid"])
+    if after:
+        spid = int(after["server_pid"])
+        try:
+            result.extra["prefect_server_cpu_s"] = round(process_cpu_seconds(spid) - (cpu0 if spid == pid else 0.0), 2)
+            result.extra["local_server_pids"] = {"supervisor": after["pid"], "server": spid}
+            _backlog(result, spid)
+        except OSError:
+            pass
+    return result
+
+
+def stop_local_server(home: Path, timeout: float = 30.0) -> None:
+    """Stop the local Prefect server a default-path run started under ``home``: SIGTERM its supervisor (by the
+    pid in server.json), which stops the server; wait for both."""
+    import os
+    import signal
+
+    info = local_server(home)
+    if not info:
+        return
+    pids = [int(info["pid"]), int(info["server_pid"])]
+    try:
+        os.kill(pids[0], signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = []
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    if fh.read().rsplit(")", 1)[1].split()[0] != "Z":
+                        alive.append(pid)
+            except OSError:
+                pass
+        if not alive:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"local Prefect server under {home} did not stop (pids {pids})")
 
 
 # -- ocp-restart serve ---------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def run_dag(n: int, workers: int) -> tuple[float, int]:
         return len(futures)
 
     started = time.monotonic()
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):  # as flows.restart.run_here
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):  # as flows.restart.restart_agents
         count = dag(n)
     return time.monotonic() - started, count
 

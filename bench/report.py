@@ -11,8 +11,9 @@ from .common import STAGES, Result
 
 console = Console(width=None if sys.stdout.isatty() else 200)
 
-OURS = ("ours: CLI ephemeral", "ours: CLI + server", "ours: API (serve)", "ours: CLI -> serve")
-WHOLE_PROCESS = ("ours: CLI ephemeral", "ours: CLI + server", "ours: CLI -> serve")  # timed from exec to exit
+DEFAULT = ("ours: CLI default, first", "ours: CLI default, reuse", "ours: CLI default, restarts server")
+OURS = ("ours: CLI ephemeral", *DEFAULT, "ours: CLI + server", "ours: API (serve)", "ours: CLI -> serve")
+WHOLE_PROCESS = ("ours: CLI ephemeral", *DEFAULT, "ours: CLI + server", "ours: CLI -> serve")  # exec to exit
 
 
 def _fmt(value, digits: int = 2) -> str:

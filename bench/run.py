@@ -117,9 +117,7 @@ def bench_hosts(n: int, args: argparse.Namespace, ctx: dict) -> list[Result]:
                 results.append(measure(KINDS[kind], sandbox,
                                        lambda: run_floor(sandbox, kind=kind, workers=args.workers), rep))
         if "ephemeral" not in skip:
-            results.append(measure("ours: CLI ephemeral", sandbox, lambda: run_cli(
-                sandbox, name="ours: CLI ephemeral", work_dir=work, prefect_home=ctx["ephemeral_home"],
-                api_url=None, workers=args.workers), rep))
+            results += _measure_default(sandbox, n, args, ctx)
         if "server" not in skip:
             results.append(measure("ours: CLI + server", sandbox, lambda: run_cli(
                 sandbox, name="ours: CLI + server", work_dir=work, prefect_home=ctx["client_home"],
@@ -139,6 +137,30 @@ def bench_hosts(n: int, args: argparse.Namespace, ctx: dict) -> list[Result]:
                     results.append(measure(f"ansible {mode}", sandbox, lambda: ansible.run(mode), rep))
         finally:
             ansible.close()
+    return results
+
+
+def _measure_default(sandbox, n: int, args: argparse.Namespace, ctx: dict) -> list[Result]:
+    """``ocp-restart run``'s default path (no PREFECT_API_URL: a local Prefect server started once, then reused),
+    with one OCP_RESTART_HOME for this N: the first run (starts the server, fresh Prefect database), ``--repeat``
+    runs reusing it (median reported), then, with the server stopped as after its idle time, one run that starts
+    it again on the existing database. The local server is stopped at the end (by its supervisor's pid)."""
+    from .ours import run_cli_default, stop_local_server
+
+    home = ctx["work"] / f"default-home-{n}"
+    base = "ours: CLI default"
+
+    def one(name: str):
+        return lambda: run_cli_default(sandbox, name=name, home=home, prefect_home=ctx["ephemeral_home"],
+                                       workers=args.workers)
+
+    try:
+        results = [measure(f"{base}, first", sandbox, one(f"{base}, first"))]
+        results.append(measure(f"{base}, reuse", sandbox, one(f"{base}, reuse"), args.repeat))
+        stop_local_server(home)
+        results.append(measure(f"{base}, restarts server", sandbox, one(f"{base}, restarts server")))
+    finally:
+        stop_local_server(home)
     return results
 
 
