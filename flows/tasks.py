@@ -97,6 +97,7 @@ def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None] | No
         if subtask_id in ctx.canceling():
             raise SubtaskCancelled("cancelled by an operator as it finished")  # OCP: CANCELING ends FAILED
     except Fenced as exc:  # this runner lost the task: another may own it now, so nothing more is written
+        log.publish()
         logger.error(f"subtask {subtask_id} {sub.name}: {exc.message}")
         return Failed(message=exc.message)
     except Exception as exc:  # every failure becomes a FAILED subtask with a readable log
@@ -126,6 +127,7 @@ def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None] | No
 
 def _finish(ctx: RunContext, logger, subtask_id: int, outcome: SubtaskStatus, log: SubtaskLog) -> bool:
     """Record the subtask's end with its last log lines; False if this runner may no longer write."""
+    log.publish()
     try:
         ctx.advance(lambda r: machine.finish_subtask(r, subtask_id, outcome, format_time(now()), tuple(log.take())))
         return True
