@@ -224,10 +224,19 @@ def test_cancel_from_prefect_kills_the_hung_stop_and_says_what_is_left(ui):
     try:
         run_id = start_run(prefect, "batch-restart-agents/batch-restart", {"host_ids": [4003]})
         deadline = time.monotonic() + 120
-        while not any(comm == "sleep" for _, comm in strays(host)):
+
+        def hanging() -> int | None:
+            """The task id once its Stop is RUNNING and `ocp_agentctl stop` hangs on the host (a `sleep` alone
+            could be left over from an earlier test)."""
+            tags = prefect.get(f"/flow_runs/{run_id}").json()["tags"]
+            task = next((int(t.split(":")[1]) for t in tags if t.startswith("ocp-task:")), None)
+            if task is None or next(s for s in load(ui, task).subtasks if s.name == STOP).status != "RUNNING":
+                return None
+            return task if any(comm == "sleep" for _, comm in strays(host)) else None
+
+        while (task_id := hanging()) is None:
             assert time.monotonic() < deadline, "the stop never hung on the host"
             time.sleep(0.2)
-        task_id = task_of(prefect, prefect.get(f"/flow_runs/{run_id}").json())
         cancelled_at = time.monotonic()
         set_state(prefect, run_id, "CANCELLING", "Cancelling")
         while strays(host):
