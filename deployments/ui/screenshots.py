@@ -16,7 +16,11 @@ stopped by its PID: a temporary PREFECT_HOME and OCP_RESTART_HOME, ``prefect ser
 - ``run-form.png``: the deployment ``batch-restart-agents/batch-restart``'s custom run page (Run > Custom run):
   the ``host_ids`` / ``inventory`` / ``options`` fields with their descriptions;
 - ``failed-run.png``: a run where host 1002's agent fails to start: state Failed, the message naming the host;
-- ``recovery.png``: the same run after Prefect's Retry (AwaitingRetry, forced, as the UI sends it): Completed.
+- ``recovery.png``: the same run after Prefect's Retry (AwaitingRetry, forced, as the UI sends it): Completed;
+- ``artifact.png``: the recovered run's table artifact (key ``ocp-task-<id>``: each host's steps, the agents' pids
+  before -> after) on its own page (``/artifacts/artifact/<id>``), 1,600 px wide. The script also prints whether
+  that table fits the width: the page's ``scrollWidth`` vs the viewport's, and the table's (and its scroll box's)
+  ``scrollWidth`` vs ``clientWidth``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -120,6 +125,23 @@ class Prefect:
                 raise RuntimeError(f"flow run {run_id} is still {run.get('state', {}).get('name')} after {timeout} s")
             time.sleep(1)
 
+    def table_artifact(self, run_id: str, timeout: float = 60) -> dict:
+        """The run's newest table artifact keyed ``ocp-task-<id>`` (a retried run has one per attempt)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self.http.post("/artifacts/filter", json={
+                "artifacts": {"flow_run_id": {"any_": [run_id]}, "type": {"any_": ["table"]},
+                              "key": {"like_": "ocp-task-"}},
+                "sort": "CREATED_DESC", "limit": 10})
+            answer.raise_for_status()
+            found = [a for a in answer.json() if (a.get("key") or "").startswith("ocp-task-")
+                     and not a["key"].endswith("-summary")]
+            if found:
+                return found[0]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"flow run {run_id} has no ocp-task-<id> table artifact after {timeout} s")
+            time.sleep(1)
+
     def set_state(self, run_id: str, type_: str, name: str, message: str = "") -> None:
         answer = self.http.post(f"/flow_runs/{run_id}/set_state",
                                 json={"state": {"type": type_, "name": name, "message": message}, "force": True})
@@ -142,6 +164,50 @@ def wait_healthy(api_url: str, process: subprocess.Popen, logfile: Path, timeout
     raise RuntimeError(f"prefect server did not answer within {timeout} s; see {logfile}")
 
 
+# Does the artifact's table fit the page width? Measured in the 1,600 x 1,000 viewport, before the screenshot's resize.
+# The UI wraps each <table> in a ``div[data-slot=table-container]`` with ``overflow-x: auto``: a too-wide table
+# scrolls inside that box (its scrollWidth > clientWidth) rather than widening the page.
+TABLE_WIDTHS_JS = """() => {
+  const doc = document.documentElement;
+  const table = [...document.querySelectorAll('table')].find(t => t.innerText.includes('ocp_agentd pid'))
+             || document.querySelector('table');
+  const sizes = el => el && {scrollWidth: el.scrollWidth, clientWidth: el.clientWidth,
+                             left: Math.round(el.getBoundingClientRect().left),
+                             right: Math.round(el.getBoundingClientRect().right)};
+  let box = table ? table.parentElement : null;
+  while (box && box !== document.body) {
+    const overflow = getComputedStyle(box).overflowX;
+    if (overflow === 'auto' || overflow === 'scroll') break;
+    box = box.parentElement;
+  }
+  return {viewport: window.innerWidth, docScrollWidth: doc.scrollWidth, docClientWidth: doc.clientWidth,
+          columns: table ? table.querySelectorAll('thead th').length : 0,
+          table: sizes(table), scrollBox: box && box !== document.body ? sizes(box) : null};
+}"""
+
+
+def table_fit_report(m: dict) -> list[str]:
+    """Human lines from TABLE_WIDTHS_JS's numbers."""
+    lines = [f"viewport {m['viewport']} px; document.documentElement.scrollWidth {m['docScrollWidth']} "
+             f"(clientWidth {m['docClientWidth']}): "
+             + ("page scrolls horizontally" if m["docScrollWidth"] > m["viewport"] else "no horizontal page scroll")]
+    table, box = m.get("table"), m.get("scrollBox")
+    if table is None:
+        return lines + ["no <table> on the page"]
+    lines.append(f"table ({m['columns']} columns): scrollWidth {table['scrollWidth']}, clientWidth "
+                 f"{table['clientWidth']}, x {table['left']}..{table['right']}: "
+                 + ("overflows itself" if table["scrollWidth"] > table["clientWidth"] else "no overflow of its own"))
+    if box is not None:
+        lines.append(f"its scroll box: scrollWidth {box['scrollWidth']}, clientWidth {box['clientWidth']}, "
+                     f"x {box['left']}..{box['right']}: "
+                     + ("HORIZONTAL SCROLLBAR (the table is wider than its box)"
+                        if box["scrollWidth"] > box["clientWidth"] else "no horizontal scrollbar"))
+    fits = m["docScrollWidth"] <= m["viewport"] and table["scrollWidth"] <= table["clientWidth"] and (
+        box is None or box["scrollWidth"] <= box["clientWidth"])
+    lines.append(f"the whole table fits {m['viewport']} px: {'yes' if fits else 'NO'}")
+    return lines
+
+
 def _terminal(state: dict) -> bool:
     return state["type"] in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED") and state["name"] != "AwaitingRetry"
 
@@ -158,9 +224,11 @@ class Shooter:
         self.context = self.browser.new_context(viewport=VIEWPORT, color_scheme="light", locale="en-US",
                                                 timezone_id="UTC")
 
-    def shoot(self, path: str, out: Path, texts: list[str], settle: float = 2.0) -> Path:
+    def shoot(self, path: str, out: Path, texts: list[str], settle: float = 2.0,
+              measure: Callable[[object], None] | None = None) -> Path:
         """Open the UI at ``path``, wait for the network to go idle and every one of ``texts`` to be visible,
-        then save a full-page screenshot to ``out``."""
+        then save a full-page screenshot to ``out``. ``measure(page)``, if given, runs just before, in the
+        ``VIEWPORT``-sized page."""
         page = self.context.new_page()
         try:
             page.goto(self.ui_url + path, wait_until="domcontentloaded", timeout=UI_TIMEOUT_MS)
@@ -174,6 +242,8 @@ class Shooter:
                 raise
             self._idle(page)
             time.sleep(settle)  # fonts, transitions
+            if measure is not None:
+                measure(page)
             # The whole page in one viewport, so that the sidebar's background runs to the bottom too.
             height = page.evaluate("Math.max(document.documentElement.scrollHeight, document.body.scrollHeight)")
             page.set_viewport_size({"width": VIEWPORT["width"], "height": max(VIEWPORT["height"], int(height))})
@@ -272,6 +342,15 @@ def take(out: Path) -> list[Path]:
             log(f"{run['name']}: {run['state']['name']}: {run['state']['message']}")
             written.append(shooter.shoot(f"/runs/flow-run/{run_id}?tab=Details", out / "recovery.png",
                                          [run["name"], "Completed"]))
+
+            artifact = prefect.table_artifact(run_id)
+            page_path = f"/artifacts/artifact/{artifact['id']}?tab=Artifact"
+            log(f"table artifact {artifact['key']} ({artifact['id']}): {ui_url}{page_path}")
+            widths: dict = {}
+            written.append(shooter.shoot(page_path, out / "artifact.png", [artifact["key"], "ocp_agentd pid",
+                                                                            "ocp_monagent pid"],
+                                         measure=lambda page: widths.update(page.evaluate(TABLE_WIDTHS_JS))))
+            print(f"artifact page {page_path}:", *table_fit_report(widths), sep="\n  ", flush=True)
         ok = True
     finally:
         if shooter is not None:
