@@ -13,24 +13,34 @@ _SHORT = {Kind.PREPARE: "prepare", Kind.RESTART_POS_PROXY: "pos proxy", Kind.STO
 
 _PROCESSES = ("ocp_agentd", "ocp_mgragent", "ocp_monagent")
 
+# The table must fit the artifact page of a 1,600 px screen (the UI gives it ~900 px), a failed run's too: a step
+# that went well says "ok" and its seconds, any other status keeps OCP's word, which is what the eye should catch;
+# the pid columns name the process without the "ocp_" all three share ("agentd pid") (#13).
+_OK = "ok"
+
+
+def _step_cell(status: str, seconds: float | None) -> str:
+    word = _OK if status == "SUCCESSFUL" else status
+    return word if seconds is None else f"{word} {seconds:.1f}s"
+
 
 def host_rows(store: TaskStore, record: TaskRecord, names: dict[int, str]) -> list[dict]:
-    """One row per host: each step's status and seconds, and each agent process's pid before -> after."""
+    """One row per host: each step's status ("ok" for SUCCESSFUL) and seconds, and each agent process's pid
+    before -> after."""
     rows: dict[int, dict] = {}
     for sub in record.subtasks:
         if sub.host_id is None:
             continue
         row = rows.setdefault(sub.host_id, {"host": f"{sub.host_id} {names.get(sub.host_id, '')}".strip()})
-        took = ""
+        seconds = None
         if sub.start_time and sub.finish_time:
             seconds = (datetime.fromisoformat(sub.finish_time) - datetime.fromisoformat(sub.start_time)).total_seconds()
-            took = f" {seconds:.1f}s"
-        row[_SHORT[sub.kind]] = f"{sub.status.value}{took}"
+        row[_SHORT[sub.kind]] = _step_cell(sub.status.value, seconds)
     for host_id, row in rows.items():
         before = store.snapshot(record.task.id, host_id, "before") or {}
         after = store.snapshot(record.task.id, host_id, "after") or {}
         for name in _PROCESSES:
-            row[f"{name} pid"] = f"{before.get(name, '-')} → {after.get(name, '-')}"
+            row[f"{name.removeprefix('ocp_')} pid"] = f"{before.get(name, '-')} → {after.get(name, '-')}"
     return list(rows.values())
 
 
@@ -61,6 +71,7 @@ def publish(store: TaskStore, record: TaskRecord, names: dict[int, str], headlin
 
     task_id = record.task.id
     create_table_artifact(table=host_rows(store, record, names), key=f"ocp-task-{task_id}",
-                          description=f"OCP task {task_id}: each host's steps and agent pids (before → after)")
+                          description=f"OCP task {task_id}: each host's steps (ok = SUCCESSFUL, seconds) and agent pids "
+                                      "(before → after)")
     create_markdown_artifact(markdown=summary(record, headline), key=f"ocp-task-{task_id}-summary",
                              description=f"OCP task {task_id} summary")

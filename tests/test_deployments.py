@@ -102,7 +102,7 @@ def test_a_deployment_run_is_picked_up_by_a_worker_and_recorded_in_postgres(scal
         assert runs and runs[0]["state"]["type"] == "COMPLETED", runs
         artifacts = prefect.post("/artifacts/filter", json={"artifacts": {"key": {"any_": [f"ocp-task-{task['id']}"]}}}).json()
     assert artifacts and artifacts[0]["type"] == "table"
-    assert "ocp_agentd pid" in str(artifacts[0]["data"])  # each pid column names its process (#13)
+    assert "agentd pid" in str(artifacts[0]["data"])  # each pid column names its process (#13)
     logs = "".join((scale["base"] / w / "worker.log").read_text() for w in ("worker-a", "worker-b"))
     assert runs[0]["id"] in logs  # a worker, not anything else, ran it
 

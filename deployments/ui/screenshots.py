@@ -17,6 +17,7 @@ stopped by its PID: a temporary PREFECT_HOME and OCP_RESTART_HOME, ``prefect ser
   the ``host_ids`` / ``inventory`` / ``options`` fields with their descriptions;
 - ``failed-run.png``: a run where host 1002's agent fails to start: state Failed, the message naming the host;
 - ``recovery.png``: the same run after Prefect's Retry (AwaitingRetry, forced, as the UI sends it): Completed;
+- ``artifact-failed.png``: the failed run's table artifact (the widest: its status words), measured like the next;
 - ``artifact.png``: the recovered run's table artifact (key ``ocp-task-<id>``: each host's steps, the agents' pids
   before -> after) on its own page (``/artifacts/artifact/<id>``), 1,600 px wide. The script also prints whether
   that table fits the width: the page's ``scrollWidth`` vs the viewport's, and the table's (and its scroll box's)
@@ -169,7 +170,7 @@ def wait_healthy(api_url: str, process: subprocess.Popen, logfile: Path, timeout
 # scrolls inside that box (its scrollWidth > clientWidth) rather than widening the page.
 TABLE_WIDTHS_JS = """() => {
   const doc = document.documentElement;
-  const table = [...document.querySelectorAll('table')].find(t => t.innerText.includes('ocp_agentd pid'))
+  const table = [...document.querySelectorAll('table')].find(t => t.innerText.includes('agentd pid'))
              || document.querySelector('table');
   const sizes = el => el && {scrollWidth: el.scrollWidth, clientWidth: el.clientWidth,
                              left: Math.round(el.getBoundingClientRect().left),
@@ -206,6 +207,17 @@ def table_fit_report(m: dict) -> list[str]:
         box is None or box["scrollWidth"] <= box["clientWidth"])
     lines.append(f"the whole table fits {m['viewport']} px: {'yes' if fits else 'NO'}")
     return lines
+
+
+def shoot_table(shooter: "Shooter", artifact: dict, out: Path) -> Path:
+    """Screenshot a table artifact's own page and print whether its table fits the viewport's width."""
+    page_path = f"/artifacts/artifact/{artifact['id']}?tab=Artifact"
+    log(f"table artifact {artifact['key']} ({artifact['id']}): {shooter.ui_url}{page_path}")
+    widths: dict = {}
+    written = shooter.shoot(page_path, out, [artifact["key"], "agentd pid", "monagent pid"],
+                            measure=lambda page: widths.update(page.evaluate(TABLE_WIDTHS_JS)))
+    print(f"{out.name}, artifact page {page_path}:", *table_fit_report(widths), sep="\n  ", flush=True)
+    return written
 
 
 def _terminal(state: dict) -> bool:
@@ -333,6 +345,9 @@ def take(out: Path) -> list[Path]:
             written.append(shooter.shoot(f"/runs/flow-run/{run_id}?tab=Details", out / "failed-run.png",
                                          [run["name"], "Failed", f"host {FAILING}"]))
 
+            artifact = prefect.table_artifact(run_id)
+            written.append(shoot_table(shooter, artifact, out / "artifact-failed.png"))
+
             bad.clear_fault("start_fail")
             prefect.set_state(run_id, "SCHEDULED", "AwaitingRetry", "Retry from the UI")
             log("Retry: AwaitingRetry (forced)")
@@ -343,14 +358,7 @@ def take(out: Path) -> list[Path]:
             written.append(shooter.shoot(f"/runs/flow-run/{run_id}?tab=Details", out / "recovery.png",
                                          [run["name"], "Completed"]))
 
-            artifact = prefect.table_artifact(run_id)
-            page_path = f"/artifacts/artifact/{artifact['id']}?tab=Artifact"
-            log(f"table artifact {artifact['key']} ({artifact['id']}): {ui_url}{page_path}")
-            widths: dict = {}
-            written.append(shooter.shoot(page_path, out / "artifact.png", [artifact["key"], "ocp_agentd pid",
-                                                                            "ocp_monagent pid"],
-                                         measure=lambda page: widths.update(page.evaluate(TABLE_WIDTHS_JS))))
-            print(f"artifact page {page_path}:", *table_fit_report(widths), sep="\n  ", flush=True)
+            written.append(shoot_table(shooter, prefect.table_artifact(run_id), out / "artifact.png"))
         ok = True
     finally:
         if shooter is not None:

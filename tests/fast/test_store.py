@@ -174,3 +174,19 @@ def test_prune_deletes_old_finished_tasks_and_keeps_running_ones(store):
         assert conn.execute(sa.select(sa.func.count()).select_from(subtasks).where(subtasks.c.task_id == old)).scalar() == 0
         assert conn.execute(sa.select(sa.func.count()).select_from(subtask_logs)).scalar() == 1
     assert store.snapshot(old, 1) is None and store.snapshot(recent, 1) == {"ocp_agentd": 1}
+
+
+def test_artifact_rows_are_narrow_and_name_each_pid(store):
+    """The run's table artifact: "ok" for SUCCESSFUL, other statuses in OCP's words, pids named by process (#13)."""
+    from flows.report import host_rows
+
+    task_id = create(store, [7])
+    at = "2026-12-01T10:00:00.000+00:00", "2026-12-01T10:00:01.500+00:00"
+    for sub, outcome in zip(store.load(task_id).subtasks, [SubtaskStatus.SUCCESSFUL] * 2 + [SubtaskStatus.FAILED]):
+        store.apply(machine.start_subtask(store.load(task_id), sub.id, at[0], "t"))
+        store.apply(machine.finish_subtask(store.load(task_id), sub.id, outcome, at[1], ()))
+    store.save_snapshot(task_id, 7, {"ocp_agentd": 11, "ocp_mgragent": 12, "ocp_monagent": 13}, "before")
+    [row] = host_rows(store, store.load(task_id), {7: "db-7"})
+    assert row["host"] == "7 db-7"
+    assert (row["prepare"], row["pos proxy"], row["stop"]) == ("ok 1.5s", "FAILED 1.5s", "PENDING")
+    assert (row["agentd pid"], row["mgragent pid"], row["monagent pid"]) == ("11 → -", "12 → -", "13 → -")
