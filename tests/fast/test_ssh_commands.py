@@ -406,3 +406,25 @@ class TestSessionWithABanner:
         transport.open_session = lambda timeout: channel  # type: ignore[method-assign]
         with pytest.raises(SSHError, match="(?s)did not run 'true' as sent.*currently not available"):
             session.run("true", deadline=time.monotonic() + 5)
+
+
+def test_known_hosts_index_answers_as_paramiko_does(tmp_path):
+    """Our indexed known_hosts (linear parse, #14) finds what paramiko's HostKeys finds: plain and hashed names,
+    several names per line, comments and junk skipped, the first key of a type winning."""
+    import paramiko
+
+    from steps.ssh import KnownHosts
+
+    a, b, c = (paramiko.ECDSAKey.generate() for _ in range(3))
+    line = lambda names, key: f"{names} {key.get_name()} {key.get_base64()}\n"  # noqa: E731
+    hashed = paramiko.HostKeys.hash_host("[127.0.0.9]:2222")
+    path = tmp_path / "known_hosts"
+    path.write_text("# a comment\n\nnot a host key line\n" + line("10.0.0.1,db-1", a) + line("10.0.0.1", b)
+                    + line(hashed, c) + line("[127.0.0.2]:2200", b))
+    ours, theirs = KnownHosts.load(str(path)), paramiko.HostKeys(str(path))
+    for name in ("10.0.0.1", "db-1", "[127.0.0.9]:2222", "[127.0.0.2]:2200", "10.0.0.2"):
+        expected = dict(theirs.lookup(name) or {})
+        assert ours.lookup(name) == expected, name
+    assert ours.lookup("10.0.0.1") == {a.get_name(): a}
+    assert ours.lookup("[127.0.0.9]:2222") == {c.get_name(): c}
+    assert ours.lookup("10.0.0.2") == {}
