@@ -47,6 +47,9 @@ class RunContext:
     _canceling: frozenset[int] = frozenset()
     _canceling_read: float = float("-inf")
     _cancel_lock: threading.Lock = field(default_factory=threading.Lock)
+    # (host id, phase) -> pids: what this run wrote or read once; it holds the task's lease, so nobody else writes
+    # them meanwhile, and each step reads them back without a store round trip.
+    _snapshots: dict[tuple[int, str], dict[str, int] | None] = field(default_factory=dict)
 
     def __enter__(self) -> RunContext:
         self.logs = LogWriter(self.store, runner=self.lease.runner, task_id=self.task_id).__enter__()
@@ -141,9 +144,14 @@ class HostStep:
     def record_pids(self, phase: str, pids: dict[str, int]) -> None:
         self.run.lease.check()
         self.run.store.save_snapshot(self.run.task_id, self.host.id, pids, phase=phase)
+        self.run._snapshots[(self.host.id, phase)] = dict(pids)
 
     def recorded_pids(self, phase: str) -> dict[str, int] | None:
-        return self.run.store.snapshot(self.run.task_id, self.host.id, phase)
+        key = (self.host.id, phase)
+        if key not in self.run._snapshots:  # recorded by an earlier run of the task (this one is a retry)
+            self.run._snapshots[key] = self.run.store.snapshot(self.run.task_id, self.host.id, phase)
+        found = self.run._snapshots[key]
+        return dict(found) if found is not None else None
 
 
 class _Fenced:

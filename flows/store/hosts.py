@@ -26,6 +26,17 @@ class PidSighting:
     stopped: bool = False
 
 
+# Built once with bound parameters (each is run once or more per host and subtask; see transitions.py).
+_SNAPSHOT_KEY = (host_snapshots.c.task_id == sa.bindparam("task_id"), host_snapshots.c.host_id == sa.bindparam("host_id"),
+                 host_snapshots.c.phase == sa.bindparam("phase"))
+_DELETE_SNAPSHOT = host_snapshots.delete().where(*_SNAPSHOT_KEY)
+_INSERT_SNAPSHOT = host_snapshots.insert()
+_READ_SNAPSHOT = sa.select(host_snapshots.c.pids).where(*_SNAPSHOT_KEY)
+_UPDATE_AGENT_STATUS = (host_agent_status.update().where(host_agent_status.c.host_id == sa.bindparam("host"))
+                        .values(status=sa.bindparam("new_status"), updated=sa.bindparam("new_updated")))
+_INSERT_AGENT_STATUS = host_agent_status.insert()
+
+
 class Hosts(Database):
     def locks(self) -> dict[int, int]:
         """host id -> the id of the task holding it."""
@@ -33,13 +44,11 @@ class Hosts(Database):
             return {r.host_id: r.task_id for r in conn.execute(sa.select(host_locks))}
 
     def set_host_agent_status(self, host_id: int, status: str) -> None:
+        stamp = format_time(now())
         with self._write() as conn:
-            updated = conn.execute(
-                host_agent_status.update().where(host_agent_status.c.host_id == host_id)
-                .values(status=status, updated=format_time(now()))
-            ).rowcount
+            updated = conn.execute(_UPDATE_AGENT_STATUS, {"host": host_id, "new_status": status, "new_updated": stamp}).rowcount
             if not updated:
-                conn.execute(host_agent_status.insert().values(host_id=host_id, status=status, updated=format_time(now())))
+                conn.execute(_INSERT_AGENT_STATUS, {"host_id": host_id, "status": status, "updated": stamp})
 
     def host_agent_statuses(self) -> dict[int, str]:
         """host id -> the agent status last seen by a restart."""
@@ -48,15 +57,14 @@ class Hosts(Database):
 
     def save_snapshot(self, task_id: int, host_id: int, pids: dict[str, int], phase: str = "before") -> None:
         """The agent's pids before (Prepare) and after (Finish) the restart; "starts": start times at Stop."""
-        key = (host_snapshots.c.task_id == task_id, host_snapshots.c.host_id == host_id, host_snapshots.c.phase == phase)
+        key = {"task_id": task_id, "host_id": host_id, "phase": phase}
         with self._write() as conn:
-            conn.execute(host_snapshots.delete().where(*key))
-            conn.execute(host_snapshots.insert().values(task_id=task_id, host_id=host_id, phase=phase, pids=json.dumps(pids)))
+            conn.execute(_DELETE_SNAPSHOT, key)
+            conn.execute(_INSERT_SNAPSHOT, {**key, "pids": json.dumps(pids)})
 
     def snapshot(self, task_id: int, host_id: int, phase: str = "before") -> dict[str, int] | None:
-        key = (host_snapshots.c.task_id == task_id, host_snapshots.c.host_id == host_id, host_snapshots.c.phase == phase)
         with self._read() as conn:
-            raw = conn.execute(sa.select(host_snapshots.c.pids).where(*key)).scalar()
+            raw = conn.execute(_READ_SNAPSHOT, {"task_id": task_id, "host_id": host_id, "phase": phase}).scalar()
         return json.loads(raw) if raw else None
 
     def host_agent_status(self, host_id: int) -> tuple[str, str] | None:
