@@ -45,9 +45,11 @@ BUCKETS = (
     ("ssh: connect (handshake, auth)", "SSHSession.connect", "steps/ssh.py"),
     ("ssh: commands", "SSHSession.run", "steps/ssh.py"),
     ("ssh: paramiko transport threads", "Transport.run", "paramiko"),
-    ("store: subtask log lines", "SubtaskLog._write", "steps/subtask_log.py"),
-    ("store: other reads/writes", "TaskStore.", "flows/store.py"),
-    ("our steps (rest)", "run_node", "steps/tasks.py"),
+    ("ours: subtask logs", "", "flows/logs.py"),
+    ("ours: task store", "", "flows/store/"),
+    ("ours: state machine", "", "flows/machine.py"),
+    ("ours: steps (rest)", "", "steps/"),
+    ("ours: run_node (rest)", "run_node", "flows/tasks.py"),
     ("prefect: task engine (per task run)", "run_task_sync", "prefect/task_engine.py"),
     ("prefect: submitting task runs", "ThreadPoolTaskRunner.submit", "prefect/task_runners.py"),
     ("prefect: waiting for futures", "wait", "prefect/futures.py"),
@@ -73,6 +75,8 @@ def _bucket(stack: list[int], frames: list[dict], thread: str) -> str:
 def _library(frame: dict) -> str:
     path = frame.get("file", "") or ""
     for label, needle in LIBRARIES:
+        if label == "ours" and "/site-packages/" in path:
+            continue  # the project's own .venv is under ROOT too
         if needle in path:
             return label
     return "other"
