@@ -1,0 +1,100 @@
+"""A throwaway PostgreSQL cluster for the bench's Prefect server (``bench.prefect_floor --postgres``).
+
+Debian's PostgreSQL (/usr/lib/postgresql/*/bin): ``initdb`` (as user postgres via runuser when we are root, trust
+auth), ``postgres`` on 127.0.0.1 with ``fsync=off`` and its socket in its own directory under /tmp, then
+``CREATE DATABASE prefect``. Stopped by the postmaster's pid (fast shutdown, SIGKILL after a grace period); its
+directory is removed. The same steps as tests/services.py's PostgresServer, copied: bench does not import tests.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def postgres_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+    return Path(found[-1]).parent if found else None
+
+
+class PostgresCluster:
+    """``PostgresCluster(port).start()``; ``.pid`` is the postmaster, ``.url`` the Prefect database's URL."""
+
+    def __init__(self, port: int, max_connections: int = 200) -> None:
+        self.bin = postgres_bin()
+        if self.bin is None:
+            raise RuntimeError("no PostgreSQL under /usr/lib/postgresql/*/bin")
+        # its own directory under /tmp: the postgres user must be able to enter it
+        self.base = Path(tempfile.mkdtemp(prefix="prefect-floor-pg-"))
+        self.port, self.max_connections = port, max_connections
+        self.process: subprocess.Popen | None = None
+        self.pid: int | None = None  # the postmaster
+        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{port}/prefect"
+
+    def _as_owner(self, argv: list[str]) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+    def start(self, timeout: float = 60.0) -> PostgresCluster:
+        data = self.base / "pgdata"
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres")
+            os.chmod(self.base, 0o700)
+        subprocess.run(self._as_owner([str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                                       "-E", "UTF8", "--locale=C"]), check=True, capture_output=True)
+        self.log = open(self.base / "postgres.log", "ab")
+        self.process = subprocess.Popen(
+            self._as_owner([str(self.bin / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(self.base),
+                            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                            "-c", f"max_connections={self.max_connections}"]),
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"PostgreSQL exited {self.process.returncode}; see {self.log.name}")
+            ready = subprocess.run([str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                                   capture_output=True)
+            if ready.returncode == 0:
+                break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"PostgreSQL did not start within {timeout} s; see {self.log.name}")
+        self.pid = int((data / "postmaster.pid").read_text().split()[0])
+        subprocess.run([str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                        "-c", "CREATE DATABASE prefect"], check=True, capture_output=True)
+        return self
+
+    def stop(self, grace: float = 20.0) -> None:
+        """Fast shutdown (SIGINT) of the postmaster by its pid, SIGKILL after ``grace``; removes the directory."""
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and _alive(self.pid):
+                time.sleep(0.1)
+            if _alive(self.pid):
+                os.kill(self.pid, signal.SIGKILL)
+        if self.process is not None:  # runuser (when root): it exits with its child
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.log.close()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
