@@ -2,7 +2,7 @@
 
     python3 -m bench.orchestration --hosts 100,1000 [--repeat 3] [--profile DIR]
 
-Starts a ``prefect server start`` with the services our CLI's local server runs (``LEAN_SERVICES``), then per N
+Starts a ``prefect server start`` configured as our CLI's local server (``LEAN_SERVICES``, ``RECORDER_BATCHING``), then per N
 runs ``flows.restart.restart_agents`` in this process on N hosts whose connections are ``steps.testing``'s
 FakeAgent (answering our commands at once, no sshd, no network) instead of SSH sessions: the flow, its Prefect
 task runs, the task store (SQLite), the lease, the subtask logs, the artifacts — everything but SSH. Prints the
@@ -56,7 +56,7 @@ def write_inventory(path: Path, n: int) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from deployments.local_prefect import LEAN_SERVICES
+    from deployments.local_prefect import LEAN_SERVICES, RECORDER_BATCHING
 
     from .ours import PrefectServer
     from .prefect_floor import _free_port
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", type=Path, help="py-spy this process during each run; speedscope files here")
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="ocp-orchestration-"))
-    server = PrefectServer(work / "server", _free_port(), settings=dict(LEAN_SERVICES)).start()
+    server = PrefectServer(work / "server", _free_port(), settings={**LEAN_SERVICES, **RECORDER_BATCHING}).start()
     os.environ.update(PREFECT_API_URL=server.api_url, PREFECT_HOME=str(work / "client"),
                       PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="WARNING", DO_NOT_TRACK="1",
                       OCP_RESTART_HOME=str(work / "home"))

@@ -173,7 +173,9 @@ def record(hosts: int, mode: str, out_dir: Path, *, idle: bool, gil: bool, rate:
     # --nonblocking: never pause the process to sample it (blocking mode doubled the run's wall time).
     wrap = [str(BIN / "py-spy"), "record", "--format", "speedscope", "-o", str(target), "--rate", str(rate),
             "--nonblocking", "--subprocesses", *(["--idle"] if idle else []), *(["--gil"] if gil else []), "--"]
-    server = PrefectServer(work / "prefect-server", free_port()) if mode == "server" else None
+    from deployments.local_prefect import RECORDER_BATCHING
+
+    server = PrefectServer(work / "prefect-server", free_port(), dict(RECORDER_BATCHING)) if mode == "server" else None
     try:
         if server:
             server.start()

@@ -223,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="ocp-bench-"))
     out = {"meta": metadata(args), "plan_1000": run_plan_bench(), "runs": {}}
     print_plan(out["plan_1000"])
-    server = PrefectServer(work / "prefect-server", free_port(), dict(kv.split("=", 1) for kv in args.server_env))
+    from deployments.local_prefect import RECORDER_BATCHING  # as the README tells users to set up their server
+
+    server = PrefectServer(work / "prefect-server", free_port(),
+                           {**RECORDER_BATCHING, **dict(kv.split("=", 1) for kv in args.server_env)})
     try:
         server.start()
         out["meta"]["prefect_server_ready_s"] = round(server.ready_seconds, 1)

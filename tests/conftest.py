@@ -16,6 +16,9 @@ os.environ["PREFECT_HOME"] = str(_HOME / "prefect")
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"
+# Every Prefect server of the tests records task runs in batches, as the README tells users to (#14).
+os.environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE"] = "100"
+os.environ["PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL"] = "1"
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.pop("OCP_RESTART_STORE_URL", None)
 os.environ.pop("OCP_RESTART_INVENTORY", None)
