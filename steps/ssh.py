@@ -80,12 +80,13 @@ class _ParsedFiles:
 class KnownHosts:
     """A known_hosts file indexed by host name. paramiko's ``HostKeys.load`` checks each line against every line
     before it and each lookup scans them all: with 1,000 hosts, half a million comparisons per parse (#14). Same
-    rules: comments and malformed lines skipped, hashed ``|1|`` names matched by their HMAC, the first key of a
-    type wins."""
+    rules: comments and malformed lines skipped, hashed ``|1|`` names matched by their HMAC, and for each key type
+    the key on the earliest line wins."""
 
     def __init__(self) -> None:
-        self._plain: dict[str, dict[str, paramiko.PKey]] = {}
-        self._hashed: list[tuple[str, paramiko.PKey]] = []
+        self._plain: dict[str, dict[str, tuple[int, paramiko.PKey]]] = {}  # name -> key type -> (line, key)
+        self._hashed: list[tuple[int, str, paramiko.PKey]] = []
+        self._hashed_found: dict[str, dict[str, tuple[int, paramiko.PKey]]] = {}  # one HMAC per hashed line per name
 
     @classmethod
     def load(cls, path: str) -> KnownHosts:
@@ -103,18 +104,24 @@ class KnownHosts:
                     continue
                 for name in entry.hostnames:
                     if name.startswith("|1|"):
-                        known._hashed.append((name, entry.key))
+                        known._hashed.append((lineno, name, entry.key))
                     else:
-                        known._plain.setdefault(name, {}).setdefault(entry.key.get_name(), entry.key)
+                        known._plain.setdefault(name, {}).setdefault(entry.key.get_name(), (lineno, entry.key))
         return known
 
     def lookup(self, name: str) -> dict[str, paramiko.PKey]:
         """Key type -> key for ``name`` (empty if the file has none)."""
+        if name not in self._hashed_found:
+            matches: dict[str, tuple[int, paramiko.PKey]] = {}
+            for lineno, hashed, key in self._hashed:
+                if paramiko.HostKeys.hash_host(name, hashed) == hashed:
+                    matches.setdefault(key.get_name(), (lineno, key))
+            self._hashed_found[name] = matches
         found = dict(self._plain.get(name, {}))
-        for hashed, key in self._hashed:
-            if paramiko.HostKeys.hash_host(name, hashed) == hashed:
-                found.setdefault(key.get_name(), key)
-        return found
+        for key_type, (lineno, key) in self._hashed_found[name].items():
+            if key_type not in found or lineno < found[key_type][0]:
+                found[key_type] = (lineno, key)
+        return {key_type: key for key_type, (_, key) in found.items()}
 
 
 _KNOWN_HOSTS = _ParsedFiles(KnownHosts.load)

@@ -419,12 +419,14 @@ def test_known_hosts_index_answers_as_paramiko_does(tmp_path):
     line = lambda names, key: f"{names} {key.get_name()} {key.get_base64()}\n"  # noqa: E731
     hashed = paramiko.HostKeys.hash_host("[127.0.0.9]:2222")
     path = tmp_path / "known_hosts"
+    hashed_db = paramiko.HostKeys.hash_host("db-2")
     path.write_text("# a comment\n\nnot a host key line\n" + line("10.0.0.1,db-1", a) + line("10.0.0.1", b)
-                    + line(hashed, c) + line("[127.0.0.2]:2200", b))
+                    + line(hashed, c) + line("[127.0.0.2]:2200", b) + line(hashed_db, a) + line("db-2", b))
     ours, theirs = KnownHosts.load(str(path)), paramiko.HostKeys(str(path))
-    for name in ("10.0.0.1", "db-1", "[127.0.0.9]:2222", "[127.0.0.2]:2200", "10.0.0.2"):
+    for name in ("10.0.0.1", "db-1", "[127.0.0.9]:2222", "[127.0.0.2]:2200", "10.0.0.2", "db-2"):
         expected = dict(theirs.lookup(name) or {})
         assert ours.lookup(name) == expected, name
     assert ours.lookup("10.0.0.1") == {a.get_name(): a}
     assert ours.lookup("[127.0.0.9]:2222") == {c.get_name(): c}
     assert ours.lookup("10.0.0.2") == {}
+    assert ours.lookup("db-2") == {a.get_name(): a}  # the hashed line comes first
