@@ -17,7 +17,7 @@ services in that one process). After each run it checks what the UI would show, 
 state, its task runs and their states, its logs (one "Finished in state" record per task run) and its artifact.
 
 ``--lean``: the server services our CLI's local server turns off (deployments.local_prefect.LEAN_SERVICES).
-``--postgres``: the server on a throwaway PostgreSQL cluster (bench.prefect_server_pg) instead of SQLite; its
+``--postgres``: the server on a throwaway PostgreSQL cluster (deployments.sandbox.postgres) instead of SQLite; its
 processes' CPU (the postmaster and its children) is reported too. ``--server-env`` / ``--client-env``: settings of
 the server / of this process (Prefect reads them at import, so they are set before it is imported).
 ``--profile-server DIR``: py-spy records the server (``--subprocesses --nonblocking``, 50 Hz) over each N's
@@ -209,10 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"configuration {label}: work {work}", flush=True)
     try:
         if args.postgres:
-            from .prefect_server_pg import PostgresCluster
+            from deployments.sandbox.postgres import PostgresCluster
 
             pg = PostgresCluster(_free_port()).start()
-            settings["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = pg.url
+            settings["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = pg.url("prefect", "asyncpg")
             print(f"  PostgreSQL {pg.bin.parent.name}: postmaster pid {pg.pid}, port {pg.port}", flush=True)
         server = PrefectServer(work / "server", _free_port(), settings).start()
         print(f"  server pid {server.proc.pid} ready in {server.ready_seconds:.1f} s; "

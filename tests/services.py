@@ -3,7 +3,6 @@ PostgreSQL from Debian's packages, a Prefect server on it, Prefect process worke
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from conftest import ROOT, free_port
+from deployments.sandbox.postgres import PostgresCluster
 
 
 def terminate(process: subprocess.Popen, grace: float = 20) -> None:
@@ -27,65 +27,11 @@ def terminate(process: subprocess.Popen, grace: float = 20) -> None:
             process.wait()
 
 
-def _postgres_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
-    return Path(found[-1]).parent if found else None
-
-
-class PostgresServer:
-    """A throwaway PostgreSQL cluster on 127.0.0.1 (trust auth), as user postgres when we are root."""
+class PostgresServer(PostgresCluster):
+    """A throwaway PostgreSQL cluster with the databases the scale-out tests use: prefect and ocp_restart."""
 
     def __init__(self) -> None:
-        import tempfile
-
-        self.bin = _postgres_bin()
-        # Its own directory under /tmp: pytest's tmp dirs are 0700 root, which the postgres user cannot enter.
-        self.base = Path(tempfile.mkdtemp(prefix="ocp-restart-pg-"))
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def available(self) -> bool:
-        return self.bin is not None
-
-    def _as_owner(self, argv: list[str]) -> list[str]:
-        return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
-
-    def start(self) -> "PostgresServer":
-        data = self.base / "pgdata"
-        self.base.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            shutil.chown(self.base, "postgres")
-            os.chmod(self.base, 0o700)
-        subprocess.run(self._as_owner([str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                                       "-E", "UTF8", "--locale=C"]), check=True, capture_output=True)
-        self.log = open(self.base / "postgres.log", "ab")
-        self.process = subprocess.Popen(
-            self._as_owner([str(self.bin / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(self.base),
-                            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=200"]),
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            ready = subprocess.run([str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                                   capture_output=True)
-            if ready.returncode == 0:
-                break
-            time.sleep(0.2)
-        else:
-            raise RuntimeError(f"PostgreSQL did not start; see {self.log.name}")
-        for db in ("prefect", "ocp_restart"):
-            subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c", f"CREATE DATABASE {db}"],
-                           check=True, capture_output=True)
-        return self
-
-    def url(self, db: str, driver: str) -> str:
-        return f"postgresql+{driver}://postgres@127.0.0.1:{self.port}/{db}"
-
-    def stop(self) -> None:
-        if self.process is not None:
-            terminate(self.process)  # SIGTERM: PostgreSQL's smart shutdown
-        shutil.rmtree(self.base, ignore_errors=True)
+        super().__init__(free_port(), databases=("prefect", "ocp_restart"))
 
 
 def prefect_exe() -> str:

@@ -1,9 +1,9 @@
-"""A throwaway PostgreSQL cluster for the bench's Prefect server (``bench.prefect_floor --postgres``).
+"""A throwaway PostgreSQL cluster on loopback, for the scale-out tests and the bench's Prefect server.
 
 Debian's PostgreSQL (/usr/lib/postgresql/*/bin): ``initdb`` (as user postgres via runuser when we are root, trust
-auth), ``postgres`` on 127.0.0.1 with ``fsync=off`` and its socket in its own directory under /tmp, then
-``CREATE DATABASE prefect``. Stopped by the postmaster's pid (fast shutdown, SIGKILL after a grace period); its
-directory is removed. The same steps as tests/services.py's PostgresServer, copied: bench does not import tests.
+auth), ``postgres`` on 127.0.0.1 with ``fsync=off`` and its socket in its own directory under /tmp, then one
+``CREATE DATABASE`` per name given. Stopped by the postmaster's pid (fast shutdown, SIGKILL after a grace period);
+its directory is removed.
 """
 
 from __future__ import annotations
@@ -24,23 +24,30 @@ def postgres_bin() -> Path | None:
 
 
 class PostgresCluster:
-    """``PostgresCluster(port).start()``; ``.pid`` is the postmaster, ``.url`` the Prefect database's URL."""
+    """``PostgresCluster(port, databases).start()``; ``.pid`` is the postmaster; ``url(db, driver)``."""
 
-    def __init__(self, port: int, max_connections: int = 200) -> None:
+    def __init__(self, port: int, databases: tuple[str, ...] = ("prefect",), max_connections: int = 200) -> None:
         self.bin = postgres_bin()
-        if self.bin is None:
-            raise RuntimeError("no PostgreSQL under /usr/lib/postgresql/*/bin")
-        # its own directory under /tmp: the postgres user must be able to enter it
-        self.base = Path(tempfile.mkdtemp(prefix="prefect-floor-pg-"))
-        self.port, self.max_connections = port, max_connections
+        self.port, self.databases, self.max_connections = port, databases, max_connections
+        self.base: Path | None = None
         self.process: subprocess.Popen | None = None
         self.pid: int | None = None  # the postmaster
-        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{port}/prefect"
+
+    @property
+    def available(self) -> bool:
+        return self.bin is not None
+
+    def url(self, db: str, driver: str) -> str:
+        return f"postgresql+{driver}://postgres@127.0.0.1:{self.port}/{db}"
 
     def _as_owner(self, argv: list[str]) -> list[str]:
         return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
     def start(self, timeout: float = 60.0) -> PostgresCluster:
+        if self.bin is None:
+            raise RuntimeError("no PostgreSQL under /usr/lib/postgresql/*/bin")
+        # its own directory under /tmp: the postgres user must be able to enter it (pytest's tmp dirs are 0700 root)
+        self.base = Path(tempfile.mkdtemp(prefix="ocp-restart-pg-"))
         data = self.base / "pgdata"
         if os.geteuid() == 0:
             shutil.chown(self.base, "postgres")
@@ -65,8 +72,9 @@ class PostgresCluster:
         else:
             raise RuntimeError(f"PostgreSQL did not start within {timeout} s; see {self.log.name}")
         self.pid = int((data / "postmaster.pid").read_text().split()[0])
-        subprocess.run([str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                        "-c", "CREATE DATABASE prefect"], check=True, capture_output=True)
+        for db in self.databases:
+            subprocess.run([str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                            "-c", f"CREATE DATABASE {db}"], check=True, capture_output=True)
         return self
 
     def stop(self, grace: float = 20.0) -> None:
@@ -88,7 +96,8 @@ class PostgresCluster:
                 self.process.kill()
                 self.process.wait()
             self.log.close()
-        shutil.rmtree(self.base, ignore_errors=True)
+        if self.base is not None:
+            shutil.rmtree(self.base, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
