@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .background import background
 from .errors import Fenced, StoreUnavailableError
 from .store import TaskStore
 
@@ -96,9 +97,7 @@ class Lease:
 @contextmanager
 def launch_grace(store: TaskStore, task_id: int, seconds: float) -> Iterator[None]:
     """Keep an unclaimed task from lapsing while its flow run waits to start (a slot, Prefect's API)."""
-    stop = threading.Event()
-
-    def extend() -> None:
+    def extend(stop: threading.Event) -> None:
         while not stop.wait(seconds / 3):
             try:
                 store.extend_unclaimed(task_id, seconds)
@@ -106,10 +105,5 @@ def launch_grace(store: TaskStore, task_id: int, seconds: float) -> Iterator[Non
                 log.warning("task %s: could not extend its launch grace: %s", task_id, exc)
 
     store.extend_unclaimed(task_id, seconds)
-    thread = threading.Thread(target=extend, name=f"launch-{task_id}", daemon=True)
-    thread.start()
-    try:
+    with background(extend, name=f"launch-{task_id}"):
         yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)

@@ -19,6 +19,7 @@ from prefect.input import RunInput
 from prefect.states import Cancelled, Completed, Failed, State
 from pydantic import Field
 
+from .background import background
 from .errors import RequestError
 from .models import Operation, SubtaskStatus, TaskStatus
 from .options import RestartOptions
@@ -177,9 +178,7 @@ def cancel_watch(on_cancel: Callable[[str], None], interval: float = 1.0) -> Ite
         return
     from prefect.client.orchestration import get_client
 
-    stop = threading.Event()
-
-    def watch() -> None:
+    def watch(stop: threading.Event) -> None:
         with get_client(sync_client=True) as client:
             while not stop.wait(interval):
                 try:
@@ -191,13 +190,8 @@ def cancel_watch(on_cancel: Callable[[str], None], interval: float = 1.0) -> Ite
                     on_cancel("the flow run was cancelled in Prefect")
                     return
 
-    thread = threading.Thread(target=watch, name="cancel-watch", daemon=True)
-    thread.start()
-    try:
+    with background(watch, name="cancel-watch"):
         yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
 
 
 # -- what a run from the Prefect UI may ask ---------------------------------------------------------------------
