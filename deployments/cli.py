@@ -9,8 +9,10 @@ unexpected internal error (a bug or a broken installation: the message names it)
 from __future__ import annotations
 
 import argparse
+import atexit
 import getpass
 import json
+import logging
 import os
 import sys
 import threading
@@ -146,6 +148,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``ocp-restart``: the exit status. Called without ``argv`` (the installed command, ``python -m``), the process
+    also leaves without the interpreter's teardown once every exit handler has run (see ``_leave_at_once``)."""
+    if argv is not None:  # a caller in Python (tests, scripts): nothing process-wide
+        return _main(argv)
+    atexit.register(_leave_at_once)  # registered before anything else, so it runs after every other handler
+    code = _main(None)
+    _EXIT_STATUS.append(code)
+    return code
+
+
+# Tearing the interpreter down after a run (freeing Prefect's, pydantic's and SQLAlchemy's module graphs, object by
+# object) took 0.2-0.3 s of every `ocp-restart run`, after its work was done and recorded. Prefect's own exit work
+# (draining logs and events to its API) runs before, in threading's and atexit's handlers.
+_EXIT_STATUS: list[int] = []
+
+
+def _leave_at_once() -> None:
+    """The last exit handler of a process whose main() returned: flush what is buffered, then exit with its status."""
+    if not _EXIT_STATUS:  # an exception or a signal ends this process: Python's own exit, status and all
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more can reach it
+            pass
+    status = _EXIT_STATUS[0]
+    os._exit(0 if status is None else status if isinstance(status, int) else 1)  # as sys.exit(status) would
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if not getattr(args, "verbose", False):
         # Our progress goes to the terminal; Prefect's INFO lines still reach its API and UI.

@@ -71,3 +71,20 @@ def cli_command() -> list[str]:
 
     exe = shutil.which("ocp-restart", path=str(Path(sys.executable).parent))
     return [exe] if exe else [sys.executable, "-m", "deployments.cli"]
+
+
+def test_run_leaves_without_teardown_but_after_prefect_has_its_last_log(prefect_api, sandbox, home):
+    """#14: `ocp-restart run` skips the interpreter's teardown (0.1-0.3 s a run) only after its exit handlers ran:
+    its JSON through a pipe is whole, its status is main()'s, and the run's last log line reached Prefect's API."""
+    import httpx
+
+    run = cli("run", "--inventory", str(sandbox.inventory_path), "--json")
+    assert run.returncode == 0, run.stderr
+    task = json.loads(run.stdout)
+    assert task["status"] == "SUCCESSFUL"
+    with httpx.Client(base_url=prefect_api, timeout=30) as prefect:
+        logs = prefect.post("/logs/filter", json={"sort": "TIMESTAMP_DESC", "limit": 200}).json()
+    assert any(log["message"].startswith(f"OCP task {task['id']} SUCCESSFUL") for log in logs), \
+        [log["message"][:80] for log in logs[:10]]
+    bad = cli("run", "--inventory", str(sandbox.inventory_path), "--host-ids", "424242", "--json")
+    assert bad.returncode == 2 and "424242" in bad.stderr, (bad.returncode, bad.stderr)
