@@ -294,8 +294,6 @@ class FakeAgent:
             return 0, "", ""
         if name == "false":
             return 1, "", ""
-        if name == "ps" and len(args) == 4 and args[:3] == ["-o", "pid=,stat=,comm=", "-p"]:
-            return self._ps(args[3])
         raise UnexpectedCommand(f"FakeAgent does not know the command {argv!r}")
 
     def _ctl_at(self, path: str, args: list[str]) -> tuple[int, str, str]:
@@ -304,13 +302,12 @@ class FakeAgent:
         self.ctl_calls.append(list(args))
         return self._ctl(args)
 
-    def _ps(self, listed: str) -> tuple[int, str, str]:
-        pids = listed.split(",")
+    def _proc_stats(self, pids: list[str]) -> str:
+        """What steps.agent's LIVE loop prints for ``pids``: ``pid state comm`` per process there is."""
         if not all(p.isdigit() for p in pids):
-            raise UnexpectedCommand(f"ps -p {listed!r}: not a list of pids")
-        lines = [f"{p.pid:>7} {'Z' if p.zombie else 'S'}    {p.name}\n"
-                 for p in (self.processes.get(int(pid)) for pid in pids) if p is not None]
-        return (0 if lines else 1), "".join(lines), ""
+            raise UnexpectedCommand(f"live processes of {pids!r}: not a list of pids")
+        return "".join(f"{p.pid} {'Z' if p.zombie else 'S'} {p.name}\n"
+                       for p in (self.processes.get(int(pid)) for pid in pids) if p is not None)
 
     # -- the scripts (steps.agent.SCRIPTS) ------------------------------------------------------------------
 
@@ -344,6 +341,17 @@ class FakeAgent:
         lines = [f"{pid} {self.processes[int(pid)].start}\n" for pid in args
                  if pid.isdigit() and int(pid) in self.processes]
         return result(command, "".join(lines))
+
+    def _script_live(self, command: str, args: list[str]) -> Answer:
+        return result(command, self._proc_stats(args))
+
+    def _script_live_then_status(self, command: str, args: list[str]) -> Answer:
+        path, *pids = args
+        listed = self._proc_stats(pids) + f"{MARK}\n"
+        if path != self.ctl or not self.cli:
+            return result(command, listed, f"sh: 1: exec: {path}: not found\n", 127)
+        status, stdout, stderr = self._ctl_at(path, ["status"])
+        return result(command, listed + stdout, stderr, status)
 
     def _script_signal(self, command: str, args: list[str]) -> Answer:
         sig, *pids = args
