@@ -95,6 +95,26 @@ def print_table(n: int, results: list[Result]) -> None:
             console.print(f"  [red]{r.name}: {r.note}[/]", highlight=False)
 
 
+def print_growth(runs: dict[str, dict]) -> None:
+    """One row per way, one column per N: the wall time and, beside it, its ratio to that N's floor."""
+    sizes = sorted(runs, key=int)
+    if len(sizes) < 2:
+        return
+    walls = {n: {r["name"]: r["wall"] for r in runs[n]["results"] if r["ok"]} for n in sizes}
+    ways = list(dict.fromkeys(name for n in sizes for name in walls[n]))
+    table = Table(title="How each way grows with N: wall s (÷ floor at that N)")
+    table.add_column("way")
+    for n in sizes:
+        table.add_column(f"N={n}", justify="right")
+    for way in ways:
+        cells = []
+        for n in sizes:
+            wall, floor = walls[n].get(way), walls[n].get("floor (bare paramiko)")
+            cells.append("" if wall is None else f"{wall:.2f}" + (f" ({wall / floor:.2f}x)" if floor else ""))
+        table.add_row(way, *cells)
+    console.print(table)
+
+
 def print_targets(checks: list[tuple[str, str, bool | None]]) -> None:
     for what, measured, met in checks:
         mark = "[green]met[/]" if met else "[red]MISSED[/]"

@@ -9,8 +9,8 @@ clock, with every agent running again (and 2 s to settle) between two measuremen
 1. floor (bare paramiko): ThreadPoolExecutor(workers), one TCP_NODELAY connection per host (host key checked,
    key auth), five stages of the same remote commands with a barrier after each (bench/floor.py);
 2. floor over SSHSession: the same over our own SSH layer (steps/ssh.py), to isolate what that layer costs;
-3. ours: CLI ephemeral: the whole ``ocp-restart run --json`` process, Prefect in ephemeral mode (its
-   PREFECT_HOME primed once, as a user's is after the first run);
+3. ours: CLI default: the whole ``ocp-restart run --json`` process as a user types it (no Prefect configured: the
+   CLI's own local Prefect server, started by the first run, reused by the next ones; see _measure_default);
 4. ours: CLI + server: the same with PREFECT_API_URL at a ``prefect server start`` the bench started once;
 5. ours: API (serve): POST /compute/hosts/batchRestartAgents to an already-started ``ocp-restart serve``
    (warmed by one 1-host restart), polled every 0.1 s until the task is no longer RUNNING;
@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .common import Result, ensure_ready
-from .report import console, print_plan, print_table, print_targets, ratios, targets
+from .report import console, print_growth, print_plan, print_table, print_targets, ratios, targets
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WAYS = ("floor", "floor-session", "floor-steps", "ephemeral", "server", "api", "cli-remote", "ansible-cold", "ansible-warm", "ansible-nocp")
@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--start-seconds", type=float, default=1.0, help="agent start time (default 1)")
     p.add_argument("--workers", type=int, default=32, help="our --max-workers, the floor's pool, Ansible's forks")
     p.add_argument("--repeat", type=int, default=1, help="measure each way this many times; report the median")
+    p.add_argument("--once-from", type=int, default=0, metavar="N",
+                   help="from N hosts on, measure each way once and the default path's first and reuse runs only "
+                        "(1,000 hosts: ~3 min a way, ~8 min for Ansible); default: every N like the others")
     p.add_argument("--skip", default="", help=f"comma-separated ways to leave out: {','.join(WAYS)}")
     p.add_argument("--variant-env", action="append", default=[], metavar="KEY=VALUE",
                    help="also measure 'ours: CLI + server' with this environment setting (repeatable; all together)")
@@ -105,7 +108,9 @@ def bench_hosts(n: int, args: argparse.Namespace, ctx: dict) -> list[Result]:
     from .floor import KINDS, run_floor
     from .ours import run_cli
 
-    work, skip, rep, results = ctx["work"], args.skip, args.repeat, []
+    work, skip, results = ctx["work"], args.skip, []
+    large = bool(args.once_from) and n >= args.once_from
+    rep = 1 if large else args.repeat
     started = time.monotonic()
     with Sandbox(n, stop_seconds=args.stop_seconds, start_seconds=args.start_seconds) as sandbox:
         console.print(f"[bold]{n} hosts[/]: sandbox up in {time.monotonic() - started:.1f} s", highlight=False)
@@ -117,7 +122,7 @@ def bench_hosts(n: int, args: argparse.Namespace, ctx: dict) -> list[Result]:
                 results.append(measure(KINDS[kind], sandbox,
                                        lambda: run_floor(sandbox, kind=kind, workers=args.workers), rep))
         if "ephemeral" not in skip:
-            results += _measure_default(sandbox, n, args, ctx)
+            results += _measure_default(sandbox, n, args, ctx, repeat=rep, restart=not large)
         if "server" not in skip:
             results.append(measure("ours: CLI + server", sandbox, lambda: run_cli(
                 sandbox, name="ours: CLI + server", work_dir=work, prefect_home=ctx["client_home"],
@@ -140,7 +145,8 @@ def bench_hosts(n: int, args: argparse.Namespace, ctx: dict) -> list[Result]:
     return results
 
 
-def _measure_default(sandbox, n: int, args: argparse.Namespace, ctx: dict) -> list[Result]:
+def _measure_default(sandbox, n: int, args: argparse.Namespace, ctx: dict, *, repeat: int,
+                     restart: bool = True) -> list[Result]:
     """``ocp-restart run``'s default path (no PREFECT_API_URL: a local Prefect server started once, then reused),
     with one OCP_RESTART_HOME for this N: the first run (starts the server, fresh Prefect database), ``--repeat``
     runs reusing it (median reported), then, with the server stopped as after its idle time, one run that starts
@@ -156,9 +162,10 @@ def _measure_default(sandbox, n: int, args: argparse.Namespace, ctx: dict) -> li
 
     try:
         results = [measure(f"{base}, first", sandbox, one(f"{base}, first"))]
-        results.append(measure(f"{base}, reuse", sandbox, one(f"{base}, reuse"), args.repeat))
-        stop_local_server(home)
-        results.append(measure(f"{base}, restarts server", sandbox, one(f"{base}, restarts server")))
+        results.append(measure(f"{base}, reuse", sandbox, one(f"{base}, reuse"), repeat))
+        if restart:
+            stop_local_server(home)
+            results.append(measure(f"{base}, restarts server", sandbox, one(f"{base}, restarts server")))
     finally:
         stop_local_server(home)
     return results
@@ -243,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             print_table(n, results)
             print_targets(checks)
             _write(out, args)
+        print_growth(out["runs"])
     finally:
         server.stop()
         if not args.keep:
