@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from deployments.sandbox.procs import reap
+
 from .common import BIN, _subtree, process_cpu_seconds, process_table, wait_quiet
 
 
@@ -168,11 +170,7 @@ class ServerProfiler:
     def stop(self) -> Path:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            reap(self.proc, timeout=120)
         self.log.close()
         return self.out
 

@@ -28,6 +28,8 @@ os.environ["OCP_RESTART_PREFECT_IDLE_SECONDS"] = "5"
 
 import pytest  # noqa: E402
 
+from deployments.sandbox.procs import reap  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -112,11 +114,7 @@ class ApiServer:
     def kill(self, sig: int = 15) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            reap(self.process, timeout=10)
         self.log.close()
 
 

@@ -14,17 +14,14 @@ import httpx
 
 from conftest import ROOT, free_port
 from deployments.sandbox.postgres import PostgresCluster
+from deployments.sandbox.procs import reap
 
 
 def terminate(process: subprocess.Popen, grace: float = 20) -> None:
     """SIGTERM a child we started, SIGKILL it if it outlives ``grace`` seconds."""
     if process.poll() is None:
         process.terminate()
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        reap(process, grace)
 
 
 class PostgresServer(PostgresCluster):

@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .procs import is_alive, reap
+
 
 def postgres_bin() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
@@ -85,25 +87,13 @@ class PostgresCluster:
             except ProcessLookupError:
                 pass
             deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and _alive(self.pid):
+            while time.monotonic() < deadline and is_alive(self.pid):
                 time.sleep(0.1)
-            if _alive(self.pid):
+            if is_alive(self.pid):
                 os.kill(self.pid, signal.SIGKILL)
         if self.process is not None:  # runuser (when root): it exits with its child
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            reap(self.process, timeout=10)
             self.log.close()
         if self.base is not None:
             shutil.rmtree(self.base, ignore_errors=True)
 
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` still runs (a zombie counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False

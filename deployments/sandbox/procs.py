@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -133,3 +134,12 @@ def terminate(pids: Iterable[int], grace: float = 1.0) -> list[int]:
         left = [p for p in left if is_alive(p)]
     signal_pids(left, signal.SIGKILL)
     return left
+
+
+def reap(process: subprocess.Popen, timeout: float) -> None:
+    """Wait up to ``timeout`` s for a child we started to exit; SIGKILL it if it has not; reap it either way."""
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import httpx
 
+from deployments.sandbox.procs import reap
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = Path(__file__).resolve().parent
 CHROMIUM = "/usr/bin/chromium"
@@ -86,11 +88,7 @@ class Children:
         for name, process in reversed(self.started):
             if process.poll() is None:
                 process.terminate()
-                try:
-                    process.wait(timeout=grace)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+                reap(process, grace)
             log(f"stopped {name} (pid {process.pid})")
         self.started.clear()
 
