@@ -36,24 +36,25 @@ STATUS_IF_CLI = Script("status_if_cli", '[ -x "$1" ] || exit 127; exec "$1" stat
 # per process, 9 processes per host on the step where the hosts are busiest (#14). `set -f`: the unquoted
 # expansion that splits the stat line into fields must not glob. The comm field may hold spaces and ")": what
 # follows the last ") " is field 3 on.
+# st := the line of /proc/$p/stat ('' when that process is gone): what every script below reads a process from.
+_READ_STAT = 'st=; { read -r st <"/proc/$p/stat"; } 2>/dev/null'
 STOP_ALL = Script(
     "identities_then_stop",
     'set -f; ctl=$1 run=$2; shift 2; for n in "$@"; do p=; { read -r p <"$run/$n.pid"; } 2>/dev/null; '
     "case $p in ''|*[!0-9]*) continue;; esac; "
-    's=-; st=; { read -r st <"/proc/$p/stat"; } 2>/dev/null; if [ -n "$st" ]; then set -- ${st##*) }; s=${20:--}; fi; '
+    f's=-; {_READ_STAT}; if [ -n "$st" ]; then set -- ${{st##*) }}; s=${{20:--}}; fi; '
     'echo "$n $p $s"; done; echo @@ocp-restart@@; exec "$ctl" stop',
 )
-# Prints `pid start-time` for each live pid given. $@: the pids.
+# Prints `pid start-time` for each live pid given. $@: the pids. Builtins only, as above.
 START_TIMES = Script(
     "start_times",
-    """for p in "$@"; do [ -r "/proc/$p/stat" ] && echo "$p $(sed 's/^.*) //' "/proc/$p/stat" | cut -d' ' -f20)"; """
-    "done; true",
+    f'set -f; for p in "$@"; do {_READ_STAT}; [ -n "$st" ] || continue; set -- ${{st##*) }}; echo "$p ${{20}}"; done; true',
 )
 # Prints `pid state comm` for each given pid that has a process (state: field 3 of /proc/PID/stat, Z for a
 # zombie). Shell builtins only: `ps -p` reads every process on the host to print a few, which cost 90 ms of CPU per
 # call with 3,000 processes and made Stop all 3.4x the floor's at 1,000 sandbox hosts (#14). comm is what lies
 # between the first "(" and the last ") ".
-_LIVE_LOOP = ('for p in "$@"; do st=; { read -r st <"/proc/$p/stat"; } 2>/dev/null; [ -n "$st" ] || continue; '
+_LIVE_LOOP = (f'for p in "$@"; do {_READ_STAT}; [ -n "$st" ] || continue; '
               'c=${st#*(}; c=${c%) *}; set -- ${st##*) }; echo "$p $1 $c"; done')
 LIVE = Script("live", f"set -f; {_LIVE_LOOP}; true")  # $@: the pids
 # The same, then MARK, then `ocp_agentctl status` (whose exit status is the command's). $1: the CLI, the rest: pids.
