@@ -27,7 +27,7 @@ class Database:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         # SQLite allows one writer; serialising our own threads avoids 'database is locked' retries.
         self._write_lock = threading.Lock() if self._sqlite else _NullLock()
-        with self._available():
+        with self.available():
             metadata.create_all(self.engine)
 
     @property
@@ -39,7 +39,7 @@ class Database:
         self.engine.dispose()
 
     @contextmanager
-    def _available(self) -> Iterator[None]:
+    def available(self) -> Iterator[None]:
         """Database failures (server down, read-only file, disk full) become one clear error; the transaction
         they interrupted is rolled back, so nothing is half-written."""
         try:
@@ -54,13 +54,15 @@ class Database:
             raise StoreUnavailableError(f"the task store {self.safe_url} refused the operation: {reason}") from None
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self._available(), self._write_lock, self.engine.begin() as conn:
+    def write(self) -> Iterator[Connection]:
+        """A write transaction, committed if no error."""
+        with self.available(), self._write_lock, self.engine.begin() as conn:
             yield conn
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self._available(), self.engine.connect() as conn:
+    def read(self) -> Iterator[Connection]:
+        """A connection for queries: no lock taken, nothing committed."""
+        with self.available(), self.engine.connect() as conn:
             yield conn
 
 

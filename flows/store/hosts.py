@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
+from ..errors import HostBusyError
 from ..models import format_time, now
 from ..plan import Kind
 from .database import Database
@@ -37,46 +40,66 @@ _UPDATE_AGENT_STATUS = (host_agent_status.update().where(host_agent_status.c.hos
 _INSERT_AGENT_STATUS = host_agent_status.insert()
 
 
-class Hosts(Database):
+def lock_hosts(conn: Connection, task_id: int, host_ids: Sequence[int], stamp: str) -> None:
+    """Lock ``host_ids`` for ``task_id`` in the caller's transaction (those it holds already stay); HostBusyError
+    if another task holds one."""
+    busy = conn.execute(
+        sa.select(host_locks.c.host_id, host_locks.c.task_id)
+        .where(host_locks.c.host_id.in_(host_ids), host_locks.c.task_id != task_id)
+    ).first()
+    if busy:
+        raise HostBusyError(busy.host_id, busy.task_id)
+    held = set(conn.execute(sa.select(host_locks.c.host_id).where(host_locks.c.task_id == task_id)).scalars())
+    conn.execute(
+        host_locks.insert(), [{"host_id": h, "task_id": task_id, "acquired": stamp} for h in host_ids if h not in held]
+    )
+
+
+class Hosts:
+    """Host locks (read), agent statuses and pid snapshots."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
     def locks(self) -> dict[int, int]:
         """host id -> the id of the task holding it."""
-        with self._read() as conn:
+        with self.db.read() as conn:
             return {r.host_id: r.task_id for r in conn.execute(sa.select(host_locks))}
 
     def set_host_agent_status(self, host_id: int, status: str) -> None:
         stamp = format_time(now())
-        with self._write() as conn:
+        with self.db.write() as conn:
             updated = conn.execute(_UPDATE_AGENT_STATUS, {"host": host_id, "new_status": status, "new_updated": stamp}).rowcount
             if not updated:
                 conn.execute(_INSERT_AGENT_STATUS, {"host_id": host_id, "status": status, "updated": stamp})
 
     def host_agent_statuses(self) -> dict[int, str]:
         """host id -> the agent status last seen by a restart."""
-        with self._read() as conn:
+        with self.db.read() as conn:
             return {r.host_id: r.status for r in conn.execute(sa.select(host_agent_status))}
-
-    def save_snapshot(self, task_id: int, host_id: int, pids: dict[str, int], phase: str = "before") -> None:
-        """The agent's pids before (Prepare) and after (Finish) the restart; "starts": start times at Stop."""
-        key = {"task_id": task_id, "host_id": host_id, "phase": phase}
-        with self._write() as conn:
-            conn.execute(_DELETE_SNAPSHOT, key)
-            conn.execute(_INSERT_SNAPSHOT, {**key, "pids": json.dumps(pids)})
-
-    def snapshot(self, task_id: int, host_id: int, phase: str = "before") -> dict[str, int] | None:
-        with self._read() as conn:
-            raw = conn.execute(_READ_SNAPSHOT, {"task_id": task_id, "host_id": host_id, "phase": phase}).scalar()
-        return json.loads(raw) if raw else None
 
     def host_agent_status(self, host_id: int) -> tuple[str, str] | None:
         """(status, when it was set) as the last restart of the host left it; None before the first."""
-        with self._read() as conn:
+        with self.db.read() as conn:
             row = conn.execute(sa.select(host_agent_status.c.status, host_agent_status.c.updated)
                                .where(host_agent_status.c.host_id == host_id)).first()
         return (row.status, row.updated) if row else None
 
+    def save_snapshot(self, task_id: int, host_id: int, pids: dict[str, int], phase: str = "before") -> None:
+        """The agent's pids before (Prepare) and after (Finish) the restart; "starts": start times at Stop."""
+        key = {"task_id": task_id, "host_id": host_id, "phase": phase}
+        with self.db.write() as conn:
+            conn.execute(_DELETE_SNAPSHOT, key)
+            conn.execute(_INSERT_SNAPSHOT, {**key, "pids": json.dumps(pids)})
+
+    def snapshot(self, task_id: int, host_id: int, phase: str = "before") -> dict[str, int] | None:
+        with self.db.read() as conn:
+            raw = conn.execute(_READ_SNAPSHOT, {"task_id": task_id, "host_id": host_id, "phase": phase}).scalar()
+        return json.loads(raw) if raw else None
+
     def last_pids(self, host_id: int) -> PidSighting | None:
         """The agent's pids as last seen on the host by a restart (see PidSighting); None before the first."""
-        with self._read() as conn:
+        with self.db.read() as conn:
             latest = conn.execute(sa.select(sa.func.max(host_snapshots.c.task_id))
                                   .where(host_snapshots.c.host_id == host_id)).scalar()
             if latest is None:

@@ -1,20 +1,35 @@
-"""Leases: a runner claims a task and renews its hold; an unclaimed task waits a grace for its runner."""
+"""Leases: a runner claims a task and renews its hold; an unclaimed task waits a grace for its runner; a task whose
+lease lapsed (its runner died or froze) is reaped: marked FAILED, its hosts released."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
+from datetime import datetime
 
-from ..models import TaskStatus
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .. import machine
+from ..models import TaskStatus, format_time, now
 from .database import Database
 from .schema import tasks
+from .tasks import load_record
+from .transitions import write_transition
 
 
-class Leases(Database):
+class Leases:
+    """Claiming, renewing and reaping (a new task and a retry reap in their transaction, through ``reap``)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
     def renew_lease(self, task_id: int, seconds: float, runner: str, *, claim: bool = False) -> bool:
         """Extend ``runner``'s lease by ``seconds``; with ``claim``, first take an unclaimed task. False (nothing
         written) when the task is not RUNNING under this runner (reaped, finished, or another runner's)."""
         owner = tasks.c.runner.in_([runner, ""]) if claim else tasks.c.runner == runner
-        with self._write() as conn:
+        with self.db.write() as conn:
             return conn.execute(
                 tasks.update().where(tasks.c.id == task_id, tasks.c.status == TaskStatus.RUNNING.value, owner)
                 .values(lease_until=time.time() + seconds, runner=runner)
@@ -22,9 +37,34 @@ class Leases(Database):
 
     def extend_unclaimed(self, task_id: int, seconds: float) -> None:
         """Keep a RUNNING task that no runner has claimed yet from lapsing for ``seconds`` more."""
-        with self._write() as conn:
+        with self.db.write() as conn:
             conn.execute(
                 tasks.update().where(tasks.c.id == task_id, tasks.c.status == TaskStatus.RUNNING.value,
                                      tasks.c.runner == "", tasks.c.lease_until < time.time() + seconds)
                 .values(lease_until=time.time() + seconds)
             )
+
+    def reap_expired(self) -> list[int]:
+        """Mark FAILED every RUNNING task whose lease lapsed (its runner died or froze); returns their ids."""
+        with self.db.write() as conn:
+            return self.reap(conn)
+
+    def reap(self, conn: Connection) -> list[int]:
+        """``reap_expired`` in the caller's transaction."""
+        expired = conn.execute(
+            sa.select(tasks.c.id, tasks.c.runner, tasks.c.lease_until)
+            .where(tasks.c.status == TaskStatus.RUNNING.value, tasks.c.lease_until < time.time())
+        ).all()
+        stamp = format_time(now())
+        for task_id, runner, lease_until in expired:
+            lapsed = datetime.fromtimestamp(lease_until).astimezone().isoformat(timespec="milliseconds")
+            why = (f"{stamp} ERROR --- the process running task {task_id} ({runner or 'never started'}) stopped "
+                   f"renewing its lease at {lapsed}; marked FAILED by pid {_me()}. Retry the task to continue "
+                   "from here.")
+            write_transition(conn, machine.abort(load_record(conn, task_id, for_update=True), stamp, why), None)
+        return [row.id for row in expired]
+
+
+def _me() -> str:
+    return f"{os.getpid()} on {socket.gethostname()}"
+

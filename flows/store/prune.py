@@ -13,21 +13,26 @@ from .schema import host_snapshots, subtask_logs, subtasks, tasks
 CHUNK = 500  # tasks per delete statement: bounded parameter lists on every database
 
 
-class Prune(Database):
+class Prune:
+    """Deleting finished tasks older than a cut-off, in bounded chunks."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
     def prune(self, older_than_days: float) -> list[int]:
         """Delete every finished task (SUCCESSFUL or FAILED) that finished more than ``older_than_days`` ago, with
         its subtasks, logs and pid snapshots; RUNNING tasks are never touched. Returns the ids deleted."""
         if older_than_days < 0:
             raise ValueError(f"older_than_days must be 0 or more, got {older_than_days}")
         cutoff = now() - timedelta(days=older_than_days)
-        with self._read() as conn:
+        with self.db.read() as conn:
             finished = conn.execute(sa.select(tasks.c.id, tasks.c.finish_time).where(
                 tasks.c.status != TaskStatus.RUNNING.value, tasks.c.finish_time.is_not(None))).all()
         # Times carry their own UTC offsets: compared as times, not as strings.
         doomed = [row.id for row in finished if datetime.fromisoformat(row.finish_time) < cutoff]
         for start in range(0, len(doomed), CHUNK):
             ids = doomed[start:start + CHUNK]
-            with self._write() as conn:
+            with self.db.write() as conn:
                 # Guarded again inside the transaction: a task retried meanwhile is RUNNING and stays.
                 ids = list(conn.execute(sa.select(tasks.c.id).where(
                     tasks.c.id.in_(ids), tasks.c.status != TaskStatus.RUNNING.value)).scalars())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -15,14 +16,36 @@ from ..models import Operation, SubtaskStatus, TaskStatus, TaskType, format_time
 from ..plan import TASK_NAME, Plan
 from ..records import TaskRecord
 from .database import Database
+from .hosts import lock_hosts
 from .rows import subtask_from_row, task_from_row
 from .schema import host_locks, subtasks, subtasks_host_index, tasks
+
+if TYPE_CHECKING:
+    from .leases import Leases
 
 # What the task list may be sorted by: the API's names map onto these columns.
 SORTABLE = ("id", "name", "status", "type", "create_time", "start_time", "finish_time")
 
 
-class TaskRows(Database):
+def load_record(conn: Connection, task_id: int, *, for_update: bool = False) -> TaskRecord:
+    """The task and its subtasks as the caller's transaction sees them; ``for_update`` locks the task's row."""
+    query = sa.select(tasks).where(tasks.c.id == task_id)
+    task = conn.execute(query.with_for_update() if for_update else query).mappings().first()
+    if task is None:
+        raise UnknownTaskError(task_id)
+    rows = conn.execute(
+        sa.select(subtasks).where(subtasks.c.task_id == task_id).order_by(subtasks.c.seq)
+    ).mappings().all()
+    created = task["create_time"]
+    return TaskRecord(task=task_from_row(task), subtasks=tuple(subtask_from_row(r, created) for r in rows))
+
+
+class Tasks:
+    """Creating a task (reaping lapsed leases in its transaction, with ``leases``); loading and listing."""
+
+    def __init__(self, db: Database, leases: Leases) -> None:
+        self.db, self.leases = db, leases
+
     def create_task(
         self,
         plan: Plan,
@@ -40,7 +63,7 @@ class TaskRows(Database):
         """
         stamp = format_time(now())
         try:
-            with self._write() as conn:
+            with self.db.write() as conn:
                 # Insert first: on SQLite that takes the write lock, so the lock check below reads current rows.
                 task_id = conn.execute(
                     tasks.insert().values(
@@ -51,8 +74,8 @@ class TaskRows(Database):
                         lease_until=time.time() + LAUNCH_GRACE_SECONDS, runner="",
                     )
                 ).inserted_primary_key[0]
-                self._reap(conn)
-                self._lock_hosts(conn, task_id, plan.host_ids, stamp)
+                self.leases.reap(conn)
+                lock_hosts(conn, task_id, plan.host_ids, stamp)
                 rows = [
                     {
                         "task_id": task_id, "seq": node.key, "kind": node.kind.value, "host_id": node.host_id,
@@ -86,40 +109,17 @@ class TaskRows(Database):
             raise self._busy_error(plan.host_ids) from None
         return int(task_id)
 
-    def _lock_hosts(self, conn: Connection, task_id: int, host_ids: Sequence[int], stamp: str) -> None:
-        busy = conn.execute(
-            sa.select(host_locks.c.host_id, host_locks.c.task_id)
-            .where(host_locks.c.host_id.in_(host_ids), host_locks.c.task_id != task_id)
-        ).first()
-        if busy:
-            raise HostBusyError(busy.host_id, busy.task_id)
-        held = set(conn.execute(sa.select(host_locks.c.host_id).where(host_locks.c.task_id == task_id)).scalars())
-        conn.execute(
-            host_locks.insert(), [{"host_id": h, "task_id": task_id, "acquired": stamp} for h in host_ids if h not in held]
-        )
-
     def _busy_error(self, host_ids: Sequence[int]) -> Exception:
         # Another process locked one of these hosts between our check and our insert (PostgreSQL).
-        with self._read() as conn:
+        with self.db.read() as conn:
             busy = conn.execute(
                 sa.select(host_locks.c.host_id, host_locks.c.task_id).where(host_locks.c.host_id.in_(host_ids))
             ).first()
         return HostBusyError(busy.host_id, busy.task_id) if busy else RuntimeError("lock conflict vanished")
 
     def load(self, task_id: int) -> TaskRecord:
-        with self._read() as conn:
-            return self._load(conn, task_id)
-
-    def _load(self, conn: Connection, task_id: int, *, for_update: bool = False) -> TaskRecord:
-        query = sa.select(tasks).where(tasks.c.id == task_id)
-        task = conn.execute(query.with_for_update() if for_update else query).mappings().first()
-        if task is None:
-            raise UnknownTaskError(task_id)
-        rows = conn.execute(
-            sa.select(subtasks).where(subtasks.c.task_id == task_id).order_by(subtasks.c.seq)
-        ).mappings().all()
-        created = task["create_time"]
-        return TaskRecord(task=task_from_row(task), subtasks=tuple(subtask_from_row(r, created) for r in rows))
+        with self.db.read() as conn:
+            return load_record(conn, task_id)
 
     def task_ids(
         self, *, statuses: Sequence[str] | None = None, creator: str | None = None, limit: int = 50, offset: int = 0,
@@ -140,7 +140,7 @@ class TaskRows(Database):
             self._ensure_list_indexes()
         query = sa.select(tasks.c.id).where(*conditions).order_by(*keys).limit(limit).offset(offset)
         count = sa.select(sa.func.count()).select_from(tasks).where(*conditions)
-        with self._read() as conn:
+        with self.db.read() as conn:
             ids = conn.execute(query).scalars().all()
             total = conn.execute(count).scalar_one()
         return list(ids), int(total)
@@ -167,7 +167,7 @@ class TaskRows(Database):
             return
         self._list_indexes_checked = True
         try:
-            with self._write() as conn:
+            with self.db.write() as conn:
                 subtasks_host_index.create(conn, checkfirst=True)
         except Exception:  # a read-only store, or another process creating it: the filter works without it
             pass
@@ -176,7 +176,7 @@ class TaskRows(Database):
         """Records of ``task_ids``, in that order (ids that do not exist are left out); two queries in all."""
         if not task_ids:
             return []
-        with self._read() as conn:
+        with self.db.read() as conn:
             rows = {r["id"]: r for r in conn.execute(sa.select(tasks).where(tasks.c.id.in_(task_ids))).mappings()}
             children: dict[int, list] = {task_id: [] for task_id in rows}
             query = sa.select(subtasks).where(subtasks.c.task_id.in_(list(rows)))
@@ -187,6 +187,3 @@ class TaskRows(Database):
                        subtasks=tuple(subtask_from_row(r, rows[i]["create_time"]) for r in children[i]))
             for i in task_ids if i in rows
         ]
-
-    def _reap(self, conn: Connection) -> list[int]:  # pragma: no cover - provided by Transitions
-        raise NotImplementedError
