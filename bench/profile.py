@@ -236,7 +236,7 @@ def _store_costs(hosts: int = 100, calls: int = 2000) -> dict:
             transition("start", lambda r: machine.start_subtask(r, sid, "t", "#"))
             transition("finish", lambda r: machine.finish_subtask(r, sid, SubtaskStatus.SUCCESSFUL, "t"))
         return {
-            "append_log_ms": per_call(lambda i: store.append_log(ids[i % len(ids)], line), calls),
+            "append_log_ms": per_call(lambda i: store.append_logs([(ids[i % len(ids)], line)]), calls),
             "start_subtask_ms": round(1000 * spent["start"] / len(ids), 3),
             "finish_subtask_ms": round(1000 * spent["finish"] / len(ids), 3),
             "save_snapshot_ms": per_call(lambda i: store.save_snapshot(task_id, i, {"a": 1}), 200),

@@ -567,7 +567,7 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
         return host_agent(
             host.id, host.address, host.user, host.agent_home, agent_status(host.id, locks, statuses),
             sighting.pids if sighting else {}, (sighting.seen or format_time(now())) if sighting else None,
-            bool(sighting and sighting.stopped), stored[1] if stored and stored[0] == "AVAILABLE" else None,
+            bool(sighting and sighting.stopped), stored.updated if stored and stored.status == "AVAILABLE" else None,
         )
 
     def get_agent(request: Request, host_id: HostId, user: HostReader):

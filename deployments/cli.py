@@ -292,7 +292,7 @@ def _run(args: argparse.Namespace, inventory_path: Path, host_ids: list[int] | N
         )
     except ValidationError as exc:
         raise RequestError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
-    with TaskStore() as store:
+    with TaskStore(_store_url()) as store:
         task_id = create_task(store, inventory, ids, options, creator=getpass.getuser())
         print(f"task {task_id}: restarting the OCP agent on {len(ids)} host(s)", file=sys.stderr)
         return _execute(store, task_id, inventory_path, options, args.json)
@@ -386,7 +386,7 @@ def cmd_operation(args: argparse.Namespace) -> int:
     from flows.options import RestartOptions
     from flows.store import TaskStore
 
-    with TaskStore() as store:
+    with TaskStore(_store_url()) as store:
         if args.command == "retry":
             store.retry_task(args.task_id)
         elif args.command == "rollback":
@@ -410,10 +410,17 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     if args.older_than < 0:
         raise RequestError(f"--older-than must be 0 or more days, got {args.older_than}")
-    with TaskStore() as store:
+    with TaskStore(_store_url()) as store:
         deleted = store.prune(args.older_than)
     print(f"deleted {len(deleted)} finished task(s) older than {args.older_than:g} day(s)", file=sys.stderr)
     return EXIT_OK
+
+
+def _store_url() -> str:
+    """The task store's URL, from the settings as the environment gives them now."""
+    from flows.settings import Settings
+
+    return Settings().store_url
 
 
 def _prune_daily(store, days: float, stop: threading.Event) -> None:
@@ -443,7 +450,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from deployments.api import ApiConfig, create_app
 
-    app = create_app(ApiConfig(inventory=str(args.inventory), users=str(args.users), launcher=args.launcher))
+    app = create_app(ApiConfig(inventory=str(args.inventory), users=str(args.users), launcher=args.launcher, store_url=_store_url()))
     print(f"ocp-restart: serving on http://{args.host}:{args.port} ({args.launcher} launcher)", file=sys.stderr)
     server = _graceful_server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False))
     pruning = threading.Event()
@@ -560,7 +567,7 @@ def cmd_user(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from flows.store import TaskStore
 
-    with TaskStore() as store:
+    with TaskStore(_store_url()) as store:
         store.reap_expired()
         record = store.load(args.task_id)
     return _report(record, args.json, None)

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import ROOT, ApiServer, cli, wait_for
 from deployments.auth import add_user
+from flows.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 STOP, START, PREPARE = "Stop all OCP agent processes", "Start all OCP agent processes", "Prepare restart OCP agent"
@@ -28,7 +29,7 @@ def sub(instance, name, idx) -> dict:
 def store_logs(instance) -> dict[int, str]:
     from flows.store import TaskStore
 
-    with TaskStore() as store:
+    with TaskStore(Settings().store_url) as store:
         return {s["id"]: store.log(s["id"]) for s in instance["subtasks"]}
 
 
@@ -128,7 +129,7 @@ class TestFaults:
                         assert wait_for(api, task_id, timeout=240)["status"] == "SUCCESSFUL"
             finally:
                 server.kill()
-            with TaskStore() as store:
+            with TaskStore(Settings().store_url) as store:
                 assert store.task_ids(limit=100)[1] == 50 and store.locks() == {}
                 assert all(len(store.load(i).subtasks) == 9 for i in ids)
 

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import ROOT, ApiServer, strays, wait_for
 from deployments.auth import add_user
+from flows.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -112,7 +113,7 @@ class TestCancel:
         runner.start()
         from flows.store import TaskStore
 
-        with TaskStore() as store:
+        with TaskStore(Settings().store_url) as store:
             deadline = time.monotonic() + 30
             while not store.task_ids()[0] and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -245,7 +246,7 @@ class TestLocksAndCrashes:
         )
         from flows.store import TaskStore
 
-        with TaskStore() as store:
+        with TaskStore(Settings().store_url) as store:
             deadline = time.monotonic() + 60
             while not store.task_ids()[0] and time.monotonic() < deadline:
                 time.sleep(0.1)

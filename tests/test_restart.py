@@ -8,6 +8,7 @@ import time
 import pytest
 
 from conftest import cli
+from flows.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -72,7 +73,7 @@ class TestFailures:
         assert {s["status"] for s in later} == {"PENDING"}
         from flows.store import TaskStore
 
-        with TaskStore() as store:
+        with TaskStore(Settings().store_url) as store:
             record = store.load(instance["id"])
             log = store.log(stop["id"])
             row = record.subtask(stop["id"])
@@ -102,7 +103,7 @@ class TestFailures:
         assert prepare["status"] == "FAILED"
         from flows.store import TaskStore
 
-        with TaskStore() as store:
+        with TaskStore(Settings().store_url) as store:
             log = store.log(prepare["id"])
         assert "HOST KEY CHANGED" in log and host.name in log and "nothing was executed" in log
         assert "$ " not in log  # no command was sent
@@ -118,7 +119,7 @@ class TestBadInput:
         assert "<4242>" in result.stderr and str(sandbox.inventory_path) in result.stderr
         from flows.store import TaskStore
 
-        with TaskStore() as store:
+        with TaskStore(Settings().store_url) as store:
             assert store.task_ids() == ([], 0)
         assert {h.id: h.agent_pids() for h in sandbox.hosts} == before
 
@@ -169,7 +170,7 @@ def run_in_process(sandbox, host_ids, inventory=None, **timeouts):
     instance = restart_agents(
         host_ids=host_ids, inventory=str(inventory or sandbox.inventory_path), options=RestartOptions(timeouts=timeouts)
     )
-    with TaskStore() as store:
+    with TaskStore(Settings().store_url) as store:
         logs = {s["id"]: store.log(s["id"]) for s in instance["subtasks"]}
     return instance, logs
 

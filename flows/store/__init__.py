@@ -2,8 +2,8 @@
 OCP's rules live in ``flows/machine.py``; every transition is written guarded by what it expects.
 
 Prefect records task-run states asynchronously (tens of seconds behind under load), so the documented view is built from
-this store, which our own code writes at every transition. SQLite under ``$OCP_RESTART_HOME`` by default
-(``~/.ocp-restart/tasks.db``); any SQLAlchemy URL via ``OCP_RESTART_STORE_URL``.
+this store, which our own code writes at every transition. The URL comes from the caller (the settings' ``store_url``:
+SQLite under ``$OCP_RESTART_HOME`` by default, any SQLAlchemy URL via ``OCP_RESTART_STORE_URL``).
 
 ``TaskStore`` owns one database and composes the parts below, each given the database (and the leases, where it
 reaps); the store's methods are the parts' own, under the names the rest of the code calls.
@@ -34,11 +34,10 @@ from .transitions import Transitions
 
 
 class TaskStore:
-    """Synchronous, durable task records on ``url`` (default: the settings' store). Thread-safe; a context
-    manager that disposes its engine."""
+    """Synchronous, durable task records on ``url``. Thread-safe; a context manager that disposes its engine."""
 
-    def __init__(self, url: str | None = None) -> None:
-        self.db = Database(url or default_url())
+    def __init__(self, url: str) -> None:
+        self.db = Database(url)
         self.leases = Leases(self.db)
         self.tasks = Tasks(self.db, self.leases)
         self.transitions = Transitions(self.db)
@@ -63,7 +62,6 @@ class TaskStore:
         self.extend_unclaimed = self.leases.extend_unclaimed
         self.reap_expired = self.leases.reap_expired
         self.append_logs = self.logs.append_logs
-        self.append_log = self.logs.append_log
         self.log = self.logs.log
         self.locks = self.hosts.locks
         self.set_host_agent_status = self.hosts.set_host_agent_status
@@ -97,10 +95,4 @@ class TaskStore:
         self.close()
 
 
-def default_url() -> str:
-    from ..settings import settings
-
-    return settings().store_url
-
-
-__all__ = ["Subtask", "Task", "TaskRecord", "TaskStore", "default_url"]
+__all__ = ["Subtask", "Task", "TaskRecord", "TaskStore"]

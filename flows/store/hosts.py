@@ -17,6 +17,14 @@ from .schema import host_agent_status, host_locks, host_snapshots, subtasks
 
 
 @dataclass(frozen=True)
+class AgentStatus:
+    """The agent's status as the last restart of its host left it, and when that was set (OCP's time)."""
+
+    status: str
+    updated: str
+
+
+@dataclass(frozen=True)
 class PidSighting:
     """The agent's pids as the latest restart of a host saw them: at its Finish ("after") if it got there, else at
     its Prepare ("before"). ``seen``: when that subtask ended (or began, while it runs); ``stopped``: the restart's
@@ -78,12 +86,12 @@ class Hosts:
         with self.db.read() as conn:
             return {r.host_id: r.status for r in conn.execute(sa.select(host_agent_status))}
 
-    def host_agent_status(self, host_id: int) -> tuple[str, str] | None:
-        """(status, when it was set) as the last restart of the host left it; None before the first."""
+    def host_agent_status(self, host_id: int) -> AgentStatus | None:
+        """The agent's status as the last restart of the host left it; None before the first."""
         with self.db.read() as conn:
             row = conn.execute(sa.select(host_agent_status.c.status, host_agent_status.c.updated)
                                .where(host_agent_status.c.host_id == host_id)).first()
-        return (row.status, row.updated) if row else None
+        return AgentStatus(status=row.status, updated=row.updated) if row else None
 
     def save_snapshot(self, task_id: int, host_id: int, pids: dict[str, int], phase: str = "before") -> None:
         """The agent's pids before (Prepare) and after (Finish) the restart; "starts": start times at Stop."""

@@ -32,9 +32,6 @@ class Logs:
                     raise StaleWriteError(f"task {task_id} is no longer run by {runner}: its log lines are dropped")
             conn.execute(subtask_logs.insert(), [{"subtask_id": sid, "text": text} for sid, text in lines])
 
-    def append_log(self, subtask_id: int, text: str) -> None:
-        self.append_logs([(subtask_id, text)])
-
     def log(self, subtask_id: int) -> str:
         with self.db.read() as conn:
             lines = conn.execute(

@@ -92,7 +92,7 @@ def test_log_lines_keep_their_order(store):
     sid = store.load(create(store, [1])).subtasks[0].id
     start(store, sid, "############{EXECUTE}{t}############")
     for i in range(5):
-        store.append_log(sid, f"line {i}")
+        store.append_logs([(sid, f"line {i}")])
     assert store.log(sid).split("\n") == ["############{EXECUTE}{t}############"] + [f"line {i}" for i in range(5)]
 
 
@@ -161,7 +161,7 @@ def test_prune_deletes_old_finished_tasks_and_keeps_running_ones(store):
 
     old, recent, running = create(store, [1]), create(store, [2]), create(store, [3])
     for task_id in (old, recent):
-        store.append_log(store.load(task_id).subtasks[0].id, "a line")
+        store.append_logs([(store.load(task_id).subtasks[0].id, "a line")])
         store.save_snapshot(task_id, 1, {"ocp_agentd": 1})
         store.apply(machine.end_run(store.load(task_id), "2026-11-30T10:00:00.000+00:00"))
     with store.engine.begin() as conn:
@@ -190,3 +190,13 @@ def test_artifact_rows_are_narrow_and_name_each_pid(store):
     assert row["host"] == "7 db-7"
     assert (row["prepare"], row["pos proxy"], row["stop"]) == ("ok 1.5s", "FAILED 1.5s", "PENDING")
     assert (row["agentd pid"], row["mgragent pid"], row["monagent pid"]) == ("11 → -", "12 → -", "13 → -")
+
+
+def test_the_agent_status_is_a_typed_value(store):
+    """host_agent_status: None before the first restart, then AgentStatus(status, updated)."""
+    from flows.store.hosts import AgentStatus
+
+    assert store.host_agent_status(1) is None
+    store.set_host_agent_status(1, "OFFLINE")
+    status = store.host_agent_status(1)
+    assert isinstance(status, AgentStatus) and status.status == "OFFLINE" and status.updated.startswith("20")
