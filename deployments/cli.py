@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     prune = sub.add_parser("prune", help="delete finished tasks older than DAYS from the task store (never RUNNING ones)")
     prune.add_argument("--older-than", type=float, required=True, metavar="DAYS")
 
+    db = sub.add_parser("db", help="the task store's schema: its revision, or upgrade it (any command upgrades it too)")
+    db.add_argument("db_command", choices=("current", "upgrade"),
+                    help="current: the store's revision and this ocp-restart's head; upgrade: bring the store to it")
+
     user = sub.add_parser("user", help="manage API users")
     user_sub = user.add_subparsers(dest="user_command", required=True)
     add = user_sub.add_parser("add", help="add or replace a user (asks for the password)")
@@ -190,7 +194,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         commands = {"plan": cmd_plan, "run": cmd_run, "status": cmd_status, "demo": cmd_demo, "serve": cmd_serve,
                     "user": cmd_user, "retry": cmd_operation, "rollback": cmd_operation, "subtask": cmd_operation,
-                    "deploy": cmd_deploy, "prune": cmd_prune}
+                    "deploy": cmd_deploy, "prune": cmd_prune, "db": cmd_db}
         return commands[args.command](args)
     except OcpRestartError as exc:
         print(f"ocp-restart: error: {exc.message}", file=sys.stderr)
@@ -421,6 +425,31 @@ def _store_url() -> str:
     from flows.settings import Settings
 
     return Settings().store_url
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """``db current``: the store's schema revision and this code's head, changing nothing; ``db upgrade``: bring the
+    store to the head, as opening it for any other command would."""
+    from flows.store.database import Database
+    from flows.store.migrate import SHIPPED, describe, stored_revision
+
+    upgrade = args.db_command == "upgrade"
+    db = Database(_store_url(), SHIPPED if upgrade else None)
+    try:
+        if upgrade:
+            done = (f"upgraded from {describe(db.upgraded[0])} to revision {db.upgraded[1]}" if db.upgraded
+                    else f"already at revision {SHIPPED.head}")
+            print(f"the task store {db.safe_url}: {done}", file=sys.stderr)
+            return EXIT_OK
+        with db.read() as conn:
+            found = stored_revision(conn)
+    finally:
+        db.close()
+    note = ("current" if found == SHIPPED.head else "behind: `ocp-restart db upgrade` (or any command) upgrades it"
+            if SHIPPED.knows(found) else "newer than this ocp-restart: upgrade ocp-restart")
+    print(f"task store {db.safe_url}: {describe(found)} ({note})")
+    print(f"this ocp-restart: revision {SHIPPED.head} (head)")
+    return EXIT_OK
 
 
 def _prune_daily(store, days: float, stop: threading.Event) -> None:

@@ -8,6 +8,7 @@
     ├── TaskStateError              400 / 4007  the task's state forbids the operation (4009 rollback, 4010 skip)
     ├── HostBusyError               409 / 20021 another O&M task holds the host
     ├── StoreUnavailableError       503 / 1003  the task store cannot be read or written (nothing half-written)
+    │   └── StoreVersionError                   its schema is newer than this code's: upgrade ocp-restart
     ├── StaleWriteError             409 / 1003  a guarded store write found another state or runner: refused
     ├── InventoryError                          the inventory file is missing or invalid (names file, host, field)
     ├── PlanError                               a DAG that breaks the plan's invariants
@@ -88,6 +89,10 @@ class StoreUnavailableError(OcpRestartError):
     code, http_status = 1003, 503
 
 
+class StoreVersionError(StoreUnavailableError):
+    """The store's schema revision is unknown to this code: a newer ocp-restart upgraded it. Nothing was changed."""
+
+
 class StaleWriteError(OcpRestartError):
     """A guarded write expected a state (or a runner) the store no longer has; nothing was written."""
 
@@ -107,6 +112,6 @@ class ServerError(OcpRestartError):
 __all__ = [
     "AgentError", "AuthenticationError", "CommandTimeout", "ConnectError", "Fenced", "HostBusyError", "HostKeyError",
     "InventoryError", "OcpRestartError", "PlanError", "RequestError", "SSHError", "ServerError", "StaleWriteError",
-    "StepError", "StoreUnavailableError", "SubtaskCancelled", "TaskStateError", "UnknownHostError",
+    "StepError", "StoreUnavailableError", "StoreVersionError", "SubtaskCancelled", "TaskStateError", "UnknownHostError",
     "UnknownSubtaskError", "UnknownTaskError",
 ]

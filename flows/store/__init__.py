@@ -8,8 +8,10 @@ SQLite under ``$OCP_RESTART_HOME`` by default, any SQLAlchemy URL via ``OCP_REST
 ``TaskStore`` owns one database and composes the parts below, each given the database (and the leases, where it
 reaps); the store's methods are the parts' own, under the names the rest of the code calls.
 
-    database.py     engine, transactions, one clear error when the database is unavailable
-    schema.py       the tables
+    database.py     engine, transactions, one clear error when the database is unavailable; upgrades on open
+    migrate.py      bringing a store's schema to the code's revision (Alembic; stamping stores made before it)
+    migrations/     the revisions: env.py, versions/NNNN_*.py
+    schema.py       the tables, as of the newest revision
     rows.py         rows <-> typed records (the only code that reads columns by name)
     tasks.py        Tasks: create a task with its subtasks and host locks; load and list
     transitions.py  Transitions: apply the state machine's transitions guarded (compare-and-set)
@@ -34,7 +36,8 @@ from .transitions import Transitions
 
 
 class TaskStore:
-    """Synchronous, durable task records on ``url``. Thread-safe; a context manager that disposes its engine."""
+    """Synchronous, durable task records on ``url``, its schema upgraded on open. Thread-safe; a context manager
+    that disposes its engine."""
 
     def __init__(self, url: str) -> None:
         self.db = Database(url)

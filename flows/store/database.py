@@ -10,13 +10,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import StoreUnavailableError
-from .schema import metadata
+from .migrate import SHIPPED, Migrations, Upgrade
 
 
 class Database:
-    """An engine on ``url``; the schema is created on first use. Thread-safe; ``close()`` disposes it."""
+    """An engine on ``url``; on open, the schema is upgraded to ``migrations``' head (see migrate.py), or with
+    ``migrations=None`` left as it is. Thread-safe; ``close()`` disposes it."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, migrations: Migrations | None = SHIPPED) -> None:
         self.url = url
         self._sqlite = self.url.startswith("sqlite")
         kwargs: dict = {}
@@ -27,8 +28,14 @@ class Database:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         # SQLite allows one writer; serialising our own threads avoids 'database is locked' retries.
         self._write_lock = threading.Lock() if self._sqlite else _NullLock()
-        with self.available():
-            metadata.create_all(self.engine)
+        self.upgraded: Upgrade | None = None  # what opening it did to the schema: (from, to), or None
+        if migrations is not None:
+            try:
+                with self.available():
+                    self.upgraded = migrations.upgrade(self.engine, self.safe_url)
+            except BaseException:
+                self.engine.dispose()
+                raise
 
     @property
     def safe_url(self) -> str:

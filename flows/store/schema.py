@@ -1,4 +1,5 @@
-"""The task store's tables (SQLAlchemy Core). Times are OCP's ISO-8601 strings; id lists are JSON text."""
+"""The task store's tables (SQLAlchemy Core) as of the newest revision in ``migrations/versions`` (which create
+them; a test checks the two agree). Times are OCP's ISO-8601 strings; id lists are JSON text."""
 
 from __future__ import annotations
 
