@@ -6,7 +6,7 @@ this store, which our own code writes at every transition. The URL comes from th
 SQLite under ``$OCP_RESTART_HOME`` by default, any SQLAlchemy URL via ``OCP_RESTART_STORE_URL``).
 
 ``TaskStore`` owns one database and composes the parts below, each given the database (and the leases, where it
-reaps); the store's methods are the parts' own, under the names the rest of the code calls.
+reaps); the store's methods are the parts' own, under the names the rest of the code calls. Reads never write.
 
     database.py     engine, transactions, one clear error when the database is unavailable; upgrades on open
     migrate.py      bringing a store's schema to the code's revision (Alembic; stamping stores made before it)

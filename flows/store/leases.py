@@ -20,20 +20,25 @@ from .transitions import write_transition
 
 
 class Leases:
-    """Claiming, renewing and reaping (a new task and a retry reap in their transaction, through ``reap``)."""
+    """Claiming, renewing and reaping. Reads never reap: reaping runs where the store writes anyway (a new task, a
+    retry, a runner's claim) and wherever ``reap_expired`` is called (the API server, ``ocp-restart status``)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
     def renew_lease(self, task_id: int, seconds: float, runner: str, *, claim: bool = False) -> bool:
-        """Extend ``runner``'s lease by ``seconds``; with ``claim``, first take an unclaimed task. False (nothing
-        written) when the task is not RUNNING under this runner (reaped, finished, or another runner's)."""
+        """Extend ``runner``'s lease by ``seconds``; with ``claim``, first take an unclaimed task (and reap lapsed
+        leases, in the same transaction). False (nothing written) when the task is not RUNNING under this runner
+        (reaped, finished, or another runner's)."""
         owner = tasks.c.runner.in_([runner, ""]) if claim else tasks.c.runner == runner
         with self.db.write() as conn:
-            return conn.execute(
+            renewed = conn.execute(
                 tasks.update().where(tasks.c.id == task_id, tasks.c.status == TaskStatus.RUNNING.value, owner)
                 .values(lease_until=time.time() + seconds, runner=runner)
             ).rowcount == 1
+            if claim:  # after the claim: the task just claimed holds a fresh lease, whatever its grace said
+                self.reap(conn)
+        return renewed
 
     def extend_unclaimed(self, task_id: int, seconds: float) -> None:
         """Keep a RUNNING task that no runner has claimed yet from lapsing for ``seconds`` more."""

@@ -18,7 +18,7 @@ from ..records import TaskRecord
 from .database import Database
 from .hosts import lock_hosts
 from .rows import subtask_from_row, task_from_row
-from .schema import host_locks, subtasks, subtasks_host_index, tasks
+from .schema import host_locks, subtasks, tasks
 
 if TYPE_CHECKING:
     from .leases import Leases
@@ -136,8 +136,6 @@ class Tasks:
         keys = [tasks.c[column].asc() if ascending else tasks.c[column].desc() for column, ascending in order]
         if not any(column == "id" for column, _ in order):
             keys.append(tasks.c.id.desc())
-        if host_id is not None:
-            self._ensure_list_indexes()
         query = sa.select(tasks.c.id).where(*conditions).order_by(*keys).limit(limit).offset(offset)
         count = sa.select(sa.func.count()).select_from(tasks).where(*conditions)
         with self.db.read() as conn:
@@ -160,17 +158,6 @@ class Tasks:
         if host_id is not None:
             conditions.append(tasks.c.id.in_(sa.select(subtasks.c.task_id).where(subtasks.c.host_id == host_id)))
         return conditions
-
-    def _ensure_list_indexes(self) -> None:
-        """The index the host filter reads; created with new stores, added once to a store made before it."""
-        if getattr(self, "_list_indexes_checked", False):
-            return
-        self._list_indexes_checked = True
-        try:
-            with self.db.write() as conn:
-                subtasks_host_index.create(conn, checkfirst=True)
-        except Exception:  # a read-only store, or another process creating it: the filter works without it
-            pass
 
     def load_many(self, task_ids: Sequence[int]) -> list[TaskRecord]:
         """Records of ``task_ids``, in that order (ids that do not exist are left out); two queries in all."""

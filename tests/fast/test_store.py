@@ -192,6 +192,85 @@ def test_artifact_rows_are_narrow_and_name_each_pid(store):
     assert (row["agentd pid"], row["mgragent pid"], row["monagent pid"]) == ("11 → -", "12 → -", "13 → -")
 
 
+def _lapse(store: TaskStore, task_id: int) -> None:
+    """The task's lease lapsed a minute ago, as if its runner died."""
+    import time
+
+    from flows.store.schema import tasks
+
+    with store.engine.begin() as conn:
+        conn.execute(tasks.update().where(tasks.c.id == task_id).values(lease_until=time.time() - 60))
+
+
+def _read_everything(store: TaskStore, task_ids: list[int]) -> None:
+    subtask = store.load(task_ids[0]).subtasks[0].id
+    store.load_many(task_ids)
+    for filters in ({}, {"statuses": ["RUNNING"]}, {"types": ["MANUAL"]}, {"creator": "admin"}, {"name": "restart"},
+                    {"host_id": 1}, {"order": [("name", True)]}):
+        store.task_ids(**filters)
+    store.log(subtask)
+    store.canceling(task_ids[0])
+    store.locks()
+    store.host_agent_statuses()
+    store.host_agent_status(1)
+    store.snapshot(task_ids[0], 1)
+    store.last_pids(1)
+
+
+def test_reads_write_nothing_not_even_a_lapsed_lease(store, monkeypatch):
+    """load, load_many, task_ids (every filter), log, locks and the host reads issue no INSERT, UPDATE, DELETE or
+    DDL and open no write transaction: a task whose lease lapsed stays RUNNING until something reaps it."""
+    import sqlalchemy as sa
+
+    lapsed, other = create(store, [1]), create(store, [2])
+    store.save_snapshot(lapsed, 1, {"ocp_agentd": 1})
+    store.set_host_agent_status(1, "AVAILABLE")
+    _lapse(store, lapsed)
+    statements: list[str] = []
+    sa.event.listen(store.engine, "before_cursor_execute", lambda conn, cursor, sql, *rest: statements.append(sql))
+
+    def no_write():
+        raise AssertionError("a read opened a write transaction")
+
+    monkeypatch.setattr(store.db, "write", no_write)
+    _read_everything(store, [lapsed, other])
+    monkeypatch.undo()
+    assert statements, "the listener saw the reads"
+    writes = [sql for sql in statements if sql.split()[0].upper() not in ("SELECT", "WITH")]
+    assert writes == []
+    assert store.load(lapsed).task.status == "RUNNING"
+    assert store.reap_expired() == [lapsed] and store.load(lapsed).task.status == "FAILED"
+
+
+def test_a_read_only_store_serves_every_read(store, tmp_path):
+    """The same reads on a store opened read-only (SQLite ``mode=ro``), as an API may be given one."""
+    task_id = create(store, [1])
+    with TaskStore(f"sqlite:///file:{tmp_path / 'tasks.db'}?mode=ro&uri=true") as read_only:
+        _read_everything(read_only, [task_id])
+        assert read_only.load(task_id).task.id == task_id
+
+
+def test_a_runners_claim_reaps_lapsed_leases_but_never_its_own_task(store):
+    """Claiming a task (a runner's start) reaps every other lapsed task in the same transaction; the claimed task,
+    lapsed too, is claimed: it gets its fresh lease first."""
+    lapsed, claimed = create(store, [1]), create(store, [2])
+    _lapse(store, lapsed)
+    _lapse(store, claimed)
+    assert store.renew_lease(claimed, 30, "runner-a", claim=True)
+    assert store.load(lapsed).task.status == "FAILED" and store.locks() == {2: claimed}
+    assert "stopped renewing its lease" in store.log(store.load(lapsed).subtasks[0].id)
+    assert (store.load(claimed).task.status, store.load(claimed).task.runner) == ("RUNNING", "runner-a")
+
+
+def test_a_renewal_reaps_nothing(store):
+    """The heartbeat's renewals (no claim) write the lease alone: reaping is for claims and other writes."""
+    lapsed, running = create(store, [1]), create(store, [2])
+    assert store.renew_lease(running, 30, "runner-a", claim=True)
+    _lapse(store, lapsed)
+    assert store.renew_lease(running, 30, "runner-a")
+    assert store.load(lapsed).task.status == "RUNNING"
+
+
 def test_the_agent_status_is_a_typed_value(store):
     """host_agent_status: None before the first restart, then AgentStatus(status, updated)."""
     from flows.store.hosts import AgentStatus
