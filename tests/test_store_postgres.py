@@ -106,7 +106,8 @@ def test_a_store_from_0_1_0_is_upgraded_in_place_keeping_every_row(pg, tmp_path,
         assert min(s.id for s in subtasks) == 47
         store.append_logs([(subtasks[0].id, "a new line")])
         with store.engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT max(id) FROM subtask_logs")).scalar() == before["subtask_logs"][-1]["id"] + 1
+            last_log = conn.execute(sa.text("SELECT max(id) FROM subtask_logs")).scalar()
+        assert last_log == before["subtask_logs"][-1]["id"] + 1
     messages = [r.getMessage() for r in caplog.records if r.name == "flows.store"]
     assert messages == [f"the task store {pg.url('legacy', 'psycopg')} was upgraded from a store made before "
                         f"migrations (revision {BASELINE}'s tables) to revision {SHIPPED.head}"]

@@ -113,7 +113,8 @@ class TestStoreFrom0_1_0:
             assert running.task.lease_until == before["tasks"][2]["lease_until"] > time.time() + 86400 * 365
             assert {s.status.value for s in running.subtasks} >= {"SUCCESSFUL", "RUNNING", "CANCELING", "PENDING"}
             assert store.locks() == {4: 3, 5: 3}
-            assert store.host_agent_status(3) == AgentStatus(status="OFFLINE", updated=before["host_agent_status"][2]["updated"])
+            offline = before["host_agent_status"][2]
+            assert store.host_agent_status(3) == AgentStatus(status="OFFLINE", updated=offline["updated"])
             assert store.snapshot(1, 2, "after") == {"ocp_agentd": 302, "ocp_mgragent": 402}
             failed = next(s for s in store.load(2).subtasks if s.status == "FAILED")
             assert "ssh: connect to host 3: Connection refused" in store.log(failed.id)
@@ -135,7 +136,7 @@ class TestStoreFrom0_1_0:
             sub = store.load(task_id).subtasks[0].id
             store.append_logs([(sub, "a new line")])
             with store.engine.connect() as conn:
-                new_log = conn.execute(sa.text("SELECT id FROM subtask_logs WHERE subtask_id = :s"), {"s": sub}).scalar()
+                new_log = conn.execute(sa.text(f"SELECT id FROM subtask_logs WHERE subtask_id = {sub}")).scalar()
             assert new_log > last_log
 
     def test_a_store_that_never_used_the_host_filter_gets_its_index(self, tmp_path):
