@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import math
 import os
+import pathlib
 import re
 import time
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ from flows.models import (
 from flows.options import RestartOptions
 from flows.settings import Settings
 from flows.store import TaskStore
-from flows.submit import create_task, executor_address
+from flows.submit import create_task
 from flows.view import (
     DEFAULT_PAGE_SIZE,
     basic_task_instance,
@@ -207,10 +208,12 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
     inventory: Inventory = load_inventory(config.inventory)
     users = Users(config.users)
     throttle = LoginThrottle()
-    proxies = trusted_networks(Settings().trusted_proxies)
+    settings = Settings()  # replaced by the caller's settings when the API's routers land (#19)
+    proxies = trusted_networks(settings.trusted_proxies)
     store = TaskStore(config.store_url)
-    launcher = launcher or make_launcher(config.launcher, config.inventory, store.url)
-    server = executor_address()
+    launcher = launcher or make_launcher(settings.model_copy(update={"inventory": pathlib.Path(config.inventory),
+                                                                    "launcher": config.launcher}))
+    server = settings.executor_address
 
     app = FastAPI(
         title="ocp-agent-restart",
@@ -390,7 +393,7 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
 
     def submit(host_ids: list[int], options: RestartOptions, creator: str) -> TaskInstance:
         try:
-            task_id = create_task(store, inventory, host_ids, options, creator=creator)
+            task_id = create_task(store, inventory, host_ids, options, creator=creator, executor=server)
         except UnknownHostError as exc:  # without the inventory's path: clients need the ids, not our files
             raise UnknownHostError(exc.host_ids, "the inventory") from None
         instance = task_instance(store.load(task_id))  # before the flow moves anything: roots READY

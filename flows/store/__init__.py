@@ -58,6 +58,7 @@ class TaskStore:
         self.retry_task = self.operations.retry_task
         self.retry_subtask = self.operations.retry_subtask
         self.skip_subtask = self.operations.skip_subtask
+        self.skip_failed = self.operations.skip_failed
         self.cancel_subtask = self.operations.cancel_subtask
         self.rollback_task = self.operations.rollback_task
         self.abort_task = self.operations.abort_task

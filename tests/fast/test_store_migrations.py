@@ -229,6 +229,13 @@ def test_processes_opening_a_new_store_at_once_all_succeed_and_one_upgrades(tmp_
 
 
 class TestCommands:
+    @pytest.fixture(autouse=True)
+    def quiet_prefect(self, monkeypatch):
+        """main() in this process, where Prefect may be imported already: its console settings are set beforehand,
+        as the CLI sets them (deployments/prefect_env.py refuses to write them after the import)."""
+        monkeypatch.setenv("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+        monkeypatch.setenv("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+
     def test_db_current_changes_nothing_and_db_upgrade_upgrades(self, tmp_path, monkeypatch, capsys):
         """``db current`` names the 0.1.0 store's state and the head, leaving it unversioned; ``db upgrade`` upgrades
         it; then ``db current`` says current."""
