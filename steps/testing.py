@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from .agent import AGENTD, MARK, SCRIPTS, SERVICES, SIGNALS
 from .errors import CommandTimeout, Fenced, SubtaskCancelled
+from .fencing import FencedRunner
 from .inventory import DEFAULT_AGENT_HOME, Host
 from .runner import CommandResult, Runner
 
@@ -538,7 +539,7 @@ class FakeStep:
         return cls(host, FakeRunner(agent, label=host.label), **kwargs)  # type: ignore[arg-type]
 
     def runner(self) -> Runner:
-        return _Checked(self)
+        return FencedRunner(self.connection, lambda: self.fenced)  # the real runs' fence, asking ``fenced``
 
     def cancelled(self) -> bool:
         return self.cancel or self.fenced is not None
@@ -556,23 +557,6 @@ class FakeStep:
 
     def recorded_pids(self, phase: str) -> dict[str, int] | None:
         return self.pids.get(phase)
-
-
-class _Checked:
-    """As the real step's runner: a fenced step sends nothing; a command stopped by a lost lease is Fenced."""
-
-    def __init__(self, step: FakeStep) -> None:
-        self.step = step
-
-    def run(self, command: str, *, deadline: float, stop: Callable[[], bool] | None = None) -> CommandResult:
-        if self.step.fenced is not None:
-            raise Fenced(f"not acting: {self.step.fenced}")
-        try:
-            return self.step.connection.run(command, deadline=deadline, stop=stop)
-        except SubtaskCancelled:
-            if self.step.fenced is not None:
-                raise Fenced(f"stopped the running command: {self.step.fenced}") from None
-            raise
 
 
 __all__ = ["FakeAgent", "FakeLog", "FakeProcess", "FakeRunner", "FakeStep", "Hang", "Hanging", "UnexpectedCommand",
