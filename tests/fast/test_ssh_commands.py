@@ -20,7 +20,8 @@ from steps.errors import CommandTimeout, SSHError
 from steps.inventory import Host
 from steps.runner import CommandResult, Script, integers, sh
 from steps.ssh import KILL_GROUP, MAX_NOISE, SSHSession, _Marked, find_marker, kill_command, new_marker, wrap
-from steps.testing import FakeRunner, UnexpectedCommand, result, split_commands
+from deployments.sandbox.fake_shell import split_commands
+from steps.testing import FakeRunner, UnexpectedCommand, result
 
 HOSTILE = [
     "/opt/ocp agent",  # a space

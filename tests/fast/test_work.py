@@ -11,7 +11,8 @@ from steps import agent as agent_module
 from steps import work
 from steps.agent import AGENTD, POS_PROXY, PROCESSES, SIGNAL
 from steps.errors import AgentError, CommandTimeout, Fenced, SubtaskCancelled
-from steps.testing import FakeAgent, FakeRunner, FakeStep, Hang, result
+from deployments.sandbox.fake_agent import FakeAgent
+from steps.testing import FakeRunner, FakeStep, Hang, result
 
 
 @pytest.fixture(autouse=True)
