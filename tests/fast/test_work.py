@@ -7,11 +7,11 @@ import time
 
 import pytest
 
+from deployments.sandbox.fake_agent import FakeAgent
 from steps import agent as agent_module
 from steps import work
 from steps.agent import AGENTD, POS_PROXY, PROCESSES, SIGNAL
 from steps.errors import AgentError, CommandTimeout, Fenced, SubtaskCancelled
-from deployments.sandbox.fake_agent import FakeAgent
 from steps.testing import FakeRunner, FakeStep, Hang, result
 
 
