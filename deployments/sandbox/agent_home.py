@@ -1,9 +1,9 @@
 """One simulated agent's home on this machine: installed, its faults and delays switched, its processes found.
 
 Every sandbox host has one (``hosts.py``); the agent contract tests install one in a temp dir and drive it with a
-``LocalRunner`` (``local.py``), no sshd needed. Layout: ``{home}/{bin,run,log,conf,faults}``; ``bin/`` holds copies of
-``agent/ocp_agentctl`` and ``agent/ocp_agentd`` and symlinks ``ocp_mgragent``, ``ocp_monagent`` -> sleep (``bin/ocp_mgragent
-infinity`` has comm ``ocp_mgragent``: a service that costs no CPU).
+``LocalRunner`` (``local.py``), no sshd needed. Layout: ``{home}/{bin,run,log,conf,faults}``; ``bin/`` holds copies
+of ``agent/ocp_agentctl`` and ``agent/ocp_agentd`` and symlinks ``ocp_mgragent``, ``ocp_monagent`` -> sleep
+(``bin/ocp_mgragent infinity`` has comm ``ocp_mgragent``: a service that costs no CPU).
 """
 
 from __future__ import annotations

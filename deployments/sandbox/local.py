@@ -60,8 +60,9 @@ class LocalRunner:
                                                + (f"; its output:\n{output}" if output else ""))
                     if time.monotonic() >= deadline:
                         note = self._kill(proc, streams)
-                        raise CommandTimeout(f"{self.label}: {command!r} did not finish within "
-                                             f"{time.monotonic() - started:.1f} s; {note}", output=_join(out.text(), err.text()))
+                        took = time.monotonic() - started
+                        raise CommandTimeout(f"{self.label}: {command!r} did not finish within {took:.1f} s; {note}",
+                                             output=_join(out.text(), err.text()))
                     wait = min(COMMAND_POLL_SECONDS, max(0.0, deadline - time.monotonic()))
                     if streams.get_map():
                         _read(streams, wait)
