@@ -173,4 +173,4 @@ class FakeStep:
         return self.pids.get(phase)
 
 
-__all__ = ["FakeLog", "FakeRunner", "FakeStep", "Hang", "UnexpectedCommand", "result"]
+__all__ = ["Answer", "FakeLog", "FakeRunner", "FakeStep", "Hang", "Handler", "UnexpectedCommand", "result"]
