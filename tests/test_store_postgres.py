@@ -9,15 +9,15 @@ import sys
 
 import pytest
 import sqlalchemy as sa
-
 from conftest import ROOT, free_port
+from old_store import every_row, load_0_1_0
+
 from deployments.sandbox.postgres import PostgresCluster
 from flows.plan import build_plan
 from flows.store import TaskStore
 from flows.store.hosts import AgentStatus
 from flows.store.migrate import BASELINE, SHIPPED, VERSION_TABLE
 from flows.store.schema import metadata
-from old_store import every_row, load_0_1_0
 
 DATABASES = ("legacy", "migrated", "created", "racing")
 

@@ -24,6 +24,8 @@ reaps); the store's methods are the parts' own, under the names the rest of the 
 
 from __future__ import annotations
 
+from sqlalchemy.engine import Engine
+
 from ..records import Subtask, Task, TaskRecord
 from .database import Database
 from .hosts import Hosts
@@ -86,7 +88,7 @@ class TaskStore:
         return self.db.safe_url
 
     @property
-    def engine(self):
+    def engine(self) -> Engine:
         return self.db.engine
 
     def close(self) -> None:

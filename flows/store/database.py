@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -20,7 +21,7 @@ class Database:
     def __init__(self, url: str, migrations: Migrations | None = SHIPPED) -> None:
         self.url = url
         self._sqlite = self.url.startswith("sqlite")
-        kwargs: dict = {}
+        kwargs: dict[str, Any] = {}
         if self._sqlite:
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         self.engine: Engine = sa.create_engine(self.url, **kwargs)
@@ -73,7 +74,7 @@ class Database:
             yield conn
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: object) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")  # readers (status, API) never block the flow's writes
     cur.execute("PRAGMA synchronous=NORMAL")

@@ -38,7 +38,8 @@ class PidSighting:
 
 
 # Built once with bound parameters (each is run once or more per host and subtask; see transitions.py).
-_SNAPSHOT_KEY = (host_snapshots.c.task_id == sa.bindparam("task_id"), host_snapshots.c.host_id == sa.bindparam("host_id"),
+_SNAPSHOT_KEY = (host_snapshots.c.task_id == sa.bindparam("task_id"),
+                 host_snapshots.c.host_id == sa.bindparam("host_id"),
                  host_snapshots.c.phase == sa.bindparam("phase"))
 _DELETE_SNAPSHOT = host_snapshots.delete().where(*_SNAPSHOT_KEY)
 _INSERT_SNAPSHOT = host_snapshots.insert()
@@ -77,7 +78,8 @@ class Hosts:
     def set_host_agent_status(self, host_id: int, status: str) -> None:
         stamp = format_time(now())
         with self.db.write() as conn:
-            updated = conn.execute(_UPDATE_AGENT_STATUS, {"host": host_id, "new_status": status, "new_updated": stamp}).rowcount
+            new = {"host": host_id, "new_status": status, "new_updated": stamp}
+            updated = conn.execute(_UPDATE_AGENT_STATUS, new).rowcount
             if not updated:
                 conn.execute(_INSERT_AGENT_STATUS, {"host_id": host_id, "status": status, "updated": stamp})
 

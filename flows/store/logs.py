@@ -35,6 +35,7 @@ class Logs:
     def log(self, subtask_id: int) -> str:
         with self.db.read() as conn:
             lines = conn.execute(
-                sa.select(subtask_logs.c.text).where(subtask_logs.c.subtask_id == subtask_id).order_by(subtask_logs.c.id)
+                sa.select(subtask_logs.c.text).where(subtask_logs.c.subtask_id == subtask_id)
+                .order_by(subtask_logs.c.id)
             ).scalars().all()
         return "\n".join(lines)

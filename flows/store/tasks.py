@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, RowMapping
 
 from ..errors import HostBusyError, UnknownTaskError
 from ..machine import LAUNCH_GRACE_SECONDS
@@ -53,7 +53,7 @@ class Tasks:
         creator: str,
         executor: str,
         type: TaskType = TaskType.MANUAL,
-        options: dict | None = None,
+        options: dict[str, Any] | None = None,
         inventory: str = "",
         name: str = TASK_NAME,
     ) -> int:
@@ -65,15 +65,15 @@ class Tasks:
         try:
             with self.db.write() as conn:
                 # Insert first: on SQLite that takes the write lock, so the lock check below reads current rows.
-                task_id = conn.execute(
-                    tasks.insert().values(
+                task_id: int = conn.execute(
+                    tasks.insert().returning(tasks.c.id).values(
                         name=name, type=type.value, status=TaskStatus.RUNNING.value,
                         operation=Operation.EXECUTE.value, creator=creator, executor=executor,
                         host_ids=json.dumps(plan.host_ids), prohibit_rollback=False,
                         options=json.dumps(options or {}), inventory=inventory, create_time=stamp, start_time=stamp,
                         lease_until=time.time() + LAUNCH_GRACE_SECONDS, runner="",
                     )
-                ).inserted_primary_key[0]
+                ).scalar_one()
                 self.leases.reap(conn)
                 lock_hosts(conn, task_id, plan.host_ids, stamp)
                 rows = [
@@ -144,8 +144,9 @@ class Tasks:
         return list(ids), int(total)
 
     @staticmethod
-    def _list_conditions(statuses, creator, name, types, host_id) -> list:
-        conditions = []
+    def _list_conditions(statuses: Sequence[str] | None, creator: str | None, name: str | None,
+                         types: Sequence[str] | None, host_id: int | None) -> list[sa.ColumnElement[bool]]:
+        conditions: list[sa.ColumnElement[bool]] = []
         if statuses:
             conditions.append(tasks.c.status.in_(statuses))
         if types:
@@ -165,7 +166,7 @@ class Tasks:
             return []
         with self.db.read() as conn:
             rows = {r["id"]: r for r in conn.execute(sa.select(tasks).where(tasks.c.id.in_(task_ids))).mappings()}
-            children: dict[int, list] = {task_id: [] for task_id in rows}
+            children: dict[int, list[RowMapping]] = {task_id: [] for task_id in rows}
             query = sa.select(subtasks).where(subtasks.c.task_id.in_(list(rows)))
             for row in conn.execute(query.order_by(subtasks.c.task_id, subtasks.c.seq)).mappings():
                 children[int(row["task_id"])].append(row)

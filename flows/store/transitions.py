@@ -30,8 +30,8 @@ _TASK_ROW = sa.select(tasks.c.status, tasks.c.runner).where(tasks.c.id == sa.bin
 
 @lru_cache(maxsize=64)
 def _update_subtask(columns: tuple[str, ...], expected: int) -> sa.Update:
-    """``UPDATE subtasks SET <columns> WHERE id = :subtask_id AND status IN (<expected> values)``; parameters ``subtask_id``,
-    ``expect0``.., ``set_<column>``."""
+    """``UPDATE subtasks SET <columns> WHERE id = :subtask_id AND status IN (<expected> values)``; parameters
+    ``subtask_id``, ``expect0``.., ``set_<column>``."""
     return (subtasks.update()
             .where(subtasks.c.id == sa.bindparam("subtask_id"),
                    subtasks.c.status.in_([sa.bindparam(f"expect{i}") for i in range(expected)]))

@@ -17,8 +17,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from flows import machine
 from flows.models import SubtaskStatus, TaskStatus
 from flows.plan import build_plan

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from old_store import TABLES, every_row, load_0_1_0
 
 from flows.errors import StoreUnavailableError, StoreVersionError
 from flows.plan import build_plan
@@ -20,7 +21,6 @@ from flows.store.database import Database
 from flows.store.hosts import AgentStatus
 from flows.store.migrate import BASELINE, SHIPPED, VERSION_TABLE, Migrations
 from flows.store.schema import metadata
-from old_store import TABLES, every_row, load_0_1_0
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ revision = "0001"
 down_revision = None
 
 
-def _id() -> sa.Column:
+def _id() -> sa.Column[int]:
     # BIGINT on PostgreSQL (a sequence); SQLite's INTEGER PRIMARY KEY AUTOINCREMENT (ids never reused).
     return sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
 
