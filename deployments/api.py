@@ -315,7 +315,7 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
             raise ApiFailure(401, 3000, f"You are not logged on: expected Authorization: {SIGNED_SCHEME} "
                                         "ACCESS_KEY_ID:SIGNATURE", CHALLENGE)
         found = users.access_key(key_id)
-        who = found[1].name if found else f"access key {key_id[:64]}"
+        who = found.user.name if found else f"access key {key_id[:64]}"
         not_throttled(who, client)
         stale = date_error(request.headers.get("date", ""))
         if stale:
@@ -329,12 +329,12 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
         if found is None:
             sign(_DUMMY_SECRET, strings_to_sign(signed)[0])  # the same work as a known key
             refuse(who, client, f"no user holds the access key {key_id[:64]!r}")
-        if not signature_matches(found[0], signature, signed):
+        if not signature_matches(found.secret, signature, signed):
             refuse(who, client, "the signature does not match the request; the server signed "
                                 f"{strings_to_sign(signed)[0]!r} (with the body's MD5 in hex, if any, and the "
                                 "query sorted)")
         throttle.succeeded(who, client)
-        return found[1]
+        return found.user
 
     async def authenticated(request: Request) -> User:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")

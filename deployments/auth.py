@@ -86,6 +86,14 @@ class User:
         return permission in self.permissions
 
 
+@dataclass(frozen=True)
+class AccessKey:
+    """An access key of the users file: the secret that signs requests, and the user they act as."""
+
+    secret: str
+    user: User
+
+
 class Users:
     """Checks credentials against the users file, in constant time per attempt, re-reading the file when it changes.
 
@@ -134,13 +142,13 @@ class Users:
             self._verified[name] = (mac, time.monotonic() + _CACHE_SECONDS)
         return entry[1]
 
-    def access_key(self, key_id: str) -> tuple[str, User] | None:
-        """(secret, user) of an access key; None when no user holds it."""
+    def access_key(self, key_id: str) -> AccessKey | None:
+        """The access key ``key_id`` and the user holding it; None when no user holds it."""
         users, keys = self._current()
         found = keys.get(key_id)
         if found is None or found[1] not in users:
             return None
-        return found[0], users[found[1]][1]
+        return AccessKey(secret=found[0], user=users[found[1]][1])
 
 
 def _stamp(path: Path) -> tuple[int, ...] | None:

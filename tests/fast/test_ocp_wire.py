@@ -269,7 +269,7 @@ class TestUsersFile:
         key_id, secret = add_access_key(path, "alice")
         add_user(path, "alice", "alice-pass-2", ["HOST_VIEWER"])
         found = Users(path).access_key(key_id)
-        assert found is not None and found[0] == secret and found[1].roles == ("HOST_VIEWER",)
+        assert found is not None and found.secret == secret and found.user.roles == ("HOST_VIEWER",)
         assert path.stat().st_mode & 0o777 == 0o600
 
     def test_a_key_for_an_unknown_user_is_refused_naming_it(self, tmp_path):
