@@ -565,9 +565,11 @@ def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAP
         stored = store.host_agent_status(host.id)
         sighting = store.last_pids(host.id)
         return host_agent(
-            host.id, host.address, host.user, host.agent_home, agent_status(host.id, locks, statuses),
-            sighting.pids if sighting else {}, (sighting.seen or format_time(now())) if sighting else None,
-            bool(sighting and sighting.stopped), stored[1] if stored and stored[0] == "AVAILABLE" else None,
+            host_id=host.id, address=host.address, user=host.user, agent_home=host.agent_home,
+            status=agent_status(host.id, locks, statuses), pids=sighting.pids if sighting else {},
+            seen=(sighting.seen or format_time(now())) if sighting else None,
+            stopped=bool(sighting and sighting.stopped),
+            available=stored[1] if stored and stored[0] == "AVAILABLE" else None,
         )
 
     def get_agent(request: Request, host_id: HostId, user: HostReader):
