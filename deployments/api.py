@@ -206,7 +206,7 @@ AGENT_SERVICE = ServiceSummary(name="ocp_agent", type="OCP_AGENT")
 def create_app(config: ApiConfig, *, launcher: Launcher | None = None) -> FastAPI:
     inventory: Inventory = load_inventory(config.inventory)
     users = Users(config.users)
-    throttle = LoginThrottle()
+    throttle = LoginThrottle(Settings().login_limit)
     proxies = trusted_networks(Settings().trusted_proxies)
     store = TaskStore(config.store_url)
     launcher = launcher or make_launcher(config.launcher, config.inventory, store.url)

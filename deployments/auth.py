@@ -48,7 +48,6 @@ import bcrypt
 
 from flows.errors import OcpRestartError
 from flows.models import format_time, now
-from flows.settings import Settings
 
 HOST_READ, HOST_WRITE, TASK_READ, TASK_WRITE = "HOST:READ", "HOST:WRITE", "TASK:READ", "TASK:WRITE"
 ROLES: dict[str, frozenset[str]] = {
@@ -170,8 +169,8 @@ class LoginThrottle:
     counters are kept (the oldest are dropped first), so made-up user names cannot fill the memory.
     """
 
-    def __init__(self, limit: int | None = None, window: float = 60.0, max_keys: int = 10_000) -> None:
-        self.limit = limit if limit is not None else Settings().login_limit
+    def __init__(self, limit: int, window: float = 60.0, max_keys: int = 10_000) -> None:
+        self.limit = limit  # failed logins per (user, client) and window: OCP_RESTART_LOGIN_LIMIT, given by the caller
         self.window, self.max_keys = window, max_keys
         self._failures: dict[tuple[str, str], list[float]] = {}
         self._lock = threading.Lock()
