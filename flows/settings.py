@@ -4,6 +4,7 @@ the API, a flow run) create one and pass it down. Nothing else reads ``OCP_RESTA
     OCP_RESTART_HOME         where the default store, inventory and users file live (~/.ocp-restart)
     OCP_RESTART_STORE_URL    SQLAlchemy URL of the task store (default: SQLite at $OCP_RESTART_HOME/tasks.db)
     OCP_RESTART_INVENTORY    the inventory file (default: $OCP_RESTART_HOME/inventory.toml)
+    OCP_RESTART_USERS_FILE   the API's users file (default: $OCP_RESTART_HOME/users.toml)
     OCP_RESTART_INVENTORY_DIR  a deployment run from the Prefect UI may name an inventory in this folder; by
                              default only the deployment's own
     OCP_RESTART_EXECUTOR     the address OCP's ``executor`` field shows (default: this host's address)
@@ -39,6 +40,7 @@ class Settings(BaseSettings):
     store_url_: Annotated[SecretStr | None, Field(alias="OCP_RESTART_STORE_URL")] = None
     inventory: Path | None = None
     inventory_dir: Path | None = None
+    users_file: Path | None = None
     executor: str | None = None
     lease_seconds: Annotated[float, Field(gt=0)] = 30.0
     local_prefect: bool = True
@@ -70,7 +72,7 @@ class Settings(BaseSettings):
 
     @property
     def users_path(self) -> Path:
-        return self.home_dir / "users.toml"
+        return (self.users_file or self.home_dir / "users.toml").expanduser()
 
     @property
     def executor_address(self) -> str:
