@@ -71,39 +71,43 @@ def documented(*statuses: int) -> dict:
     return {s: {"model": ErrorEnvelope, "description": "OCP's error envelope"} for s in sorted(listed)}
 
 
+async def _api_failure(request: Request, exc: ApiFailure) -> JSONResponse:
+    return failure(request, exc.status, exc.code, exc.message, exc.headers)
+
+
+async def _domain_error(request: Request, exc: OcpRestartError) -> JSONResponse:
+    return failure(request, exc.http_status, exc.code, exc.message)
+
+
+async def _invalid_parameter(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body"))
+    shown = repr(first.get("input"))
+    shown = shown if len(shown) <= 100 else shown[:100] + "..."
+    return failure(request, 400, 1001, f"You must specify a valid value for {field}: {first.get('msg')} (got {shown})")
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 404:  # OCP answers an unknown route with 400 and this message
+        return failure(request, 400, 1003, f"Could not find the {request.method} method for URL {request.url.path}")
+    if exc.status_code == 405:
+        return failure(request, 405, 1003, f"Request method {request.method} is not supported for URL "
+                                            f"{request.url.path}", headers=dict(exc.headers or {}))
+    return failure(request, exc.status_code, 1003, str(exc.detail))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    return failure(request, 500, 1003, f"Unhandled exception, type={type(exc).__name__}")
+
+
+_ANSWERS = {ApiFailure: _api_failure, OcpRestartError: _domain_error, RequestValidationError: _invalid_parameter,
+            StarletteHTTPException: _http_error, Exception: _unexpected}
+
+
 def add_error_answers(app: FastAPI) -> None:
     """Answer every failure with OCP's error envelope (see the module docstring)."""
-
-    @app.exception_handler(ApiFailure)
-    async def _api_failure(request: Request, exc: ApiFailure):
-        return failure(request, exc.status, exc.code, exc.message, exc.headers)
-
-    @app.exception_handler(OcpRestartError)
-    async def _domain_error(request: Request, exc: OcpRestartError):
-        return failure(request, exc.http_status, exc.code, exc.message)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body"))
-        shown = repr(first.get("input"))
-        shown = shown if len(shown) <= 100 else shown[:100] + "..."
-        return failure(request, 400, 1001,
-                       f"You must specify a valid value for {field}: {first.get('msg')} (got {shown})")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException):
-        if exc.status_code == 404:  # OCP answers an unknown route with 400 and this message
-            return failure(request, 400, 1003, f"Could not find the {request.method} method for URL {request.url.path}")
-        if exc.status_code == 405:
-            return failure(request, 405, 1003,
-                           f"Request method {request.method} is not supported for URL {request.url.path}",
-                           headers=dict(exc.headers or {}))
-        return failure(request, exc.status_code, 1003, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception):
-        return failure(request, 500, 1003, f"Unhandled exception, type={type(exc).__name__}")
+    for kind, answer in _ANSWERS.items():
+        app.add_exception_handler(kind, answer)
 
 
 def _server(request: Request) -> str:

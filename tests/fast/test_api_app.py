@@ -115,6 +115,21 @@ class TestDependencyOverrides:
         assert client.get("/api/v2/compute/hosts", auth=("admin", "admin-pass-1")).status_code == 200
 
 
+    def test_an_unexpected_error_is_a_500_envelope_naming_only_its_type(self, settings):
+        """A store failing in a way nobody foresaw: OCP's error envelope, 500 / 1003, no message or traceback."""
+        class Broken:
+            def load(self, task_id):
+                raise RuntimeError("secret details")
+
+        app = create_app(settings, launcher=FakeLauncher())
+        app.dependency_overrides[current_user] = lambda: User("admin", ("ADMIN",))
+        app.dependency_overrides[get_store] = lambda: Broken()
+        response = TestClient(app, raise_server_exceptions=False).get("/api/v2/tasks/instances/1")
+        body = response.json()
+        assert response.status_code == 500 and body["successful"] is False and body["server"] == "10.0.0.1"
+        assert body["error"] == {"code": 1003, "message": "Unhandled exception, type=RuntimeError"}
+
+
 class TestSettings:
     def test_the_app_takes_its_limits_from_the_settings_given(self, settings, monkeypatch):
         """Login limit and trusted proxies come from the Settings passed in, not from the environment."""
