@@ -17,9 +17,14 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+
+from pydantic import ValidationError
+
+from flows.settings import Settings
+
+from . import console
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_RUNNING, EXIT_BUSY, EXIT_STORE, EXIT_FENCED = 0, 1, 2, 3, 4, 5, 6
 EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130  # 70: EX_SOFTWARE (sysexits.h)
@@ -42,10 +47,7 @@ def _timeout(text: str) -> tuple[str, int]:
     return kind, int(seconds)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from flows.settings import Settings
-
-    config = Settings()
+def build_parser(config: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocp-restart", description="Restart OceanBase OCP agents, OCP's way.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -179,19 +181,23 @@ def _leave_at_once() -> None:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    if not getattr(args, "verbose", False):
-        # Our progress goes to the terminal; Prefect's INFO lines still reach its API and UI.
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
-        # Prefect's throwaway server logs tracebacks while it drops its event backlog at exit.
-        os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
     from flows.errors import OcpRestartError
 
+    try:
+        config = Settings()  # the one settings object of this process: every command gets it
+    except ValidationError as exc:
+        print(f"ocp-restart: error: bad setting in the environment: {_validation_message(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    args = build_parser(config).parse_args(argv)
+    if not getattr(args, "verbose", False):
+        from . import prefect_env
+
+        prefect_env.quiet_console()
     try:
         commands = {"plan": cmd_plan, "run": cmd_run, "status": cmd_status, "demo": cmd_demo, "serve": cmd_serve,
                     "user": cmd_user, "retry": cmd_operation, "rollback": cmd_operation, "subtask": cmd_operation,
                     "deploy": cmd_deploy, "prune": cmd_prune}
-        return commands[args.command](args)
+        return commands[args.command](args, config)
     except OcpRestartError as exc:
         print(f"ocp-restart: error: {exc.message}", file=sys.stderr)
         from flows.errors import Fenced, HostBusyError, ServerError, StoreUnavailableError
@@ -212,27 +218,30 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_INTERNAL
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
+def cmd_plan(args: argparse.Namespace, config: Settings) -> int:
     from flows.models import now
     from flows.plan import build_plan
-    from flows.submit import executor_address
     from flows.view import preview
 
     request = _request(args.host_ids)
-    instance = preview(build_plan(request.host_ids), creator=getpass.getuser(), executor=executor_address(), start_time=now())
+    instance = preview(build_plan(request.host_ids), creator=getpass.getuser(), executor=config.executor_address,
+                       start_time=now())
     if args.json:
         print(json.dumps(instance.to_wire(), indent=2))
     else:
         from rich.console import Console
 
-        Console().print(_table_from_instance(instance))
+        Console().print(console.plan_table(instance))
         print(f"{len(instance.subtasks)} subtasks for {len(request.host_ids)} host(s); nothing was executed.")
     return EXIT_OK
 
 
-def _request(host_ids: list[int]):
-    from pydantic import ValidationError
+def _validation_message(exc: ValidationError) -> str:
+    """pydantic's errors as one line: ``field: message; ...``."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
 
+
+def _request(host_ids: list[int]):
     from flows.errors import RequestError
     from flows.models import BatchRestartRequest
 
@@ -242,20 +251,18 @@ def _request(host_ids: list[int]):
         raise RequestError("; ".join(e["msg"] for e in exc.errors())) from None
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, config: Settings) -> int:
     if args.server:
-        return _run_remote(args, args.server)
-    from flows.settings import Settings
-
-    inventory = args.inventory or Settings().inventory
+        return _run_remote(args, config, args.server)
+    inventory = args.inventory or config.inventory
     if inventory is None:
         print("ocp-restart: no inventory given: running on a local sandbox (see `ocp-restart demo --help`)", file=sys.stderr)
         args.hosts = 3
-        return cmd_demo(args)
-    return _run(args, inventory, args.host_ids)
+        return cmd_demo(args, config)
+    return _run(args, config, inventory, args.host_ids)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace, config: Settings) -> int:
     from deployments.sandbox import Sandbox
 
     if not 1 <= args.hosts <= 250:
@@ -265,16 +272,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with Sandbox(args.hosts) as sandbox:
         for host in sandbox.hosts:
             print(f"  {host.id}  {host.name}  {host.address}:{host.port}  pids {host.agent_pids()}", file=sys.stderr)
-        code = _run(args, sandbox.inventory_path, getattr(args, "host_ids", None))
+        code = _run(args, config, sandbox.inventory_path, getattr(args, "host_ids", None))
         if not args.json:
             for host in sandbox.hosts:
                 print(f"  {host.id}  {host.name}  pids now {host.agent_pids()}", file=sys.stderr)
         return code
 
 
-def _run(args: argparse.Namespace, inventory_path: Path, host_ids: list[int] | None) -> int:
-    from pydantic import ValidationError
-
+def _run(args: argparse.Namespace, config: Settings, inventory_path: Path, host_ids: list[int] | None) -> int:
     from flows.errors import RequestError
     from flows.options import RestartOptions
     from flows.submit import create_task
@@ -291,36 +296,37 @@ def _run(args: argparse.Namespace, inventory_path: Path, host_ids: list[int] | N
             max_failed_percent=args.max_failed_percent,
         )
     except ValidationError as exc:
-        raise RequestError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
-    with TaskStore() as store:
-        task_id = create_task(store, inventory, ids, options, creator=getpass.getuser())
+        raise RequestError(_validation_message(exc)) from None
+    with TaskStore(config.store_url) as store:
+        task_id = create_task(store, inventory, ids, options, creator=getpass.getuser(),
+                              executor=config.executor_address)
         print(f"task {task_id}: restarting the OCP agent on {len(ids)} host(s)", file=sys.stderr)
-        return _execute(store, task_id, inventory_path, options, args.json)
+        return _execute(store, config, task_id, inventory_path, options, args.json)
 
 
-def _execute(store, task_id: int, inventory_path, options, as_json: bool) -> int:
+def _execute(store, config: Settings, task_id: int, inventory_path, options, as_json: bool) -> int:
     """Run the flow for a recorded task in this process, with progress on stderr; report the result."""
     from . import local_prefect
 
-    local_prefect.ensure()  # before Prefect is imported: it reads PREFECT_API_URL once
+    local_prefect.ensure(config)  # before Prefect is imported: it reads PREFECT_API_URL once
     from flows.restart import restart_agents
 
     started = time.monotonic()
     record = store.load(task_id)
 
-    def load() -> tuple[list[dict], bool]:
+    def load() -> tuple[list[console.Row], bool]:
         current = store.load(task_id)
-        return _rows_from_record(current), current.task.status.value != "RUNNING"
+        return console.rows_from_record(current), current.task.status.value != "RUNNING"
 
     with ExitStack() as stack:
         if not as_json or sys.stderr.isatty():
-            stack.enter_context(_Progress(load))
+            stack.enter_context(console.Progress(load))
         restart_agents(task_id=task_id, host_ids=list(record.task.host_ids), inventory=str(inventory_path),
                        options=options)
     return _report(store.load(task_id), as_json, time.monotonic() - started)
 
 
-def _run_remote(args: argparse.Namespace, url: str) -> int:
+def _run_remote(args: argparse.Namespace, config: Settings, url: str) -> int:
     """``run --server``: POST the restart to a running ocp-restart server and follow it there."""
     from flows.errors import RequestError
 
@@ -333,9 +339,7 @@ def _run_remote(args: argparse.Namespace, url: str) -> int:
         raise RequestError(f"{', '.join(local_only)} cannot be used with --server {url}: the server restarts hosts "
                            "with its own inventory and settings")
     started = time.monotonic()
-    from flows.settings import Settings
-
-    password = Settings().password
+    password = config.password
     with RemoteServer(url, args.user, password.get_secret_value() if password else None) as server:
         ids = args.host_ids or server.host_ids()
         instance = server.restart(ids, batchSize=args.batch_size, maxFailedHosts=args.max_failed_hosts,
@@ -347,12 +351,12 @@ def _run_remote(args: argparse.Namespace, url: str) -> int:
         interval = 0.25 if len(instance["subtasks"]) <= 100 else 0.5
         latest = [instance]
 
-        def load() -> tuple[list[dict], bool]:
+        def load() -> tuple[list[console.Row], bool]:
             latest[0] = server.task(task_id)
-            return _rows_from_wire(latest[0]), latest[0]["status"] != "RUNNING"
+            return console.rows_from_wire(latest[0]), latest[0]["status"] != "RUNNING"
 
         if not args.json or sys.stderr.isatty():
-            with _Progress(load, interval) as progress:
+            with console.Progress(load, interval) as progress:
                 progress.finished.wait()
         else:
             for latest[0] in server.follow(task_id, interval):
@@ -363,54 +367,36 @@ def _run_remote(args: argparse.Namespace, url: str) -> int:
     else:
         from rich.console import Console
 
-        Console().print(_table(task_id, instance["name"], instance["status"], _rows_from_wire(instance)))
+        Console().print(console.task_table(task_id, instance["name"], instance["status"], console.rows_from_wire(instance)))
         print(f"task {task_id} {instance['status']} in {time.monotonic() - started:.1f} s (on {url})")
     return {"SUCCESSFUL": EXIT_OK, "FAILED": EXIT_FAILED}.get(instance["status"], EXIT_RUNNING)
 
 
-def _rows_from_record(record) -> list[dict]:
-    """A task record's subtasks as the rows that the progress and the table show."""
-    return [{"id": s.id, "name": s.name, "status": s.status.value, "start_time": s.start_time,
-             "finish_time": s.finish_time, "host_id": s.host_id} for s in record.subtasks]
-
-
-def _rows_from_wire(instance: dict) -> list[dict]:
-    """A task instance's subtasks (OCP's JSON) as the store's rows that the progress and the table show."""
-    hosts = instance["context"]["listMap"].get("host_ids", [])
-    return [{"id": s["id"], "name": s["name"], "status": s["status"], "start_time": None, "finish_time": None,
-             "host_id": hosts[s["parallelIdx"]] if 0 <= s["parallelIdx"] < len(hosts) else None}
-            for s in instance["subtasks"]]
-
-
-def cmd_operation(args: argparse.Namespace) -> int:
-    from flows.options import RestartOptions
+def cmd_operation(args: argparse.Namespace, config: Settings) -> int:
+    """``retry`` / ``rollback`` TASK and ``subtask retry|skip|cancel`` TASK SUBTASK: an action of
+    ``flows/actions.py``, then the task's flow runs here for what it reopened."""
+    from flows.actions import ACTIONS
     from flows.store import TaskStore
 
-    with TaskStore() as store:
-        if args.command == "retry":
-            store.retry_task(args.task_id)
-        elif args.command == "rollback":
-            store.rollback_task(args.task_id)
-        else:
-            {"retry": store.retry_subtask, "skip": store.skip_subtask, "cancel": store.cancel_subtask}[args.action](
-                args.task_id, args.subtask_id)
-            if args.action == "cancel":
-                print(f"subtask {args.subtask_id} of task {args.task_id}: CANCELING; the run kills its command",
-                      file=sys.stderr)
-                return EXIT_OK
-        task = store.load(args.task_id).task
+    action = ACTIONS[f"{args.action}_subtask" if args.command == "subtask" else args.command]
+    with TaskStore(config.store_url) as store:
+        task = action.apply(store, args.task_id, getattr(args, "subtask_id", None)).task
+        if not action.reruns:
+            print(f"subtask {args.subtask_id} of task {args.task_id}: CANCELING; the run kills its command",
+                  file=sys.stderr)
+            return EXIT_OK
         inventory = args.inventory or task.inventory
         print(f"task {args.task_id}: {task.operation.value.lower()}", file=sys.stderr)
-        return _execute(store, args.task_id, inventory, RestartOptions.model_validate(dict(task.options)), args.json)
+        return _execute(store, config, args.task_id, inventory, task.options, args.json)
 
 
-def cmd_prune(args: argparse.Namespace) -> int:
+def cmd_prune(args: argparse.Namespace, config: Settings) -> int:
     from flows.errors import RequestError
     from flows.store import TaskStore
 
     if args.older_than < 0:
         raise RequestError(f"--older-than must be 0 or more days, got {args.older_than}")
-    with TaskStore() as store:
+    with TaskStore(config.store_url) as store:
         deleted = store.prune(args.older_than)
     print(f"deleted {len(deleted)} finished task(s) older than {args.older_than:g} day(s)", file=sys.stderr)
     return EXIT_OK
@@ -434,7 +420,7 @@ def _prune_daily(store, days: float, stop: threading.Event) -> None:
 SHUTDOWN_GRACE_SECONDS = 10.0  # serve on SIGTERM/SIGINT: how long running remote commands may take to finish
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace, config: Settings) -> int:
     """Serve the API until SIGTERM or SIGINT, then stop gracefully: no new requests; running remote commands get
     a grace period, then are killed on their hosts; what was interrupted is FAILED with the reason; exit 0."""
     import signal
@@ -442,9 +428,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from deployments.api import create_app
-    from flows.settings import Settings
 
-    app = create_app(Settings(inventory=args.inventory, users_file=args.users, launcher=args.launcher))
+    config = config.model_copy(update={"inventory": args.inventory, "users": args.users, "launcher": args.launcher})
+    app = create_app(config)
     state = app.state.api
     print(f"ocp-restart: serving on http://{args.host}:{args.port} ({args.launcher} launcher)", file=sys.stderr)
     server = _graceful_server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False))
@@ -492,10 +478,8 @@ def _graceful_server(config):
     return Server(config)
 
 
-def cmd_deploy(args: argparse.Namespace) -> int:
+def cmd_deploy(args: argparse.Namespace, config: Settings) -> int:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    from pydantic import ValidationError
 
     from flows.errors import RequestError
     from flows.options import RestartOptions
@@ -513,7 +497,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                                  accept_new_host_keys=args.accept_new_host_keys,
                                  ask_on_failure_seconds=args.ask_on_failure)
     except ValidationError as exc:
-        raise RequestError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+        raise RequestError(_validation_message(exc)) from None
     common = dict(name=args.name, host_ids=args.host_ids, inventory=inventory, options=options,
                   cron=args.cron, interval=args.interval, timezone=args.timezone)
     if args.serve:
@@ -530,12 +514,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_user(args: argparse.Namespace) -> int:
+def cmd_user(args: argparse.Namespace, config: Settings) -> int:
     from deployments.auth import add_user
 
-    from flows.settings import Settings
-
-    path = args.users or Settings().users_path
+    path = args.users or config.users_path
     if args.user_command == "access-key":
         from deployments.auth import add_access_key
 
@@ -559,10 +541,11 @@ def cmd_user(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def cmd_status(args: argparse.Namespace, config: Settings) -> int:
     from flows.store import TaskStore
 
-    with TaskStore() as store:
+    with TaskStore(config.store_url) as store:
+        # No server may be running to reap lapsed leases: a task whose runner died shows as FAILED here too.
         store.reap_expired()
         record = store.load(args.task_id)
     return _report(record, args.json, None)
@@ -577,162 +560,10 @@ def _report(record, as_json: bool, seconds: float | None) -> int:
     else:
         from rich.console import Console
 
-        Console().print(_table(record.task.id, record.task.name, record.task.status.value, _rows_from_record(record)))
+        Console().print(console.task_table(record.task.id, record.task.name, record.task.status.value, console.rows_from_record(record)))
         took = f" in {seconds:.1f} s" if seconds is not None else ""
         print(f"task {instance.id} {instance.status.value}{took}")
     return {"SUCCESSFUL": EXIT_OK, "FAILED": EXIT_FAILED}.get(instance.status.value, EXIT_RUNNING)
-
-
-_STYLE = {"SUCCESSFUL": "green", "FAILED": "bold red", "RUNNING": "yellow", "READY": "cyan", "PENDING": "dim"}
-
-
-TABLE_ROWS_MAX = 60  # beyond this (about 11 hosts) the final table is one row per step, plus the failures
-
-
-def _table(task_id: int, name: str, status: str, rows: list[dict]):
-    if len(rows) > TABLE_ROWS_MAX:
-        return _summary_table(task_id, name, status, rows)
-    return _subtask_table(task_id, name, status, rows)
-
-
-def _summary_table(task_id: int, name: str, status: str, rows: list[dict]):
-    """One row per step (counts by status, the slowest subtask), then every FAILED subtask (at most 50)."""
-    from rich.console import Group
-    from rich.table import Table
-
-    table = Table(title=f"task {task_id}  {name}  [{status}]  {len(rows)} subtasks")
-    for col in ("step", "SUCCESSFUL", "FAILED", "other", "slowest s"):
-        table.add_column(col, justify="left" if col == "step" else "right")
-    for step, group in _stages(rows).items():
-        counts = {s: sum(r["status"] == s for r in group) for s in _DONE}
-        slowest = max((_seconds(r) or 0.0 for r in group), default=0.0)
-        table.add_row(step, str(counts["SUCCESSFUL"]), f"[bold red]{counts['FAILED']}" if counts["FAILED"] else "0",
-                      str(len(group) - sum(counts.values())), f"{slowest:.2f}" if slowest else "")
-    failed = [r for r in rows if r["status"] == "FAILED"]
-    lines = [f"FAILED {r['id']} {r['name']} @ host {r['host_id']}" for r in failed[:50]]
-    if len(failed) > 50:
-        lines.append(f"... and {len(failed) - 50} more FAILED subtasks (`ocp-restart status {task_id} --json`)")
-    return Group(table, *lines)
-
-
-def _seconds(row: dict) -> float | None:
-    from datetime import datetime
-
-    if row["start_time"] and row["finish_time"]:
-        return (datetime.fromisoformat(row["finish_time"]) - datetime.fromisoformat(row["start_time"])).total_seconds()
-    return None
-
-
-def _subtask_table(task_id: int, name: str, status: str, rows: list[dict]):
-    from rich.table import Table
-
-    table = Table(title=f"task {task_id}  {name}  [{status}]")
-    for col in ("subtask", "step", "host", "status", "seconds"):
-        table.add_column(col, justify="right" if col in ("subtask", "seconds") else "left")
-    for row in rows:
-        seconds = _seconds(row)
-        took = f"{seconds:.2f}" if seconds is not None else ""
-        host = str(row["host_id"]) if row["host_id"] is not None else ""
-        table.add_row(str(row["id"]), row["name"], host, f"[{_STYLE.get(row['status'], '')}]{row['status']}", took)
-    return table
-
-
-def _table_from_instance(instance):
-    from rich.table import Table
-
-    hosts = instance.context.list_map["host_ids"]
-    table = Table(title=f"{instance.name} (dry run)")
-    for col in ("subtask", "step", "host", "status", "timeout s", "upstreams"):
-        table.add_column(col)
-    for sub in instance.subtasks:
-        host = hosts[sub.parallel_idx] if sub.parallel_idx >= 0 else ""
-        table.add_row(str(sub.id), sub.name, host, sub.status.value, str(sub.timeout), ",".join(map(str, sub.upstreams)))
-    return table
-
-
-def _stages(rows: list[dict]) -> dict[str, list[dict]]:
-    """Subtask rows grouped by step, in plan order (the Wait nodes as one group)."""
-    stages: dict[str, list[dict]] = {}
-    for row in rows:
-        stages.setdefault(row["name"], []).append(row)
-    return stages
-
-
-_DONE = ("SUCCESSFUL", "FAILED")
-
-
-class _Progress:
-    """Follows a task while it runs: a progress bar per step on a terminal; otherwise one line per step when it
-    is done, and one per FAILED subtask as it fails — a few lines for 1,000 hosts, not 5,000.
-
-    ``load`` returns the subtask rows and whether the task has ended; ``finished`` is set once it has (or once
-    ``load`` failed: ``error`` has why).
-    """
-
-    def __init__(self, load: Callable[[], tuple[list[dict], bool]], interval: float = 0.3) -> None:
-        self.load, self.interval = load, interval
-        self.finished = threading.Event()
-        self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._follow, name="progress", daemon=True)
-
-    def __enter__(self) -> _Progress:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        if self.error is not None and exc[0] is None:
-            raise self.error
-
-    def _follow(self) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        console = Console(stderr=True, highlight=False)
-        bar = jobs = None
-        if console.is_terminal:
-            bar = Progress(TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console, transient=False)
-            bar.start()
-            jobs = {}
-        failed_seen: set[int] = set()
-        stages_done: set[str] = set()
-        try:
-            while True:
-                stopping = self._stop.is_set()
-                rows, ended = self.load()
-                out = bar.console if bar is not None else console
-                for row in rows:
-                    if row["status"] == "FAILED" and row["id"] not in failed_seen:
-                        failed_seen.add(row["id"])
-                        host = f" @ host {row['host_id']}" if row["host_id"] is not None else ""
-                        out.print(f"  [bold red]FAILED[/] {row['id']} {row['name']}{host}")
-                for name, group in _stages(rows).items():
-                    done = sum(r["status"] in _DONE for r in group)
-                    failed = sum(r["status"] == "FAILED" for r in group)
-                    running = sum(r["status"] == "RUNNING" for r in group)
-                    if bar is not None:
-                        if name not in jobs:
-                            jobs[name] = bar.add_task(name, total=len(group), note="")
-                        note = (f"{running} running" if running else "") + (f" {failed} failed" if failed else "")
-                        bar.update(jobs[name], completed=done, note=note.strip())
-                    elif done == len(group) and name not in stages_done:
-                        stages_done.add(name)
-                        tally = f"{done - failed}/{len(group)} SUCCESSFUL" + (f", {failed} FAILED" if failed else "")
-                        console.print(f"  {name}: {tally}")
-                if ended:
-                    self.finished.set()
-                if stopping or ended:
-                    return
-                self._stop.wait(self.interval)
-        except BaseException as exc:  # surfaced by __exit__ in the caller's thread
-            self.error = exc
-            self.finished.set()
-        finally:
-            if bar is not None:
-                bar.stop()
 
 
 if __name__ == "__main__":

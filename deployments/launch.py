@@ -18,7 +18,6 @@ from flows.prefect_run import TAG_PREFIX
 from flows.settings import Settings
 
 log = logging.getLogger(__name__)
-DEFAULT_DEPLOYMENT = "batch-restart-agents/batch-restart"  # = flows.settings.DEFAULT_DEPLOYMENT
 
 
 class Launcher(Protocol):
@@ -37,9 +36,9 @@ class EmbeddedLauncher:
 
     START_ATTEMPTS = 4
 
-    def __init__(self, inventory: str, store_url: str | None, max_runs: int | None = None) -> None:
-        self.inventory, self.store_url = inventory, store_url
-        self.slots = threading.BoundedSemaphore(max_runs or Settings().max_runs)
+    def __init__(self, inventory: str, store_url: str, *, max_runs: int, lease_seconds: float) -> None:
+        self.inventory, self.store_url, self.lease_seconds = inventory, store_url, lease_seconds
+        self.slots = threading.BoundedSemaphore(max_runs)
         self.threads: dict[int, threading.Thread] = {}
         self.closed: str | None = None
 
@@ -65,14 +64,12 @@ class EmbeddedLauncher:
     def _run(self, task_id: int, host_ids: list[int], options: RestartOptions) -> None:
         from flows.lease import launch_grace
         from flows.restart import restart_agents
-        from flows.settings import Settings
         from flows.store import TaskStore
 
         try:
             # The task is kept from lapsing while it waits for a slot and while Prefect creates the flow run (slow
             # under load); once the flow runs, it claims the task and renews the lease itself.
-            lease = Settings().lease_seconds
-            with TaskStore(self.store_url) as store, launch_grace(store, task_id, lease), self.slots:
+            with TaskStore(self.store_url) as store, launch_grace(store, task_id, self.lease_seconds), self.slots:
                 for attempt in range(1, self.START_ATTEMPTS + 1):
                     try:
                         restart_agents(task_id=task_id, host_ids=host_ids, inventory=self.inventory, options=options)
@@ -101,9 +98,8 @@ def _started(store, task_id: int) -> bool:
 class DeploymentLauncher:
     """Creates a flow run of a Prefect deployment; a worker (or ``flow.serve``) executes it."""
 
-    def __init__(self, inventory: str, store_url: str | None, deployment: str | None = None) -> None:
-        self.inventory, self.store_url = inventory, store_url
-        self.deployment = deployment or Settings().deployment
+    def __init__(self, inventory: str, deployment: str) -> None:
+        self.inventory, self.deployment = inventory, deployment
 
     def shutdown(self, reason: str, grace: float) -> None:
         """Nothing runs here: workers run the flows."""
@@ -122,9 +118,10 @@ class DeploymentLauncher:
         )
 
 
-def make_launcher(kind: str, inventory: str, store_url: str | None) -> Launcher:
-    if kind == "embedded":
-        return EmbeddedLauncher(inventory, store_url)
-    if kind == "deployment":
-        return DeploymentLauncher(inventory, store_url)
-    raise ValueError(f"launcher must be 'embedded' or 'deployment', got {kind!r}")
+def make_launcher(config: Settings) -> Launcher:
+    """The launcher ``config.launcher`` names, for the inventory and store of ``config``."""
+    inventory = str(config.inventory_path)
+    if config.launcher == "embedded":
+        return EmbeddedLauncher(inventory, config.store_url, max_runs=config.max_runs,
+                                lease_seconds=config.lease_seconds)
+    return DeploymentLauncher(inventory, config.deployment)

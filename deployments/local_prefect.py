@@ -31,6 +31,8 @@ import httpx
 
 from flows.settings import Settings
 
+from . import prefect_env
+
 STARTUP_SECONDS = 90.0
 # Only CLI runs in this machine's processes use this server: no deployments, schedules, workers or automations.
 # Off: what serves those, and the event store (the UI's Event Feed), ~1/3 of the server's CPU per task run
@@ -52,10 +54,10 @@ def state_dir(config: Settings) -> Path:
     return config.home_dir / "prefect"
 
 
-def ensure(config: Settings | None = None) -> str | None:
-    """The API URL of the local Prefect server, started if needed, and registered as used by this process; None
-    when ``PREFECT_API_URL`` is already set (then that server is used) or the local server is turned off."""
-    config = config or Settings()
+def ensure(config: Settings) -> str | None:
+    """The API URL of the local Prefect server, started if needed, registered as used by this process and set for
+    Prefect (call it before Prefect is imported); None when ``PREFECT_API_URL`` is already set (then that server is
+    used) or the local server is turned off."""
     if os.environ.get("PREFECT_API_URL") or not config.local_prefect:
         return None
     folder = state_dir(config)
@@ -68,7 +70,7 @@ def ensure(config: Settings | None = None) -> str | None:
             _start_supervisor(folder, config.prefect_idle_seconds)
             url = _wait_until_serving(folder)
     (folder / "last-used").touch()
-    os.environ["PREFECT_API_URL"] = url
+    prefect_env.use_api(url)
     return url
 
 

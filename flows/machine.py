@@ -236,6 +236,14 @@ def skip_subtask(record: TaskRecord, subtask_id: int, wall: float) -> Transition
                    {sub.id: frozenset({S.FAILED})}, Operation.RETRY, wall)
 
 
+def skip_failed(record: TaskRecord, wall: float) -> Transition:
+    """Every FAILED subtask becomes READY with operation SKIP, in one transition (one by one, the first skip
+    would reopen the task and the second find it RUNNING)."""
+    _failed_task(record)
+    failed = {s.id: replace(s, status=S.READY, operation=Operation.SKIP) for s in record.subtasks if s.status is S.FAILED}
+    return _reopen(record, failed, {sid: frozenset({S.FAILED}) for sid in failed}, Operation.RETRY, wall)
+
+
 def rollback_task(record: TaskRecord, wall: float) -> Transition:
     """Every subtask that ran (or was ready) -> READY with operation ROLLBACK; undone in reverse order."""
     task = record.task

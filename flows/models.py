@@ -293,7 +293,6 @@ def json_int(**bounds: int) -> Any:
     return Annotated[int, Field(**bounds), BeforeValidator(_integral)]
 
 
-JsonInt = json_int()
 _DECIMAL = re.compile(r"^[1-9][0-9]*$")
 
 

@@ -13,15 +13,16 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from prefect.input import RunInput
 from prefect.states import Cancelled, Completed, Failed, State
 from pydantic import Field
 
+from .actions import Decision as DecisionName
 from .background import background
 from .errors import RequestError
-from .models import Operation, SubtaskStatus, TaskStatus
+from .models import SubtaskStatus, TaskStatus
 from .options import RestartOptions
 from .plan import Kind
 from .records import TaskRecord
@@ -228,12 +229,12 @@ def guard(inventory: str | None, options: RestartOptions, config: Settings) -> N
 class Decision(RunInput):
     """What to do with the FAILED task (the form Prefect's UI shows on a paused run)."""
 
-    action: Literal["retry", "skip", "rollback", "stop"] = Field(
+    action: DecisionName = Field(
         description="retry: run the failed subtasks again; skip: mark them SUCCESSFUL without running and go on; "
                     "rollback: start the agent again wherever it was stopped; stop: leave the task FAILED.")
 
 
-def ask_operator(record: TaskRecord, timeout: int) -> str:
+def ask_operator(record: TaskRecord, timeout: int) -> DecisionName:
     """Pause the flow run and wait for the operator's Decision; "stop" when the pause times out."""
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run
@@ -244,6 +245,3 @@ def ask_operator(record: TaskRecord, timeout: int) -> str:
     except FlowPauseTimeout:
         return "stop"
     return decision.action
-
-
-OPERATIONS = {"retry": Operation.RETRY, "skip": Operation.SKIP, "rollback": Operation.ROLLBACK}

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from .models import Operation, SubtaskStatus, TaskStatus, TaskType
+from .options import RestartOptions
 from .plan import Kind
 
 
@@ -54,7 +54,7 @@ class Task:
     create_time: str
     start_time: str
     finish_time: str | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: RestartOptions = field(default_factory=RestartOptions)  # how it was asked to run
     inventory: str = ""
     lease_until: float = 0.0
     runner: str = ""

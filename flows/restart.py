@@ -20,10 +20,11 @@ from steps.inventory import Inventory, load_inventory
 from steps.logline import format_time, now
 
 from . import machine, prefect_run, report
+from .actions import DECISIONS
 from .errors import Fenced, StaleWriteError
 from .lease import Lease
 from .machine import runnable
-from .models import Operation, SubtaskStatus, TaskStatus, TaskType
+from .models import Operation, TaskStatus, TaskType
 from .options import RestartOptions
 from .run import RunContext
 from .settings import Settings
@@ -56,7 +57,7 @@ def batch_restart_agents(
             operator on failure.
     """
     logger = get_run_logger()
-    config = Settings()
+    config = Settings()  # a flow run's entry point: here, on a worker, or in the CLI's and the API's processes
     prefect_run.guard(inventory, options, config)
     inv = load_inventory(inventory or config.inventory_path)
     with TaskStore(config.store_url) as store:
@@ -65,7 +66,7 @@ def batch_restart_agents(
             scheduled = prefect_run.scheduled()
             task_id = create_task(
                 store, inv, host_ids, options, creator="prefect-scheduler" if scheduled else getpass.getuser(),
-                type=TaskType.SCHEDULED if scheduled else TaskType.MANUAL,
+                executor=config.executor_address, type=TaskType.SCHEDULED if scheduled else TaskType.MANUAL,
             )
         elif prefect_run.is_retry_of_this_run() and store.load(task_id).task.status is TaskStatus.FAILED:
             logger.info(f"Prefect retries this flow run: OCP's retry of task {task_id}")
@@ -82,16 +83,10 @@ def run_and_ask(store: TaskStore, task_id: int, inv: Inventory, options: Restart
     while record.task.status is TaskStatus.FAILED and options.ask_on_failure_seconds:
         action = prefect_run.ask_operator(record, options.ask_on_failure_seconds)
         logger.info(f"task {task_id}: the operator chose {action!r}")
-        if action == "stop":
+        operation = DECISIONS[action]
+        if operation is None:
             break
-        if action == "retry":
-            store.retry_task(task_id)
-        elif action == "rollback":
-            store.rollback_task(task_id)
-        else:
-            for sub in record.subtasks:
-                if sub.status is SubtaskStatus.FAILED:
-                    record = store.skip_subtask(task_id, sub.id)
+        operation.apply(store, task_id)
         record = execute(store, task_id, inv, options, config)
     return record
 

@@ -1,10 +1,12 @@
-"""Every setting read from the environment, in one place: ``Settings()`` resolves them; entry points (the CLI,
-the API, a flow run) create one and pass it down. Nothing else reads ``OCP_RESTART_*`` variables.
+"""Every setting read from the environment, in one place. ``Settings()`` resolves them, and only entry points
+build one — the CLI's ``main`` (which also serves the API), a flow run's entry (in-process or on a worker) — and
+pass it down; ``tests/fast/test_settings.py`` fails when any other module builds one. Nothing else reads
+``OCP_RESTART_*`` variables.
 
     OCP_RESTART_HOME         where the default store, inventory and users file live (~/.ocp-restart)
     OCP_RESTART_STORE_URL    SQLAlchemy URL of the task store (default: SQLite at $OCP_RESTART_HOME/tasks.db)
     OCP_RESTART_INVENTORY    the inventory file (default: $OCP_RESTART_HOME/inventory.toml)
-    OCP_RESTART_USERS_FILE   the API's users file (default: $OCP_RESTART_HOME/users.toml)
+    OCP_RESTART_USERS        the API's users file (default: $OCP_RESTART_HOME/users.toml)
     OCP_RESTART_INVENTORY_DIR  a deployment run from the Prefect UI may name an inventory in this folder; by
                              default only the deployment's own
     OCP_RESTART_EXECUTOR     the address OCP's ``executor`` field shows (default: this host's address)
@@ -40,7 +42,7 @@ class Settings(BaseSettings):
     store_url_: Annotated[SecretStr | None, Field(alias="OCP_RESTART_STORE_URL")] = None
     inventory: Path | None = None
     inventory_dir: Path | None = None
-    users_file: Path | None = None
+    users: Path | None = None
     executor: str | None = None
     lease_seconds: Annotated[float, Field(gt=0)] = 30.0
     local_prefect: bool = True
@@ -72,7 +74,7 @@ class Settings(BaseSettings):
 
     @property
     def users_path(self) -> Path:
-        return (self.users_file or self.home_dir / "users.toml").expanduser()
+        return (self.users or self.home_dir / "users.toml").expanduser()
 
     @property
     def executor_address(self) -> str:
@@ -83,8 +85,3 @@ class Settings(BaseSettings):
             return socket.gethostbyname(socket.gethostname())
         except OSError:
             return "127.0.0.1"
-
-
-def settings() -> Settings:
-    """The settings as the environment gives them now."""
-    return Settings()

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from steps.inventory import Inventory
 
 from .models import BatchRestartRequest, TaskType
 from .options import RestartOptions
 from .plan import build_plan
-from .settings import settings
 from .store import TaskStore
-
-
-def default_inventory_path() -> Path:
-    return settings().inventory_path
-
-
-def executor_address() -> str:
-    """This machine's address as OCP's ``executor`` field shows it (resolved locally, no traffic)."""
-    return settings().executor_address
 
 
 def create_task(
@@ -29,15 +17,19 @@ def create_task(
     options: RestartOptions,
     *,
     creator: str,
+    executor: str,
     type: TaskType = TaskType.MANUAL,
 ) -> int:
-    """Validate, plan and record a task (its hosts locked); nothing runs yet. Returns the task id."""
+    """Validate, plan and record a task (its hosts locked); nothing runs yet. Returns the task id.
+
+    ``executor``: this machine's address as OCP's ``executor`` field shows it (``Settings.executor_address``).
+    """
     request = BatchRestartRequest.model_validate({"hostIds": host_ids})
     inventory.select(request.host_ids)  # unknown ids fail here, before anything is written
     plan = build_plan(
         request.host_ids, options.timeouts, batch_size=options.batch_size, isolate=options.isolates_failures
     )
     return store.create_task(
-        plan, creator=creator, executor=executor_address(), type=type, options=options.model_dump(mode="json"),
+        plan, creator=creator, executor=executor, type=type, options=options.model_dump(mode="json"),
         inventory=inventory.path,
     )

@@ -25,7 +25,8 @@ from .state import REAP_SECONDS, ApiState
 def create_app(settings: Settings, *, launcher: Launcher | None = None, store: TaskStore | None = None,
                inventory: Inventory | None = None, reap_seconds: float = REAP_SECONDS) -> FastAPI:
     """The API for ``settings`` (built by the caller: the CLI's ``serve``, or a test). A test may pass its own
-    launcher, store or inventory; the caller closes the store and shuts the launcher down after the server."""
+    launcher, store or inventory (a launcher made from ``settings`` runs flows on ``settings.store_url``: pass a
+    launcher with a store). The caller closes the store and shuts the launcher down after the server stops."""
     app = FastAPI(
         title="ocp-agent-restart",
         version=VERSION,

@@ -43,7 +43,7 @@ class ApiState:
         throttle = LoginThrottle(settings.login_limit)
         proxies = trusted_networks(settings.trusted_proxies)
         store = store or TaskStore(settings.store_url)
-        launcher = launcher or make_launcher(settings.launcher, str(settings.inventory_path), store.url)
+        launcher = launcher or make_launcher(settings)
         return cls(settings=settings, store=store, inventory=inventory, users=users, throttle=throttle,
                    launcher=launcher, trusted_proxies=proxies, server=settings.executor_address,
                    reap_seconds=reap_seconds)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import re
 import shutil
@@ -12,6 +11,8 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
+
+import tomli_w
 
 from . import procs, sshd
 from .sshd import SandboxError
@@ -378,13 +379,12 @@ class Sandbox:
             raise SandboxError("agent start failed: " + "; ".join(errors[:5]))
 
     def _write_inventory(self) -> None:
-        q = json.dumps  # a JSON string of plain text is a valid TOML basic string
-        parts = ["[defaults]\n", f"user = {q(self.user)}\n", f"key_file = {q(str(self.key_file))}\n",
-                 f"known_hosts = {q(str(self.known_hosts))}\n"]
-        for h in self.hosts:
-            parts += ["\n[[hosts]]\n", f"id = {h.id}\n", f"name = {q(h.name)}\n", f"address = {q(h.address)}\n",
-                      f"ssh_port = {h.port}\n", f"agent_home = {q(str(h.agent_home))}\n"]
-        self.inventory_path.write_text("".join(parts))
+        inventory = {
+            "defaults": {"user": self.user, "key_file": str(self.key_file), "known_hosts": str(self.known_hosts)},
+            "hosts": [{"id": h.id, "name": h.name, "address": h.address, "ssh_port": h.port,
+                       "agent_home": str(h.agent_home)} for h in self.hosts],
+        }
+        self.inventory_path.write_text(tomli_w.dumps(inventory))
         self.inventory_path.chmod(0o644)
 
 

@@ -41,9 +41,9 @@ class TaskStore(Transitions, Leases, Logs, Hosts, Prune):
 
 
 def default_url() -> str:
-    from ..settings import settings
+    from ..settings import Settings
 
-    return settings().store_url
+    return Settings().store_url
 
 
 __all__ = ["Subtask", "Task", "TaskRecord", "TaskStore", "default_url"]

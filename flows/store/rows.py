@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..models import Operation, SubtaskStatus, TaskStatus, TaskType
+from ..options import RestartOptions
 from ..plan import Kind
 from ..records import Subtask, Task
 
@@ -17,7 +18,7 @@ def task_from_row(row: Mapping[str, Any]) -> Task:
         operation=Operation(row["operation"]), creator=row["creator"], executor=row["executor"],
         host_ids=tuple(json.loads(row["host_ids"])), prohibit_rollback=bool(row["prohibit_rollback"]),
         create_time=row["create_time"], start_time=row["start_time"], finish_time=row["finish_time"],
-        options=json.loads(row["options"] or "{}"), inventory=row["inventory"] or "",
+        options=RestartOptions.model_validate_json(row["options"] or "{}"), inventory=row["inventory"] or "",
         lease_until=float(row["lease_until"] or 0.0), runner=row["runner"] or "",
     )
 

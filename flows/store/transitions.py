@@ -106,6 +106,10 @@ class Transitions(TaskRows):
         """A FAILED subtask becomes SUCCESSFUL without running (operation SKIP); the task goes on."""
         return self._operate(task_id, lambda r: machine.skip_subtask(r, subtask_id, time.time()))
 
+    def skip_failed(self, task_id: int) -> TaskRecord:
+        """Every FAILED subtask becomes SUCCESSFUL without running (operation SKIP); the task goes on."""
+        return self._operate(task_id, lambda r: machine.skip_failed(r, time.time()))
+
     def cancel_subtask(self, task_id: int, subtask_id: int) -> TaskRecord:
         """RUNNING -> CANCELING; the step sees it, kills its remote command and ends FAILED."""
         return self._operate(task_id, lambda r: machine.cancel_subtask(r, subtask_id), reap=False)

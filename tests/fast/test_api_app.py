@@ -64,7 +64,7 @@ def settings(tmp_path) -> Settings:
     (tmp_path / "inventory.toml").write_text(INVENTORY)
     digest = bcrypt.hashpw(b"admin-pass-1", bcrypt.gensalt(rounds=4)).decode()
     (tmp_path / "users.toml").write_text(f'[users.admin]\npassword_hash = "{digest}"\nroles = ["ADMIN"]\n')
-    return Settings(home=tmp_path, inventory=tmp_path / "inventory.toml", users_file=tmp_path / "users.toml",
+    return Settings(home=tmp_path, inventory=tmp_path / "inventory.toml", users=tmp_path / "users.toml",
                     executor="10.0.0.1", login_limit=3, trusted_proxies="10.9.0.0/16")
 
 

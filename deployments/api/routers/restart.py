@@ -19,7 +19,7 @@ from steps.inventory import Inventory
 from ...launch import Launcher
 from ..envelope import ApiFailure, documented, envelope
 from ..security import HostWriter
-from ..state import InventoryDep, LauncherDep, StoreDep
+from ..state import InventoryDep, LauncherDep, StateDep, StoreDep
 
 router = APIRouter(tags=["hosts"])
 PATHS = ("/compute/hosts/batchRestartAgents", "/api/v2/compute/hosts/batchRestartAgents")  # OCP's pages use both
@@ -29,12 +29,13 @@ _OPTIONS = ("batchSize", "maxFailedHosts", "maxFailedPercent")
 
 
 async def batch_restart(request: Request, user: HostWriter, store: StoreDep, inventory: InventoryDep,
-                        launcher: LauncherDep):
+                        launcher: LauncherDep, state: StateDep):
     restart = await _restart_request(request)
     options = RestartOptions(batch_size=restart.batch_size, max_failed_hosts=restart.max_failed_hosts,
                              max_failed_percent=restart.max_failed_percent)
     # Store writes and the launch block: keep them off the event loop.
-    instance = await run_in_threadpool(submit, store, inventory, launcher, restart.host_ids, options, user.name)
+    instance = await run_in_threadpool(submit, store, inventory, launcher, restart.host_ids, options,
+                                       creator=user.name, executor=state.server)
     return envelope(request, instance.to_wire())
 
 
@@ -66,10 +67,11 @@ async def _restart_request(request: Request) -> BatchRestartRequest:
 
 
 def submit(store: TaskStore, inventory: Inventory, launcher: Launcher, host_ids: list[int], options: RestartOptions,
-           creator: str) -> TaskInstance:
-    """Record the task and start its flow run; the task as it was recorded (roots READY)."""
+           *, creator: str, executor: str) -> TaskInstance:
+    """Record the task and start its flow run; the task as it was recorded (roots READY). ``executor``: this
+    server's address, as OCP's ``executor`` field shows it."""
     try:
-        task_id = create_task(store, inventory, host_ids, options, creator=creator)
+        task_id = create_task(store, inventory, host_ids, options, creator=creator, executor=executor)
     except UnknownHostError as exc:  # without the inventory's path: clients need the ids, not our files
         raise UnknownHostError(exc.host_ids, "the inventory") from None
     instance = task_instance(store.load(task_id))  # before the flow moves anything: roots READY

@@ -8,7 +8,6 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 
 from flows.models import MAX_ID, Envelope, SubtaskInstance, TaskPage, WrappedTaskInstance
-from flows.options import RestartOptions
 from flows.store import TaskStore
 from flows.view import (
     DEFAULT_PAGE_SIZE,
@@ -68,7 +67,7 @@ def _relaunch(store: TaskStore, launcher: Launcher, task_id: int) -> None:
     """Run the flow again for a task an operation has just reopened; if it cannot start, the task is FAILED."""
     task = store.load(task_id).task
     try:
-        launcher.launch(task_id, list(task.host_ids), RestartOptions.model_validate(dict(task.options)))
+        launcher.launch(task_id, list(task.host_ids), task.options)
     except Exception as exc:
         why = f"task {task_id} could not be launched: {type(exc).__name__}: {exc}"
         store.abort_task(task_id, why)

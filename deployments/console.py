@@ -1,0 +1,193 @@
+"""What the CLI prints about a task: its subtasks as rows, the final table, the dry run's table, and the live
+progress while it runs (rich). Pure presentation: the rows come from the store or from a server's JSON."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the CLI imports this module at start: keep `ocp-restart --help` from loading the flows
+    from rich.console import Console as RichConsole
+
+    from flows.models import TaskInstance
+    from flows.records import TaskRecord
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One subtask as the progress view and the tables show it."""
+
+    id: int
+    name: str
+    status: str
+    host_id: int | None
+    start_time: str | None = None
+    finish_time: str | None = None
+
+    @property
+    def seconds(self) -> float | None:
+        if self.start_time and self.finish_time:
+            return (datetime.fromisoformat(self.finish_time) - datetime.fromisoformat(self.start_time)).total_seconds()
+        return None
+
+
+def rows_from_record(record: TaskRecord) -> list[Row]:
+    """A task record's subtasks as rows."""
+    return [Row(s.id, s.name, s.status.value, s.host_id, s.start_time, s.finish_time) for s in record.subtasks]
+
+
+def rows_from_wire(instance: dict[str, Any]) -> list[Row]:
+    """A task instance's subtasks (OCP's JSON, from a server) as rows; it carries no times per host."""
+    hosts = instance["context"]["listMap"].get("host_ids", [])
+    return [Row(s["id"], s["name"], s["status"],
+                int(hosts[s["parallelIdx"]]) if 0 <= s["parallelIdx"] < len(hosts) else None)
+            for s in instance["subtasks"]]
+
+
+
+
+_STYLE = {"SUCCESSFUL": "green", "FAILED": "bold red", "RUNNING": "yellow", "READY": "cyan", "PENDING": "dim"}
+
+
+TABLE_ROWS_MAX = 60  # beyond this (about 11 hosts) the final table is one row per step, plus the failures
+
+
+def task_table(task_id: int, name: str, status: str, rows: list[Row]):
+    if len(rows) > TABLE_ROWS_MAX:
+        return _summary_table(task_id, name, status, rows)
+    return _subtask_table(task_id, name, status, rows)
+
+
+def _summary_table(task_id: int, name: str, status: str, rows: list[Row]):
+    """One row per step (counts by status, the slowest subtask), then every FAILED subtask (at most 50)."""
+    from rich.console import Group
+    from rich.table import Table
+
+    table = Table(title=f"task {task_id}  {name}  [{status}]  {len(rows)} subtasks")
+    for col in ("step", "SUCCESSFUL", "FAILED", "other", "slowest s"):
+        table.add_column(col, justify="left" if col == "step" else "right")
+    for step, group in _stages(rows).items():
+        counts = {s: sum(r.status == s for r in group) for s in _DONE}
+        slowest = max((r.seconds or 0.0 for r in group), default=0.0)
+        table.add_row(step, str(counts["SUCCESSFUL"]), f"[bold red]{counts['FAILED']}" if counts["FAILED"] else "0",
+                      str(len(group) - sum(counts.values())), f"{slowest:.2f}" if slowest else "")
+    failed = [r for r in rows if r.status == "FAILED"]
+    lines = [f"FAILED {r.id} {r.name} @ host {r.host_id}" for r in failed[:50]]
+    if len(failed) > 50:
+        lines.append(f"... and {len(failed) - 50} more FAILED subtasks (`ocp-restart status {task_id} --json`)")
+    return Group(table, *lines)
+
+
+def _subtask_table(task_id: int, name: str, status: str, rows: list[Row]):
+    from rich.table import Table
+
+    table = Table(title=f"task {task_id}  {name}  [{status}]")
+    for col in ("subtask", "step", "host", "status", "seconds"):
+        table.add_column(col, justify="right" if col in ("subtask", "seconds") else "left")
+    for row in rows:
+        seconds = row.seconds
+        took = f"{seconds:.2f}" if seconds is not None else ""
+        host = str(row.host_id) if row.host_id is not None else ""
+        table.add_row(str(row.id), row.name, host, f"[{_STYLE.get(row.status, '')}]{row.status}", took)
+    return table
+
+
+def plan_table(instance: TaskInstance):
+    from rich.table import Table
+
+    hosts = instance.context.list_map["host_ids"]
+    table = Table(title=f"{instance.name} (dry run)")
+    for col in ("subtask", "step", "host", "status", "timeout s", "upstreams"):
+        table.add_column(col)
+    for sub in instance.subtasks:
+        host = hosts[sub.parallel_idx] if sub.parallel_idx >= 0 else ""
+        table.add_row(str(sub.id), sub.name, host, sub.status.value, str(sub.timeout), ",".join(map(str, sub.upstreams)))
+    return table
+
+
+def _stages(rows: list[Row]) -> dict[str, list[Row]]:
+    """Subtask rows grouped by step, in plan order (the Wait nodes as one group)."""
+    stages: dict[str, list[Row]] = {}
+    for row in rows:
+        stages.setdefault(row.name, []).append(row)
+    return stages
+
+
+_DONE = ("SUCCESSFUL", "FAILED")
+
+
+class Progress:
+    """Follows a task while it runs: a progress bar per step on a terminal; otherwise one line per step when it
+    is done, and one per FAILED subtask as it fails — a few lines for 1,000 hosts, not 5,000.
+
+    ``load`` returns the subtask rows and whether the task has ended; ``finished`` is set once it has (or once
+    ``load`` failed: ``error`` has why).
+    """
+
+    def __init__(self, load: Callable[[], tuple[list[Row], bool]], interval: float = 0.3, *,
+                 console: RichConsole | None = None) -> None:
+        self.load, self.interval, self.console = load, interval, console
+        self.finished = threading.Event()
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="progress", daemon=True)
+
+    def __enter__(self) -> Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if self.error is not None and exc[0] is None:
+            raise self.error
+
+    def _follow(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        console = self.console or Console(stderr=True, highlight=False)
+        bar = jobs = None
+        if console.is_terminal:
+            bar = Progress(TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console, transient=False)
+            bar.start()
+            jobs = {}
+        failed_seen: set[int] = set()
+        stages_done: set[str] = set()
+        try:
+            while True:
+                stopping = self._stop.is_set()
+                rows, ended = self.load()
+                out = bar.console if bar is not None else console
+                for row in rows:
+                    if row.status == "FAILED" and row.id not in failed_seen:
+                        failed_seen.add(row.id)
+                        host = f" @ host {row.host_id}" if row.host_id is not None else ""
+                        out.print(f"  [bold red]FAILED[/] {row.id} {row.name}{host}")
+                for name, group in _stages(rows).items():
+                    done = sum(r.status in _DONE for r in group)
+                    failed = sum(r.status == "FAILED" for r in group)
+                    running = sum(r.status == "RUNNING" for r in group)
+                    if bar is not None:
+                        if name not in jobs:
+                            jobs[name] = bar.add_task(name, total=len(group), note="")
+                        note = (f"{running} running" if running else "") + (f" {failed} failed" if failed else "")
+                        bar.update(jobs[name], completed=done, note=note.strip())
+                    elif done == len(group) and name not in stages_done:
+                        stages_done.add(name)
+                        tally = f"{done - failed}/{len(group)} SUCCESSFUL" + (f", {failed} FAILED" if failed else "")
+                        console.print(f"  {name}: {tally}")
+                if ended:
+                    self.finished.set()
+                if stopping or ended:
+                    return
+                self._stop.wait(self.interval)
+        except BaseException as exc:  # surfaced by __exit__ in the caller's thread
+            self.error = exc
+            self.finished.set()
+        finally:
+            if bar is not None:
+                bar.stop()

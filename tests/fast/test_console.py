@@ -1,0 +1,71 @@
+"""What the CLI prints about a task: rows, the final tables and the live progress (deployments/console.py)."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from deployments import console
+from deployments.console import Row
+
+
+def _render(renderable, *, terminal: bool = False) -> str:
+    out = Console(file=io.StringIO(), width=160, force_terminal=terminal, color_system=None)
+    out.print(renderable)
+    return out.file.getvalue()
+
+
+def _rows(hosts: int, failed: set[int] = frozenset()) -> list[Row]:
+    steps = ("Prepare restart OCP agent", "Stop all OCP agent processes")
+    return [Row(i * len(steps) + k + 1, step, "FAILED" if (i, k) in failed else "SUCCESSFUL", 1000 + i,
+                "2026-12-05T10:00:00.000+00:00", "2026-12-05T10:00:01.500+00:00")
+            for i in range(hosts) for k, step in enumerate(steps)]
+
+
+class TestTables:
+    def test_a_small_task_is_one_row_per_subtask_with_its_seconds(self):
+        """Up to TABLE_ROWS_MAX rows: subtask, step, host, status and seconds, one row each."""
+        text = _render(console.task_table(7, "Batch restart OCP agent", "SUCCESSFUL", _rows(2)))
+        assert "task 7  Batch restart OCP agent  [SUCCESSFUL]" in text
+        assert text.count("1.50") == 4 and "1001" in text
+
+    def test_a_big_task_is_one_row_per_step_and_lists_its_failures(self):
+        """Past TABLE_ROWS_MAX rows: counts per step, then each FAILED subtask with its host."""
+        rows = _rows(40, failed={(3, 1)})
+        text = _render(console.task_table(9, "Batch restart OCP agent", "FAILED", rows))
+        assert f"{len(rows)} subtasks" in text
+        assert "FAILED 8 Stop all OCP agent processes @ host 1003" in text
+
+    def test_rows_from_a_servers_json_name_each_host(self):
+        """A task instance from `run --server` gives rows whose host is the parallelIdx-th host id."""
+        wire = {"context": {"listMap": {"host_ids": ["11", "12"]}},
+                "subtasks": [{"id": 1, "name": "Prepare", "status": "READY", "parallelIdx": 1},
+                             {"id": 2, "name": "Wait node", "status": "PENDING", "parallelIdx": -1}]}
+        assert console.rows_from_wire(wire) == [Row(1, "Prepare", "READY", 12), Row(2, "Wait node", "PENDING", None)]
+
+
+class TestProgress:
+    def test_off_a_terminal_it_prints_a_line_per_finished_step_and_per_failure(self):
+        """Not a terminal: "step: n/N SUCCESSFUL" once per step, and one line per FAILED subtask."""
+        out = Console(file=io.StringIO(), force_terminal=False, color_system=None)
+        with console.Progress(lambda: (_rows(2, failed={(1, 1)}), True), interval=0.01, console=out) as progress:
+            assert progress.finished.wait(5)
+        text = out.file.getvalue()
+        assert "FAILED 4 Stop all OCP agent processes @ host 1001" in text
+        assert "Prepare restart OCP agent: 2/2 SUCCESSFUL" in text
+        assert "Stop all OCP agent processes: 1/2 SUCCESSFUL, 1 FAILED" in text
+
+    def test_a_failing_load_is_raised_in_the_callers_thread(self):
+        """An error while loading the task ends the progress and is raised where it was entered."""
+        def load():
+            raise ConnectionError("the store went away")
+
+        out = Console(file=io.StringIO(), force_terminal=False)
+        try:
+            with console.Progress(load, console=out) as progress:
+                assert progress.finished.wait(5)
+        except ConnectionError as exc:
+            assert "went away" in str(exc)
+        else:
+            raise AssertionError("the load's error was swallowed")
