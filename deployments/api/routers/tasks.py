@@ -3,10 +3,11 @@ retry, skip or cancel one subtask)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from flows.actions import ACTIONS, ActionName
 from flows.models import MAX_ID, Envelope, SubtaskInstance, TaskPage, WrappedTaskInstance
 from flows.store import TaskStore
 from flows.view import (
@@ -45,21 +46,14 @@ OPERATION_ERRORS = documented(400, 401, 403, 404, 409)
 
 # ---- operations ----------------------------------------------------------------------------------------------
 
-# The operations, named as flows.operations names them.
-Action = Literal["retry", "rollback", "retry_subtask", "skip_subtask", "cancel_subtask"]
 
-
-def operate(store: TaskStore, launcher: Launcher, action: Action, task_id: int, subtask_id: int | None = None) -> None:
-    """Apply ``action`` with OCP's rules (the store refuses a state that forbids it), then run the flow again for
-    what it reopened. A cancel starts no run: the run holding the subtask kills its command and records the end."""
-    if action == "retry":
-        store.retry_task(task_id)
-    elif action == "rollback":
-        store.rollback_task(task_id)
-    else:
-        {"retry_subtask": store.retry_subtask, "skip_subtask": store.skip_subtask,
-         "cancel_subtask": store.cancel_subtask}[action](task_id, subtask_id)
-    if action != "cancel_subtask":
+def operate(store: TaskStore, launcher: Launcher, action: ActionName, task_id: int,
+            subtask_id: int | None = None) -> None:
+    """Apply ``action`` (flows/actions.py: OCP's rules, applied by the store, which refuses a state that forbids
+    it), then run the flow again for what it reopened unless the action says the owning run finishes it (cancel)."""
+    taken = ACTIONS[action]
+    taken.apply(store, task_id, subtask_id)
+    if taken.reruns:
         _relaunch(store, launcher, task_id)
 
 
