@@ -170,7 +170,7 @@ class LoginThrottle:
     """
 
     def __init__(self, limit: int, window: float = 60.0, max_keys: int = 10_000) -> None:
-        self.limit = limit  # failed logins per (user, client) and window: OCP_RESTART_LOGIN_LIMIT, given by the caller
+        self.limit = limit  # the API passes Settings.login_limit (OCP_RESTART_LOGIN_LIMIT)
         self.window, self.max_keys = window, max_keys
         self._failures: dict[tuple[str, str], list[float]] = {}
         self._lock = threading.Lock()
