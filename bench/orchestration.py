@@ -3,7 +3,7 @@
     python3 -m bench.orchestration --hosts 100,1000 [--repeat 3] [--profile DIR]
 
 Starts a ``prefect server start`` configured as our CLI's local server (``LEAN_SERVICES``, ``RECORDER_BATCHING``), then per N
-runs ``flows.restart.restart_agents`` in this process on N hosts whose connections are ``steps.testing``'s
+runs ``flows.restart.restart_agents`` in this process on N hosts whose connections are the sandbox's
 FakeAgent (answering our commands at once, no sshd, no network) instead of SSH sessions: the flow, its Prefect
 task runs, the task store (SQLite), the lease, the subtask logs, the artifacts — everything but SSH. Prints the
 wall time and this process's CPU per subtask (and the Prefect server's, during the run and after it). With
@@ -30,7 +30,8 @@ class FakeSession:
     """An SSHSession's surface over a FakeAgent: connected at once, every command answered in memory."""
 
     def __init__(self, host, *, accept_new_host_key: bool = False) -> None:
-        from steps.testing import FakeAgent, FakeRunner
+        from deployments.sandbox.fake_agent import FakeAgent
+        from steps.testing import FakeRunner
 
         self.host = host
         self._runner = FakeRunner(FakeAgent(host.agent_home), label=host.label)

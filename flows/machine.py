@@ -49,10 +49,14 @@ class Transition:
         return tuple(self.after.subtask(sid) for sid in self.expect)
 
 
-def _apply(record: TaskRecord, changes: dict[int, Subtask], expect: dict[int, frozenset[SubtaskStatus]],
-           task: Task | None = None, **extra) -> Transition:
+Expectations = dict[int, frozenset[SubtaskStatus]]
+
+
+def _apply(record: TaskRecord, changes: dict[int, Subtask], expect: Expectations, task: Task | None = None, *,
+           lock_hosts: bool = False, release_hosts: bool = False, logs: tuple[tuple[int, str], ...] = ()) -> Transition:
     after = record.replace(changes, task)
-    return Transition(before=record, after=after, expect=expect, task_changed=task is not None, **extra)
+    return Transition(before=record, after=after, expect=expect, task_changed=task is not None,
+                      lock_hosts=lock_hosts, release_hosts=release_hosts, logs=logs)
 
 
 def _subtask(record: TaskRecord, subtask_id: int) -> Subtask:
@@ -201,7 +205,8 @@ def _failed_task(record: TaskRecord) -> None:
         raise TaskStateError(f"The operation is not allowed because the task {task.id} is in {_state(task)} state")
 
 
-def _reopen(record: TaskRecord, changes: dict[int, Subtask], expect: dict, operation: Operation, wall: float) -> Transition:
+def _reopen(record: TaskRecord, changes: dict[int, Subtask], expect: Expectations, operation: Operation,
+            wall: float) -> Transition:
     task = replace(record.task, status=T.RUNNING, operation=operation, finish_time=None,
                    lease_until=wall + LAUNCH_GRACE_SECONDS, runner="")
     return _apply(record, changes, expect, task, lock_hosts=True)

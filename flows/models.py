@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import re
 import secrets
+from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -20,7 +21,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from steps.inventory import MAX_ID
-from steps.logline import format_time, now  # noqa: F401 - now() is part of this module's API
+from steps.logline import format_time as format_time  # re-exported: this module's times are OCP's
+from steps.logline import now as now
 
 MAX_HOSTS_PER_REQUEST = 2000
 
@@ -288,11 +290,6 @@ def _integral(value: Any) -> Any:
     return value
 
 
-def json_int(**bounds: int) -> Any:
-    """An integer field type accepting integral JSON numbers; the bounds come first so the JSON schema shows them."""
-    return Annotated[int, Field(**bounds), BeforeValidator(_integral)]
-
-
 _DECIMAL = re.compile(r"^[1-9][0-9]*$")
 
 
@@ -337,11 +334,11 @@ class BatchRestartRequest(BaseModel):
     ]
     # Beyond OCP, off unless sent: rolling batches and a failure threshold (see RestartOptions).
     batch_size: Annotated[
-        json_int(ge=1, le=MAX_HOSTS_PER_REQUEST) | None,
+        Annotated[int, Field(ge=1, le=MAX_HOSTS_PER_REQUEST), BeforeValidator(_integral)] | None,
         Field(alias="batchSize", description="Beyond OCP: rolling batches of this many hosts."),
     ] = None
     max_failed_hosts: Annotated[
-        json_int(ge=0, le=MAX_HOSTS_PER_REQUEST) | None,
+        Annotated[int, Field(ge=0, le=MAX_HOSTS_PER_REQUEST), BeforeValidator(_integral)] | None,
         Field(alias="maxFailedHosts", description="Beyond OCP: isolate failed hosts; the task fails only past this many."),
     ] = None
     max_failed_percent: Annotated[
@@ -359,8 +356,7 @@ class BatchRestartRequest(BaseModel):
         bad = [i for i in ids if not 0 < i <= MAX_ID]
         if bad:
             raise ValueError(f"hostIds must be positive integers <= 2^53-1, got {bad[:5]}")
-        seen: set[int] = set()
-        dups = sorted({i for i in ids if i in seen or seen.add(i)})
+        dups = sorted(i for i, count in Counter(ids).items() if count > 1)
         if dups:
             raise ValueError(f"hostIds must not repeat a host, got duplicates {dups[:5]}")
         return ids

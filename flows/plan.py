@@ -96,7 +96,7 @@ class Plan:
 
 def build_plan(
     host_ids: Sequence[int],
-    timeouts: Mapping[Kind | str, int] | None = None,
+    timeouts: Mapping[Kind, int] | Mapping[str, int] | None = None,
     *,
     batch_size: int | None = None,
     isolate: bool = False,

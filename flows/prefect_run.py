@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from prefect.input import RunInput
-from prefect.states import Cancelled, Completed, Failed, State
+from prefect.client.schemas.objects import FlowRun, State
+from prefect.states import Cancelled, Completed, Failed
 from pydantic import Field
 
 from .actions import Decision as DecisionName
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 TAG_PREFIX = "ocp-task:"
 _ATTACHED: contextvars.ContextVar[int | None] = contextvars.ContextVar("ocp_task", default=None)
-_CANCELLED: set = set()  # ids of in-process flow runs cancelled in Prefect (they must end Cancelled)
+_CANCELLED: set[Any] = set()  # ids of in-process flow runs cancelled in Prefect (they must end Cancelled)
 
 
 class TaskFailed(Exception):
@@ -57,7 +58,7 @@ def attached(task_id: int) -> Iterator[None]:
         _ATTACHED.reset(token)
 
 
-def _flow_run():
+def _flow_run() -> FlowRun | None:
     from prefect.context import FlowRunContext
 
     ctx = FlowRunContext.get()
@@ -120,8 +121,8 @@ def failed_hosts(record: TaskRecord) -> dict[int, list[str]]:
 
 def stopped_hosts(record: TaskRecord) -> list[int]:
     """Hosts whose agent this task may have left stopped: Stop all ran there and Start all has not succeeded."""
-    stop = {s.host_id: s for s in record.subtasks if s.kind is Kind.STOP_ALL}
-    start = {s.host_id: s for s in record.subtasks if s.kind is Kind.START_ALL}
+    stop = {s.host_id: s for s in record.subtasks if s.kind is Kind.STOP_ALL and s.host_id is not None}
+    start = {s.host_id: s for s in record.subtasks if s.kind is Kind.START_ALL and s.host_id is not None}
     return [h for h, s in stop.items() if s.start_time and start[h].status is not SubtaskStatus.SUCCESSFUL]
 
 

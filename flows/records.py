@@ -67,10 +67,10 @@ class TaskRecord:
     task: Task
     subtasks: tuple[Subtask, ...]
     # id -> position in ``subtasks``: fixed for a task's life, so every later record shares the first one's.
-    positions: Mapping[int, int] = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+    positions: Mapping[int, int] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.positions is None:
+        if not self.positions and self.subtasks:
             object.__setattr__(self, "positions", {s.id: i for i, s in enumerate(self.subtasks)})
 
     def subtask(self, subtask_id: int) -> Subtask:

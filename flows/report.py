@@ -24,10 +24,10 @@ def _step_cell(status: str, seconds: float | None) -> str:
     return word if seconds is None else f"{word} {seconds:.1f}s"
 
 
-def host_rows(store: TaskStore, record: TaskRecord, names: dict[int, str]) -> list[dict]:
+def host_rows(store: TaskStore, record: TaskRecord, names: dict[int, str]) -> list[dict[str, str]]:
     """One row per host: each step's status ("ok" for SUCCESSFUL) and seconds, and each agent process's pid
     before -> after."""
-    rows: dict[int, dict] = {}
+    rows: dict[int, dict[str, str]] = {}
     for sub in record.subtasks:
         if sub.host_id is None:
             continue

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import getpass
 from contextlib import nullcontext
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from prefect import allow_failure, flow
-from prefect.futures import wait
+from prefect.futures import PrefectFuture, wait
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
@@ -34,6 +34,9 @@ from .submit import create_task
 from .tasks import TASKS
 from .view import task_instance
 
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State
+
 
 @flow(name="batch-restart-agents", log_prints=False, validate_parameters=True)
 def batch_restart_agents(
@@ -43,7 +46,7 @@ def batch_restart_agents(
                                       "else $OCP_RESTART_HOME/inventory.toml.")
     ] = None,
     options: RestartOptions = RestartOptions(),
-) -> dict:
+) -> dict[str, Any]:
     """Restart the OCP agent on ``host_ids`` through OCP's DAG; returns the task instance (OCP's JSON).
 
     The flow run ends in its task's state: Completed, "Completed with isolated hosts", or Failed (called from
@@ -73,7 +76,7 @@ def batch_restart_agents(
             store.retry_task(task_id)
         prefect_run.link(task_id)
         record = run_and_ask(store, task_id, inv, options, config)
-    return prefect_run.final_state(record, task_instance(record).to_wire())
+    return prefect_run.final_state(record, task_instance(record).to_wire())  # type: ignore[return-value]  # a State's data
 
 
 def run_and_ask(store: TaskStore, task_id: int, inv: Inventory, options: RestartOptions, config: Settings) -> TaskRecord:
@@ -109,20 +112,22 @@ def execute(store: TaskStore, task_id: int, inv: Inventory, options: RestartOpti
                     f"subtasks to run on {len(hosts)} host(s)")
         ctx = RunContext(task_id, store, record, hosts, options, lease, tolerant_waits=threshold is not None)
         why = ""
+        pool: ThreadPoolTaskRunner[State[Any] | None] = ThreadPoolTaskRunner(max_workers=options.max_workers)
         try:
-            with ctx, prefect_run.cancel_watch(lambda reason: ctx.stop(reason, grace=0.0)), \
-                    ThreadPoolTaskRunner(max_workers=options.max_workers) as runner:
+            with ctx, prefect_run.cancel_watch(lambda reason: ctx.stop(reason, grace=0.0)), pool as runner:
                 try:
-                    futures = {}
+                    futures: dict[int, PrefectFuture[Any]] = {}
                     for sub, deps, tolerant in work:
-                        host = hosts.get(sub.host_id)
+                        host = hosts.get(sub.host_id) if sub.host_id is not None else None
                         label = f"{sub.id} {sub.name}" + (f" @ {host.id} {host.name}" if host else "")
                         if sub.operation is not Operation.EXECUTE:
                             label += f" ({sub.operation.value.lower()})"
+                        # allow_failure wraps a future: Prefect takes it where its annotations say PrefectFuture.
+                        upstream: list[Any] = [allow_failure(futures[d]) if tolerant else futures[d] for d in deps]
                         futures[sub.id] = runner.submit(
                             TASKS[sub.kind],
                             parameters={"run_key": ctx.key, "subtask_id": sub.id, "label": label},
-                            wait_for=[allow_failure(futures[d]) if tolerant else futures[d] for d in deps],
+                            wait_for=upstream,
                         )
                     wait(list(futures.values()))
                 except BaseException as exc:  # Ctrl-C, SIGTERM, Prefect's Cancel, a bug: stop what runs, record why
@@ -175,7 +180,7 @@ def end_run(store: TaskStore, ctx: RunContext, threshold: int | None, why: str) 
         return False
 
 
-def restart_agents(*, task_id: int | None = None, **parameters) -> dict:
+def restart_agents(*, task_id: int | None = None, **parameters: Any) -> dict[str, Any]:
     """Run the flow in this process and return the task instance whatever its outcome (the CLI, the API's
     embedded launcher, Python callers). ``task_id``: run that recorded task (attached, not a flow parameter).
 
@@ -191,11 +196,11 @@ def restart_agents(*, task_id: int | None = None, **parameters) -> dict:
     return _instance_of(state)
 
 
-def _instance_of(state) -> dict:
+def _instance_of(state: State[Any]) -> dict[str, Any]:
     """The task instance a finished flow run carries, whatever its state; its exception if it has none."""
     result = state.result(raise_on_failure=False)
     if isinstance(result, prefect_run.TaskFailed):
         return result.task
     if isinstance(result, BaseException):
         raise result
-    return result
+    return dict(result)

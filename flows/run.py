@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from steps.errors import Fenced, SubtaskCancelled
+from steps.fencing import FencedRunner
 from steps.inventory import Host
-from steps.runner import CommandResult, Runner
+from steps.runner import Runner
 from steps.ssh import SSHSession
 
 from .errors import StaleWriteError
@@ -131,7 +132,8 @@ class HostStep:
     timeout: int
 
     def runner(self) -> Runner:
-        return _Fenced(self.run.session(self.host, self.deadline, self.log), self)
+        # The lease is asked before every command; a command stopped by a lost lease is Fenced, not a cancel.
+        return FencedRunner(self.run.session(self.host, self.deadline, self.log), lambda: self.run.lease.lost)
 
     def cancelled(self) -> bool:
         return self.run.lease.lost is not None or self.subtask_id in self.run.canceling()
@@ -152,23 +154,6 @@ class HostStep:
             self.run._snapshots[key] = self.run.store.snapshot(self.run.task_id, self.host.id, phase)
         found = self.run._snapshots[key]
         return dict(found) if found is not None else None
-
-
-class _Fenced:
-    """A Runner that checks the lease before every command, and tells a lost lease from an operator's cancel."""
-
-    def __init__(self, inner: Runner, step: HostStep) -> None:
-        self.inner, self.step = inner, step
-
-    def run(self, command: str, *, deadline: float, stop: Callable[[], bool] | None = None) -> CommandResult:
-        self.step.run.lease.check()
-        try:
-            return self.inner.run(command, deadline=deadline, stop=stop)
-        except SubtaskCancelled:
-            reason = self.step.run.lease.lost
-            if reason is not None:
-                raise Fenced(f"stopped the running command: {reason}") from None
-            raise
 
 
 def stop_runs(reason: str, grace: float) -> None:

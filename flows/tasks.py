@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from collections.abc import Callable
+from typing import Any
 
-from prefect import task
+from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
-from prefect.states import Failed, State
+from prefect.client.schemas.objects import State
+from prefect.states import Failed
 
 from steps import work
 from steps.logline import format_time, now, separator
@@ -22,8 +25,6 @@ from .models import Operation, SubtaskStatus
 from .plan import STAGES, WAIT, Kind
 from .run import HostStep, RunContext, lookup
 
-# No tags (each costs a server round-trip), no caching, no result persistence: the store is our record.
-_OPTIONS = dict(cache_policy=NO_CACHE, persist_result=False, task_run_name="{label}", log_prints=False)
 _NAMES = {t.kind: t.name for t in (*STAGES, WAIT)}
 # A failure here may leave the agent unreachable or stopped: the host's agent shows OFFLINE until a restart succeeds.
 _AGENT_DOWN_WHEN_FAILED = {Kind.PREPARE, Kind.STOP_ALL, Kind.START_ALL, Kind.FINISH}
@@ -35,6 +36,16 @@ ROLLBACK_STEPS: dict[Kind, Callable[[Step], None]] = {
     Kind.START_ALL: work.ensure_running,
     Kind.FINISH: work.nothing_to_undo,
 }
+
+
+NodeFunction = Callable[[str, int, str], "State | None"]
+
+
+def _node_task(kind: Kind) -> Callable[[NodeFunction], Task[[str, int, str], State | None]]:
+    """The Prefect task of one node kind. No tags (each costs a server round-trip), no caching, no result
+    persistence: the store is our record."""
+    return task(name=_NAMES[kind], cache_policy=NO_CACHE, persist_result=False, task_run_name="{label}",
+                log_prints=False)
 
 
 def wait_barrier(run: RunContext, log: SubtaskLog) -> None:
@@ -86,6 +97,7 @@ def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None] | No
             else:
                 wait_barrier(ctx, log)
         else:
+            assert host is not None and execute is not None, f"subtask {subtask_id}: a host node needs a host and a step"
             step = HostStep(ctx, subtask_id, host, log, deadline, sub.timeout)
             try:
                 (ROLLBACK_STEPS[sub.kind] if operation is Operation.ROLLBACK else execute)(step)
@@ -125,7 +137,7 @@ def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None] | No
     return None
 
 
-def _finish(ctx: RunContext, logger, subtask_id: int, outcome: SubtaskStatus, log: SubtaskLog) -> bool:
+def _finish(ctx: RunContext, logger: logging.Logger | logging.LoggerAdapter[Any], subtask_id: int, outcome: SubtaskStatus, log: SubtaskLog) -> bool:
     """Record the subtask's end with its last log lines; False if this runner may no longer write."""
     log.publish()
     try:
@@ -136,32 +148,32 @@ def _finish(ctx: RunContext, logger, subtask_id: int, outcome: SubtaskStatus, lo
         return False
 
 
-@task(name=_NAMES[Kind.PREPARE], **_OPTIONS)
+@_node_task(Kind.PREPARE)
 def prepare(run_key: str, subtask_id: int, label: str) -> State | None:
     return run_node(run_key, subtask_id, work.prepare)
 
 
-@task(name=_NAMES[Kind.RESTART_POS_PROXY], **_OPTIONS)
+@_node_task(Kind.RESTART_POS_PROXY)
 def restart_pos_proxy(run_key: str, subtask_id: int, label: str) -> State | None:
     return run_node(run_key, subtask_id, work.restart_pos_proxy)
 
 
-@task(name=_NAMES[Kind.STOP_ALL], **_OPTIONS)
+@_node_task(Kind.STOP_ALL)
 def stop_all(run_key: str, subtask_id: int, label: str) -> State | None:
     return run_node(run_key, subtask_id, work.stop_all)
 
 
-@task(name=_NAMES[Kind.START_ALL], **_OPTIONS)
+@_node_task(Kind.START_ALL)
 def start_all(run_key: str, subtask_id: int, label: str) -> State | None:
     return run_node(run_key, subtask_id, work.start_all)
 
 
-@task(name=_NAMES[Kind.FINISH], **_OPTIONS)
+@_node_task(Kind.FINISH)
 def finish(run_key: str, subtask_id: int, label: str) -> State | None:
     return run_node(run_key, subtask_id, work.finish)
 
 
-@task(name=_NAMES[Kind.WAIT], **_OPTIONS)
+@_node_task(Kind.WAIT)
 def wait(run_key: str, subtask_id: int, label: str) -> State | None:
     return run_node(run_key, subtask_id, None)
 

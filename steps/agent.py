@@ -5,7 +5,8 @@
 
 Every command is built from argv lists (``steps.runner.sh``) or is one of the fixed scripts below, which take
 their inputs as positional parameters (``steps.runner.Script``): no value is ever pasted into shell text. Values are
-validated upstream (the inventory) too. ``steps/testing.py``'s FakeAgent answers exactly these commands.
+validated upstream (the inventory) too. The sandbox's FakeAgent (``deployments/sandbox/fake_agent.py``) answers
+exactly these commands; ``tests/agent_contract.py`` holds it and the sandbox's shell agent to one contract.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import re
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
@@ -111,7 +111,7 @@ def load_inventory(path: str | Path) -> Inventory:
     return parse_inventory(raw, str(path))
 
 
-def parse_inventory(raw: dict, source: str) -> Inventory:
+def parse_inventory(raw: dict[str, Any], source: str) -> Inventory:
     unknown_sections = set(raw) - {"defaults", "hosts"}
     if unknown_sections:
         raise InventoryError(f"{source}: unknown section(s) {sorted(unknown_sections)}; expected [defaults] and [[hosts]]")

@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import paramiko
 
@@ -26,6 +27,8 @@ from .errors import AuthenticationError, CommandTimeout, ConnectError, HostKeyEr
 
 from .inventory import Host
 from .runner import CommandResult, Runner, Script, integers
+
+T = TypeVar("T")
 
 # paramiko logs every handshake failure with a traceback; our own errors say what happened, once.
 logging.getLogger("paramiko.transport").setLevel(logging.CRITICAL)
@@ -51,19 +54,19 @@ KILL_GROUP = Script(
 )
 
 
-class _ParsedFiles:
+class _ParsedFiles(Generic[T]):
     """Files parsed once and reused while they do not change (same inode, size, mtime and ctime).
 
     Hosts usually share one known_hosts file and one key: parsing them per connection cost N parses of an N-line
     file for N hosts (0.38 s of a 100-host run). A file that changes (a key accepted, a key rotated) is re-read.
     """
 
-    def __init__(self, parse: Callable[[str], object]) -> None:
+    def __init__(self, parse: Callable[[str], T]) -> None:
         self._parse = parse
-        self._items: dict[str, tuple[tuple[int, ...], object]] = {}
+        self._items: dict[str, tuple[tuple[int, ...], T]] = {}
         self._lock = threading.Lock()
 
-    def get(self, path: os.PathLike | str) -> object:
+    def get(self, path: os.PathLike[str] | str) -> T:
         name = str(path)
         st = os.stat(name)  # FileNotFoundError and friends reach the caller, as an open() would
         identity = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
@@ -124,12 +127,12 @@ class KnownHosts:
         return {key_type: key for key_type, (_, key) in found.items()}
 
 
-_KNOWN_HOSTS = _ParsedFiles(KnownHosts.load)
-_KEYS = _ParsedFiles(paramiko.PKey.from_path)
+_KNOWN_HOSTS: _ParsedFiles[KnownHosts] = _ParsedFiles(KnownHosts.load)
+_KEYS: _ParsedFiles[paramiko.PKey] = _ParsedFiles(paramiko.PKey.from_path)
 
 
 def fingerprint(key: paramiko.PKey) -> str:
-    return key.fingerprint  # "SHA256:..." as OpenSSH prints it
+    return str(key.fingerprint)  # "SHA256:..." as OpenSSH prints it
 
 
 def known_hosts_name(host: Host) -> str:
@@ -242,13 +245,14 @@ class SSHSession:
             raise ConnectError(f"{host.label}: authentication did not complete: {exc}") from None
 
     def close(self) -> None:
-        if self._transport is not None:
+        if self._sock is not None:
             try:  # wakes the transport thread out of its recv() now, not IDLE_POLL_SECONDS later
                 self._sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass  # already closed by the host
+        if self._transport is not None:
             self._transport.close()
-            self._transport = self._sock = None
+        self._transport = self._sock = None
 
     def run(self, command: str, *, deadline: float, stop: Callable[[], bool] | None = None) -> CommandResult:
         """Run ``command`` (a shell string we built and quoted) before ``deadline``.
@@ -260,13 +264,14 @@ class SSHSession:
             return self._run(command, deadline, stop)
 
     def _run(self, command: str, deadline: float, stop: Callable[[], bool] | None) -> CommandResult:
-        if not self.connected:
+        transport = self._transport
+        if transport is None or not transport.is_active():
             raise ConnectError(f"{self.host.label}: not connected")
         started = time.monotonic()
         remaining = _remaining(deadline, f"running {command!r} on {self.host.label}")
         marker = new_marker()
         try:
-            chan = self._transport.open_session(timeout=remaining)
+            chan = transport.open_session(timeout=remaining)
             chan.exec_command(wrap(command, marker))
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise ConnectError(f"{self.host.label}: cannot open a channel: {exc}") from None
@@ -314,12 +319,13 @@ class SSHSession:
         return _join(out.text(), err.text()), note
 
     def _kill_group(self, pgid: int | None) -> bool:
-        if pgid is None or not self.connected:
+        transport = self._transport
+        if pgid is None or transport is None or not transport.is_active():
             return False
         try:
-            chan = self._transport.open_session(timeout=5)
+            chan = transport.open_session(timeout=5)
             chan.exec_command(kill_command(pgid))
-            done = chan.status_event.wait(_KILL_GRACE + 4)
+            done: bool = chan.status_event.wait(_KILL_GRACE + 4)
             chan.close()
             return done
         except (paramiko.SSHException, OSError, EOFError):

@@ -35,7 +35,9 @@ class Step(Protocol):
     host: Host
     deadline: float
     timeout: int
-    log: Log
+
+    @property
+    def log(self) -> Log: ...  # read-only, so a step may keep a richer log (e.g. one that also mirrors to Prefect)
 
     def runner(self) -> Runner:
         """The host's connection, opened (host key verified) on first use. Every command sent through it is

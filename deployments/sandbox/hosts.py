@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -15,14 +14,9 @@ from pathlib import Path
 import tomli_w
 
 from . import procs, sshd
+from .agent_home import CLEAN_ENV as _CLEAN_ENV, AgentHome, seconds_text as _seconds
 from .sshd import SandboxError
 from .users import LoginUser, login_user
-
-AGENT_SOURCE = Path(__file__).resolve().parent / "agent"
-AGENT_PROCESSES = ("ocp_agentd", "ocp_mgragent", "ocp_monagent")
-SERVICES = ("ocp_mgragent", "ocp_monagent")
-_FAULT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C"}
 
 _live: set[Sandbox] = set()
 _live_lock = threading.Lock()
@@ -31,13 +25,6 @@ _live_lock = threading.Lock()
 def _address(index: int) -> str:
     """127.0.0.2 .. 127.0.0.250, then 127.0.1.2 .. 127.0.1.250, ..."""
     return f"127.0.{index // 249}.{2 + index % 249}"
-
-
-def _seconds(value: float) -> str:
-    if value < 0:
-        raise ValueError(f"seconds must be >= 0, got {value}")
-    text = f"{float(value):.3f}".rstrip("0").rstrip(".")
-    return text or "0"
 
 
 class SandboxHost:
@@ -51,6 +38,7 @@ class SandboxHost:
         self.port = 0
         self.dir = sandbox.base_dir / "hosts" / self.name
         self.agent_home = self.dir / "ocp_agent"
+        self.home = AgentHome(self.agent_home, own=sandbox._own)  # its faults, delays and processes
         self._sshd: subprocess.Popen | None = None
         self._frozen: list[int] = []
 
@@ -81,27 +69,18 @@ class SandboxHost:
 
     # --- faults and delays -----------------------------------------------------------------------------
     def set_fault(self, name: str, value: str = "1") -> None:
-        """Switch a fault on: writes {agent_home}/faults/{name}. Known: start_fail, stop_hang,
+        """Switch a fault on: writes {agent_home}/faults/{name}. Known: start_fail, stop_hang, flood,
         service_ignore_term (see README.md)."""
-        path = self._fault_path(name)
-        path.write_text(value)
-        self._sandbox._own(path)
+        self.home.set_fault(name, value)
 
     def clear_fault(self, name: str) -> None:
-        self._fault_path(name).unlink(missing_ok=True)
+        self.home.clear_fault(name)
 
-    def _fault_path(self, name: str) -> Path:
-        if not _FAULT_NAME.match(name):
-            raise ValueError(f"bad fault name {name!r}")
-        return self.agent_home / "faults" / name
-
-    def set_delays(self, *, stop_seconds: float | None = None, start_seconds: float | None = None) -> None:
-        """Change conf/stop_seconds / conf/start_seconds (read by the agent at each stop / start)."""
-        for name, value in (("stop_seconds", stop_seconds), ("start_seconds", start_seconds)):
-            if value is not None:
-                path = self.agent_home / "conf" / name
-                path.write_text(_seconds(value) + "\n")
-                self._sandbox._own(path)
+    def set_delays(self, *, stop_seconds: float | None = None, start_seconds: float | None = None,
+                   wait_seconds: int | None = None) -> None:
+        """Change conf/stop_seconds / conf/start_seconds (read by the agent at each stop / start), or
+        conf/wait_seconds (how long its CLI waits before giving up; obagent's 10 s)."""
+        self.home.set_delays(stop_seconds=stop_seconds, start_seconds=start_seconds, wait_seconds=wait_seconds)
 
     # --- sshd ------------------------------------------------------------------------------------------
     def down(self, *, freeze: bool = False) -> None:
@@ -161,26 +140,11 @@ class SandboxHost:
     # --- the agent -------------------------------------------------------------------------------------
     def audit(self) -> list[tuple[float, str, str]]:
         """The agent CLI's own record on this host: (epoch seconds, 'begin'|'end', command) per stop/start/service."""
-        try:
-            lines = (self.agent_home / "log" / "agentctl.log").read_text().splitlines()
-        except FileNotFoundError:
-            return []
-        out = []
-        for line in lines:
-            stamp, edge, what = (line.split(" ", 2) + ["", ""])[:3]
-            out.append((float(stamp), edge, what))
-        return out
+        return self.home.audit()
 
     def agent_pids(self) -> dict[str, int | None]:
         """{process: pid} from run/*.pid; None when the file is missing or the process is gone (zombie = gone)."""
-        result: dict[str, int | None] = {}
-        for name in AGENT_PROCESSES:
-            try:
-                pid = int((self.agent_home / "run" / f"{name}.pid").read_text().strip())
-            except (OSError, ValueError):
-                pid = None
-            result[name] = pid if procs.is_alive(pid) else None
-        return result
+        return self.home.pids()
 
     def processes(self) -> list[tuple[int, str]]:
         """(pid, comm) of every live process of the login user that belongs to this agent home.
@@ -188,7 +152,7 @@ class SandboxHost:
         Rule (procs.marked_processes): /proc/PID/environ has OCP_SANDBOX_HOME=<agent_home> (set by
         ocp_agentctl for everything it starts), or an argument of /proc/PID/cmdline starts with <agent_home>/bin/.
         """
-        return procs.marked_processes([str(self.agent_home)], uid=self._sandbox.login.uid)[str(self.agent_home)]
+        return self.home.processes(uid=self._sandbox.login.uid)
 
     def agentctl(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
         """Run ``ocp_agentctl ARGS`` locally as the login user (not over SSH); text output."""
@@ -330,22 +294,7 @@ class Sandbox:
         self._start_agents()
 
     def _install_agent(self, h: SandboxHost) -> None:
-        home = h.agent_home
-        for sub in ("bin", "run", "log", "conf", "faults"):
-            (home / sub).mkdir(parents=True, exist_ok=True)
-        for script in ("ocp_agentctl", "ocp_agentd"):
-            shutil.copyfile(AGENT_SOURCE / script, home / "bin" / script)
-            (home / "bin" / script).chmod(0o755)
-        sleep = shutil.which("sleep", path=_CLEAN_ENV["PATH"]) or "/bin/sleep"
-        for service in SERVICES:  # comm of `bin/ocp_mgragent infinity` is "ocp_mgragent": a zero-CPU service
-            link = home / "bin" / service
-            link.unlink(missing_ok=True)
-            link.symlink_to(sleep)
-        (home / "conf" / "stop_seconds").write_text(self.stop_seconds + "\n")
-        (home / "conf" / "start_seconds").write_text(self.start_seconds + "\n")
-        if not self.login.is_self:
-            for path in [home, *home.rglob("*")]:
-                self._own(path)
+        h.home.install(stop_seconds=float(self.stop_seconds), start_seconds=float(self.start_seconds))
 
     def _start_all_sshd(self) -> None:
         pending = []

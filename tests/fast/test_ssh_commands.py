@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from deployments.sandbox.fake_shell import split_commands
+from deployments.sandbox.local import LocalRunner
 from steps import agent as agent_module
 from steps.agent import PROCESSES, SCRIPTS, STATUS_IF_CLI, STOP_ALL, AgentControl
 from steps.errors import CommandTimeout, SSHError
 from steps.inventory import Host
-from steps.runner import CommandResult, Script, integers, sh
+from steps.runner import Script, integers, sh
 from steps.ssh import KILL_GROUP, MAX_NOISE, SSHSession, _Marked, find_marker, kill_command, new_marker, wrap
-from steps.testing import FakeRunner, UnexpectedCommand, result, split_commands
+from steps.testing import FakeRunner, UnexpectedCommand, result
 
 HOSTILE = [
     "/opt/ocp agent",  # a space
@@ -155,18 +157,6 @@ def test_live_processes_are_read_from_proc_as_ps_printed_them(tmp_path):
         zombie.wait()
 
 
-class LocalRunner:
-    """A Runner running each command with the local /bin/sh (what the host's shell would do with it)."""
-
-    def __init__(self, cwd: Path) -> None:
-        self.cwd, self.commands = cwd, []
-
-    def run(self, command: str, *, deadline: float, stop=None) -> CommandResult:
-        self.commands.append(command)
-        done = local_sh(command, self.cwd)
-        return CommandResult(command, done.returncode, done.stdout, done.stderr, 0.0)
-
-
 @pytest.fixture
 def hostile_home(tmp_path) -> Path:
     """An agent home whose path holds quotes, $(), ; and spaces, with a CLI that prints its arguments."""
@@ -185,7 +175,7 @@ class TestAgentCommandsWithAHostileHome:
     def test_every_command_runs_the_cli_at_that_path_and_nothing_else(self, hostile_home, tmp_path):
         """status, require_cli, ctl_then_status, stop_all, check_stopped: the real shell finds the CLI under the
         hostile path, and no PWNED file appears anywhere."""
-        runner = LocalRunner(tmp_path)
+        runner = LocalRunner(cwd=str(tmp_path))
         agent = AgentControl(runner, str(hostile_home), lambda line: None)
         deadline = time.monotonic() + 10
         assert agent.status(deadline, require_cli=True).running
@@ -200,7 +190,7 @@ class TestAgentCommandsWithAHostileHome:
     def test_a_missing_cli_under_a_hostile_path_is_named(self, tmp_path):
         """require_cli: the CLI is not there: AgentError naming the (hostile) path; nothing else ran."""
         home = str(tmp_path / "no $(touch PWNED) home")
-        agent = AgentControl(LocalRunner(tmp_path), home, lambda line: None)
+        agent = AgentControl(LocalRunner(cwd=str(tmp_path)), home, lambda line: None)
         with pytest.raises(agent_module.AgentError, match="is missing or not executable"):
             agent.status(time.monotonic() + 10, require_cli=True)
         assert list(tmp_path.iterdir()) == []
@@ -213,7 +203,7 @@ class TestAgentCommandsWithAHostileHome:
             (hostile_home / "run" / "ocp_agentd.pid").write_text(f"{sleeper.pid}\n")
             (hostile_home / "run" / "ocp_mgragent.pid").write_text("$(touch PWNED)")
             (hostile_home / "run" / "ocp_monagent.pid").write_text("4000000")
-            agent = AgentControl(LocalRunner(tmp_path), str(hostile_home), lambda line: None)
+            agent = AgentControl(LocalRunner(cwd=str(tmp_path)), str(hostile_home), lambda line: None)
             identities, _ = agent.stop_all(time.monotonic() + 10)
             start = int(Path(f"/proc/{sleeper.pid}/stat").read_text().rpartition(")")[2].split()[19])
         finally:

@@ -7,11 +7,12 @@ import time
 
 import pytest
 
+from deployments.sandbox.fake_agent import FakeAgent
 from steps import agent as agent_module
 from steps import work
 from steps.agent import AGENTD, POS_PROXY, PROCESSES, SIGNAL
 from steps.errors import AgentError, CommandTimeout, Fenced, SubtaskCancelled
-from steps.testing import FakeAgent, FakeRunner, FakeStep, Hang, result
+from steps.testing import FakeRunner, FakeStep, Hang, result
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,436 @@
+"""An in-memory OCP agent 4.x for one host, answering our commands as the sandbox's shell agent (``agent/``) does.
+
+``FakeAgent`` is a ``steps.testing.FakeRunner`` handler: the fast tier and the orchestration bench drive the real
+steps against it without sshd or processes. ``tests/agent_contract.py`` holds it to the same contract as the shell
+agent it imitates, byte for byte where our steps read the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from steps.agent import AGENTD, MARK, SCRIPTS, SERVICES, SIGNALS
+from steps.inventory import DEFAULT_AGENT_HOME
+from steps.testing import Answer, Hang, UnexpectedCommand, result
+
+from .agent_home import FAULTS
+from .fake_shell import Hanging, run_list
+
+
+@dataclass
+class FakeProcess:
+    pid: int
+    name: str  # its comm
+    start: int  # clock ticks since boot (/proc/PID/stat field 22)
+    parent: int = 0  # a service: the pid of the agentd that started it
+    ignores_term: bool = False
+    zombie: bool = False
+
+
+class FakeAgent:
+    """One host's OCP agent 4.x, as a ``FakeRunner`` handler, answering as the sandbox's ``ocp_agentctl`` does.
+
+    State: ``processes`` (pid -> FakeProcess), ``pid_files`` (name -> the file's content, read as sh's ``read -r``
+    reads it; set one to junk to test parsing), ``disabled`` services. Processes behave as the shell agent's:
+    agentd starts a service again when it dies, unless ``service stop`` disabled it; SIGTERM to agentd is a clean
+    stop (its services first); SIGKILL to agentd leaves its services running without it, and ``start`` then starts
+    three new processes beside them. ``kill(pid, sig)`` sends a signal from outside our commands,
+    ``other_process()`` starts a process that is no agent's (one that got an old agent pid, say).
+
+    The shell agent's fault switches, by its names (``set_fault(name, value)``/``clear_fault(name)``, as
+    ``SandboxHost.set_fault`` writes ``{agent_home}/faults/NAME``):
+
+    * ``start_fail``: ``start`` of a stopped agent fails with ``agentd_exited_quickly``.
+    * ``stop_hang``: ``stop`` prints ``stopping ocp_agentd (pid N)`` and never returns.
+    * ``flood`` (value N): ``stop`` first prints N x's and a newline.
+    * ``service_ignore_term``: services started while it is on ignore SIGTERM: ``service stop`` of one fails with
+      ``wait_for_service_exit_timeout``; ``stop`` fails with ``wait_for_exit_timeout``, leaving agentd waiting for
+      them and ignoring SIGTERM itself; SIGKILL ends them.
+
+    Faults the shell agent does not have, set as attributes:
+
+    * ``cli = False``: ``{home}/bin/ocp_agentctl`` is missing (exit 127).
+    * ``start_error = "..."``: ``start`` of a stopped agent fails with that error (``start_fail`` sets it).
+    * ``stop_leaves = {"ocp_monagent"}``: ``stop`` leaves these processes running (with ``ocp_agentd`` among them
+      it fails with ``wait_for_exit_timeout``); ``leftovers_ignore_term = True``: they survive SIGTERM too.
+    * ``service_error = "..."``: ``service start|stop`` fails with it.
+    * ``lagging_statuses = N``: after ``start`` or ``service start``, the services come up only after N more
+      ``status`` calls (the shell agent's CLI returns only once they run: it never lags so).
+    * ``reuse_pids = True``: a new process gets the pid its predecessor of the same name had (new start time).
+    * ``zombies = True``: a killed process stays a zombie (``ps`` shows state Z).
+
+    Records: ``commands`` (every command), ``ctl_calls`` (each ``ocp_agentctl`` argv after the CLI),
+    ``signals`` ((signal, pids) sent by our ``kill`` script).
+    """
+
+    def __init__(self, home: str = DEFAULT_AGENT_HOME, *, running: bool = True) -> None:
+        self.home = home
+        self.cli = True
+        self.start_error: str | None = None
+        self.stop_hangs = False
+        self.flood = 0
+        self.services_ignore_term = False
+        self.stop_leaves: set[str] = set()
+        self.leftovers_ignore_term = False
+        self.service_error: str | None = None
+        self.lagging_statuses = 0
+        self.reuse_pids = False
+        self.zombies = False
+        self.processes: dict[int, FakeProcess] = {}
+        self.pid_files: dict[str, str] = {}
+        self.disabled: set[str] = set()
+        self.commands: list[str] = []
+        self.ctl_calls: list[list[str]] = []
+        self.signals: list[tuple[str, list[int]]] = []
+        self._last_pid: dict[str, int] = {}
+        self._next_pid = 1000
+        self._ticks = 100_000
+        self._pending = 0  # statuses until the services come up
+        self._stopping = False  # agentd is stopping: it starts no service again
+        if running:
+            self._start_agent()
+
+    @property
+    def ctl(self) -> str:
+        return f"{self.home}/bin/ocp_agentctl"
+
+    @property
+    def run_dir(self) -> str:
+        return f"{self.home}/run"
+
+    def pids(self) -> dict[str, int]:
+        """The live agent processes by name (the process table's view, not the pid files')."""
+        return {p.name: p.pid for p in sorted(self.processes.values(), key=lambda p: p.pid) if not p.zombie}
+
+    def alive(self, pid: int) -> bool:
+        proc = self.processes.get(pid)
+        return proc is not None and not proc.zombie
+
+    # -- from outside our commands ----------------------------------------------------------------------------
+
+    def set_fault(self, name: str, value: str = "1") -> None:
+        """Switch on one of the shell agent's faults (``FAULTS``); ``value`` as its fault file holds it."""
+        if name == "start_fail":
+            self.start_error = "agentd_exited_quickly"
+        elif name == "stop_hang":
+            self.stop_hangs = True
+        elif name == "flood":
+            line = _first_line(value)
+            self.flood = int(line) if line else 1_000_000  # the shell agent's default for an empty file
+        elif name == "service_ignore_term":
+            self.services_ignore_term = True
+        else:
+            raise ValueError(f"unknown fault {name!r}; the shell agent's are {FAULTS}")
+
+    def clear_fault(self, name: str) -> None:
+        if name == "start_fail":
+            self.start_error = None
+        elif name == "stop_hang":
+            self.stop_hangs = False
+        elif name == "flood":
+            self.flood = 0
+        elif name == "service_ignore_term":
+            self.services_ignore_term = False
+        else:
+            raise ValueError(f"unknown fault {name!r}; the shell agent's are {FAULTS}")
+
+    def kill(self, pid: int, sig: str = "TERM") -> None:
+        """A signal from outside our commands (an operator, the OOM killer): not recorded in ``signals``."""
+        if sig not in SIGNALS:
+            raise ValueError(f"signal must be one of {SIGNALS}, got {sig!r}")
+        self._deliver(pid, sig)
+
+    def other_process(self, name: str = "sleep") -> int:
+        """Start a live process of the agent's user that is no agent's; its pid."""
+        return self._new_process(name).pid
+
+    # -- the handler ----------------------------------------------------------------------------------------
+
+    def __call__(self, command: str) -> Answer:
+        self.commands.append(command)
+        for script in SCRIPTS:
+            args = script.parse(command)
+            if args is not None:
+                return getattr(self, f"_script_{script.name}")(command, args)
+        return run_list(command, self._simple)
+
+    def _simple(self, argv: list[str]) -> tuple[int, str, str]:
+        name, args = argv[0], argv[1:]
+        if name.endswith("/ocp_agentctl"):
+            return self._ctl_at(name, args)
+        if name == "echo":
+            return 0, " ".join(args) + "\n", ""
+        if name == "true":
+            return 0, "", ""
+        if name == "false":
+            return 1, "", ""
+        raise UnexpectedCommand(f"FakeAgent does not know the command {argv!r}")
+
+    def _ctl_at(self, path: str, args: list[str], *, exec_: bool = False) -> tuple[int, str, str]:
+        """``PATH ARGS`` (``exec PATH ARGS`` in a script) as /bin/sh runs it: our CLI, or not found."""
+        if path != self.ctl or not self.cli:
+            return 127, "", f"/bin/sh: 1: {'exec: ' if exec_ else ''}{path}: not found\n"
+        self.ctl_calls.append(list(args))
+        return self._ctl(args)
+
+    def _proc_stats(self, pids: list[str]) -> str:
+        """What steps.agent's LIVE loop prints for ``pids``: ``pid state comm`` per process there is."""
+        if not all(p.isdigit() for p in pids):
+            raise UnexpectedCommand(f"live processes of {pids!r}: not a list of pids")
+        return "".join(f"{p.pid} {'Z' if p.zombie else 'S'} {p.name}\n"
+                       for p in (self.processes.get(int(pid)) for pid in pids) if p is not None)
+
+    # -- the scripts (steps.agent.SCRIPTS) ------------------------------------------------------------------
+
+    def _script_status_if_cli(self, command: str, args: list[str]) -> Answer:
+        (path,) = args
+        if path != self.ctl or not self.cli:
+            return result(command, exit_status=127)
+        status, stdout, stderr = self._ctl_at(path, ["status"], exec_=True)
+        return result(command, stdout, stderr, status)
+
+    def _script_identities_then_stop(self, command: str, args: list[str]) -> Answer:
+        path, run, *names = args
+        lines = []
+        for name in names:
+            value = self._read_pid(name) if run == self.run_dir else ""
+            if not _digits(value):
+                continue
+            proc = self._proc(value)  # a zombie too: its /proc/PID/stat is still there
+            lines.append(f"{name} {value} {proc.start if proc is not None else '-'}\n")
+        head = "".join(lines) + MARK + "\n"
+        try:
+            status, stdout, stderr = self._ctl_at(path, ["stop"], exec_=True)
+        except Hanging as hang:
+            return Hang(head + hang.stdout, hang.stderr)
+        return result(command, head + stdout, stderr, status)
+
+    def _script_start_times(self, command: str, args: list[str]) -> Answer:
+        lines = [f"{pid} {self.processes[int(pid)].start}\n" for pid in args
+                 if pid.isdigit() and int(pid) in self.processes]
+        return result(command, "".join(lines))
+
+    def _script_live(self, command: str, args: list[str]) -> Answer:
+        return result(command, self._proc_stats(args))
+
+    def _script_live_then_status(self, command: str, args: list[str]) -> Answer:
+        path, *pids = args
+        listed = self._proc_stats(pids) + f"{MARK}\n"
+        status, stdout, stderr = self._ctl_at(path, ["status"], exec_=True)
+        return result(command, listed + stdout, stderr, status)
+
+    def _script_signal(self, command: str, args: list[str]) -> Answer:
+        sig, *pids = args
+        if sig not in SIGNALS or not all(p.isdigit() for p in pids):
+            raise UnexpectedCommand(f"kill -s {sig} {pids}")
+        self.signals.append((sig, [int(p) for p in pids]))
+        for pid in map(int, pids):
+            self._deliver(pid, sig)
+        return result(command)
+
+    # -- ocp_agentctl -----------------------------------------------------------------------------------------
+
+    def _ctl(self, args: list[str]) -> tuple[int, str, str]:
+        if args == ["status"]:
+            return self._status()
+        if args == ["start"]:
+            if self._agentd() is not None:
+                return _ok()
+            if self.start_error:
+                return _fail(self.start_error)
+            self._start_agent()
+            return _ok()
+        if args == ["stop"]:
+            return self._stop()
+        if len(args) == 3 and args[0] == "service" and args[1] in ("start", "stop"):
+            return self._service(args[1], args[2])
+        return _fail("usage: ocp_agentctl status|start|stop|service start|stop ocp_mgragent|ocp_monagent", 2)
+
+    def _status(self) -> tuple[int, str, str]:
+        agentd = self._agentd()
+        if agentd is None:
+            return _fail("agentd is not running")
+        if self._pending:
+            self._pending -= 1
+            if not self._pending:
+                self._spawn_services()
+        services = {}
+        for name in SERVICES:
+            pid = self._running(name)
+            services[name] = {"state": "running" if pid else "stopped", "pid": pid or 0}
+        ready = all(s["state"] == "running" for s in services.values())
+        message = {"state": "running", "ready": ready, "pid": agentd, "services": services}
+        return 0, _json({"successful": True, "message": message}), ""
+
+    def _stop(self) -> tuple[int, str, str]:
+        agentd = self._agentd()
+        if agentd is None:
+            return _ok()
+        if self.stop_hangs:
+            raise Hanging(f"stopping ocp_agentd (pid {agentd})\n")
+        flood = "x" * self.flood + "\n" if self.flood else ""
+        self._pending = 0
+        if self.stop_leaves:
+            self._stop_leaving(self.stop_leaves)
+        else:
+            self._terminate(self.processes[agentd])
+        if self._agentd() is not None:
+            status, stdout, stderr = _fail("wait_for_exit_timeout")
+            return status, flood + stdout, stderr
+        return 0, flood + _ok()[1], ""
+
+    def _stop_leaving(self, names: set[str]) -> None:
+        """The fake-only stop_leaves fault: every process but those named ends, at once."""
+        self._stopping = True
+        for proc in [p for p in self.processes.values() if not p.zombie and p.name in (AGENTD, *SERVICES)]:
+            if proc.name in names:
+                proc.ignores_term = proc.ignores_term or self.leftovers_ignore_term
+            else:
+                self._kill(proc)
+                self.pid_files.pop(proc.name, None)
+
+    def _service(self, action: str, name: str) -> tuple[int, str, str]:
+        if name not in SERVICES:
+            return _fail(f"unknown service: {name}")
+        if self._agentd() is None:
+            return _fail("agentd is not running")
+        if self.service_error:
+            return _fail(self.service_error)
+        if action == "stop":
+            self.disabled.add(name)
+            pid = self._running(name)
+            if pid:
+                if self.processes[pid].ignores_term:  # the CLI TERMs it and gives up waiting
+                    return _fail("wait_for_service_exit_timeout")
+                self._kill(self.processes[pid])
+                self.pid_files.pop(name, None)
+        else:
+            self.disabled.discard(name)
+            if self.lagging_statuses:
+                self._pending = self.lagging_statuses
+            elif not self._running(name):
+                self._spawn(name)
+        return _ok()
+
+    # -- processes ---------------------------------------------------------------------------------------------
+
+    def _read_pid(self, name: str) -> str:
+        """run/NAME.pid as the shell agent reads it (``read -r``): its first line, blanks around it dropped."""
+        return _first_line(self.pid_files.get(name, ""))
+
+    def _proc(self, value: str) -> FakeProcess | None:
+        """/proc/VALUE's process: none unless VALUE is a pid as the kernel writes one (no leading zero)."""
+        return self.processes.get(int(value)) if _digits(value) and value == str(int(value)) else None
+
+    def _agentd(self) -> int | None:
+        return self._running(AGENTD) or None
+
+    def _running(self, name: str) -> int:
+        """The pid in run/NAME.pid if that is a live process (for agentd, one named ocp_agentd), else 0: what the
+        CLI checks (a service's pid file is trusted without its name)."""
+        proc = self._proc(self._read_pid(name))
+        if proc is None or proc.zombie or (name == AGENTD and proc.name != AGENTD):
+            return 0
+        return proc.pid
+
+    def _start_agent(self) -> None:
+        """``ocp_agentctl start`` of a stopped agent: the services' pid files go (a dead agentd's services are not
+        the new one's: they run on beside it), a new agentd starts, and it starts the services."""
+        self.disabled.clear()
+        for name in SERVICES:
+            self.pid_files.pop(name, None)
+        self._stopping = False
+        self._spawn(AGENTD)
+        if self.lagging_statuses:
+            self._pending = self.lagging_statuses
+        else:
+            self._spawn_services()
+
+    def _spawn_services(self) -> None:
+        for name in SERVICES:
+            if name not in self.disabled and not self._running(name):
+                self._spawn(name)
+
+    def _spawn(self, name: str) -> FakeProcess:
+        """Start an agent process, with its pid file; a service is the running agentd's."""
+        service = name in SERVICES
+        proc = self._new_process(name, parent=(self._agentd() or 0) if service else 0,
+                                 ignores_term=service and self.services_ignore_term)
+        self.pid_files[name] = f"{proc.pid}\n"
+        return proc
+
+    def _new_process(self, name: str, *, parent: int = 0, ignores_term: bool = False) -> FakeProcess:
+        self._ticks += 137
+        pid = self._last_pid.get(name) if self.reuse_pids else None
+        if pid is None or pid in self.processes:
+            self._next_pid += 1
+            while self._next_pid in self.processes:
+                self._next_pid += 1
+            pid = self._next_pid
+        proc = self.processes[pid] = FakeProcess(pid, name, self._ticks, parent, ignores_term)
+        self._last_pid[name] = pid
+        return proc
+
+    def _deliver(self, pid: int, sig: str) -> None:
+        proc = self.processes.get(pid)
+        if proc is None or proc.zombie:
+            return
+        if sig == "KILL":
+            self._kill(proc)
+        elif proc.name == AGENTD:
+            self._terminate(proc)
+        elif not proc.ignores_term:
+            self._kill(proc)
+
+    def _terminate(self, agentd: FakeProcess) -> None:
+        """agentd's SIGTERM handler: from now on it ignores SIGTERM and starts nothing; it TERMs its services and
+        waits for them; once they are gone it removes the three pid files and exits. One that ignores SIGTERM
+        keeps it waiting (until a SIGKILL)."""
+        if agentd.ignores_term:
+            return
+        agentd.ignores_term = self._stopping = True
+        survivors = False
+        for proc in [p for p in self.processes.values() if p.parent == agentd.pid and not p.zombie]:
+            if proc.ignores_term:
+                survivors = True
+            else:
+                self._kill(proc)
+        if not survivors:
+            for name in (AGENTD, *SERVICES):
+                self.pid_files.pop(name, None)
+            self._kill(agentd)
+
+    def _kill(self, proc: FakeProcess) -> None:
+        if self.zombies:
+            proc.zombie = True
+        else:
+            del self.processes[proc.pid]
+        agentd = self._agentd()
+        if (proc.parent and proc.parent == agentd and not self._stopping and not self._pending
+                and proc.name not in self.disabled):
+            self._spawn(proc.name)  # agentd starts a service of its own that died again
+
+
+def _first_line(content: str) -> str:
+    return content.partition("\n")[0].strip(" \t")
+
+
+def _digits(value: str) -> bool:
+    """What the shell's ``case $p in ''|*[!0-9]*)`` lets through: ASCII digits, at least one."""
+    return value.isascii() and value.isdigit()
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":")) + "\n"  # one line, no spaces: as the CLI's printf writes it
+
+
+def _ok() -> tuple[int, str, str]:
+    return 0, _json({"successful": True, "message": "ok"}), ""
+
+
+def _fail(error: str, status: int = 1) -> tuple[int, str, str]:
+    return status, "", _json({"successful": False, "error": error})
+
+
+__all__ = ["FakeAgent", "FakeProcess"]
