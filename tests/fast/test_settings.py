@@ -17,10 +17,8 @@ ENTRY_POINTS = {
     ("flows/restart.py", "batch_restart_agents"),
     ("flows/operations.py", "task_operation"),
 }
-# Being moved to the settings passed down (#19: the API's routers, the store's required URL); not entry points.
+# Being moved to the settings passed down (#19: the store's required URL); not entry points.
 BEING_MOVED = {
-    ("deployments/api.py", "create_app"),
-    ("deployments/auth.py", "__init__"),
     ("flows/store/__init__.py", "default_url"),
 }
 
