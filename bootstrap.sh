@@ -38,8 +38,8 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import flows, steps, deployments, prefect, paramiko, pytest_timeout, schemathesis, psycopg, hypothesis, pydantic_settings, tomli_w" 2>/dev/null; then
+if ! .venv/bin/python -c "import flows, steps, deployments, prefect, paramiko, pytest_timeout, schemathesis, psycopg, hypothesis, pydantic_settings, tomli_w, psutil, ruff, mypy" 2>/dev/null; then
     echo "bootstrap: installing the project and its test tools into .venv (pip)" >&2
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,dev]'
 fi
 echo "bootstrap: ready (.venv/bin/ocp-restart)" >&2

@@ -48,7 +48,6 @@ import bcrypt
 
 from flows.errors import OcpRestartError
 from flows.models import format_time, now
-from flows.settings import Settings
 
 HOST_READ, HOST_WRITE, TASK_READ, TASK_WRITE = "HOST:READ", "HOST:WRITE", "TASK:READ", "TASK:WRITE"
 ROLES: dict[str, frozenset[str]] = {
@@ -84,6 +83,14 @@ class User:
 
     def can(self, permission: str) -> bool:
         return permission in self.permissions
+
+
+@dataclass(frozen=True)
+class AccessKey:
+    """An access key of the users file: the secret that signs requests, and the user they act as."""
+
+    secret: str
+    user: User
 
 
 class Users:
@@ -134,13 +141,13 @@ class Users:
             self._verified[name] = (mac, time.monotonic() + _CACHE_SECONDS)
         return entry[1]
 
-    def access_key(self, key_id: str) -> tuple[str, User] | None:
-        """(secret, user) of an access key; None when no user holds it."""
+    def access_key(self, key_id: str) -> AccessKey | None:
+        """The access key ``key_id`` and the user holding it; None when no user holds it."""
         users, keys = self._current()
         found = keys.get(key_id)
         if found is None or found[1] not in users:
             return None
-        return found[0], users[found[1]][1]
+        return AccessKey(secret=found[0], user=users[found[1]][1])
 
 
 def _stamp(path: Path) -> tuple[int, ...] | None:
@@ -162,8 +169,8 @@ class LoginThrottle:
     counters are kept (the oldest are dropped first), so made-up user names cannot fill the memory.
     """
 
-    def __init__(self, limit: int | None = None, window: float = 60.0, max_keys: int = 10_000) -> None:
-        self.limit = limit if limit is not None else Settings().login_limit
+    def __init__(self, limit: int, window: float = 60.0, max_keys: int = 10_000) -> None:
+        self.limit = limit  # the API passes Settings.login_limit (OCP_RESTART_LOGIN_LIMIT)
         self.window, self.max_keys = window, max_keys
         self._failures: dict[tuple[str, str], list[float]] = {}
         self._lock = threading.Lock()

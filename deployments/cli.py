@@ -456,24 +456,24 @@ def cmd_serve(args: argparse.Namespace, config: Settings) -> int:
 
     import uvicorn
 
-    from deployments.api import ApiConfig, create_app
+    from deployments.api import create_app
 
     config = config.model_copy(update={"inventory": args.inventory, "users": args.users, "launcher": args.launcher})
-    app = create_app(ApiConfig(inventory=str(config.inventory_path), users=str(config.users_path),
-                               launcher=config.launcher, store_url=config.store_url))
+    app = create_app(config)
+    state = app.state.api
     print(f"ocp-restart: serving on http://{args.host}:{args.port} ({args.launcher} launcher)", file=sys.stderr)
     server = _graceful_server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False))
     pruning = threading.Event()
     if args.prune_after_days is not None:
-        threading.Thread(target=_prune_daily, args=(app.state.store, args.prune_after_days, pruning),
+        threading.Thread(target=_prune_daily, args=(state.store, args.prune_after_days, pruning),
                          name="prune", daemon=True).start()
     server.run()
     pruning.set()
     why = ", ".join(signal.Signals(s).name for s in server.signals) or "the server stopped"
     reason = f"ocp-restart serve was shut down ({why}) while this ran"
     print(f"ocp-restart: {why}: stopping; running commands get {SHUTDOWN_GRACE_SECONDS:.0f} s", file=sys.stderr)
-    app.state.launcher.shutdown(reason, SHUTDOWN_GRACE_SECONDS)
-    app.state.store.close()
+    state.launcher.shutdown(reason, SHUTDOWN_GRACE_SECONDS)
+    state.store.close()
     print("ocp-restart: stopped", file=sys.stderr)
     return EXIT_OK
 

@@ -158,7 +158,7 @@ PORTS = {"ocp_mgragent": "62888", "ocp_monagent": "62889"}  # OCP's defaults: ma
 
 
 def host_agent(
-    host_id: int, address: str, user: str, agent_home: str, status: str | None, pids: Mapping[str, int],
+    *, host_id: int, address: str, user: str, agent_home: str, status: str | None, pids: Mapping[str, int],
     seen: str | None, stopped: bool, available: str | None,
 ) -> HostAgent:
     """The host's agent as we last saw it: ``pids`` at ``seen`` (the latest restart's Finish, else its Prepare);

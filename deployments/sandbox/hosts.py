@@ -92,8 +92,7 @@ class SandboxHost:
         if self._sshd is None or self._frozen:
             return
         listener = self._sshd
-        table = procs.all_procs()
-        sessions = [p for p in procs.descendants([listener.pid], table) if table[p].comm == "sshd"]
+        sessions = procs.descendants([listener.pid], name="sshd")
         if freeze:
             self._frozen = [listener.pid, *sessions]
             procs.signal_pids(self._frozen, signal.SIGSTOP)
@@ -223,11 +222,10 @@ class Sandbox:
         homes = [str(h.agent_home) for h in self.hosts]
         uid = self.login.uid if self.login else None
         for round_ in range(5):  # agentd's TERM handler may spawn a sleep after a scan: scan again
-            table = procs.all_procs()
             listeners = [h._sshd.pid for h in self.hosts if h._sshd is not None and h._sshd.poll() is None]
-            victims = set(listeners) | set(procs.descendants(listeners, table))
+            victims = set(listeners) | set(procs.descendants(listeners))
             if homes:
-                for found in procs.marked_processes(homes, uid=uid, procs=table).values():
+                for found in procs.marked_processes(homes, uid=uid).values():
                     victims.update(pid for pid, _ in found)
             if not victims:
                 break

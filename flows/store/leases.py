@@ -27,18 +27,17 @@ class Leases:
         self.db = db
 
     def renew_lease(self, task_id: int, seconds: float, runner: str, *, claim: bool = False) -> bool:
-        """Extend ``runner``'s lease by ``seconds``; with ``claim``, first take an unclaimed task (and reap lapsed
-        leases, in the same transaction). False (nothing written) when the task is not RUNNING under this runner
-        (reaped, finished, or another runner's)."""
+        """Extend ``runner``'s lease by ``seconds``; with ``claim``, first take an unclaimed task (and reap every
+        other lapsed lease, in the same transaction). False (nothing written) when the task is not RUNNING under
+        this runner (reaped, finished, or another runner's)."""
         owner = tasks.c.runner.in_([runner, ""]) if claim else tasks.c.runner == runner
         with self.db.write() as conn:
-            renewed = conn.execute(
+            if claim:  # a runner's start; its own task is claimed as before, whatever its launch grace said
+                self.reap(conn, sparing=task_id)
+            return conn.execute(
                 tasks.update().where(tasks.c.id == task_id, tasks.c.status == TaskStatus.RUNNING.value, owner)
                 .values(lease_until=time.time() + seconds, runner=runner)
             ).rowcount == 1
-            if claim:  # after the claim: the task just claimed holds a fresh lease, whatever its grace said
-                self.reap(conn)
-        return renewed
 
     def extend_unclaimed(self, task_id: int, seconds: float) -> None:
         """Keep a RUNNING task that no runner has claimed yet from lapsing for ``seconds`` more."""
@@ -54,12 +53,12 @@ class Leases:
         with self.db.write() as conn:
             return self.reap(conn)
 
-    def reap(self, conn: Connection) -> list[int]:
-        """``reap_expired`` in the caller's transaction."""
-        expired = conn.execute(
-            sa.select(tasks.c.id, tasks.c.runner, tasks.c.lease_until)
-            .where(tasks.c.status == TaskStatus.RUNNING.value, tasks.c.lease_until < time.time())
-        ).all()
+    def reap(self, conn: Connection, *, sparing: int | None = None) -> list[int]:
+        """``reap_expired`` in the caller's transaction; the task ``sparing`` is left alone."""
+        conditions = [tasks.c.status == TaskStatus.RUNNING.value, tasks.c.lease_until < time.time()]
+        if sparing is not None:
+            conditions.append(tasks.c.id != sparing)
+        expired = conn.execute(sa.select(tasks.c.id, tasks.c.runner, tasks.c.lease_until).where(*conditions)).all()
         stamp = format_time(now())
         for task_id, runner, lease_until in expired:
             lapsed = datetime.fromtimestamp(lease_until).astimezone().isoformat(timespec="milliseconds")

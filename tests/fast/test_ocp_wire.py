@@ -151,9 +151,12 @@ class TestSpringPaging:
 
 
 class TestHostAgentView:
+    HOST = {"host_id": 5, "address": "a", "user": "u", "agent_home": "/h"}
+
     def test_after_a_finished_restart_every_process_is_started(self):
         pids = {"ocp_agentd": 11, "ocp_mgragent": 12, "ocp_monagent": 13}
-        agent = host_agent(5, "10.0.0.5", "admin", "/home/admin/ocp_agent/", "AVAILABLE", pids, "t1", False, "t1")
+        agent = host_agent(host_id=5, address="10.0.0.5", user="admin", agent_home="/home/admin/ocp_agent/",
+                           status="AVAILABLE", pids=pids, seen="t1", stopped=False, available="t1")
         wire = agent.to_wire()
         assert wire["status"] == "AVAILABLE" and wire["installHome"] == "/home/admin/ocp_agent"
         assert {p["alias"]: (p["pid"], p["status"]) for p in wire["processes"]} == {
@@ -162,13 +165,16 @@ class TestHostAgentView:
 
     def test_stopped_or_unseen_processes_are_stopped_with_pid_0(self):
         """After a Stop with no Finish since, or a process missing from what was seen: STOPPED, pid 0."""
-        stopped = host_agent(5, "a", "u", "/h", "OFFLINE", {"ocp_agentd": 11}, "t", True, None).to_wire()
+        stopped = host_agent(**self.HOST, status="OFFLINE", pids={"ocp_agentd": 11}, seen="t", stopped=True,
+                             available=None).to_wire()
         assert {(p["pid"], p["status"]) for p in stopped["processes"]} == {(0, "STOPPED")}
-        partial = host_agent(5, "a", "u", "/h", "OFFLINE", {"ocp_agentd": 11}, "t", False, None).to_wire()
+        partial = host_agent(**self.HOST, status="OFFLINE", pids={"ocp_agentd": 11}, seen="t", stopped=False,
+                             available=None).to_wire()
         assert [p["status"] for p in partial["processes"]] == ["STARTED", "STOPPED", "STOPPED"]
 
     def test_before_any_restart_nothing_is_known(self):
-        assert host_agent(5, "a", "u", "/h", None, {}, None, False, None).to_wire()["processes"] == []
+        unseen = host_agent(**self.HOST, status=None, pids={}, seen=None, stopped=False, available=None).to_wire()
+        assert unseen["processes"] == []
 
 
 # ---- request values ------------------------------------------------------------------------------------------
@@ -269,7 +275,7 @@ class TestUsersFile:
         key_id, secret = add_access_key(path, "alice")
         add_user(path, "alice", "alice-pass-2", ["HOST_VIEWER"])
         found = Users(path).access_key(key_id)
-        assert found is not None and found[0] == secret and found[1].roles == ("HOST_VIEWER",)
+        assert found is not None and found.secret == secret and found.user.roles == ("HOST_VIEWER",)
         assert path.stat().st_mode & 0o777 == 0o600
 
     def test_a_key_for_an_unknown_user_is_refused_naming_it(self, tmp_path):

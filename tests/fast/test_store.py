@@ -252,7 +252,7 @@ def test_a_read_only_store_serves_every_read(store, tmp_path):
 
 def test_a_runners_claim_reaps_lapsed_leases_but_never_its_own_task(store):
     """Claiming a task (a runner's start) reaps every other lapsed task in the same transaction; the claimed task,
-    lapsed too, is claimed: it gets its fresh lease first."""
+    lapsed too, is claimed as before."""
     lapsed, claimed = create(store, [1]), create(store, [2])
     _lapse(store, lapsed)
     _lapse(store, claimed)

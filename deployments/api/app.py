@@ -1,0 +1,66 @@
+"""The app factory: the shared state, the middleware and error answers, OCP's routes, and the server's lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from flows.settings import Settings
+from flows.store import TaskStore
+from steps.inventory import Inventory
+
+from ..auth import SIGNED_SCHEME
+from ..launch import Launcher
+from .envelope import add_error_answers, stamp
+from .reaper import reaping
+from .routers import hosts, probes, restart, tasks
+from .routers.probes import VERSION
+from .state import REAP_SECONDS, ApiState
+
+
+def create_app(settings: Settings, *, launcher: Launcher | None = None, store: TaskStore | None = None,
+               inventory: Inventory | None = None, reap_seconds: float = REAP_SECONDS) -> FastAPI:
+    """The API for ``settings`` (built by the caller: the CLI's ``serve``, or a test). A test may pass its own
+    launcher, store or inventory (a launcher made from ``settings`` runs flows on ``settings.store_url``: pass a
+    launcher with a store). The caller closes the store and shuts the launcher down after the server stops."""
+    app = FastAPI(
+        title="ocp-agent-restart",
+        version=VERSION,
+        description="OCP-compatible batch restart of OCP agents. HTTP Basic auth or OCP's access-key signature "
+                    f"(Authorization: {SIGNED_SCHEME} AK:SIGNATURE, with Date); OCP's response envelope.",
+        lifespan=_lifespan,
+    )
+    app.state.api = ApiState.build(settings, launcher=launcher, store=store, inventory=inventory,
+                                   reap_seconds=reap_seconds)
+    app.middleware("http")(stamp)
+    add_error_answers(app)
+    for module in (restart, tasks, hosts, probes):  # in this order: a path is matched against the first routes first
+        app.include_router(module.router)
+    app.openapi = partial(_openapi, app)
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """While the server runs, lapsed leases are reaped in the background (reads never write)."""
+    state: ApiState = app.state.api
+    with reaping(state.store, state.reap_seconds):
+        yield
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI documents validation errors as 422; ours are OCP's 400 envelope."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for path in schema["paths"].values():
+            for operation in path.values():
+                responses = operation.get("responses", {})
+                if responses.pop("422", None) is not None and "400" not in responses:
+                    responses["400"] = {"description": "OCP's error envelope (invalid parameter)", "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}}
+        app.openapi_schema = schema
+    return app.openapi_schema

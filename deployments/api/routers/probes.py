@@ -1,0 +1,48 @@
+"""OCP's probes, answered bare as OCP answers them: ``/api/v2/time`` the time as text, ``/api/v2/info`` an object."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from datetime import datetime
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from flows.models import format_time, now
+
+from ..envelope import documented
+from ..models import Info
+from ..security import AnyUser
+from ..state import StateDep
+
+NAME = "ocp-agent-restart"
+router = APIRouter(prefix="/api/v2", tags=["probes"])
+
+
+def _distribution() -> tuple[str, str | None]:
+    """This package's version, and when this build was installed (OCP's buildVersion and buildTime)."""
+    try:
+        version = importlib.metadata.version(NAME)
+    except importlib.metadata.PackageNotFoundError:
+        version = "0.0.0"
+    try:
+        return version, format_time(datetime.fromtimestamp(os.stat(__file__).st_mtime).astimezone())
+    except OSError:
+        return version, None
+
+
+VERSION, BUILD_TIME = _distribution()
+
+
+@router.get("/time", response_class=PlainTextResponse, responses=documented(),
+            summary="Query the OCP server time (no authentication; the time as text, as OCP answers it)")
+def server_time() -> PlainTextResponse:
+    return PlainTextResponse(format_time(now()))
+
+
+@router.get("/info", response_model=Info, responses=documented(401),
+            summary="Query the basic information of the application (bare, as OCP answers it)")
+def info(user: AnyUser, state: StateDep) -> JSONResponse:
+    return JSONResponse(Info(name=NAME, group=NAME, artifact=NAME, buildTime=BUILD_TIME, buildVersion=VERSION,
+                             server=state.server).model_dump())
