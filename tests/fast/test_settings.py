@@ -17,9 +17,6 @@ ENTRY_POINTS = {
     ("flows/restart.py", "batch_restart_agents"),
     ("flows/operations.py", "task_operation"),
 }
-# Being moved to the settings passed down (#19); not entry points. None left: the store's URL is required now.
-BEING_MOVED: set[tuple[str, str]] = set()
-
 
 def _calls(tree: ast.AST, name: str) -> list[tuple[str, int]]:
     """(enclosing function, line) of every call of ``name`` (or ``something.name``)."""
@@ -48,9 +45,9 @@ def test_only_entry_points_build_settings():
     builders = {(str(path.relative_to(ROOT)), function, line)
                 for path in _product_files()
                 for function, line in _calls(ast.parse(path.read_text()), "Settings")}
-    strays = sorted(b for b in builders if b[:2] not in ENTRY_POINTS | BEING_MOVED)
+    strays = sorted(b for b in builders if b[:2] not in ENTRY_POINTS)
     assert not strays, f"Settings() built outside the entry points {sorted(ENTRY_POINTS)}: {strays}"
-    assert {b[:2] for b in builders} - BEING_MOVED == ENTRY_POINTS, "an entry point no longer builds the settings"
+    assert {b[:2] for b in builders} == ENTRY_POINTS, "an entry point no longer builds the settings"
 
 
 def test_the_environment_is_written_in_one_place():
