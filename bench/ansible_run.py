@@ -20,9 +20,11 @@ from .common import BIN, STAGES, Result, agent_pids, base_env, restarted_hosts, 
 from .floor import COMMANDS
 
 CALLBACKS = Path(__file__).resolve().parent / "ansible_callback"
-SSH_ARGS = {"cold": "-C -o ControlMaster=auto -o ControlPersist=60s",
-            "warm": "-C -o ControlMaster=auto -o ControlPersist=60s",
-            "nocp": "-o ControlMaster=no"}
+SSH_ARGS = {
+    "cold": "-C -o ControlMaster=auto -o ControlPersist=60s",
+    "warm": "-C -o ControlMaster=auto -o ControlPersist=60s",
+    "nocp": "-o ControlMaster=no",
+}
 
 
 def ansible_version() -> str:
@@ -46,8 +48,13 @@ class AnsibleBench:
         sb = self.sandbox
         lines = ["[sandbox]"]
         lines += [f"{h.name} ansible_host={h.address} ansible_port={h.port} agent_ctl={h.ctl}" for h in sb.hosts]
-        lines += ["", "[sandbox:vars]", f"ansible_user={sb.user}", f"ansible_ssh_private_key_file={sb.key_file}",
-                  f"ansible_ssh_common_args='-o UserKnownHostsFile={sb.known_hosts} -o StrictHostKeyChecking=yes'"]
+        lines += [
+            "",
+            "[sandbox:vars]",
+            f"ansible_user={sb.user}",
+            f"ansible_ssh_private_key_file={sb.key_file}",
+            f"ansible_ssh_common_args='-o UserKnownHostsFile={sb.known_hosts} -o StrictHostKeyChecking=yes'",
+        ]
         self.inventory.write_text("\n".join(lines) + "\n")
 
     def _write_playbook(self) -> None:
@@ -62,11 +69,25 @@ class AnsibleBench:
 
     def _config(self, mode: str) -> Path:
         cfg = self.dir / f"ansible-{mode}.cfg"
-        cfg.write_text("\n".join([
-            "[defaults]", f"forks = {self.forks}", "host_key_checking = True", "gathering = explicit",
-            "retry_files_enabled = False", f"callback_plugins = {CALLBACKS}", "callbacks_enabled = bench_timer",
-            "", "[ssh_connection]", f"ssh_args = {SSH_ARGS[mode]}", f"control_path_dir = {self.control_dir}",
-            "pipelining = False", ""]))
+        cfg.write_text(
+            "\n".join(
+                [
+                    "[defaults]",
+                    f"forks = {self.forks}",
+                    "host_key_checking = True",
+                    "gathering = explicit",
+                    "retry_files_enabled = False",
+                    f"callback_plugins = {CALLBACKS}",
+                    "callbacks_enabled = bench_timer",
+                    "",
+                    "[ssh_connection]",
+                    f"ssh_args = {SSH_ARGS[mode]}",
+                    f"control_path_dir = {self.control_dir}",
+                    "pipelining = False",
+                    "",
+                ]
+            )
+        )
         return cfg
 
     def run(self, mode: str) -> Result:
@@ -74,17 +95,30 @@ class AnsibleBench:
             self.exit_masters()  # a cold run starts with no ControlPersist master alive
         times = self.dir / f"times-{mode}.jsonl"
         times.unlink(missing_ok=True)
-        env = base_env(ANSIBLE_CONFIG=str(self._config(mode)), ANSIBLE_HOME=str(self.dir / "home"),
-                       ANSIBLE_LOCAL_TEMP=str(self.dir / "tmp"), BENCH_ANSIBLE_TIMES=str(times),
-                       ANSIBLE_NOCOLOR="1")
+        env = base_env(
+            ANSIBLE_CONFIG=str(self._config(mode)),
+            ANSIBLE_HOME=str(self.dir / "home"),
+            ANSIBLE_LOCAL_TEMP=str(self.dir / "tmp"),
+            BENCH_ANSIBLE_TIMES=str(times),
+            ANSIBLE_NOCOLOR="1",
+        )
         before = agent_pids(self.sandbox)
-        proc = run_measured([str(BIN / "ansible-playbook"), "-i", str(self.inventory), str(self.playbook)], env,
-                            log_dir=self.dir, label=f"playbook-{mode}")
-        result = Result(name=f"ansible {mode}", wall=round(proc.wall, 3), ok=proc.returncode == 0,
-                        note="" if proc.returncode == 0 else _recap(proc.stdout),
-                        rss_mb=round(proc.rss_mb, 1), tree_rss_mb=round(proc.tree_rss_mb, 1),
-                        cpu_s=round(proc.cpu_s, 2),
-                        extra={"forks": self.forks, "ssh_args": SSH_ARGS[mode], "exit_code": proc.returncode})
+        proc = run_measured(
+            [str(BIN / "ansible-playbook"), "-i", str(self.inventory), str(self.playbook)],
+            env,
+            log_dir=self.dir,
+            label=f"playbook-{mode}",
+        )
+        result = Result(
+            name=f"ansible {mode}",
+            wall=round(proc.wall, 3),
+            ok=proc.returncode == 0,
+            note="" if proc.returncode == 0 else _recap(proc.stdout),
+            rss_mb=round(proc.rss_mb, 1),
+            tree_rss_mb=round(proc.tree_rss_mb, 1),
+            cpu_s=round(proc.cpu_s, 2),
+            extra={"forks": self.forks, "ssh_args": SSH_ARGS[mode], "exit_code": proc.returncode},
+        )
         proc.machine.record(result)
         result.restarted = restarted_hosts(before, agent_pids(self.sandbox))
         spans_to_result(result, _play_spans(times), proc.launched, proc.ended)
@@ -93,8 +127,7 @@ class AnsibleBench:
     def exit_masters(self) -> None:
         """Ask every ControlPersist master we left to exit (ssh -O exit on its socket)."""
         for sock in self.control_dir.iterdir():
-            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "bench"], capture_output=True,
-                           timeout=10)
+            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "bench"], capture_output=True, timeout=10)
             sock.unlink(missing_ok=True)
 
     def close(self) -> None:

@@ -24,7 +24,8 @@ def envelope_json(data: Any) -> bytes:
     from flows.models import Envelope, now
 
     return Envelope[Any](data=data, timestamp=now(), duration=0, trace_id="0" * 16, server="x").model_dump_json(
-        by_alias=True)
+        by_alias=True
+    )
 
 
 def fill(store, n_tasks: int) -> None:
@@ -55,11 +56,17 @@ def main() -> None:
 
                 def page() -> bytes:
                     ids, total = store.task_ids(limit=10)
-                    return envelope_json({"contents": [view.basic_task_instance(store.load(i)) for i in ids],
-                                          "page": view.page(1, 10, total)})
+                    return envelope_json(
+                        {
+                            "contents": [view.basic_task_instance(store.load(i)) for i in ids],
+                            "page": view.page(1, 10, total),
+                        }
+                    )
 
-                print(f"GET task list (page of 10) with {n:>6} finished tasks: {best_cpu_ms(page)} ms CPU "
-                      f"(store filled in {filled:.0f} s)")
+                print(
+                    f"GET task list (page of 10) with {n:>6} finished tasks: {best_cpu_ms(page)} ms CPU "
+                    f"(store filled in {filled:.0f} s)"
+                )
 
 
 if __name__ == "__main__":

@@ -102,13 +102,17 @@ class MachineCpu:
             comm = (after or before)[1]
             foreign[comm] = foreign.get(comm, 0.0) + (after[2] if after else 0.0) - (before[2] if before else 0.0)
         self.foreign = max(0.0, self.busy - self.ours)
-        self.foreign_by_comm = {c: round(v, 2) for c, v in sorted(foreign.items(), key=lambda kv: -kv[1])[:8]
-                                if v >= 0.1}
+        self.foreign_by_comm = {
+            c: round(v, 2) for c, v in sorted(foreign.items(), key=lambda kv: -kv[1])[:8] if v >= 0.1
+        }
 
-    def record(self, result: "Result") -> None:
+    def record(self, result: Result) -> None:
         result.machine_cpu_s = round(self.busy, 2)
-        result.extra.update(ours_tree_cpu_s=round(self.ours, 2), foreign_cpu_s=round(self.foreign, 2),
-                            foreign_by_comm=self.foreign_by_comm)
+        result.extra.update(
+            ours_tree_cpu_s=round(self.ours, 2),
+            foreign_cpu_s=round(self.foreign, 2),
+            foreign_by_comm=self.foreign_by_comm,
+        )
 
 
 def wait_quiet(max_cores: float = 0.4, window: float = 2.0, timeout: float = 90.0) -> float:
@@ -223,16 +227,18 @@ class Proc:
     machine: MachineCpu | None = None
 
 
-def run_measured(argv: list[str], env: dict[str, str], *, log_dir: Path, label: str, timeout: float = 1800.0,
-                 cwd: Path = ROOT) -> Proc:
+def run_measured(
+    argv: list[str], env: dict[str, str], *, log_dir: Path, label: str, timeout: float = 1800.0, cwd: Path = ROOT
+) -> Proc:
     """Run ``argv`` to the end; wall time, CPU and peak RSS from wait4 and /proc sampling. Output goes to
     ``log_dir/label.{out,err}`` and is returned too. Killed (by its pid, and its own process group) on timeout."""
     log_dir.mkdir(parents=True, exist_ok=True)
     out_path, err_path = log_dir / f"{label}.out", log_dir / f"{label}.err"
     with open(out_path, "wb") as out, open(err_path, "wb") as err, MachineCpu() as machine:
         launched, t0 = time.time(), time.monotonic()
-        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         killer = threading.Timer(timeout, _kill_group, args=(proc.pid,))
         killer.start()
         with RssSampler(proc.pid) as sampler:
@@ -242,10 +248,17 @@ def run_measured(argv: list[str], env: dict[str, str], *, log_dir: Path, label: 
     proc.returncode = os.waitstatus_to_exitcode(status)
     _kill_group(proc.pid)  # leftovers of its own session (none expected)
     return Proc(
-        returncode=proc.returncode, wall=wall, launched=launched, ended=ended,
-        cpu_s=usage.ru_utime + usage.ru_stime, rss_mb=sampler.root_hwm_kb / 1024,
-        tree_rss_mb=sampler.tree_peak_kb / 1024, machine_cpu_s=machine.busy,
-        stdout=out_path.read_text(errors="replace"), stderr=err_path.read_text(errors="replace"), machine=machine,
+        returncode=proc.returncode,
+        wall=wall,
+        launched=launched,
+        ended=ended,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        rss_mb=sampler.root_hwm_kb / 1024,
+        tree_rss_mb=sampler.tree_peak_kb / 1024,
+        machine_cpu_s=machine.busy,
+        stdout=out_path.read_text(errors="replace"),
+        stderr=err_path.read_text(errors="replace"),
+        machine=machine,
     )
 
 
@@ -275,8 +288,11 @@ def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
 
 def base_env(**extra: str) -> dict[str, str]:
     """This environment without Prefect/ocp-restart settings that would leak in, plus offline defaults."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_", "OCP_RESTART_")) and k not in ("ANSIBLE_CONFIG",)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_", "OCP_RESTART_")) and k not in ("ANSIBLE_CONFIG",)
+    }
     env.update(DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false", PYTHONUNBUFFERED="1")
     env.update(extra)
     return env

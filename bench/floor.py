@@ -23,14 +23,16 @@ import paramiko
 
 from .common import STAGES, MachineCpu, Result, agent_pids, restarted_hosts, spans_to_result
 
-KINDS = {"bare": "floor (bare paramiko)", "session": "floor over SSHSession",
-         "steps": "floor, our steps' commands"}
+KINDS = {"bare": "floor (bare paramiko)", "session": "floor over SSHSession", "steps": "floor, our steps' commands"}
 
 # (command, whether it must succeed). After `stop`, `status` must FAIL: the agent is not running.
 COMMANDS: dict[str, list[tuple[str, bool]]] = {
     "prepare": [("test -x {ctl}", True), ("{ctl} status", True)],
-    "pos_proxy": [("{ctl} service stop ocp_mgragent", True), ("{ctl} service start ocp_mgragent", True),
-                  ("{ctl} status", True)],
+    "pos_proxy": [
+        ("{ctl} service stop ocp_mgragent", True),
+        ("{ctl} service start ocp_mgragent", True),
+        ("{ctl} status", True),
+    ],
     "stop": [("{ctl} stop", True), ("{ctl} status", False)],
     "start": [("{ctl} start", True), ("{ctl} status", True)],
     "finish": [("{ctl} status", True)],
@@ -192,8 +194,13 @@ def steps_stage(run: BareRun, host, stage: str) -> None:
     from flows.plan import STAGES as TEMPLATES
     from steps import work
 
-    kind = {"prepare": "prepare", "pos_proxy": "restart_pos_proxy", "stop": "stop_all", "start": "start_all",
-            "finish": "finish"}[stage]
+    kind = {
+        "prepare": "prepare",
+        "pos_proxy": "restart_pos_proxy",
+        "stop": "stop_all",
+        "start": "start_all",
+        "finish": "finish",
+    }[stage]
     timeout = next(t.timeout for t in TEMPLATES if t.kind.value == kind)
     getattr(work, kind)(BareStep(run, host, timeout))
     if kind == "finish":
@@ -220,8 +227,10 @@ def _host_jobs(sandbox, kind: str) -> tuple[list, object]:
 
         inventory = load_inventory(sandbox.inventory_path)
         sessions = [OurSession(inventory.hosts[h.id]) for h in sandbox.hosts]
-    jobs = [lambda stage, s=s, ctl=shlex.quote(str(h.ctl)): core_stage(s, ctl, stage)
-            for s, h in zip(sessions, sandbox.hosts)]
+    jobs = [
+        lambda stage, s=s, ctl=shlex.quote(str(h.ctl)): core_stage(s, ctl, stage)
+        for s, h in zip(sessions, sandbox.hosts)
+    ]
     return jobs, lambda: [s.close() for s in sessions]
 
 
@@ -250,9 +259,14 @@ def run_floor(sandbox, *, kind: str = "bare", workers: int = 32) -> Result:
     finally:
         close()
     wall = time.monotonic() - launched
-    result = Result(name=KINDS[kind], wall=round(wall, 3), ok=not error, note=error,
-                    cpu_s=round(time.process_time() - cpu0, 2),
-                    extra={"workers": workers, "session": kind, "mean_host_seconds": per_host})
+    result = Result(
+        name=KINDS[kind],
+        wall=round(wall, 3),
+        ok=not error,
+        note=error,
+        cpu_s=round(time.process_time() - cpu0, 2),
+        extra={"workers": workers, "session": kind, "mean_host_seconds": per_host},
+    )
     machine.record(result)
     spans_to_result(result, spans, launched, launched + wall)
     result.restarted = restarted_hosts(before, agent_pids(sandbox))

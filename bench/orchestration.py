@@ -2,7 +2,8 @@
 
     python3 -m bench.orchestration --hosts 100,1000 [--repeat 3] [--profile DIR]
 
-Starts a ``prefect server start`` configured as our CLI's local server (``LEAN_SERVICES``, ``RECORDER_BATCHING``), then per N
+Starts a ``prefect server start`` configured as our CLI's local server (``LEAN_SERVICES``,
+``RECORDER_BATCHING``), then per N
 runs ``flows.restart.restart_agents`` in this process on N hosts whose connections are the sandbox's
 FakeAgent (answering our commands at once, no sshd, no network) instead of SSH sessions: the flow, its Prefect
 task runs, the task store (SQLite), the lease, the subtask logs, the artifacts — everything but SSH. Prints the
@@ -50,9 +51,13 @@ class FakeSession:
 
 def write_inventory(path: Path, n: int) -> list[int]:
     ids = list(range(1001, 1001 + n))
-    path.write_text("[defaults]\nuser = \"bench\"\n" + "".join(
-        f"[[hosts]]\nid = {i}\nname = \"fake-{i}\"\naddress = \"127.0.0.1\"\nssh_port = {20000 + i - 1000}\n"
-        for i in ids))
+    path.write_text(
+        '[defaults]\nuser = "bench"\n'
+        + "".join(
+            f'[[hosts]]\nid = {i}\nname = "fake-{i}"\naddress = "127.0.0.1"\nssh_port = {20000 + i - 1000}\n'
+            for i in ids
+        )
+    )
     return ids
 
 
@@ -70,9 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="ocp-orchestration-"))
     server = PrefectServer(work / "server", _free_port(), settings={**LEAN_SERVICES, **RECORDER_BATCHING}).start()
-    os.environ.update(PREFECT_API_URL=server.api_url, PREFECT_HOME=str(work / "client"),
-                      PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="WARNING", DO_NOT_TRACK="1",
-                      OCP_RESTART_HOME=str(work / "home"))
+    os.environ.update(
+        PREFECT_API_URL=server.api_url,
+        PREFECT_HOME=str(work / "client"),
+        PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="WARNING",
+        DO_NOT_TRACK="1",
+        OCP_RESTART_HOME=str(work / "home"),
+    )
     os.environ.pop("OCP_RESTART_STORE_URL", None)
     import flows.run
     from flows.options import RestartOptions
@@ -92,14 +101,29 @@ def main(argv: list[str] | None = None) -> int:
                 if args.profile:
                     args.profile.mkdir(parents=True, exist_ok=True)
                     out = args.profile / f"orchestration-{n}-{attempt}.speedscope.json"
-                    spy = subprocess.Popen([str(BIN / "py-spy"), "record", "--pid", str(os.getpid()), "--format",
-                                            "speedscope", "--rate", "50", "--gil", "-o", str(out)],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    spy = subprocess.Popen(
+                        [
+                            str(BIN / "py-spy"),
+                            "record",
+                            "--pid",
+                            str(os.getpid()),
+                            "--format",
+                            "speedscope",
+                            "--rate",
+                            "50",
+                            "--gil",
+                            "-o",
+                            str(out),
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
                     time.sleep(1.0)
                 mine, theirs = process_cpu_seconds(os.getpid()), process_cpu_seconds(server.proc.pid)
                 started = time.monotonic()
-                instance = restart_agents(host_ids=ids, inventory=str(inventory),
-                                          options=RestartOptions(max_workers=args.workers))
+                instance = restart_agents(
+                    host_ids=ids, inventory=str(inventory), options=RestartOptions(max_workers=args.workers)
+                )
                 wall = time.monotonic() - started
                 mine = process_cpu_seconds(os.getpid()) - mine
                 theirs = process_cpu_seconds(server.proc.pid) - theirs
@@ -110,15 +134,21 @@ def main(argv: list[str] | None = None) -> int:
                 subtasks = len(instance["subtasks"])
                 assert instance["status"] == "SUCCESSFUL", instance["status"]
                 rows.append((wall, mine, theirs, backlog_s, backlog_cpu, subtasks))
-                print(f"  N={n}: {subtasks} subtasks in {wall:.2f} s; this process {mine:.1f} CPU-s "
-                      f"({1000 * mine / subtasks:.1f} ms per subtask); Prefect server {theirs:.1f} CPU-s during "
-                      f"({1000 * theirs / subtasks:.1f} ms per subtask), then {backlog_cpu:.1f} CPU-s over "
-                      f"{backlog_s:.0f} s", flush=True)
+                print(
+                    f"  N={n}: {subtasks} subtasks in {wall:.2f} s; this process {mine:.1f} CPU-s "
+                    f"({1000 * mine / subtasks:.1f} ms per subtask); Prefect server {theirs:.1f} CPU-s during "
+                    f"({1000 * theirs / subtasks:.1f} ms per subtask), then {backlog_cpu:.1f} CPU-s over "
+                    f"{backlog_s:.0f} s",
+                    flush=True,
+                )
             wall, mine, theirs, backlog_s, backlog_cpu, subtasks = sorted(rows)[len(rows) // 2]
-            print(f"N={n} median of {len(rows)}: {wall:.2f} s, this process {1000 * mine / subtasks:.1f} ms CPU per "
-                  f"subtask, Prefect server {1000 * theirs / subtasks:.1f} during + {1000 * backlog_cpu / subtasks:.1f}"
-                  f" after; walls {[round(r[0], 2) for r in rows]}"
-                  + (f", spread {statistics.pstdev(r[0] for r in rows):.2f} s" if len(rows) > 1 else ""), flush=True)
+            print(
+                f"N={n} median of {len(rows)}: {wall:.2f} s, this process {1000 * mine / subtasks:.1f} ms CPU per "
+                f"subtask, Prefect server {1000 * theirs / subtasks:.1f} during + {1000 * backlog_cpu / subtasks:.1f}"
+                f" after; walls {[round(r[0], 2) for r in rows]}"
+                + (f", spread {statistics.pstdev(r[0] for r in rows):.2f} s" if len(rows) > 1 else ""),
+                flush=True,
+            )
     finally:
         server.stop()
     return 0

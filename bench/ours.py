@@ -14,11 +14,30 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from .common import (BIN, ROOT, MachineCpu, Proc, Result, agent_pids, base_env, idle_after, process_cpu_seconds,
-                     restarted_hosts, run_measured, spans_to_result, status_kb, stop_process)
+from .common import (
+    BIN,
+    ROOT,
+    MachineCpu,
+    Proc,
+    Result,
+    agent_pids,
+    base_env,
+    idle_after,
+    process_cpu_seconds,
+    restarted_hosts,
+    run_measured,
+    spans_to_result,
+    status_kb,
+    stop_process,
+)
 
-KIND_TO_STAGE = {"prepare": "prepare", "restart_pos_proxy": "pos_proxy", "stop_all": "stop", "start_all": "start",
-                 "finish": "finish"}
+KIND_TO_STAGE = {
+    "prepare": "prepare",
+    "restart_pos_proxy": "pos_proxy",
+    "stop_all": "stop",
+    "start_all": "start",
+    "finish": "finish",
+}
 
 
 # -- a Prefect server for the whole bench --------------------------------------------------------------------
@@ -40,9 +59,14 @@ class PrefectServer:
         env = {**base_env(PREFECT_HOME=str(self.home), PREFECT_UI_ENABLED="false"), **self.settings}
         self.log = open(self.home / "server.log", "ab")
         started = time.monotonic()
-        self.proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-                                      str(self.port)], env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         while time.monotonic() - started < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"prefect server exited {self.proc.returncode}; see {self.log.name}")
@@ -67,8 +91,15 @@ def prime_ephemeral(prefect_home: Path) -> float:
     prefect_home.mkdir(parents=True, exist_ok=True)
     code = "from prefect import flow\n@flow\ndef noop():\n    return 1\nnoop()\n"
     started = time.monotonic()
-    subprocess.run([sys.executable, "-c", code], env=base_env(PREFECT_HOME=str(prefect_home)), check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, timeout=300)
+    subprocess.run(
+        [sys.executable, "-c", code],
+        env=base_env(PREFECT_HOME=str(prefect_home)),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        timeout=300,
+    )
     return time.monotonic() - started
 
 
@@ -91,8 +122,9 @@ def store_spans(store_url: str, task_id: int) -> tuple[dict[str, tuple[float, fl
         record = store.load(task_id)
         ids = [row.id for row in record.subtasks]
         with store.engine.connect() as conn:
-            log_rows = conn.execute(sa.select(sa.func.count()).select_from(subtask_logs)
-                                    .where(subtask_logs.c.subtask_id.in_(ids))).scalar()
+            log_rows = conn.execute(
+                sa.select(sa.func.count()).select_from(subtask_logs).where(subtask_logs.c.subtask_id.in_(ids))
+            ).scalar()
     grouped: dict[str, list[tuple[float, float]]] = {}
     waits = []
     for row in record.subtasks:
@@ -121,8 +153,19 @@ def store_spans(store_url: str, task_id: int) -> tuple[dict[str, tuple[float, fl
 
 def cli_argv(sandbox, workers: int) -> list[str]:
     ids = ",".join(str(h.id) for h in sandbox.hosts)
-    return [sys.executable, "-m", "deployments.cli", "run", "--inventory", str(sandbox.inventory_path),
-            "--host-ids", ids, "--json", "--max-workers", str(workers)]
+    return [
+        sys.executable,
+        "-m",
+        "deployments.cli",
+        "run",
+        "--inventory",
+        str(sandbox.inventory_path),
+        "--host-ids",
+        ids,
+        "--json",
+        "--max-workers",
+        str(workers),
+    ]
 
 
 def cli_env(home: Path, prefect_home: Path, api_url: str | None) -> dict[str, str]:
@@ -132,9 +175,19 @@ def cli_env(home: Path, prefect_home: Path, api_url: str | None) -> dict[str, st
     return env
 
 
-def run_cli(sandbox, *, name: str, work_dir: Path, prefect_home: Path, api_url: str | None,
-            workers: int = 32, wrap: list[str] | None = None, server_pid: int | None = None,
-            env: dict[str, str] | None = None, home: Path | None = None) -> Result:
+def run_cli(
+    sandbox,
+    *,
+    name: str,
+    work_dir: Path,
+    prefect_home: Path,
+    api_url: str | None,
+    workers: int = 32,
+    wrap: list[str] | None = None,
+    server_pid: int | None = None,
+    env: dict[str, str] | None = None,
+    home: Path | None = None,
+) -> Result:
     """The whole ``ocp-restart run --json`` process with a fresh OCP_RESTART_HOME (or ``home``, kept across
     runs: the CLI's default path keeps its local Prefect server there); ``wrap`` prefixes the command (e.g. a
     profiler). ``server_pid``: the Prefect server, whose CPU during the run is recorded too. ``env``: extra
@@ -144,8 +197,12 @@ def run_cli(sandbox, *, name: str, work_dir: Path, prefect_home: Path, api_url: 
     home.mkdir(parents=True, exist_ok=True)
     before = agent_pids(sandbox)
     server_cpu = process_cpu_seconds(server_pid) if server_pid else 0.0
-    proc = run_measured([*(wrap or []), *cli_argv(sandbox, workers)],
-                        {**cli_env(home, prefect_home, api_url), **(env or {})}, log_dir=home, label="cli")
+    proc = run_measured(
+        [*(wrap or []), *cli_argv(sandbox, workers)],
+        {**cli_env(home, prefect_home, api_url), **(env or {})},
+        log_dir=home,
+        label="cli",
+    )
     result = _cli_result(name, proc, home, before, sandbox)
     if server_pid:
         result.extra["prefect_server_cpu_s"] = round(process_cpu_seconds(server_pid) - server_cpu, 2)
@@ -160,13 +217,19 @@ def _backlog(result: Result, server_pid: int) -> None:
 
 
 def _cli_result(name: str, proc: Proc, home: Path, before: dict, sandbox) -> Result:
-    result = Result(name=name, wall=round(proc.wall, 3), ok=proc.returncode == 0, rss_mb=round(proc.rss_mb, 1),
-                    tree_rss_mb=round(proc.tree_rss_mb, 1), cpu_s=round(proc.cpu_s, 2),
-                    extra={"exit_code": proc.returncode, "home": str(home)})
+    result = Result(
+        name=name,
+        wall=round(proc.wall, 3),
+        ok=proc.returncode == 0,
+        rss_mb=round(proc.rss_mb, 1),
+        tree_rss_mb=round(proc.tree_rss_mb, 1),
+        cpu_s=round(proc.cpu_s, 2),
+        extra={"exit_code": proc.returncode, "home": str(home)},
+    )
     proc.machine.record(result)
     result.restarted = restarted_hosts(before, agent_pids(sandbox))
     try:  # the task instance is the JSON object on stdout (a wrapper such as py-spy may print lines before it)
-        task_id = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{"):])[0]["id"]
+        task_id = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{") :])[0]["id"]
     except (ValueError, KeyError, TypeError):
         result.ok, result.note = False, f"no task JSON on stdout; stderr: {proc.stderr[-500:]}"
         return result
@@ -199,8 +262,9 @@ def run_cli_default(sandbox, *, name: str, home: Path, prefect_home: Path, worke
         cpu0 = process_cpu_seconds(pid) if pid else 0.0
     except OSError:
         pid, cpu0 = None, 0.0
-    result = run_cli(sandbox, name=name, work_dir=home.parent, prefect_home=prefect_home, api_url=None,
-                     workers=workers, home=home)
+    result = run_cli(
+        sandbox, name=name, work_dir=home.parent, prefect_home=prefect_home, api_url=None, workers=workers, home=home
+    )
     after = local_server(home)
     result.extra["local_server_reused"] = bool(info and after and info["server_pid"] == after["server_pid"])
     if after:
@@ -269,10 +333,25 @@ class ApiServer:
         add_user(users, USER, PASSWORD, ["ADMIN"])
         self.log = open(self.home / "serve.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "deployments.cli", "serve", "--inventory", str(self.sandbox.inventory_path),
-             "--users", str(users), "--port", str(self.port)],
-            env=self.env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "deployments.cli",
+                "serve",
+                "--inventory",
+                str(self.sandbox.inventory_path),
+                "--users",
+                str(users),
+                "--port",
+                str(self.port),
+            ],
+            env=self.env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.client = httpx.Client(base_url=self.url, auth=(USER, PASSWORD), timeout=60)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -312,8 +391,17 @@ def run_cli_remote(server: ApiServer, sandbox, *, name: str = "ours: CLI -> serv
     """The whole ``ocp-restart run --server URL --json`` process, handing the restart to the running server."""
     home = Path(tempfile.mkdtemp(prefix="home-", dir=work_dir))
     before = agent_pids(sandbox)
-    argv = [sys.executable, "-m", "deployments.cli", "run", "--server", server.url, "--json",
-            "--host-ids", ",".join(str(h.id) for h in sandbox.hosts)]
+    argv = [
+        sys.executable,
+        "-m",
+        "deployments.cli",
+        "run",
+        "--server",
+        server.url,
+        "--json",
+        "--host-ids",
+        ",".join(str(h.id) for h in sandbox.hosts),
+    ]
     env = base_env(OCP_RESTART_HOME=str(home), OCP_RESTART_USER=USER, OCP_RESTART_PASSWORD=PASSWORD)
     proc = run_measured(argv, env, log_dir=home, label="cli-remote")
     return _cli_result(name, proc, server.home, before, sandbox)  # the task is in the server's store
@@ -332,12 +420,19 @@ def run_api(server: ApiServer, sandbox, *, name: str = "ours: API (serve)", pref
         seconds, task, latencies = server.restart([h.id for h in sandbox.hosts], poll=poll)
         ended = time.time()
     result = Result(
-        name=name, wall=round(seconds, 3), ok=task["status"] == "SUCCESSFUL",
+        name=name,
+        wall=round(seconds, 3),
+        ok=task["status"] == "SUCCESSFUL",
         note="" if task["status"] == "SUCCESSFUL" else f"task {task['status']}",
         rss_mb=round((status_kb(server.proc.pid, "VmHWM") or 0) / 1024, 1),
         cpu_s=round(process_cpu_seconds(server.proc.pid) - cpu0, 2),
-        extra={"idle_rss_mb": round(server.idle_rss_mb, 1), "polls": len(latencies), "poll_s": poll,
-               "mean_get_ms": round(1000 * sum(latencies) / max(1, len(latencies)), 1), "task_id": task["id"]},
+        extra={
+            "idle_rss_mb": round(server.idle_rss_mb, 1),
+            "polls": len(latencies),
+            "poll_s": poll,
+            "mean_get_ms": round(1000 * sum(latencies) / max(1, len(latencies)), 1),
+            "task_id": task["id"],
+        },
     )
     machine.record(result)
     if prefect_pid:

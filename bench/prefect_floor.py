@@ -66,8 +66,9 @@ def tree_cpu_seconds(root: int | None, table: dict | None = None) -> float:
     return sum(table[pid][2] for pid in _subtree(table, root) if pid in table)
 
 
-def idle_after_trees(roots: list[int], max_cores: float = 0.05, window: float = 1.0,
-                     timeout: float = 600.0) -> tuple[float, list[float], bool]:
+def idle_after_trees(
+    roots: list[int], max_cores: float = 0.05, window: float = 1.0, timeout: float = 600.0
+) -> tuple[float, list[float], bool]:
     """(seconds, CPU seconds per root's tree, timed out) that the process trees keep working after a run, until
     together they use less than ``max_cores`` over ``window``."""
     started = time.monotonic()
@@ -109,7 +110,8 @@ def run_dag(n: int, workers: int) -> tuple[float, int, str]:
             futures = {}
             for node in plan.nodes:  # topological order
                 futures[node.key] = runner.submit(
-                    noop, parameters={"run_key": "k", "subtask_id": 0, "label": str(node.key)},
+                    noop,
+                    parameters={"run_key": "k", "subtask_id": 0, "label": str(node.key)},
                     wait_for=[futures[up] for up in node.upstreams],
                 )
             wait(list(futures.values()))
@@ -133,12 +135,15 @@ def ui_check(api_url: str, flow_run_id: str, expected: int, attempts: int = 3) -
         with httpx.Client(base_url=api_url, timeout=60) as api:
             state = api.get(f"/flow_runs/{flow_run_id}").json()["state_type"]
             runs = api.post("/task_runs/count", json=by_flow).json()
-            done = api.post("/task_runs/count", json={
-                **by_flow, "task_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}).json()
+            done = api.post(
+                "/task_runs/count", json={**by_flow, "task_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}
+            ).json()
             logs = task_logs = 0
             while True:
-                page = api.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [flow_run_id]}},
-                                                      "offset": logs, "limit": 200}).json()
+                page = api.post(
+                    "/logs/filter",
+                    json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "offset": logs, "limit": 200},
+                ).json()
                 logs += len(page)
                 task_logs += sum(1 for row in page if row.get("task_run_id"))
                 if len(page) < 200:
@@ -148,9 +153,11 @@ def ui_check(api_url: str, flow_run_id: str, expected: int, attempts: int = 3) -
         if ok or attempt == attempts:
             break
         time.sleep(3)
-    return (f"UI check {'ok' if ok else 'FAILED'}: flow run {state}, task runs {runs} ({done} COMPLETED) of "
-            f"{expected}, logs {logs} ({task_logs} of task runs), artifacts {artifacts}"
-            + (f" (read {attempt} times)" if attempt > 1 else "")), done
+    return (
+        f"UI check {'ok' if ok else 'FAILED'}: flow run {state}, task runs {runs} ({done} COMPLETED) of "
+        f"{expected}, logs {logs} ({task_logs} of task runs), artifacts {artifacts}"
+        + (f" (read {attempt} times)" if attempt > 1 else "")
+    ), done
 
 
 class ServerProfiler:
@@ -160,9 +167,24 @@ class ServerProfiler:
         out.parent.mkdir(parents=True, exist_ok=True)
         self.out, self.log = out, open(out.with_name(out.name.replace(".speedscope.json", "") + ".py-spy.log"), "ab")
         # --nonblocking: py-spy does not pause the server to sample it (pausing slows what is measured)
-        self.proc = subprocess.Popen([str(BIN / "py-spy"), "record", "--pid", str(pid), "--format", "speedscope",
-                                      "--rate", str(rate), "--subprocesses", "--nonblocking", "-o", str(out)],
-                                     stdout=subprocess.DEVNULL, stderr=self.log)
+        self.proc = subprocess.Popen(
+            [
+                str(BIN / "py-spy"),
+                "record",
+                "--pid",
+                str(pid),
+                "--format",
+                "speedscope",
+                "--rate",
+                str(rate),
+                "--subprocesses",
+                "--nonblocking",
+                "-o",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+        )
         time.sleep(1.0)  # attached
         if self.proc.poll() is not None:
             raise RuntimeError(f"py-spy exited {self.proc.returncode}; see {self.log.name}")
@@ -182,18 +204,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hosts", default="10,100")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--workers", type=int, default=32)
-    p.add_argument("--lean", action="store_true",
-                   help="turn off the server services deployments.local_prefect.LEAN_SERVICES turns off")
+    p.add_argument(
+        "--lean",
+        action="store_true",
+        help="turn off the server services deployments.local_prefect.LEAN_SERVICES turns off",
+    )
     p.add_argument("--postgres", action="store_true", help="the server on a throwaway PostgreSQL cluster")
-    p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
-                   help="a setting of the Prefect server (repeatable)")
-    p.add_argument("--client-env", action="append", default=[], metavar="KEY=VALUE",
-                   help="a setting of this process, the Prefect client (repeatable)")
+    p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of the Prefect server (repeatable)",
+    )
+    p.add_argument(
+        "--client-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of this process, the Prefect client (repeatable)",
+    )
     p.add_argument("--profile-server", type=Path, metavar="DIR", help="py-spy the server over the measured runs")
     p.add_argument("--label", default="", help="the configuration's name in the output (default: from options)")
     args = p.parse_args(argv)
-    label = args.label or "+".join(["lean" if args.lean else "default", *(["postgres"] if args.postgres else []),
-                                    *(f"s:{kv}" for kv in args.server_env), *(f"c:{kv}" for kv in args.client_env)])
+    label = args.label or "+".join(
+        [
+            "lean" if args.lean else "default",
+            *(["postgres"] if args.postgres else []),
+            *(f"s:{kv}" for kv in args.server_env),
+            *(f"c:{kv}" for kv in args.client_env),
+        ]
+    )
     settings: dict[str, str] = {}
     if args.lean:
         from deployments.local_prefect import LEAN_SERVICES
@@ -213,19 +254,26 @@ def main(argv: list[str] | None = None) -> int:
             settings["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = pg.url("prefect", "asyncpg")
             print(f"  PostgreSQL {pg.bin.parent.name}: postmaster pid {pg.pid}, port {pg.port}", flush=True)
         server = PrefectServer(work / "server", _free_port(), settings).start()
-        print(f"  server pid {server.proc.pid} ready in {server.ready_seconds:.1f} s; "
-              f"{'LEAN_SERVICES, ' if args.lean else ''}server settings {server_env}, client settings "
-              f"{client_settings}", flush=True)
-        os.environ.update(PREFECT_API_URL=server.api_url, PREFECT_HOME=str(work / "client"),
-                          PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="WARNING", DO_NOT_TRACK="1", **client_settings)
+        print(
+            f"  server pid {server.proc.pid} ready in {server.ready_seconds:.1f} s; "
+            f"{'LEAN_SERVICES, ' if args.lean else ''}server settings {server_env}, client settings "
+            f"{client_settings}",
+            flush=True,
+        )
+        os.environ.update(
+            PREFECT_API_URL=server.api_url,
+            PREFECT_HOME=str(work / "client"),
+            PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="WARNING",
+            DO_NOT_TRACK="1",
+            **client_settings,
+        )
         run_dag(1, args.workers)  # imports, client start-up: not what is measured
         roots = [server.proc.pid] + ([pg.pid] if pg else [])
         for n in (int(x) for x in args.hosts.split(",")):
             profiler = None
             if args.profile_server:
                 wait_quiet()
-                profiler = ServerProfiler(server.proc.pid,
-                                          args.profile_server / f"{_slug(label)}-N{n}.speedscope.json")
+                profiler = ServerProfiler(server.proc.pid, args.profile_server / f"{_slug(label)}-N{n}.speedscope.json")
             rows = []
             for _ in range(args.repeat):
                 waited = wait_quiet()
@@ -236,14 +284,26 @@ def main(argv: list[str] | None = None) -> int:
                 table = process_table()
                 during = [tree_cpu_seconds(r, table) - b for r, b in zip(roots, before)]
                 backlog_s, after, timed_out = idle_after_trees(roots)
-                row = {"wall": wall, "count": count, "client": mine, "server": during[0], "backlog": after[0],
-                       "backlog_s": backlog_s, "pg": sum(during[1:]) + sum(after[1:])}
+                row = {
+                    "wall": wall,
+                    "count": count,
+                    "client": mine,
+                    "server": during[0],
+                    "backlog": after[0],
+                    "backlog_s": backlog_s,
+                    "pg": sum(during[1:]) + sum(after[1:]),
+                }
                 row["total"] = row["client"] + row["server"] + row["backlog"] + row["pg"]
                 rows.append(row)
-                print(f"  N={n}: {count} task runs in {wall:.2f} s (waited {waited:.0f} s for a quiet machine); "
-                      f"this process {mine:.1f} CPU-s, server {during[0]:.1f} CPU-s during, then {after[0]:.1f} "
-                      f"CPU-s over {backlog_s:.0f} s{' (timed out)' if timed_out else ''}"
-                      + (f", PostgreSQL {row['pg']:.1f} CPU-s" if pg else "") + "; " + _per_run(row), flush=True)
+                print(
+                    f"  N={n}: {count} task runs in {wall:.2f} s (waited {waited:.0f} s for a quiet machine); "
+                    f"this process {mine:.1f} CPU-s, server {during[0]:.1f} CPU-s during, then {after[0]:.1f} "
+                    f"CPU-s over {backlog_s:.0f} s{' (timed out)' if timed_out else ''}"
+                    + (f", PostgreSQL {row['pg']:.1f} CPU-s" if pg else "")
+                    + "; "
+                    + _per_run(row),
+                    flush=True,
+                )
                 check, row["recorded"] = ui_check(server.api_url, flow_run_id, count)
                 print("    " + check, flush=True)
             if profiler:
@@ -252,10 +312,13 @@ def main(argv: list[str] | None = None) -> int:
                 print_server_summary(profiler.stop())
             row = sorted(rows, key=lambda r: r["total"])[len(rows) // 2]
             walls = [round(r["wall"], 2) for r in rows]
-            print(f"N={n} [{label}] median (by total CPU) of {len(rows)}: {row['wall']:.2f} s wall, {row['count']} "
-                  f"task runs ({row['recorded']} recorded COMPLETED); {_per_run(row)}; backlog {row['backlog_s']:.0f} "
-                  f"s; walls {walls}, spread {statistics.pstdev(r['wall'] for r in rows):.2f} s; totals ms/task run "
-                  f"{[round(1000 * r['total'] / r['count'], 1) for r in rows]}", flush=True)
+            print(
+                f"N={n} [{label}] median (by total CPU) of {len(rows)}: {row['wall']:.2f} s wall, {row['count']} "
+                f"task runs ({row['recorded']} recorded COMPLETED); {_per_run(row)}; backlog {row['backlog_s']:.0f} "
+                f"s; walls {walls}, spread {statistics.pstdev(r['wall'] for r in rows):.2f} s; totals ms/task run "
+                f"{[round(1000 * r['total'] / r['count'], 1) for r in rows]}",
+                flush=True,
+            )
     finally:
         if server:
             server.stop()
@@ -266,8 +329,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _per_run(row: dict) -> str:
     per = {k: 1000 * row[k] / row["count"] for k in ("client", "server", "backlog", "pg", "total")}
-    return (f"ms CPU per task run: client {per['client']:.1f}, server during {per['server']:.1f}, backlog "
-            f"{per['backlog']:.1f}, PostgreSQL {per['pg']:.1f}, total {per['total']:.1f}")
+    return (
+        f"ms CPU per task run: client {per['client']:.1f}, server during {per['server']:.1f}, backlog "
+        f"{per['backlog']:.1f}, PostgreSQL {per['pg']:.1f}, total {per['total']:.1f}"
+    )
 
 
 def _slug(text: str) -> str:

@@ -48,29 +48,49 @@ COMPONENTS = (
     ("events: pipeline/ordering", "/prefect/server/events/"),
 )
 # frames under these never name a component (wrappers every request or task goes through)
-NOT_COMPONENTS = ("/prefect/server/api/server.py", "/prefect/server/utilities/server.py",
-                  "/prefect/server/api/dependencies.py", "/prefect/server/api/middleware.py")
+NOT_COMPONENTS = (
+    "/prefect/server/api/server.py",
+    "/prefect/server/utilities/server.py",
+    "/prefect/server/api/dependencies.py",
+    "/prefect/server/api/middleware.py",
+)
 
 KINDS = (  # (kind, substring of the innermost frame's file), first match wins
-    ("database driver: sqlite", "sqlite"), ("database driver: asyncpg", "asyncpg"),
-    ("SQLAlchemy", "/sqlalchemy/"), ("pydantic", "pydantic"), ("JSON", "/json/"), ("JSON", "orjson"),
-    ("websockets", "/websockets/"), ("HTTP framework (uvicorn/starlette/fastapi/h11)", "/uvicorn/"),
+    ("database driver: sqlite", "sqlite"),
+    ("database driver: asyncpg", "asyncpg"),
+    ("SQLAlchemy", "/sqlalchemy/"),
+    ("pydantic", "pydantic"),
+    ("JSON", "/json/"),
+    ("JSON", "orjson"),
+    ("websockets", "/websockets/"),
+    ("HTTP framework (uvicorn/starlette/fastapi/h11)", "/uvicorn/"),
     ("HTTP framework (uvicorn/starlette/fastapi/h11)", "/starlette/"),
     ("HTTP framework (uvicorn/starlette/fastapi/h11)", "/fastapi/"),
-    ("HTTP framework (uvicorn/starlette/fastapi/h11)", "/h11/"), ("logging", "/logging/"),
-    ("Prefect server code", "/prefect/server/"), ("Prefect (shared) code", "/prefect/"),
-    ("asyncio event loop", "/asyncio/"), ("uuid/datetime", "uuid.py"), ("uuid/datetime", "datetime"),
-    ("uuid/datetime", "whenever"), ("uuid/datetime", "pendulum"), ("copy/typing/abc", "copy.py"),
-    ("copy/typing/abc", "typing.py"), ("copy/typing/abc", "abc.py"), ("threads", "threading.py"),
+    ("HTTP framework (uvicorn/starlette/fastapi/h11)", "/h11/"),
+    ("logging", "/logging/"),
+    ("Prefect server code", "/prefect/server/"),
+    ("Prefect (shared) code", "/prefect/"),
+    ("asyncio event loop", "/asyncio/"),
+    ("uuid/datetime", "uuid.py"),
+    ("uuid/datetime", "datetime"),
+    ("uuid/datetime", "whenever"),
+    ("uuid/datetime", "pendulum"),
+    ("copy/typing/abc", "copy.py"),
+    ("copy/typing/abc", "typing.py"),
+    ("copy/typing/abc", "abc.py"),
+    ("threads", "threading.py"),
     ("threads", "concurrent/futures"),
 )
 
 
 # (function name, file substring, line or None): innermost frames that are a thread waiting, not working
 IDLE_LEAVES = (
-    ("EpollSelector.select", "selectors.py", None), ("Condition.wait", "threading.py", None),
-    ("_worker", "concurrent/futures/thread.py", 81), ("_connection_worker_thread", "aiosqlite/core.py", 59),
-    ("Queue.get", "queue.py", None), ("Event.wait", "threading.py", None),
+    ("EpollSelector.select", "selectors.py", None),
+    ("Condition.wait", "threading.py", None),
+    ("_worker", "concurrent/futures/thread.py", 81),
+    ("_connection_worker_thread", "aiosqlite/core.py", 59),
+    ("Queue.get", "queue.py", None),
+    ("Event.wait", "threading.py", None),
 )
 
 
@@ -127,8 +147,11 @@ def _component(stack: list[int], frames: list[dict]) -> str:
     if any(web in joined for web in ("/uvicorn/", "/starlette/", "/h11/", "/websockets/", "/fastapi/")):
         return "HTTP/websocket I/O outside a route"
     if "concurrent/futures/thread.py" in joined or "threading.py" in joined:
-        names = [frames[i].get("name") or "?" for i, f in zip(stack, files)
-                 if "/lib/python3" not in f or "site-packages" in f]
+        names = [
+            frames[i].get("name") or "?"
+            for i, f in zip(stack, files)
+            if "/lib/python3" not in f or "site-packages" in f
+        ]
         return f"threads: {names[1] if len(names) > 1 else (frames[stack[-1]].get('name') or '?')}"
     if "selectors.py" in files[-1] or "/asyncio/" in files[-1]:
         return "event loop (select, callbacks)"
@@ -159,17 +182,39 @@ def server_groups(path: Path) -> dict:
             pairs[(comp, kind)] += weight
     unit = data["profiles"][0].get("unit", "none") if data["profiles"] else "none"
     scale = {"seconds": 1.0, "milliseconds": 1e-3, "microseconds": 1e-6}.get(unit, 1.0)
-    return {"total_s": total * scale, "components": {k: v * scale for k, v in components.most_common()},
-            "kinds": {k: v * scale for k, v in kinds.most_common()},
-            "pairs": {k: v * scale for k, v in pairs.most_common(20)}}
+    return {
+        "total_s": total * scale,
+        "components": {k: v * scale for k, v in components.most_common()},
+        "kinds": {k: v * scale for k, v in kinds.most_common()},
+        "pairs": {k: v * scale for k, v in pairs.most_common(20)},
+    }
 
 
 # frames every sample of a thread goes through (the CLI, uvicorn, the event loop): not worth a line of their own
-WRAPPERS = ("process ", "<module> (prefect:", "app (_app.py", "_run_cli (", "_root_callback (", "_setup_and_run",
-            "App.__call__ (", "_run_maybe_async_command (", "with_cli_exception_handling", "start (server.py",
-            "_run_in_foreground (", "run (main.py", "Server.run (", "asyncio_run (", "Runner.run (",
-            "BaseEventLoop.run_until_complete", "BaseEventLoop.run_forever", "BaseEventLoop._run_once",
-            "Handle._run (", "Thread._bootstrap", "Thread.run (", "TaskHandle._run_coro")
+WRAPPERS = (
+    "process ",
+    "<module> (prefect:",
+    "app (_app.py",
+    "_run_cli (",
+    "_root_callback (",
+    "_setup_and_run",
+    "App.__call__ (",
+    "_run_maybe_async_command (",
+    "with_cli_exception_handling",
+    "start (server.py",
+    "_run_in_foreground (",
+    "run (main.py",
+    "Server.run (",
+    "asyncio_run (",
+    "Runner.run (",
+    "BaseEventLoop.run_until_complete",
+    "BaseEventLoop.run_forever",
+    "BaseEventLoop._run_once",
+    "Handle._run (",
+    "Thread._bootstrap",
+    "Thread.run (",
+    "TaskHandle._run_coro",
+)
 
 
 def print_server_summary(path: Path, top: int = 25) -> None:
@@ -178,11 +223,15 @@ def print_server_summary(path: Path, top: int = 25) -> None:
     base["inclusive_top_s"] = {k: v for k, v in base["inclusive_top_s"].items() if not k.startswith(WRAPPERS)}
     groups = server_groups(busy)
     total = groups["total_s"] or 1.0
-    print(f"server profile {path}: {groups['total_s']:.1f} sampled busy seconds (py-spy; {dropped:.1f} s more were "
-          f"threads waiting, left out)")
+    print(
+        f"server profile {path}: {groups['total_s']:.1f} sampled busy seconds (py-spy; {dropped:.1f} s more were "
+        f"threads waiting, left out)"
+    )
     print("  by thread: " + ", ".join(f"{k} {v:.1f}" for k, v in base["by_thread_group_s"].items()))
-    for title, rows in (("by component (what the work was for)", groups["components"]),
-                        ("by kind (innermost frame)", groups["kinds"])):
+    for title, rows in (
+        ("by component (what the work was for)", groups["components"]),
+        ("by kind (innermost frame)", groups["kinds"]),
+    ):
         print(f"  {title}:")
         for name, sec in rows.items():
             if sec / total >= 0.005:
@@ -190,9 +239,14 @@ def print_server_summary(path: Path, top: int = 25) -> None:
     print("  top component x kind:")
     for (comp, kind), sec in groups["pairs"].items():
         print(f"    {sec:8.1f} s {100 * sec / total:5.1f}%  {comp}  /  {kind}")
-    for title, key, limit in (("top functions by self time", "self_top_s", top),
-                              ("top functions by inclusive time (without the CLI/uvicorn/event-loop frames every "
-                               "sample has)", "inclusive_top_s", top)):
+    for title, key, limit in (
+        ("top functions by self time", "self_top_s", top),
+        (
+            "top functions by inclusive time (without the CLI/uvicorn/event-loop frames every sample has)",
+            "inclusive_top_s",
+            top,
+        ),
+    ):
         print(f"  {title}:")
         for name, sec in list(base[key].items())[:limit]:
             print(f"    {sec:8.2f} s {100 * sec / total:5.1f}%  {name[:140]}")

@@ -28,13 +28,29 @@ from pathlib import Path
 from .common import BIN, ROOT, base_env
 
 LIBRARIES = (  # (label, substring of a frame's file), first match wins
-    ("ours", str(ROOT) + "/"), ("prefect server", "/prefect/server/"), ("prefect", "/prefect/"),
-    ("paramiko+crypto", "paramiko"), ("paramiko+crypto", "cryptography"), ("paramiko+crypto", "nacl"),
-    ("sqlalchemy+sqlite", "sqlalchemy"), ("sqlalchemy+sqlite", "sqlite3"), ("pydantic", "pydantic"),
-    ("http+async", "httpx"), ("http+async", "httpcore"), ("http+async", "anyio"), ("http+async", "asyncio"),
-    ("http+async", "h11"), ("http+async", "uvicorn"), ("http+async", "starlette"), ("http+async", "fastapi"),
-    ("logging", "/logging/"), ("threads", "threading.py"), ("threads", "concurrent/futures"),
-    ("imports", "<frozen importlib"), ("alembic/migrations", "alembic"), ("rich", "/rich/"),
+    ("ours", str(ROOT) + "/"),
+    ("prefect server", "/prefect/server/"),
+    ("prefect", "/prefect/"),
+    ("paramiko+crypto", "paramiko"),
+    ("paramiko+crypto", "cryptography"),
+    ("paramiko+crypto", "nacl"),
+    ("sqlalchemy+sqlite", "sqlalchemy"),
+    ("sqlalchemy+sqlite", "sqlite3"),
+    ("pydantic", "pydantic"),
+    ("http+async", "httpx"),
+    ("http+async", "httpcore"),
+    ("http+async", "anyio"),
+    ("http+async", "asyncio"),
+    ("http+async", "h11"),
+    ("http+async", "uvicorn"),
+    ("http+async", "starlette"),
+    ("http+async", "fastapi"),
+    ("logging", "/logging/"),
+    ("threads", "threading.py"),
+    ("threads", "concurrent/futures"),
+    ("imports", "<frozen importlib"),
+    ("alembic/migrations", "alembic"),
+    ("rich", "/rich/"),
 )
 
 
@@ -118,11 +134,14 @@ def summarize(path: Path, top: int = 25) -> dict:
     scale = 1.0 if unit == "seconds" else (1e-3 if unit == "milliseconds" else 1e-6 if unit == "microseconds" else 1.0)
     sec = lambda c: {k: round(v * scale, 2) for k, v in c}  # noqa: E731
     return {
-        "file": str(path), "total_s": round(total * scale, 2), "unit": unit,
+        "file": str(path),
+        "total_s": round(total * scale, 2),
+        "unit": unit,
         "by_thread_group_s": sec(groups.most_common()),
         "buckets_s": sec(buckets.most_common()),
-        "main_thread_timeline_s": [(b, round(w * scale, 2), h.most_common(1)[0][0])
-                                   for b, w, h in timeline if w * scale >= 0.05],
+        "main_thread_timeline_s": [
+            (b, round(w * scale, 2), h.most_common(1)[0][0]) for b, w, h in timeline if w * scale >= 0.05
+        ],
         "self_by_library_s": sec(self_lib.most_common()),
         "self_top_s": sec(self_fn.most_common(top)),
         "inclusive_top_s": sec(incl_fn.most_common(top * 2)),
@@ -131,8 +150,11 @@ def summarize(path: Path, top: int = 25) -> dict:
 
 def _hint(stack: list[int], frames: list[dict]) -> str:
     """The three innermost frames that are not the standard library's waiting machinery."""
-    names = [frames[i].get("name") or "?" for i in reversed(stack)
-             if "/lib/python3" not in (frames[i].get("file") or "") or "site-packages" in (frames[i].get("file") or "")]
+    names = [
+        frames[i].get("name") or "?"
+        for i in reversed(stack)
+        if "/lib/python3" not in (frames[i].get("file") or "") or "site-packages" in (frames[i].get("file") or "")
+    ]
     return " < ".join(names[:3])
 
 
@@ -171,8 +193,21 @@ def record(hosts: int, mode: str, out_dir: Path, *, idle: bool, gil: bool, rate:
     view = ("-gil" if gil else "") + ("-idle" if idle else "")
     target = out_dir / f"cli-{hosts}-{mode}{view}-{stamp}.speedscope.json"
     # --nonblocking: never pause the process to sample it (blocking mode doubled the run's wall time).
-    wrap = [str(BIN / "py-spy"), "record", "--format", "speedscope", "-o", str(target), "--rate", str(rate),
-            "--nonblocking", "--subprocesses", *(["--idle"] if idle else []), *(["--gil"] if gil else []), "--"]
+    wrap = [
+        str(BIN / "py-spy"),
+        "record",
+        "--format",
+        "speedscope",
+        "-o",
+        str(target),
+        "--rate",
+        str(rate),
+        "--nonblocking",
+        "--subprocesses",
+        *(["--idle"] if idle else []),
+        *(["--gil"] if gil else []),
+        "--",
+    ]
     from deployments.local_prefect import RECORDER_BATCHING
 
     server = PrefectServer(work / "prefect-server", free_port(), dict(RECORDER_BATCHING)) if mode == "server" else None
@@ -182,9 +217,15 @@ def record(hosts: int, mode: str, out_dir: Path, *, idle: bool, gil: bool, rate:
         else:
             prime_ephemeral(work / "prefect-ephemeral")
         with Sandbox(hosts, stop_seconds=1, start_seconds=1) as sandbox:
-            result = run_cli(sandbox, name=f"profiled CLI {mode}", work_dir=work,
-                             prefect_home=work / ("prefect-client" if server else "prefect-ephemeral"),
-                             api_url=server.api_url if server else None, workers=workers, wrap=wrap)
+            result = run_cli(
+                sandbox,
+                name=f"profiled CLI {mode}",
+                work_dir=work,
+                prefect_home=work / ("prefect-client" if server else "prefect-ephemeral"),
+                api_url=server.api_url if server else None,
+                workers=workers,
+                wrap=wrap,
+            )
     finally:
         if server:
             server.stop()
@@ -200,8 +241,9 @@ def record(hosts: int, mode: str, out_dir: Path, *, idle: bool, gil: bool, rate:
 
 def _import_seconds(module: str) -> float:
     code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         env=base_env(), check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=base_env(), check=True
+    ).stdout
     return round(float(out.strip()), 3)
 
 
@@ -267,11 +309,23 @@ def many() -> None:
 
 many()
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         env=base_env(PREFECT_API_URL=api_url), timeout=600, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=base_env(PREFECT_API_URL=api_url),
+        timeout=600,
+        check=True,
+    )
     wall, cpu = (float(x) for x in out.stdout.split()[-2:])
-    return {"runs": runs, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
-            "ms_cpu_per_run": round(1000 * cpu / runs, 1), "runs_per_s": round(runs / wall, 1)}
+    return {
+        "runs": runs,
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "ms_cpu_per_run": round(1000 * cpu / runs, 1),
+        "runs_per_s": round(runs / wall, 1),
+    }
 
 
 def micro(out_dir: Path) -> dict:
@@ -301,8 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--hosts", type=int, default=100)
     rec.add_argument("--mode", choices=("server", "ephemeral"), default="server")
     rec.add_argument("--idle", action="store_true", help="include idle samples (wall-clock view)")
-    rec.add_argument("--all-threads", action="store_true",
-                     help="sample threads whether or not they hold the GIL (default: --gil, i.e. Python CPU)")
+    rec.add_argument(
+        "--all-threads",
+        action="store_true",
+        help="sample threads whether or not they hold the GIL (default: --gil, i.e. Python CPU)",
+    )
     rec.add_argument("--rate", type=int, default=50, help="samples per second (default 50)")
     rec.add_argument("--workers", type=int, default=32)
     rec.add_argument("--out-dir", type=Path, default=Path("/tmp/ocp-bench-profiles"))
@@ -312,8 +369,15 @@ def main(argv: list[str] | None = None) -> int:
     mic.add_argument("--out-dir", type=Path, default=Path("/tmp/ocp-bench-profiles"))
     args = p.parse_args(argv)
     if args.command == "record":
-        summary = record(args.hosts, args.mode, args.out_dir, idle=args.idle, gil=not args.all_threads,
-                         rate=args.rate, workers=args.workers)
+        summary = record(
+            args.hosts,
+            args.mode,
+            args.out_dir,
+            idle=args.idle,
+            gil=not args.all_threads,
+            rate=args.rate,
+            workers=args.workers,
+        )
         print_summary(summary)
         run = summary["run"]
         print(f"  run: wall {run['wall']} s, startup {run['startup']} s, stages {run['stages']}, tail {run['tail']} s")

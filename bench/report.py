@@ -56,20 +56,27 @@ def targets(n: int, results: list[Result], plan: dict | None) -> list[tuple[str,
                     a = cold.wall / named[ours].wall
                     checks.append((f"ansible cold >= 1.4 x {ours}", f"{a:.2f}x", a >= 1.4))
                 if named[ours].rss_mb is not None:
-                    checks.append((f"{ours} peak RSS <= 1 GiB", f"{named[ours].rss_mb:.0f} MB",
-                                   named[ours].rss_mb <= 1024))
+                    checks.append(
+                        (f"{ours} peak RSS <= 1 GiB", f"{named[ours].rss_mb:.0f} MB", named[ours].rss_mb <= 1024)
+                    )
                 backlog = named[ours].extra.get("prefect_backlog_s")
                 if n >= 1000 and backlog is not None:
-                    checks.append((f"{ours}: Prefect server idle <= 30 s after the run", f"{backlog:.0f} s",
-                                   backlog <= 30))
+                    checks.append(
+                        (f"{ours}: Prefect server idle <= 30 s after the run", f"{backlog:.0f} s", backlog <= 30)
+                    )
     if n <= 10 and floor:
         for ours in WHOLE_PROCESS:
             if ours in named:
                 over = named[ours].wall - floor.wall
                 checks.append((f"{ours} whole process <= floor + 2 s", f"floor + {over:.1f} s", over <= 2.0))
     if plan:
-        checks.append(("1,000-host plan built and validated < 1 s", f"{plan['build_plan_s']:.2f} s",
-                       plan["build_plan_s"] + plan["request_validate_s"] < 1.0))
+        checks.append(
+            (
+                "1,000-host plan built and validated < 1 s",
+                f"{plan['build_plan_s']:.2f} s",
+                plan["build_plan_s"] + plan["request_validate_s"] < 1.0,
+            )
+        )
     return checks
 
 
@@ -77,15 +84,38 @@ def print_table(n: int, results: list[Result]) -> None:
     named = by_name(results)
     floor = named.get("floor (bare paramiko)")
     table = Table(title=f"{n} hosts (stop 1 s + start 1 s per agent)")
-    for col in ("way", "ok", "wall s", "÷ floor", "startup", *STAGES, "gaps", "tail", "RSS MB", "tree MB", "CPU s",
-                "machine CPU s", "other CPU s"):
+    for col in (
+        "way",
+        "ok",
+        "wall s",
+        "÷ floor",
+        "startup",
+        *STAGES,
+        "gaps",
+        "tail",
+        "RSS MB",
+        "tree MB",
+        "CPU s",
+        "machine CPU s",
+        "other CPU s",
+    ):
         table.add_column(col, justify="left" if col == "way" else "right")
     for r in results:
         ok = f"{r.restarted}/{n}" + ("" if r.ok else " FAIL")
         table.add_row(
-            r.name, ok, _fmt(r.wall), _fmt(r.wall / floor.wall) if floor else "", _fmt(r.startup),
-            *(_fmt(r.stages.get(s)) for s in STAGES), _fmt(r.gaps), _fmt(r.tail), _fmt(r.rss_mb, 0),
-            _fmt(r.tree_rss_mb, 0), _fmt(r.cpu_s, 1), _fmt(r.machine_cpu_s, 1), _fmt(r.extra.get("foreign_cpu_s"), 1),
+            r.name,
+            ok,
+            _fmt(r.wall),
+            _fmt(r.wall / floor.wall) if floor else "",
+            _fmt(r.startup),
+            *(_fmt(r.stages.get(s)) for s in STAGES),
+            _fmt(r.gaps),
+            _fmt(r.tail),
+            _fmt(r.rss_mb, 0),
+            _fmt(r.tree_rss_mb, 0),
+            _fmt(r.cpu_s, 1),
+            _fmt(r.machine_cpu_s, 1),
+            _fmt(r.extra.get("foreign_cpu_s"), 1),
         )
     console.print(table)
     for key, value in ratios(results).items():
@@ -122,9 +152,11 @@ def print_targets(checks: list[tuple[str, str, bool | None]]) -> None:
 
 
 def print_plan(plan: dict) -> None:
-    console.print(f"1,000-host plan ({plan['nodes']} nodes): request validation {plan['request_validate_s']:.3f} s, "
-                  f"build_plan (with networkx validation) {plan['build_plan_s']:.3f} s "
-                  f"(validate alone {plan['validate_only_s']:.3f} s), record in SQLite {plan['store_create_s']:.3f} s, "
-                  f"whole submit (validate + inventory + plan + record) {plan['submit_total_s']:.3f} s, "
-                  f"load {plan['store_load_s']:.3f} s, task instance JSON {plan['task_instance_json_s']:.3f} s",
-                  highlight=False)
+    console.print(
+        f"1,000-host plan ({plan['nodes']} nodes): request validation {plan['request_validate_s']:.3f} s, "
+        f"build_plan (with networkx validation) {plan['build_plan_s']:.3f} s "
+        f"(validate alone {plan['validate_only_s']:.3f} s), record in SQLite {plan['store_create_s']:.3f} s, "
+        f"whole submit (validate + inventory + plan + record) {plan['submit_total_s']:.3f} s, "
+        f"load {plan['store_load_s']:.3f} s, task instance JSON {plan['task_instance_json_s']:.3f} s",
+        highlight=False,
+    )

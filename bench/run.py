@@ -32,14 +32,25 @@ import shutil
 import socket
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .common import Result, ensure_ready
 from .report import console, print_growth, print_plan, print_table, print_targets, ratios, targets
 
 RESULTS = Path(__file__).resolve().parent / "results"
-WAYS = ("floor", "floor-session", "floor-steps", "ephemeral", "server", "api", "cli-remote", "ansible-cold", "ansible-warm", "ansible-nocp")
+WAYS = (
+    "floor",
+    "floor-session",
+    "floor-steps",
+    "ephemeral",
+    "server",
+    "api",
+    "cli-remote",
+    "ansible-cold",
+    "ansible-warm",
+    "ansible-nocp",
+)
 
 
 def free_port() -> int:
@@ -55,15 +66,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--start-seconds", type=float, default=1.0, help="agent start time (default 1)")
     p.add_argument("--workers", type=int, default=32, help="our --max-workers, the floor's pool, Ansible's forks")
     p.add_argument("--repeat", type=int, default=1, help="measure each way this many times; report the median")
-    p.add_argument("--once-from", type=int, default=0, metavar="N",
-                   help="from N hosts on, measure each way once and the default path's first and reuse runs only "
-                        "(1,000 hosts: ~3 min a way, ~8 min for Ansible); default: every N like the others")
+    p.add_argument(
+        "--once-from",
+        type=int,
+        default=0,
+        metavar="N",
+        help="from N hosts on, measure each way once and the default path's first and reuse runs only "
+        "(1,000 hosts: ~3 min a way, ~8 min for Ansible); default: every N like the others",
+    )
     p.add_argument("--skip", default="", help=f"comma-separated ways to leave out: {','.join(WAYS)}")
-    p.add_argument("--variant-env", action="append", default=[], metavar="KEY=VALUE",
-                   help="also measure 'ours: CLI + server' with this environment setting (repeatable; all together)")
-    p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
-                   help="a setting of the bench's Prefect server, e.g. PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED=false "
-                        "(repeatable): to measure a server-side knob")
+    p.add_argument(
+        "--variant-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="also measure 'ours: CLI + server' with this environment setting (repeatable; all together)",
+    )
+    p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of the bench's Prefect server, e.g. PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED=false "
+        "(repeatable): to measure a server-side knob",
+    )
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, task stores)")
     p.add_argument("--out", type=Path, help="results file (default bench/results/<timestamp>.json)")
     args = p.parse_args(argv)
@@ -85,8 +111,9 @@ def measure(label: str, sandbox, fn, repeat: int = 1) -> Result:
             result = fn()
         except Exception as exc:  # one broken way must not lose the others' figures
             result = Result(name=label, wall=float("nan"), ok=False, note=f"{type(exc).__name__}: {exc}")
-        console.print(f" {result.wall:.2f} s{'' if result.ok else ' FAILED: ' + result.note[:200]}", end="",
-                      highlight=False)
+        console.print(
+            f" {result.wall:.2f} s{'' if result.ok else ' FAILED: ' + result.note[:200]}", end="", highlight=False
+        )
         fixed = ensure_ready(sandbox)
         if fixed:
             result.extra["agents_restarted_after"] = fixed
@@ -119,20 +146,47 @@ def bench_hosts(n: int, args: argparse.Namespace, ctx: dict) -> list[Result]:
             results.append(measure(KINDS["bare"], sandbox, lambda: run_floor(sandbox, workers=args.workers), rep))
         for kind in ("session", "steps"):
             if f"floor-{kind}" not in skip:
-                results.append(measure(KINDS[kind], sandbox,
-                                       lambda: run_floor(sandbox, kind=kind, workers=args.workers), rep))
+                results.append(
+                    measure(KINDS[kind], sandbox, lambda: run_floor(sandbox, kind=kind, workers=args.workers), rep)
+                )
         if "ephemeral" not in skip:
             results += _measure_default(sandbox, n, args, ctx, repeat=rep, restart=not large)
         if "server" not in skip:
-            results.append(measure("ours: CLI + server", sandbox, lambda: run_cli(
-                sandbox, name="ours: CLI + server", work_dir=work, prefect_home=ctx["client_home"],
-                api_url=ctx["api_url"], workers=args.workers, server_pid=ctx["server_pid"]), rep))
+            results.append(
+                measure(
+                    "ours: CLI + server",
+                    sandbox,
+                    lambda: run_cli(
+                        sandbox,
+                        name="ours: CLI + server",
+                        work_dir=work,
+                        prefect_home=ctx["client_home"],
+                        api_url=ctx["api_url"],
+                        workers=args.workers,
+                        server_pid=ctx["server_pid"],
+                    ),
+                    rep,
+                )
+            )
         if args.variant_env:
             label = "ours: CLI + server, " + " ".join(args.variant_env)
-            results.append(measure(label, sandbox, lambda: run_cli(
-                sandbox, name=label, work_dir=work, prefect_home=ctx["client_home"], api_url=ctx["api_url"],
-                workers=args.workers, server_pid=ctx["server_pid"],
-                env=dict(kv.split("=", 1) for kv in args.variant_env)), rep))
+            results.append(
+                measure(
+                    label,
+                    sandbox,
+                    lambda: run_cli(
+                        sandbox,
+                        name=label,
+                        work_dir=work,
+                        prefect_home=ctx["client_home"],
+                        api_url=ctx["api_url"],
+                        workers=args.workers,
+                        server_pid=ctx["server_pid"],
+                        env=dict(kv.split("=", 1) for kv in args.variant_env),
+                    ),
+                    rep,
+                )
+            )
         if not {"api", "cli-remote"} <= skip:
             results += _measure_api(sandbox, ctx, rep, skip)
         ansible = AnsibleBench(sandbox, work, args.workers)
@@ -145,8 +199,9 @@ def bench_hosts(n: int, args: argparse.Namespace, ctx: dict) -> list[Result]:
     return results
 
 
-def _measure_default(sandbox, n: int, args: argparse.Namespace, ctx: dict, *, repeat: int,
-                     restart: bool = True) -> list[Result]:
+def _measure_default(
+    sandbox, n: int, args: argparse.Namespace, ctx: dict, *, repeat: int, restart: bool = True
+) -> list[Result]:
     """``ocp-restart run``'s default path (no PREFECT_API_URL: a local Prefect server started once, then reused),
     with one OCP_RESTART_HOME for this N: the first run (starts the server, fresh Prefect database), ``--repeat``
     runs reusing it (median reported), then, with the server stopped as after its idle time, one run that starts
@@ -157,8 +212,9 @@ def _measure_default(sandbox, n: int, args: argparse.Namespace, ctx: dict, *, re
     base = "ours: CLI default"
 
     def one(name: str):
-        return lambda: run_cli_default(sandbox, name=name, home=home, prefect_home=ctx["ephemeral_home"],
-                                       workers=args.workers)
+        return lambda: run_cli_default(
+            sandbox, name=name, home=home, prefect_home=ctx["ephemeral_home"], workers=args.workers
+        )
 
     try:
         results = [measure(f"{base}, first", sandbox, one(f"{base}, first"))]
@@ -181,12 +237,21 @@ def _measure_api(sandbox, ctx: dict, repeat: int, skip: set[str]) -> list[Result
         ensure_ready(sandbox)
         results = []
         if "api" not in skip:
-            results.append(measure("ours: API (serve)", sandbox,
-                                   lambda: run_api(server, sandbox, prefect_pid=ctx["server_pid"]), repeat))
+            results.append(
+                measure(
+                    "ours: API (serve)",
+                    sandbox,
+                    lambda: run_api(server, sandbox, prefect_pid=ctx["server_pid"]),
+                    repeat,
+                )
+            )
             results[-1].extra["warmup_1_host_s"] = round(warmup, 2)
         if "cli-remote" not in skip:
-            results.append(measure("ours: CLI -> serve", sandbox,
-                                   lambda: run_cli_remote(server, sandbox, work_dir=ctx["work"]), repeat))
+            results.append(
+                measure(
+                    "ours: CLI -> serve", sandbox, lambda: run_cli_remote(server, sandbox, work_dir=ctx["work"]), repeat
+                )
+            )
         return results
     finally:
         server.stop()
@@ -200,12 +265,20 @@ def metadata(args: argparse.Namespace) -> dict:
 
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
     return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpus": os.cpu_count(), "cpu": cpu,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
         "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "python": platform.python_version(), "prefect": prefect.__version__, "paramiko": paramiko.__version__,
-        "ansible": ansible_version(), "workers": args.workers, "stop_seconds": args.stop_seconds,
-        "start_seconds": args.start_seconds, "skipped": sorted(args.skip),
-        "prefect_server_env": args.server_env, **_git(),
+        "python": platform.python_version(),
+        "prefect": prefect.__version__,
+        "paramiko": paramiko.__version__,
+        "ansible": ansible_version(),
+        "workers": args.workers,
+        "stop_seconds": args.stop_seconds,
+        "start_seconds": args.start_seconds,
+        "skipped": sorted(args.skip),
+        "prefect_server_env": args.server_env,
+        **_git(),
     }
 
 
@@ -232,21 +305,33 @@ def main(argv: list[str] | None = None) -> int:
     print_plan(out["plan_1000"])
     from deployments.local_prefect import RECORDER_BATCHING  # as the README tells users to set up their server
 
-    server = PrefectServer(work / "prefect-server", free_port(),
-                           {**RECORDER_BATCHING, **dict(kv.split("=", 1) for kv in args.server_env)})
+    server = PrefectServer(
+        work / "prefect-server", free_port(), {**RECORDER_BATCHING, **dict(kv.split("=", 1) for kv in args.server_env)}
+    )
     try:
         server.start()
         out["meta"]["prefect_server_ready_s"] = round(server.ready_seconds, 1)
-        ctx = {"work": work, "api_url": server.api_url, "server_pid": server.proc.pid, "ephemeral_home": work / "prefect-ephemeral",
-               "client_home": work / "prefect-client"}
+        ctx = {
+            "work": work,
+            "api_url": server.api_url,
+            "server_pid": server.proc.pid,
+            "ephemeral_home": work / "prefect-ephemeral",
+            "client_home": work / "prefect-client",
+        }
         out["meta"]["ephemeral_prime_s"] = round(prime_ephemeral(ctx["ephemeral_home"]), 1)
-        console.print(f"prefect server ready in {server.ready_seconds:.1f} s; ephemeral PREFECT_HOME primed in "
-                      f"{out['meta']['ephemeral_prime_s']:.1f} s; work dir {work}", highlight=False)
+        console.print(
+            f"prefect server ready in {server.ready_seconds:.1f} s; ephemeral PREFECT_HOME primed in "
+            f"{out['meta']['ephemeral_prime_s']:.1f} s; work dir {work}",
+            highlight=False,
+        )
         for n in args.host_counts:
             results = bench_hosts(n, args, ctx)
             checks = targets(n, results, out["plan_1000"])
-            out["runs"][str(n)] = {"results": [r.to_json() for r in results], "ratios": ratios(results),
-                                   "targets": [{"target": t, "measured": m, "met": ok} for t, m, ok in checks]}
+            out["runs"][str(n)] = {
+                "results": [r.to_json() for r in results],
+                "ratios": ratios(results),
+                "targets": [{"target": t, "measured": m, "met": ok} for t, m, ok in checks],
+            }
             print_table(n, results)
             print_targets(checks)
             _write(out, args)

@@ -39,7 +39,7 @@ import time
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, quote
@@ -131,7 +131,12 @@ class Users:
         mac = hmac.new(self._key, f"{name}\0{password}".encode(), hashlib.sha256).digest()
         with self._lock:
             cached = self._verified.get(name)
-        if entry is not None and cached is not None and cached[1] > time.monotonic() and hmac.compare_digest(cached[0], mac):
+        if (
+            entry is not None
+            and cached is not None
+            and cached[1] > time.monotonic()
+            and hmac.compare_digest(cached[0], mac)
+        ):
             return entry[1]
         stored = entry[0] if entry is not None else self._dummy  # unknown users cost the same bcrypt check
         ok = bcrypt.checkpw(password.encode("utf-8"), stored) and entry is not None
@@ -221,8 +226,10 @@ def trusted_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6N
         try:
             networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
-            raise UsersFileError(f"OCP_RESTART_TRUSTED_PROXIES: {item!r} is not an IP address or network "
-                                 "(expected e.g. 10.0.0.5 or 10.1.0.0/16)") from None
+            raise UsersFileError(
+                f"OCP_RESTART_TRUSTED_PROXIES: {item!r} is not an IP address or network "
+                "(expected e.g. 10.0.0.5 or 10.1.0.0/16)"
+            ) from None
     return tuple(networks)
 
 
@@ -264,8 +271,9 @@ class SignedRequest:
     ocp_headers: tuple[tuple[str, str], ...]  # (name, value) of every x-ocp-* header
 
 
-def string_to_sign(method: str, md5_payload: str, content_type: str, date: str, host: str, ocp_headers: str,
-                   path_and_query: str) -> str:
+def string_to_sign(
+    method: str, md5_payload: str, content_type: str, date: str, host: str, ocp_headers: str, path_and_query: str
+) -> str:
     """OCP's toSignString: the seven parts joined by line feeds."""
     return "\n".join([method, md5_payload, content_type, date, host, ocp_headers, path_and_query])
 
@@ -306,7 +314,8 @@ def strings_to_sign(request: SignedRequest) -> list[str]:
     headers = ocp_headers_part(request.ocp_headers)
     return [
         string_to_sign(request.method, md5, request.content_type, request.date, request.host, headers, path)
-        for md5 in payload_digests(request.body) for path in dict.fromkeys(paths)
+        for md5 in payload_digests(request.body)
+        for path in dict.fromkeys(paths)
     ]
 
 
@@ -327,11 +336,13 @@ def date_error(date: str, clock: datetime | None = None) -> str | None:
     if when is None:
         return f"the Date header must be an RFC 1123 date such as Tue, 17 Jan 2023 03:36:01 GMT, got {date!r}"
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    skew = ((clock or datetime.now(timezone.utc)) - when).total_seconds()
+        when = when.replace(tzinfo=UTC)
+    skew = ((clock or datetime.now(UTC)) - when).total_seconds()
     if abs(skew) >= MAX_CLOCK_SKEW:
-        return (f"the Date header {date!r} is {abs(skew):.0f} s {'behind' if skew > 0 else 'ahead of'} the server's "
-                f"clock; it must be less than {MAX_CLOCK_SKEW:.0f} s away")
+        return (
+            f"the Date header {date!r} is {abs(skew):.0f} s {'behind' if skew > 0 else 'ahead of'} the server's "
+            f"clock; it must be less than {MAX_CLOCK_SKEW:.0f} s away"
+        )
     return None
 
 
@@ -341,7 +352,9 @@ def _read(path: Path) -> tuple[dict[str, tuple[bytes, User]], dict[str, tuple[st
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
         mode = stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
-        raise UsersFileError(f"{path}: users file not found; create one with `ocp-restart user add NAME --role ROLE`") from None
+        raise UsersFileError(
+            f"{path}: users file not found; create one with `ocp-restart user add NAME --role ROLE`"
+        ) from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsersFileError(f"{path}: cannot read the users file: {exc}") from None
     users: dict[str, tuple[bytes, User]] = {}
@@ -351,11 +364,15 @@ def _read(path: Path) -> tuple[dict[str, tuple[bytes, User]], dict[str, tuple[st
             raise UsersFileError(f"{path}: user {name!r}: invalid name or entry")
         digest = entry.get("password_hash", "")
         if not isinstance(digest, str) or not digest.startswith(("$2a$", "$2b$", "$2y$")):
-            raise UsersFileError(f"{path}: user {name!r}: field 'password_hash' must be a bcrypt hash (never a plain password)")
+            raise UsersFileError(
+                f"{path}: user {name!r}: field 'password_hash' must be a bcrypt hash (never a plain password)"
+            )
         roles = entry.get("roles", [])
         unknown = [r for r in roles if r not in ROLES] if isinstance(roles, list) else roles
         if not isinstance(roles, list) or unknown:
-            raise UsersFileError(f"{path}: user {name!r}: field 'roles': unknown role(s) {unknown}; known: {sorted(ROLES)}")
+            raise UsersFileError(
+                f"{path}: user {name!r}: field 'roles': unknown role(s) {unknown}; known: {sorted(ROLES)}"
+            )
         users[name] = (digest.encode(), User(name, tuple(roles)))
         for key_id, secret in _access_keys(path, name, entry.get("access_keys", [])):
             if key_id in keys:
@@ -364,8 +381,9 @@ def _read(path: Path) -> tuple[dict[str, tuple[bytes, User]], dict[str, tuple[st
     if not users:
         raise UsersFileError(f"{path}: no users; add one with `ocp-restart user add NAME --role ROLE`")
     if keys and mode & 0o077:
-        raise UsersFileError(f"{path}: holds access key secrets but its mode is {mode:04o}, readable by other users; "
-                             f"chmod 600 {path}")
+        raise UsersFileError(
+            f"{path}: holds access key secrets but its mode is {mode:04o}, readable by other users; chmod 600 {path}"
+        )
     return users, keys
 
 
@@ -378,9 +396,11 @@ def _access_keys(path: Path, name: str, entries: object) -> list[tuple[str, str]
         key_id = entry.get("id") if isinstance(entry, dict) else None
         secret = entry.get("secret") if isinstance(entry, dict) else None
         if not (isinstance(key_id, str) and _KEY.match(key_id) and isinstance(secret, str) and _KEY.match(secret)):
-            raise UsersFileError(f"{path}: user {name!r}: access key #{index + 1}: 'id' and 'secret' must be strings "
-                                 "of 16-128 letters, digits, '-' or '_' (create keys with "
-                                 f"`ocp-restart user access-key {name}`)")
+            raise UsersFileError(
+                f"{path}: user {name!r}: access key #{index + 1}: 'id' and 'secret' must be strings "
+                "of 16-128 letters, digits, '-' or '_' (create keys with "
+                f"`ocp-restart user access-key {name}`)"
+            )
         pairs.append((key_id, secret))
     return pairs
 
@@ -411,8 +431,10 @@ def add_access_key(path: str | Path, name: str) -> tuple[str, str]:
     path = Path(path).expanduser()
     existing = _entries(path)
     if name not in existing:
-        raise UsersFileError(f"{path}: no user {name!r}; add it first with `ocp-restart user add {name} --role ROLE`"
-                             f" (users: {', '.join(sorted(existing)) or 'none'})")
+        raise UsersFileError(
+            f"{path}: no user {name!r}; add it first with `ocp-restart user add {name} --role ROLE`"
+            f" (users: {', '.join(sorted(existing)) or 'none'})"
+        )
     key_id, secret = secrets.token_hex(12), secrets.token_urlsafe(30)
     keys = list(existing[name].get("access_keys", []))
     keys.append({"id": key_id, "secret": secret, "created": format_time(now())})
@@ -436,10 +458,14 @@ def _write(path: Path, entries: dict[str, dict]) -> None:
     lines = []
     for user, entry in sorted(entries.items()):
         roles_toml = ", ".join(json.dumps(r) for r in entry["roles"])
-        lines += [f"[users.{json.dumps(user)}]", f"password_hash = {json.dumps(entry['password_hash'])}",
-                  f"roles = [{roles_toml}]"]
-        keys = [", ".join(f"{k} = {json.dumps(str(v))}" for k, v in key.items())
-                for key in entry.get("access_keys", [])]
+        lines += [
+            f"[users.{json.dumps(user)}]",
+            f"password_hash = {json.dumps(entry['password_hash'])}",
+            f"roles = [{roles_toml}]",
+        ]
+        keys = [
+            ", ".join(f"{k} = {json.dumps(str(v))}" for k, v in key.items()) for key in entry.get("access_keys", [])
+        ]
         if keys:
             lines.append("access_keys = [\n" + "".join(f"  {{ {key} }},\n" for key in keys) + "]")
         lines.append("")

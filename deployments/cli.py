@@ -35,7 +35,9 @@ def _host_ids(text: str) -> list[int]:
     for part in text.split(","):
         part = part.strip()
         if not part.isdigit() or int(part) <= 0:
-            raise argparse.ArgumentTypeError(f"host ids must be positive integers separated by commas, got {part!r} in {text!r}")
+            raise argparse.ArgumentTypeError(
+                f"host ids must be positive integers separated by commas, got {part!r} in {text!r}"
+            )
         ids.append(int(part))
     return ids
 
@@ -58,24 +60,45 @@ def build_parser(config: Settings) -> argparse.ArgumentParser:
     def run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", action="store_true", help="print the final task instance alone on stdout")
         p.add_argument("--max-workers", type=int, help="subtasks running at once (default 32)")
-        p.add_argument("--timeout", type=_timeout, action="append", default=[], metavar="STAGE=SECONDS",
-                       help="override a stage's timeout: prepare, restart_pos_proxy, stop_all, start_all, finish, wait")
-        p.add_argument("--batch-size", type=int, metavar="K",
-                       help="rolling restart: batches of K hosts, each after the previous one is done")
-        p.add_argument("--max-failed-hosts", type=int, metavar="N",
-                       help="isolate failed hosts and go on; the task fails only past N failed hosts")
+        p.add_argument(
+            "--timeout",
+            type=_timeout,
+            action="append",
+            default=[],
+            metavar="STAGE=SECONDS",
+            help="override a stage's timeout: prepare, restart_pos_proxy, stop_all, start_all, finish, wait",
+        )
+        p.add_argument(
+            "--batch-size",
+            type=int,
+            metavar="K",
+            help="rolling restart: batches of K hosts, each after the previous one is done",
+        )
+        p.add_argument(
+            "--max-failed-hosts",
+            type=int,
+            metavar="N",
+            help="isolate failed hosts and go on; the task fails only past N failed hosts",
+        )
         p.add_argument("--max-failed-percent", type=float, metavar="P", help="the same threshold as a percentage")
-        p.add_argument("--accept-new-host-keys", action="store_true",
-                       help="trust host keys missing from known_hosts (logged); changed keys are always refused")
+        p.add_argument(
+            "--accept-new-host-keys",
+            action="store_true",
+            help="trust host keys missing from known_hosts (logged); changed keys are always refused",
+        )
         p.add_argument("--verbose", action="store_true", help="show Prefect's own log lines")
 
     run = sub.add_parser("run", help="restart the agents on hosts of an inventory (no inventory: a local sandbox)")
     run.add_argument("--inventory", type=Path, help="TOML inventory (default: $OCP_RESTART_INVENTORY; none: sandbox)")
     run.add_argument("--host-ids", type=_host_ids, metavar="ID,ID,...", help="default: every host of the inventory")
-    run.add_argument("--server", metavar="URL", default=config.server,
-                     help="hand the restart to a running `ocp-restart serve` at URL (default: $OCP_RESTART_SERVER); "
-                          "it uses its own inventory. Credentials: --user or $OCP_RESTART_USER with "
-                          "$OCP_RESTART_PASSWORD, else ~/.netrc")
+    run.add_argument(
+        "--server",
+        metavar="URL",
+        default=config.server,
+        help="hand the restart to a running `ocp-restart serve` at URL (default: $OCP_RESTART_SERVER); "
+        "it uses its own inventory. Credentials: --user or $OCP_RESTART_USER with "
+        "$OCP_RESTART_PASSWORD, else ~/.netrc",
+    )
     run.add_argument("--user", default=config.user, help="API user for --server")
     run_options(run)
 
@@ -88,14 +111,23 @@ def build_parser(config: Settings) -> argparse.ArgumentParser:
     serve.add_argument("--users", type=Path, required=True, help="users file (see `ocp-restart user add`)")
     serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--prune-after-days", type=float, metavar="DAYS",
-                       help="delete finished tasks older than DAYS from the task store, at start and daily")
-    serve.add_argument("--launcher", choices=("embedded", "deployment"),
-                       default=config.launcher,
-                       help="run flows in this process (embedded) or as Prefect deployment runs for workers")
+    serve.add_argument(
+        "--prune-after-days",
+        type=float,
+        metavar="DAYS",
+        help="delete finished tasks older than DAYS from the task store, at start and daily",
+    )
+    serve.add_argument(
+        "--launcher",
+        choices=("embedded", "deployment"),
+        default=config.launcher,
+        help="run flows in this process (embedded) or as Prefect deployment runs for workers",
+    )
 
-    for name, text in (("retry", "retry a FAILED task: its failed subtasks, then what never ran"),
-                       ("rollback", "roll a FAILED task back: the agent runs again wherever it was stopped")):
+    for name, text in (
+        ("retry", "retry a FAILED task: its failed subtasks, then what never ran"),
+        ("rollback", "roll a FAILED task back: the agent runs again wherever it was stopped"),
+    ):
         op = sub.add_parser(name, help=text)
         op.add_argument("task_id", type=int)
         op.add_argument("--inventory", type=Path, help="default: the inventory the task was created from")
@@ -107,9 +139,13 @@ def build_parser(config: Settings) -> argparse.ArgumentParser:
     subtask.add_argument("--inventory", type=Path, help="default: the inventory the task was created from")
     subtask.add_argument("--json", action="store_true")
 
-    deploy = sub.add_parser("deploy", help="register the Prefect deployment (schedules, UI runs, workers), or --serve it")
+    deploy = sub.add_parser(
+        "deploy", help="register the Prefect deployment (schedules, UI runs, workers), or --serve it"
+    )
     deploy.add_argument("--name", default="batch-restart", help="deployment name (default batch-restart)")
-    deploy.add_argument("--pool", default="ocp-restart", help="process work pool (default ocp-restart; created if missing)")
+    deploy.add_argument(
+        "--pool", default="ocp-restart", help="process work pool (default ocp-restart; created if missing)"
+    )
     deploy.add_argument("--host-ids", type=_host_ids, metavar="ID,ID,...", help="default parameter: the hosts")
     deploy.add_argument("--inventory", type=Path, help="default parameter: the inventory (absolute path)")
     deploy.add_argument("--cron", help="maintenance window, e.g. '0 3 * * 6' (Saturdays 03:00)")
@@ -118,31 +154,52 @@ def build_parser(config: Settings) -> argparse.ArgumentParser:
     deploy.add_argument("--batch-size", type=int, metavar="K")
     deploy.add_argument("--max-failed-hosts", type=int, metavar="N")
     deploy.add_argument("--paused", action="store_true", help="register the schedule paused")
-    deploy.add_argument("--accept-new-host-keys", action="store_true",
-                        help="let this deployment's runs trust host keys missing from known_hosts (else refused)")
-    deploy.add_argument("--ask-on-failure", type=int, metavar="SECONDS",
-                        help="when a run's task FAILS, pause and ask the operator in the UI for up to SECONDS")
-    deploy.add_argument("--notify-webhook", metavar="URL",
-                        help="a Prefect automation POSTs JSON to URL when a run of the deployment fails")
-    deploy.add_argument("--serve", action="store_true",
-                        help="single machine: serve the deployment from this process instead of a work pool")
+    deploy.add_argument(
+        "--accept-new-host-keys",
+        action="store_true",
+        help="let this deployment's runs trust host keys missing from known_hosts (else refused)",
+    )
+    deploy.add_argument(
+        "--ask-on-failure",
+        type=int,
+        metavar="SECONDS",
+        help="when a run's task FAILS, pause and ask the operator in the UI for up to SECONDS",
+    )
+    deploy.add_argument(
+        "--notify-webhook",
+        metavar="URL",
+        help="a Prefect automation POSTs JSON to URL when a run of the deployment fails",
+    )
+    deploy.add_argument(
+        "--serve",
+        action="store_true",
+        help="single machine: serve the deployment from this process instead of a work pool",
+    )
 
-    prune = sub.add_parser("prune", help="delete finished tasks older than DAYS from the task store (never RUNNING ones)")
+    prune = sub.add_parser(
+        "prune", help="delete finished tasks older than DAYS from the task store (never RUNNING ones)"
+    )
     prune.add_argument("--older-than", type=float, required=True, metavar="DAYS")
 
     db = sub.add_parser("db", help="the task store's schema: its revision, or upgrade it (any command upgrades it too)")
-    db.add_argument("db_command", choices=("current", "upgrade"),
-                    help="current: the store's revision and this ocp-restart's head; upgrade: bring the store to it")
+    db.add_argument(
+        "db_command",
+        choices=("current", "upgrade"),
+        help="current: the store's revision and this ocp-restart's head; upgrade: bring the store to it",
+    )
 
     user = sub.add_parser("user", help="manage API users")
     user_sub = user.add_subparsers(dest="user_command", required=True)
     add = user_sub.add_parser("add", help="add or replace a user (asks for the password)")
     add.add_argument("name")
-    add.add_argument("--role", action="append", required=True, help="repeatable: ADMIN, HOST_MANAGER, HOST_VIEWER, TASK_MANAGER, ...")
+    add.add_argument(
+        "--role", action="append", required=True, help="repeatable: ADMIN, HOST_MANAGER, HOST_VIEWER, TASK_MANAGER, ..."
+    )
     add.add_argument("--users", type=Path, default=None, help="users file (default $OCP_RESTART_HOME/users.toml)")
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin (for scripts)")
-    key = user_sub.add_parser("access-key", help="create an access key pair for a user (OCP-ACCESS-KEY-HMACSHA1); "
-                                                 "shown once")
+    key = user_sub.add_parser(
+        "access-key", help="create an access key pair for a user (OCP-ACCESS-KEY-HMACSHA1); shown once"
+    )
     key.add_argument("name")
     key.add_argument("--users", type=Path, default=None, help="users file (default $OCP_RESTART_HOME/users.toml)")
     key.add_argument("--json", action="store_true", help='print {"accessKeyId": ..., "accessKeySecret": ...}')
@@ -198,9 +255,20 @@ def _main(argv: list[str] | None) -> int:
 
         prefect_env.quiet_console()
     try:
-        commands = {"plan": cmd_plan, "run": cmd_run, "status": cmd_status, "demo": cmd_demo, "serve": cmd_serve,
-                    "user": cmd_user, "retry": cmd_operation, "rollback": cmd_operation, "subtask": cmd_operation,
-                    "deploy": cmd_deploy, "prune": cmd_prune, "db": cmd_db}
+        commands = {
+            "plan": cmd_plan,
+            "run": cmd_run,
+            "status": cmd_status,
+            "demo": cmd_demo,
+            "serve": cmd_serve,
+            "user": cmd_user,
+            "retry": cmd_operation,
+            "rollback": cmd_operation,
+            "subtask": cmd_operation,
+            "deploy": cmd_deploy,
+            "prune": cmd_prune,
+            "db": cmd_db,
+        }
         return commands[args.command](args, config)
     except OcpRestartError as exc:
         print(f"ocp-restart: error: {exc.message}", file=sys.stderr)
@@ -209,7 +277,13 @@ def _main(argv: list[str] | None) -> int:
         if isinstance(exc, Fenced):
             return EXIT_FENCED
         if isinstance(exc, ServerError):  # unreachable or broken: 5, like the store; a busy host: 4; refused: 2
-            return EXIT_BUSY if exc.http_status == 409 else EXIT_STORE if exc.http_status in (0, 500, 502, 503, 504) else EXIT_BAD_INPUT
+            return (
+                EXIT_BUSY
+                if exc.http_status == 409
+                else EXIT_STORE
+                if exc.http_status in (0, 500, 502, 503, 504)
+                else EXIT_BAD_INPUT
+            )
         if isinstance(exc, StoreUnavailableError):
             return EXIT_STORE
         return EXIT_BUSY if isinstance(exc, HostBusyError) else EXIT_BAD_INPUT
@@ -228,8 +302,9 @@ def cmd_plan(args: argparse.Namespace, config: Settings) -> int:
     from flows.view import preview
 
     request = _request(args.host_ids)
-    instance = preview(build_plan(request.host_ids), creator=getpass.getuser(), executor=config.executor_address,
-                       start_time=now())
+    instance = preview(
+        build_plan(request.host_ids), creator=getpass.getuser(), executor=config.executor_address, start_time=now()
+    )
     if args.json:
         print(json.dumps(instance.to_wire(), indent=2))
     else:
@@ -260,7 +335,10 @@ def cmd_run(args: argparse.Namespace, config: Settings) -> int:
         return _run_remote(args, config, args.server)
     inventory = args.inventory or config.inventory
     if inventory is None:
-        print("ocp-restart: no inventory given: running on a local sandbox (see `ocp-restart demo --help`)", file=sys.stderr)
+        print(
+            "ocp-restart: no inventory given: running on a local sandbox (see `ocp-restart demo --help`)",
+            file=sys.stderr,
+        )
         args.hosts = 3
         return cmd_demo(args, config)
     return _run(args, config, inventory, args.host_ids)
@@ -286,8 +364,8 @@ def cmd_demo(args: argparse.Namespace, config: Settings) -> int:
 def _run(args: argparse.Namespace, config: Settings, inventory_path: Path, host_ids: list[int] | None) -> int:
     from flows.errors import RequestError
     from flows.options import RestartOptions
-    from flows.submit import create_task
     from flows.store import TaskStore
+    from flows.submit import create_task
     from steps.inventory import load_inventory
 
     inventory = load_inventory(inventory_path)
@@ -295,15 +373,19 @@ def _run(args: argparse.Namespace, config: Settings, inventory_path: Path, host_
     _request(ids)
     try:
         options = RestartOptions(
-            max_workers=args.max_workers or 32, timeouts=dict(args.timeout), accept_new_host_keys=args.accept_new_host_keys,
-            batch_size=args.batch_size, max_failed_hosts=args.max_failed_hosts,
+            max_workers=args.max_workers or 32,
+            timeouts=dict(args.timeout),
+            accept_new_host_keys=args.accept_new_host_keys,
+            batch_size=args.batch_size,
+            max_failed_hosts=args.max_failed_hosts,
             max_failed_percent=args.max_failed_percent,
         )
     except ValidationError as exc:
         raise RequestError(_validation_message(exc)) from None
     with TaskStore(config.store_url) as store:
-        task_id = create_task(store, inventory, ids, options, creator=getpass.getuser(),
-                              executor=config.executor_address)
+        task_id = create_task(
+            store, inventory, ids, options, creator=getpass.getuser(), executor=config.executor_address
+        )
         print(f"task {task_id}: restarting the OCP agent on {len(ids)} host(s)", file=sys.stderr)
         return _execute(store, config, task_id, inventory_path, options, args.json)
 
@@ -325,8 +407,9 @@ def _execute(store, config: Settings, task_id: int, inventory_path, options, as_
     with ExitStack() as stack:
         if not as_json or sys.stderr.isatty():
             stack.enter_context(console.Progress(load))
-        restart_agents(task_id=task_id, host_ids=list(record.task.host_ids), inventory=str(inventory_path),
-                       options=options)
+        restart_agents(
+            task_id=task_id, host_ids=list(record.task.host_ids), inventory=str(inventory_path), options=options
+        )
     return _report(store.load(task_id), as_json, time.monotonic() - started)
 
 
@@ -336,18 +419,31 @@ def _run_remote(args: argparse.Namespace, config: Settings, url: str) -> int:
 
     from .remote import RemoteServer
 
-    local_only = [flag for flag, given in (("--inventory", args.inventory), ("--timeout", args.timeout),
-                                           ("--max-workers", args.max_workers is not None),
-                                           ("--accept-new-host-keys", args.accept_new_host_keys)) if given]
+    local_only = [
+        flag
+        for flag, given in (
+            ("--inventory", args.inventory),
+            ("--timeout", args.timeout),
+            ("--max-workers", args.max_workers is not None),
+            ("--accept-new-host-keys", args.accept_new_host_keys),
+        )
+        if given
+    ]
     if local_only:
-        raise RequestError(f"{', '.join(local_only)} cannot be used with --server {url}: the server restarts hosts "
-                           "with its own inventory and settings")
+        raise RequestError(
+            f"{', '.join(local_only)} cannot be used with --server {url}: the server restarts hosts "
+            "with its own inventory and settings"
+        )
     started = time.monotonic()
     password = config.password
     with RemoteServer(url, args.user, password.get_secret_value() if password else None) as server:
         ids = args.host_ids or server.host_ids()
-        instance = server.restart(ids, batchSize=args.batch_size, maxFailedHosts=args.max_failed_hosts,
-                                  maxFailedPercent=args.max_failed_percent)
+        instance = server.restart(
+            ids,
+            batchSize=args.batch_size,
+            maxFailedHosts=args.max_failed_hosts,
+            maxFailedPercent=args.max_failed_percent,
+        )
         task_id = instance["id"]
         print(f"task {task_id}: restarting the OCP agent on {len(ids)} host(s) through {server.url}", file=sys.stderr)
         # Each GET loads and renders the whole task (~10 ms of the server's CPU at 100 hosts, taken from the run it
@@ -371,7 +467,9 @@ def _run_remote(args: argparse.Namespace, config: Settings, url: str) -> int:
     else:
         from rich.console import Console
 
-        Console().print(console.task_table(task_id, instance["name"], instance["status"], console.rows_from_wire(instance)))
+        Console().print(
+            console.task_table(task_id, instance["name"], instance["status"], console.rows_from_wire(instance))
+        )
         print(f"task {task_id} {instance['status']} in {time.monotonic() - started:.1f} s (on {url})")
     return {"SUCCESSFUL": EXIT_OK, "FAILED": EXIT_FAILED}.get(instance["status"], EXIT_RUNNING)
 
@@ -386,8 +484,10 @@ def cmd_operation(args: argparse.Namespace, config: Settings) -> int:
     with TaskStore(config.store_url) as store:
         task = action.apply(store, args.task_id, getattr(args, "subtask_id", None)).task
         if not action.reruns:
-            print(f"subtask {args.subtask_id} of task {args.task_id}: CANCELING; the run kills its command",
-                  file=sys.stderr)
+            print(
+                f"subtask {args.subtask_id} of task {args.task_id}: CANCELING; the run kills its command",
+                file=sys.stderr,
+            )
             return EXIT_OK
         inventory = args.inventory or task.inventory
         print(f"task {args.task_id}: {task.operation.value.lower()}", file=sys.stderr)
@@ -416,16 +516,24 @@ def cmd_db(args: argparse.Namespace, config: Settings) -> int:
     db = Database(config.store_url, SHIPPED if upgrade else None)
     try:
         if upgrade:
-            done = (f"upgraded from {describe(db.upgraded[0])} to revision {db.upgraded[1]}" if db.upgraded
-                    else f"already at revision {SHIPPED.head}")
+            done = (
+                f"upgraded from {describe(db.upgraded[0])} to revision {db.upgraded[1]}"
+                if db.upgraded
+                else f"already at revision {SHIPPED.head}"
+            )
             print(f"the task store {db.safe_url}: {done}", file=sys.stderr)
             return EXIT_OK
         with db.read() as conn:
             found = stored_revision(conn)
     finally:
         db.close()
-    note = ("current" if found == SHIPPED.head else "behind: `ocp-restart db upgrade` (or any command) upgrades it"
-            if SHIPPED.knows(found) else "newer than this ocp-restart: upgrade ocp-restart")
+    note = (
+        "current"
+        if found == SHIPPED.head
+        else "behind: `ocp-restart db upgrade` (or any command) upgrades it"
+        if SHIPPED.knows(found)
+        else "newer than this ocp-restart: upgrade ocp-restart"
+    )
     print(f"task store {db.safe_url}: {describe(found)} ({note})")
     print(f"this ocp-restart: revision {SHIPPED.head} (head)")
     return EXIT_OK
@@ -439,7 +547,9 @@ def _prune_daily(store, days: float, stop: threading.Event) -> None:
         try:
             deleted = store.prune(days)
             if deleted:
-                print(f"ocp-restart: pruned {len(deleted)} finished task(s) older than {days:g} day(s)", file=sys.stderr)
+                print(
+                    f"ocp-restart: pruned {len(deleted)} finished task(s) older than {days:g} day(s)", file=sys.stderr
+                )
         except Exception as exc:  # a store hiccup must not stop the server; the next day tries again
             logging.getLogger(__name__).warning("pruning the task store failed: %s", exc)
         if stop.wait(86400):
@@ -462,11 +572,14 @@ def cmd_serve(args: argparse.Namespace, config: Settings) -> int:
     app = create_app(config)
     state = app.state.api
     print(f"ocp-restart: serving on http://{args.host}:{args.port} ({args.launcher} launcher)", file=sys.stderr)
-    server = _graceful_server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False))
+    server = _graceful_server(
+        uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    )
     pruning = threading.Event()
     if args.prune_after_days is not None:
-        threading.Thread(target=_prune_daily, args=(state.store, args.prune_after_days, pruning),
-                         name="prune", daemon=True).start()
+        threading.Thread(
+            target=_prune_daily, args=(state.store, args.prune_after_days, pruning), name="prune", daemon=True
+        ).start()
     server.run()
     pruning.set()
     why = ", ".join(signal.Signals(s).name for s in server.signals) or "the server stopped"
@@ -519,27 +632,46 @@ def cmd_deploy(args: argparse.Namespace, config: Settings) -> int:
         try:
             ZoneInfo(args.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise RequestError(f"--timezone must be an IANA timezone such as Asia/Shanghai, got {args.timezone!r}") from None
+            raise RequestError(
+                f"--timezone must be an IANA timezone such as Asia/Shanghai, got {args.timezone!r}"
+            ) from None
     inventory = str(args.inventory.expanduser().resolve()) if args.inventory else None
     try:
-        options = RestartOptions(batch_size=args.batch_size, max_failed_hosts=args.max_failed_hosts,
-                                 accept_new_host_keys=args.accept_new_host_keys,
-                                 ask_on_failure_seconds=args.ask_on_failure)
+        options = RestartOptions(
+            batch_size=args.batch_size,
+            max_failed_hosts=args.max_failed_hosts,
+            accept_new_host_keys=args.accept_new_host_keys,
+            ask_on_failure_seconds=args.ask_on_failure,
+        )
     except ValidationError as exc:
         raise RequestError(_validation_message(exc)) from None
-    common = dict(name=args.name, host_ids=args.host_ids, inventory=inventory, options=options,
-                  cron=args.cron, interval=args.interval, timezone=args.timezone)
+    common = dict(
+        name=args.name,
+        host_ids=args.host_ids,
+        inventory=inventory,
+        options=options,
+        cron=args.cron,
+        interval=args.interval,
+        timezone=args.timezone,
+    )
     if args.serve:
         if args.notify_webhook:
-            raise RequestError("--notify-webhook needs registered deployments: use it without --serve (then "
-                               "`prefect worker start --pool ...`)")
+            raise RequestError(
+                "--notify-webhook needs registered deployments: use it without --serve (then "
+                "`prefect worker start --pool ...`)"
+            )
         prefect_deploy.serve(**common)
         return EXIT_OK
-    deployment_id = prefect_deploy.deploy(pool=args.pool, paused=args.paused, notify_webhook=args.notify_webhook,
-                                          **common)
-    print(f"deployments batch-restart-agents/{args.name} ({deployment_id}) and ocp-task-operation/"
-          f"{prefect_deploy.operation_name(args.name)} in work pool {args.pool}; start workers with: prefect worker start "
-          f"--pool {args.pool}", file=sys.stderr)
+    deployment_id = prefect_deploy.deploy(
+        pool=args.pool, paused=args.paused, notify_webhook=args.notify_webhook, **common
+    )
+    print(
+        f"deployments batch-restart-agents/{args.name} ({deployment_id}) and ocp-task-operation/"
+        f"{prefect_deploy.operation_name(args.name)} in work pool {args.pool}; "
+        "start workers with: prefect worker start "
+        f"--pool {args.pool}",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -555,8 +687,11 @@ def cmd_user(args: argparse.Namespace, config: Settings) -> int:
             print(json.dumps({"accessKeyId": key_id, "accessKeySecret": secret}))
         else:
             print(f"AccessKey ID:     {key_id}\nAccessKey Secret: {secret}")
-        print(f"access key {key_id} of user {args.name} written to {path} (mode 0600); the secret is shown only "
-              "this once", file=sys.stderr)
+        print(
+            f"access key {key_id} of user {args.name} written to {path} (mode 0600); the secret is shown only "
+            "this once",
+            file=sys.stderr,
+        )
         return EXIT_OK
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -589,7 +724,11 @@ def _report(record, as_json: bool, seconds: float | None) -> int:
     else:
         from rich.console import Console
 
-        Console().print(console.task_table(record.task.id, record.task.name, record.task.status.value, console.rows_from_record(record)))
+        Console().print(
+            console.task_table(
+                record.task.id, record.task.name, record.task.status.value, console.rows_from_record(record)
+            )
+        )
         took = f" in {seconds:.1f} s" if seconds is not None else ""
         print(f"task {instance.id} {instance.status.value}{took}")
     return {"SUCCESSFUL": EXIT_OK, "FAILED": EXIT_FAILED}.get(instance.status.value, EXIT_RUNNING)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # the CLI imports this module at start: keep `ocp-restart --h
     from flows.models import TaskInstance
     from flows.records import TaskRecord
 
+
 @dataclass(frozen=True, slots=True)
 class Row:
     """One subtask as the progress view and the tables show it."""
@@ -41,11 +42,15 @@ def rows_from_record(record: TaskRecord) -> list[Row]:
 def rows_from_wire(instance: dict[str, Any]) -> list[Row]:
     """A task instance's subtasks (OCP's JSON, from a server) as rows; it carries no times per host."""
     hosts = instance["context"]["listMap"].get("host_ids", [])
-    return [Row(s["id"], s["name"], s["status"],
-                int(hosts[s["parallelIdx"]]) if 0 <= s["parallelIdx"] < len(hosts) else None)
-            for s in instance["subtasks"]]
-
-
+    return [
+        Row(
+            s["id"],
+            s["name"],
+            s["status"],
+            int(hosts[s["parallelIdx"]]) if 0 <= s["parallelIdx"] < len(hosts) else None,
+        )
+        for s in instance["subtasks"]
+    ]
 
 
 _STYLE = {"SUCCESSFUL": "green", "FAILED": "bold red", "RUNNING": "yellow", "READY": "cyan", "PENDING": "dim"}
@@ -71,8 +76,13 @@ def _summary_table(task_id: int, name: str, status: str, rows: list[Row]):
     for step, group in _stages(rows).items():
         counts = {s: sum(r.status == s for r in group) for s in _DONE}
         slowest = max((r.seconds or 0.0 for r in group), default=0.0)
-        table.add_row(step, str(counts["SUCCESSFUL"]), f"[bold red]{counts['FAILED']}" if counts["FAILED"] else "0",
-                      str(len(group) - sum(counts.values())), f"{slowest:.2f}" if slowest else "")
+        table.add_row(
+            step,
+            str(counts["SUCCESSFUL"]),
+            f"[bold red]{counts['FAILED']}" if counts["FAILED"] else "0",
+            str(len(group) - sum(counts.values())),
+            f"{slowest:.2f}" if slowest else "",
+        )
     failed = [r for r in rows if r.status == "FAILED"]
     lines = [f"FAILED {r.id} {r.name} @ host {r.host_id}" for r in failed[:50]]
     if len(failed) > 50:
@@ -103,7 +113,9 @@ def plan_table(instance: TaskInstance):
         table.add_column(col)
     for sub in instance.subtasks:
         host = hosts[sub.parallel_idx] if sub.parallel_idx >= 0 else ""
-        table.add_row(str(sub.id), sub.name, host, sub.status.value, str(sub.timeout), ",".join(map(str, sub.upstreams)))
+        table.add_row(
+            str(sub.id), sub.name, host, sub.status.value, str(sub.timeout), ",".join(map(str, sub.upstreams))
+        )
     return table
 
 
@@ -126,8 +138,9 @@ class Progress:
     ``load`` failed: ``error`` has why).
     """
 
-    def __init__(self, load: Callable[[], tuple[list[Row], bool]], interval: float = 0.3, *,
-                 console: RichConsole | None = None) -> None:
+    def __init__(
+        self, load: Callable[[], tuple[list[Row], bool]], interval: float = 0.3, *, console: RichConsole | None = None
+    ) -> None:
         self.load, self.interval, self.console = load, interval, console
         self.finished = threading.Event()
         self.error: BaseException | None = None
@@ -151,8 +164,15 @@ class Progress:
         console = self.console or Console(stderr=True, highlight=False)
         bar = jobs = None
         if console.is_terminal:
-            bar = Progress(TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console, transient=False)
+            bar = Progress(
+                TextColumn("{task.description:<32}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[note]}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            )
             bar.start()
             jobs = {}
         failed_seen: set[int] = set()

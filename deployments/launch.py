@@ -78,8 +78,11 @@ class EmbeddedLauncher:
                         if _started(store, task_id):
                             raise  # the flow ran: its own records say what happened
                         if attempt == self.START_ATTEMPTS:
-                            store.abort_task(task_id, f"the flow run could not start after {attempt} attempts: "
-                                                      f"{type(exc).__name__}: {str(exc)[:300]}")
+                            store.abort_task(
+                                task_id,
+                                f"the flow run could not start after {attempt} attempts: "
+                                f"{type(exc).__name__}: {str(exc)[:300]}",
+                            )
                             raise
                         log.warning("task %s: the flow run did not start (%s); retrying", task_id, exc)
                         time.sleep(2.0 * attempt)
@@ -92,7 +95,9 @@ class EmbeddedLauncher:
 def _started(store, task_id: int) -> bool:
     """Whether a flow run has touched the task (a subtask started, or the task already ended)."""
     record = store.load(task_id)
-    return record.task.status.value != "RUNNING" or record.task.runner != "" or any(s.start_time for s in record.subtasks)
+    return (
+        record.task.status.value != "RUNNING" or record.task.runner != "" or any(s.start_time for s in record.subtasks)
+    )
 
 
 class DeploymentLauncher:
@@ -112,7 +117,8 @@ class DeploymentLauncher:
         run_deployment(
             self.deployment,
             parameters={"host_ids": host_ids, "inventory": self.inventory, "options": options.model_dump(mode="json")},
-            flow_run_name=f"ocp-task-{task_id}", tags=[f"{TAG_PREFIX}{task_id}", "ocp-agent"],
+            flow_run_name=f"ocp-task-{task_id}",
+            tags=[f"{TAG_PREFIX}{task_id}", "ocp-agent"],
             timeout=0,  # return at once; progress is in the task store
             _sync=True,  # called from the API's event loop: force Prefect's sync implementation
         )
@@ -122,6 +128,7 @@ def make_launcher(config: Settings) -> Launcher:
     """The launcher ``config.launcher`` names, for the inventory and store of ``config``."""
     inventory = str(config.inventory_path)
     if config.launcher == "embedded":
-        return EmbeddedLauncher(inventory, config.store_url, max_runs=config.max_runs,
-                                lease_seconds=config.lease_seconds)
+        return EmbeddedLauncher(
+            inventory, config.store_url, max_runs=config.max_runs, lease_seconds=config.lease_seconds
+        )
     return DeploymentLauncher(inventory, config.deployment)

@@ -37,16 +37,20 @@ STARTUP_SECONDS = 90.0
 # Only CLI runs in this machine's processes use this server: no deployments, schedules, workers or automations.
 # Off: what serves those, and the event store (the UI's Event Feed), ~1/3 of the server's CPU per task run
 # (measured on SQLite with Prefect 3.9: 27-31 -> 19-22 ms per task run). On: task runs, logs, artifacts, pause, cancel.
-LEAN_SERVICES = {f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in (
-    "TRIGGERS", "EVENT_PERSISTER", "SCHEDULER", "LATE_RUNS", "FOREMAN", "REPOSSESSOR")}
+LEAN_SERVICES = {
+    f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false"
+    for name in ("TRIGGERS", "EVENT_PERSISTER", "SCHEDULER", "LATE_RUNS", "FOREMAN", "REPOSSESSOR")
+}
 # The task-run recorder writes each task-run event in its own transaction by default (3 per task run): 80% of the
 # server's CPU, and at 1,000 hosts it falls so far behind that the in-memory broker drops events ("Subscription
 # queue is full") and 20-29% of the task runs never appear in the UI. In batches of 100, flushed every second: 20.2
 # -> 4.6 ms of server CPU per task run (N=100), nothing dropped at N=1,000, idle 4 s after the run instead of 67 s
 # (measured with bench.prefect_floor, Prefect 3.9.1, SQLite). A task run's state shows up to 1 s later. Any Prefect
 # server that runs our flows should have these (README "Scale-out").
-RECORDER_BATCHING = {"PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
-                     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1"}
+RECORDER_BATCHING = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+}
 POLL_SECONDS = 2.0
 
 
@@ -89,9 +93,13 @@ def _running(folder: Path) -> str | None:
 def _start_supervisor(folder: Path, idle: float) -> None:
     (folder / "server.json").unlink(missing_ok=True)
     log = open(folder / "supervisor.log", "ab")
-    subprocess.Popen([sys.executable, "-m", "deployments.local_prefect", str(folder), str(idle)],
-                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                     start_new_session=True)  # it outlives this CLI, and our Ctrl-C is not its
+    subprocess.Popen(
+        [sys.executable, "-m", "deployments.local_prefect", str(folder), str(idle)],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # it outlives this CLI, and our Ctrl-C is not its
 
 
 def _wait_until_serving(folder: Path) -> str:
@@ -101,8 +109,9 @@ def _wait_until_serving(folder: Path) -> str:
         if url is not None:
             return url
         time.sleep(0.2)
-    raise RuntimeError(f"the local Prefect server did not start within {STARTUP_SECONDS:.0f} s; see "
-                       f"{folder / 'supervisor.log'}")
+    raise RuntimeError(
+        f"the local Prefect server did not start within {STARTUP_SECONDS:.0f} s; see {folder / 'supervisor.log'}"
+    )
 
 
 def _register_client(folder: Path) -> None:
@@ -138,12 +147,19 @@ def supervise(folder: Path, idle: float) -> int:
     """Run ``prefect server start`` and stop it once idle; the server's process group goes with it."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(folder / "home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "DO_NOT_TRACK": "1", **LEAN_SERVICES, **RECORDER_BATCHING}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(folder / "home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        **LEAN_SERVICES,
+        **RECORDER_BATCHING,
+    }
     env.pop("PREFECT_API_URL", None)
     prefect = Path(sys.executable).with_name("prefect")
-    server = subprocess.Popen([str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdin=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, stdin=subprocess.DEVNULL
+    )
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     try:
@@ -158,8 +174,9 @@ def supervise(folder: Path, idle: float) -> int:
                 return 1
             time.sleep(0.2)
         (folder / "last-used").touch()
-        (folder / "server.json").write_text(json.dumps(
-            {"url": url, "pid": os.getpid(), "server_pid": server.pid, "started": time.time()}))
+        (folder / "server.json").write_text(
+            json.dumps({"url": url, "pid": os.getpid(), "server_pid": server.pid, "started": time.time()})
+        )
         while not stopping and server.poll() is None:
             time.sleep(POLL_SECONDS)
             unused = time.time() - (folder / "last-used").stat().st_mtime

@@ -64,11 +64,23 @@ def ensure_work_pool(name: str = DEFAULT_POOL) -> None:
                 pass
 
 
-def _settings(name: str, host_ids: list[int] | None, inventory: str | None, options: RestartOptions | None,
-              cron: str | None, interval: float | None, timezone: str | None) -> dict:
+def _settings(
+    name: str,
+    host_ids: list[int] | None,
+    inventory: str | None,
+    options: RestartOptions | None,
+    cron: str | None,
+    interval: float | None,
+    timezone: str | None,
+) -> dict:
     """What a registered and a served deployment share: name, schedule, default parameters, description, tags."""
-    return dict(name=name, schedules=schedules(cron, interval, timezone),
-                parameters=parameters(host_ids, inventory, options), description=DESCRIPTION, tags=["ocp-agent"])
+    return dict(
+        name=name,
+        schedules=schedules(cron, interval, timezone),
+        parameters=parameters(host_ids, inventory, options),
+        description=DESCRIPTION,
+        tags=["ocp-agent"],
+    )
 
 
 def operation_name(name: str) -> str:
@@ -76,8 +88,16 @@ def operation_name(name: str) -> str:
     return f"{name}-operations"
 
 
-def _deployments(name: str, host_ids: list[int] | None, inventory: str | None, options: RestartOptions | None,
-                 cron: str | None, interval: float | None, timezone: str | None, paused: bool = False) -> list:
+def _deployments(
+    name: str,
+    host_ids: list[int] | None,
+    inventory: str | None,
+    options: RestartOptions | None,
+    cron: str | None,
+    interval: float | None,
+    timezone: str | None,
+    paused: bool = False,
+) -> list:
     """The restart deployment (schedule, default parameters) and the task-operation one (retry, skip, rollback,
     cancel from the UI), both by module path: a served run imports the real module (a flow pickled by value
     loses its annotations' names: "Model is not fully defined")."""
@@ -88,11 +108,14 @@ def _deployments(name: str, host_ids: list[int] | None, inventory: str | None, o
 
     restart = batch_restart_agents.to_deployment(
         **_settings(name, host_ids, inventory, options, cron, interval, timezone),
-        paused=paused, entrypoint_type=EntrypointType.MODULE_PATH,
+        paused=paused,
+        entrypoint_type=EntrypointType.MODULE_PATH,
     )
     operation = task_operation.to_deployment(
-        name=operation_name(name), description="OCP task operations: retry a FAILED task, retry / skip / cancel one "
-        "subtask, roll back. Runs are named ocp-task-N-<action>.", tags=["ocp-agent"],
+        name=operation_name(name),
+        description="OCP task operations: retry a FAILED task, retry / skip / cancel one "
+        "subtask, roll back. Runs are named ocp-task-N-<action>.",
+        tags=["ocp-agent"],
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
     return [restart, operation]
@@ -114,8 +137,10 @@ def deploy(
     """Register the deployments in ``pool``; returns the restart deployment's id. Idempotent: a second call
     updates them. ``notify_webhook``: an automation POSTs there when a run of either fails."""
     ensure_work_pool(pool)
-    ids = [d.apply(work_pool_name=pool) for d in _deployments(name, host_ids, inventory, options, cron, interval,
-                                                               timezone, paused)]
+    ids = [
+        d.apply(work_pool_name=pool)
+        for d in _deployments(name, host_ids, inventory, options, cron, interval, timezone, paused)
+    ]
     if notify_webhook:
         notify_on_failure(notify_webhook, ids, name)
     return ids[0]
@@ -153,7 +178,8 @@ def notify_on_failure(url: str, deployment_ids: list, name: str) -> None:
 
     block_name = f"ocp-restart-{name}-failed"
     block_id = Webhook(url=url, method="POST", headers={"Content-Type": "application/json"}).save(
-        block_name, overwrite=True)
+        block_name, overwrite=True
+    )
     try:  # idempotent: a second deploy replaces it
         Automation.read(name=block_name).delete()
     except ValueError:  # none by that name yet
@@ -162,10 +188,12 @@ def notify_on_failure(url: str, deployment_ids: list, name: str) -> None:
         name=block_name,
         description=f"POST {url} when a run of the ocp-restart deployment {name!r} (or a task operation) fails",
         trigger=EventTrigger(
-            expect={"prefect.flow-run.Failed"}, match={"prefect.resource.id": "prefect.flow-run.*"},
+            expect={"prefect.flow-run.Failed"},
+            match={"prefect.resource.id": "prefect.flow-run.*"},
             match_related={"prefect.resource.id": [f"prefect.deployment.{d}" for d in deployment_ids]},
-            posture=Posture.Reactive, threshold=1, within=0,
+            posture=Posture.Reactive,
+            threshold=1,
+            within=0,
         ),
         actions=[CallWebhook(block_document_id=block_id, payload=WEBHOOK_PAYLOAD)],
     ).create()
-

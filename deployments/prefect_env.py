@@ -34,6 +34,8 @@ def _set(name: str, value: str, *, keep_existing: bool = False) -> None:
     if current == value or (keep_existing and current is not None):
         return
     if "prefect" in sys.modules:
-        raise PrefectAlreadyImported(f"{name}={value!r} must be set before Prefect is imported (it was imported "
-                                     f"with {name}={current!r}, which it keeps)")
+        raise PrefectAlreadyImported(
+            f"{name}={value!r} must be set before Prefect is imported (it was imported "
+            f"with {name}={current!r}, which it keeps)"
+        )
     os.environ[name] = value

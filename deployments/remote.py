@@ -17,8 +17,22 @@ from flows.errors import ServerError
 
 RESTART_PATH = "/api/v2/compute/hosts/batchRestartAgents"
 # A subtask's fields in batchRestartAgents' answer (the seed's shape), in its order.
-SUBMITTED_SUBTASK = ("id", "name", "className", "description", "nodeType", "operation", "parallelIdx",
-                     "prohibitRollback", "runTime", "seriesId", "status", "timeout", "upstreams", "downstreams")
+SUBMITTED_SUBTASK = (
+    "id",
+    "name",
+    "className",
+    "description",
+    "nodeType",
+    "operation",
+    "parallelIdx",
+    "prohibitRollback",
+    "runTime",
+    "seriesId",
+    "status",
+    "timeout",
+    "upstreams",
+    "downstreams",
+)
 
 
 class RemoteServer:
@@ -42,7 +56,9 @@ class RemoteServer:
         try:
             response = self._client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise ServerError(f"the ocp-restart server {self.url} cannot be reached: {exc or type(exc).__name__}") from None
+            raise ServerError(
+                f"the ocp-restart server {self.url} cannot be reached: {exc or type(exc).__name__}"
+            ) from None
         try:
             body = response.json()
         except ValueError:
@@ -50,8 +66,11 @@ class RemoteServer:
         if response.status_code != 200 or not body.get("successful", False):
             error = body.get("error") or {}
             message = error.get("message") or response.text[:300] or response.reason_phrase
-            raise ServerError(f"the ocp-restart server {self.url} answered {response.status_code}: {message}",
-                              response.status_code, int(error.get("code") or 1003))
+            raise ServerError(
+                f"the ocp-restart server {self.url} answered {response.status_code}: {message}",
+                response.status_code,
+                int(error.get("code") or 1003),
+            )
         return body["data"]
 
     def restart(self, host_ids: list[int], **extensions: int | float | None) -> dict:
@@ -90,10 +109,16 @@ def as_submitted(detail: dict, context: dict | None) -> dict:
     batchRestartAgents answers (the seed's: ``creator`` a string, ``context`` from the POST, subtasks without times)."""
     rollback = "true" if detail.get("prohibitRollback") else "false"
     return {
-        "id": detail["id"], "name": detail["name"], "creator": detail["creator"]["name"], "executor": detail["executor"],
-        "operation": detail["operation"], "startTime": detail["startTime"], "status": detail["status"],
-        "type": detail["type"], "taskDefinitionId": detail.get("taskDefinitionId", -1),
-        "context": context or {"listMap": {}, "stringMap": {"prohibit_rollback": rollback}, "parallel": False,
-                               "parallelIdx": -1},
+        "id": detail["id"],
+        "name": detail["name"],
+        "creator": detail["creator"]["name"],
+        "executor": detail["executor"],
+        "operation": detail["operation"],
+        "startTime": detail["startTime"],
+        "status": detail["status"],
+        "type": detail["type"],
+        "taskDefinitionId": detail.get("taskDefinitionId", -1),
+        "context": context
+        or {"listMap": {}, "stringMap": {"prohibit_rollback": rollback}, "parallel": False, "parallelIdx": -1},
         "subtasks": [{field: sub[field] for field in SUBMITTED_SUBTASK} for sub in detail["subtasks"]],
     }

@@ -41,22 +41,59 @@ class TaskAction:
         return self._apply(store, task_id, subtask_id or 0)
 
 
-ACTIONS: dict[str, TaskAction] = {action.name: action for action in (
-    TaskAction("retry", "retry a FAILED task: its failed subtasks, then what never ran", False, True,
-               lambda store, task_id, _: store.retry_task(task_id)),
-    TaskAction("rollback", "roll a FAILED task back: the agent runs again wherever it was stopped", False, True,
-               lambda store, task_id, _: store.rollback_task(task_id)),
-    TaskAction("retry_subtask", "run one FAILED subtask again; the task goes on", True, True,
-               lambda store, task_id, sub: store.retry_subtask(task_id, sub)),
-    TaskAction("skip_subtask", "mark one FAILED subtask SUCCESSFUL without running it; the task goes on", True, True,
-               lambda store, task_id, sub: store.skip_subtask(task_id, sub)),
-    TaskAction("cancel_subtask", "cancel one RUNNING subtask: its remote command is killed and it ends FAILED",
-               True, False, lambda store, task_id, sub: store.cancel_subtask(task_id, sub)),
-    TaskAction("skip_failed", "mark every FAILED subtask SUCCESSFUL without running it; the task goes on", False,
-               True, lambda store, task_id, _: store.skip_failed(task_id)),
-)}
+ACTIONS: dict[str, TaskAction] = {
+    action.name: action
+    for action in (
+        TaskAction(
+            "retry",
+            "retry a FAILED task: its failed subtasks, then what never ran",
+            False,
+            True,
+            lambda store, task_id, _: store.retry_task(task_id),
+        ),
+        TaskAction(
+            "rollback",
+            "roll a FAILED task back: the agent runs again wherever it was stopped",
+            False,
+            True,
+            lambda store, task_id, _: store.rollback_task(task_id),
+        ),
+        TaskAction(
+            "retry_subtask",
+            "run one FAILED subtask again; the task goes on",
+            True,
+            True,
+            lambda store, task_id, sub: store.retry_subtask(task_id, sub),
+        ),
+        TaskAction(
+            "skip_subtask",
+            "mark one FAILED subtask SUCCESSFUL without running it; the task goes on",
+            True,
+            True,
+            lambda store, task_id, sub: store.skip_subtask(task_id, sub),
+        ),
+        TaskAction(
+            "cancel_subtask",
+            "cancel one RUNNING subtask: its remote command is killed and it ends FAILED",
+            True,
+            False,
+            lambda store, task_id, sub: store.cancel_subtask(task_id, sub),
+        ),
+        TaskAction(
+            "skip_failed",
+            "mark every FAILED subtask SUCCESSFUL without running it; the task goes on",
+            False,
+            True,
+            lambda store, task_id, _: store.skip_failed(task_id),
+        ),
+    )
+}
 assert set(ACTIONS) == set(get_args(ActionName)), "ActionName and ACTIONS must name the same actions"
 
 # What each answer of a paused run's form does; "stop" leaves the task FAILED.
 DECISIONS: dict[Decision, TaskAction | None] = {
-    "retry": ACTIONS["retry"], "skip": ACTIONS["skip_failed"], "rollback": ACTIONS["rollback"], "stop": None}
+    "retry": ACTIONS["retry"],
+    "skip": ACTIONS["skip_failed"],
+    "rollback": ACTIONS["rollback"],
+    "stop": None,
+}

@@ -79,9 +79,7 @@ class HostBusyError(OcpRestartError):
     code, http_status = 20021, 409
 
     def __init__(self, host_id: int, task_id: int) -> None:
-        super().__init__(
-            f"An O&M task (TaskId: {task_id}) is already in progress on the host {host_id}"
-        )
+        super().__init__(f"An O&M task (TaskId: {task_id}) is already in progress on the host {host_id}")
         self.host_id, self.task_id = host_id, task_id
 
 
@@ -110,8 +108,26 @@ class ServerError(OcpRestartError):
 
 
 __all__ = [
-    "AgentError", "AuthenticationError", "CommandTimeout", "ConnectError", "Fenced", "HostBusyError", "HostKeyError",
-    "InventoryError", "OcpRestartError", "PlanError", "RequestError", "SSHError", "ServerError", "StaleWriteError",
-    "StepError", "StoreUnavailableError", "StoreVersionError", "SubtaskCancelled", "TaskStateError", "UnknownHostError",
-    "UnknownSubtaskError", "UnknownTaskError",
+    "AgentError",
+    "AuthenticationError",
+    "CommandTimeout",
+    "ConnectError",
+    "Fenced",
+    "HostBusyError",
+    "HostKeyError",
+    "InventoryError",
+    "OcpRestartError",
+    "PlanError",
+    "RequestError",
+    "SSHError",
+    "ServerError",
+    "StaleWriteError",
+    "StepError",
+    "StoreUnavailableError",
+    "StoreVersionError",
+    "SubtaskCancelled",
+    "TaskStateError",
+    "UnknownHostError",
+    "UnknownSubtaskError",
+    "UnknownTaskError",
 ]

@@ -61,8 +61,10 @@ class Lease:
     def lost(self) -> str | None:
         """Why this runner may no longer act, or None while it holds the lease."""
         if self._lost is None and time.monotonic() > self._valid_until:
-            return (f"the lease on task {self.task_id} was not renewed within {self.seconds - self.margin:.1f} s "
-                    "(the process was frozen or the store unreachable); another runner may have taken the task")
+            return (
+                f"the lease on task {self.task_id} was not renewed within {self.seconds - self.margin:.1f} s "
+                "(the process was frozen or the store unreachable); another runner may have taken the task"
+            )
         return self._lost
 
     def lose(self, reason: str) -> None:
@@ -81,8 +83,10 @@ class Lease:
         if self.store.renew_lease(self.task_id, self.seconds, self.runner, claim=claim):
             self._valid_until = started + self.seconds - self.margin
         elif self._lost is None:
-            self._lost = (f"the task store refused to renew the lease on task {self.task_id}: it was reaped or "
-                          "another runner holds it")
+            self._lost = (
+                f"the task store refused to renew the lease on task {self.task_id}: it was reaped or "
+                "another runner holds it"
+            )
 
     def _beat(self) -> None:
         while not self._stop.wait(self.seconds / 3):
@@ -97,6 +101,7 @@ class Lease:
 @contextmanager
 def launch_grace(store: TaskStore, task_id: int, seconds: float) -> Iterator[None]:
     """Keep an unclaimed task from lapsing while its flow run waits to start (a slot, Prefect's API)."""
+
     def extend(stop: threading.Event) -> None:
         while not stop.wait(seconds / 3):
             try:

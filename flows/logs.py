@@ -26,8 +26,14 @@ _LEVELS = {"INFO": logging.INFO, "WARN": logging.WARNING, "ERROR": logging.ERROR
 class LogWriter:
     """Buffers log lines of one run's subtasks and writes them to the store in batches. A context manager."""
 
-    def __init__(self, store: TaskStore, interval: float = WRITE_INTERVAL, *, task_id: int | None = None,
-                 runner: str | None = None) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        interval: float = WRITE_INTERVAL,
+        *,
+        task_id: int | None = None,
+        runner: str | None = None,
+    ) -> None:
         """With ``runner``, lines are written only while the task ``task_id`` is that runner's; once it is not,
         they are dropped (a runner that lost its task must not write into the log of whoever took it)."""
         self.store, self.interval, self.task_id, self.runner = store, interval, task_id, runner

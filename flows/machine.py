@@ -52,11 +52,26 @@ class Transition:
 Expectations = dict[int, frozenset[SubtaskStatus]]
 
 
-def _apply(record: TaskRecord, changes: dict[int, Subtask], expect: Expectations, task: Task | None = None, *,
-           lock_hosts: bool = False, release_hosts: bool = False, logs: tuple[tuple[int, str], ...] = ()) -> Transition:
+def _apply(
+    record: TaskRecord,
+    changes: dict[int, Subtask],
+    expect: Expectations,
+    task: Task | None = None,
+    *,
+    lock_hosts: bool = False,
+    release_hosts: bool = False,
+    logs: tuple[tuple[int, str], ...] = (),
+) -> Transition:
     after = record.replace(changes, task)
-    return Transition(before=record, after=after, expect=expect, task_changed=task is not None,
-                      lock_hosts=lock_hosts, release_hosts=release_hosts, logs=logs)
+    return Transition(
+        before=record,
+        after=after,
+        expect=expect,
+        task_changed=task is not None,
+        lock_hosts=lock_hosts,
+        release_hosts=release_hosts,
+        logs=logs,
+    )
 
 
 def _subtask(record: TaskRecord, subtask_id: int) -> Subtask:
@@ -69,24 +84,54 @@ def _state(task: Task) -> str:
     return task.status.value + (" (rolled back)" if task.operation is Operation.ROLLBACK else "")
 
 
-def new_task(plan: Plan, task_id: int, subtask_ids: list[int], at: str, *, creator: str, executor: str,
-             type: TaskType = TaskType.MANUAL, name: str = TASK_NAME) -> TaskRecord:
+def new_task(
+    plan: Plan,
+    task_id: int,
+    subtask_ids: list[int],
+    at: str,
+    *,
+    creator: str,
+    executor: str,
+    type: TaskType = TaskType.MANUAL,
+    name: str = TASK_NAME,
+) -> TaskRecord:
     """The record a new task for ``plan`` starts as: RUNNING, its roots READY and the rest PENDING.
     ``subtask_ids`` gives each plan node (by key) its id."""
     subs = tuple(
         Subtask(
-            id=subtask_ids[node.key], task_id=task_id, seq=node.key, kind=node.kind, host_id=node.host_id,
-            name=node.name, class_name=node.class_name, operation=Operation.EXECUTE, parallel_idx=node.parallel_idx,
-            prohibit_rollback=False, run_time=1, series_id=node.series_id, timeout=node.timeout,
-            status=S.PENDING if node.upstreams else S.READY, create_time=at,
+            id=subtask_ids[node.key],
+            task_id=task_id,
+            seq=node.key,
+            kind=node.kind,
+            host_id=node.host_id,
+            name=node.name,
+            class_name=node.class_name,
+            operation=Operation.EXECUTE,
+            parallel_idx=node.parallel_idx,
+            prohibit_rollback=False,
+            run_time=1,
+            series_id=node.series_id,
+            timeout=node.timeout,
+            status=S.PENDING if node.upstreams else S.READY,
+            create_time=at,
             upstreams=tuple(subtask_ids[k] for k in node.upstreams),
             downstreams=tuple(subtask_ids[k] for k in node.downstreams),
         )
         for node in plan.nodes
     )
-    task = Task(id=task_id, name=name, type=type, status=T.RUNNING, operation=Operation.EXECUTE, creator=creator,
-                executor=executor, host_ids=tuple(plan.host_ids), prohibit_rollback=False, create_time=at,
-                start_time=at)
+    task = Task(
+        id=task_id,
+        name=name,
+        type=type,
+        status=T.RUNNING,
+        operation=Operation.EXECUTE,
+        creator=creator,
+        executor=executor,
+        host_ids=tuple(plan.host_ids),
+        prohibit_rollback=False,
+        create_time=at,
+        start_time=at,
+    )
     return TaskRecord(task=task, subtasks=subs)
 
 
@@ -105,18 +150,23 @@ def may_start(record: TaskRecord, sub: Subtask, *, tolerant: bool = False) -> bo
     return sub.status is S.READY and all(record.subtask(u).status is S.SUCCESSFUL for u in sub.upstreams)
 
 
-def start_subtask(record: TaskRecord, subtask_id: int, at: str, separator: str, *, tolerant: bool = False) -> Transition:
+def start_subtask(
+    record: TaskRecord, subtask_id: int, at: str, separator: str, *, tolerant: bool = False
+) -> Transition:
     """READY -> RUNNING, a new log segment opened by ``separator``."""
     sub = _subtask(record, subtask_id)
     if not may_start(record, sub, tolerant=tolerant):
-        raise TaskStateError(f"The subtask {subtask_id} cannot start: it is {sub.status.value} in a "
-                             f"{_state(record.task)} task, or an upstream is not done")
+        raise TaskStateError(
+            f"The subtask {subtask_id} cannot start: it is {sub.status.value} in a "
+            f"{_state(record.task)} task, or an upstream is not done"
+        )
     new = replace(sub, status=S.RUNNING, start_time=at, finish_time=None)
     return _apply(record, {sub.id: new}, {sub.id: frozenset({sub.status})}, logs=((sub.id, separator),))
 
 
-def finish_subtask(record: TaskRecord, subtask_id: int, outcome: SubtaskStatus, at: str,
-                   log: tuple[str, ...] = ()) -> Transition:
+def finish_subtask(
+    record: TaskRecord, subtask_id: int, outcome: SubtaskStatus, at: str, log: tuple[str, ...] = ()
+) -> Transition:
     """RUNNING (or CANCELING) -> ``outcome``: SUCCESSFUL, FAILED, or PENDING (rolled back). A success makes READY
     each PENDING downstream whose upstreams are now all SUCCESSFUL. A CANCELING subtask can only fail."""
     sub = _subtask(record, subtask_id)
@@ -131,8 +181,9 @@ def finish_subtask(record: TaskRecord, subtask_id: int, outcome: SubtaskStatus, 
     if outcome is S.SUCCESSFUL and sub.operation is not Operation.ROLLBACK:
         for down_id in sub.downstreams:
             down = record.subtask(down_id)
-            if down.status is S.PENDING and all(u == sub.id or record.subtask(u).status is S.SUCCESSFUL
-                                                for u in down.upstreams):
+            if down.status is S.PENDING and all(
+                u == sub.id or record.subtask(u).status is S.SUCCESSFUL for u in down.upstreams
+            ):
                 changes[down_id] = replace(down, status=S.READY)
                 expect[down_id] = frozenset({S.PENDING})
     return _apply(record, changes, expect, logs=tuple((sub.id, line) for line in log))
@@ -142,9 +193,12 @@ def cancel_subtask(record: TaskRecord, subtask_id: int) -> Transition:
     """RUNNING -> CANCELING (operation CANCEL): the runner sees it, kills its command and ends it FAILED."""
     sub = _subtask(record, subtask_id)
     if sub.status is not S.RUNNING:
-        raise TaskStateError(f"The operation is not allowed because the subtask {subtask_id} is in {sub.status.value} state")
-    return _apply(record, {sub.id: replace(sub, status=S.CANCELING, operation=Operation.CANCEL)},
-                  {sub.id: frozenset({S.RUNNING})})
+        raise TaskStateError(
+            f"The operation is not allowed because the subtask {subtask_id} is in {sub.status.value} state"
+        )
+    return _apply(
+        record, {sub.id: replace(sub, status=S.CANCELING, operation=Operation.CANCEL)}, {sub.id: frozenset({S.RUNNING})}
+    )
 
 
 def outcome(record: TaskRecord, threshold: int | None = None) -> TaskStatus:
@@ -179,21 +233,34 @@ def end_run(record: TaskRecord, at: str, *, threshold: int | None = None, why: s
     interrupted = record.replace(changes)
     status = T.FAILED if changes else outcome(interrupted, threshold)
     task = replace(record.task, status=status, finish_time=at, lease_until=0.0, runner="")
-    return _apply(record, changes, {sid: ACTIVE for sid in changes}, task, release_hosts=True,
-                  logs=tuple((sid, why) for sid in changes))
+    return _apply(
+        record,
+        changes,
+        {sid: ACTIVE for sid in changes},
+        task,
+        release_hosts=True,
+        logs=tuple((sid, why) for sid in changes),
+    )
 
 
 def abort(record: TaskRecord, at: str, why: str) -> Transition:
     """FAIL a RUNNING task that no runner will finish (its lease lapsed, or its flow run could not start): its
     READY, RUNNING and CANCELING subtasks become FAILED with ``why`` in their log; hosts and lease released."""
     if record.task.status is not T.RUNNING:
-        raise TaskStateError(f"The operation is not allowed because the task {record.task.id} is in "
-                             f"{_state(record.task)} state")
+        raise TaskStateError(
+            f"The operation is not allowed because the task {record.task.id} is in {_state(record.task)} state"
+        )
     doomed = {S.READY, *ACTIVE}
     changes = {s.id: replace(s, status=S.FAILED, finish_time=at) for s in record.subtasks if s.status in doomed}
     task = replace(record.task, status=T.FAILED, finish_time=at, lease_until=0.0, runner="")
-    return _apply(record, changes, {sid: frozenset({record.subtask(sid).status}) for sid in changes}, task,
-                  release_hosts=True, logs=tuple((sid, why) for sid in changes))
+    return _apply(
+        record,
+        changes,
+        {sid: frozenset({record.subtask(sid).status}) for sid in changes},
+        task,
+        release_hosts=True,
+        logs=tuple((sid, why) for sid in changes),
+    )
 
 
 # -- operator operations -----------------------------------------------------------------------------------
@@ -205,10 +272,17 @@ def _failed_task(record: TaskRecord) -> None:
         raise TaskStateError(f"The operation is not allowed because the task {task.id} is in {_state(task)} state")
 
 
-def _reopen(record: TaskRecord, changes: dict[int, Subtask], expect: Expectations, operation: Operation,
-            wall: float) -> Transition:
-    task = replace(record.task, status=T.RUNNING, operation=operation, finish_time=None,
-                   lease_until=wall + LAUNCH_GRACE_SECONDS, runner="")
+def _reopen(
+    record: TaskRecord, changes: dict[int, Subtask], expect: Expectations, operation: Operation, wall: float
+) -> Transition:
+    task = replace(
+        record.task,
+        status=T.RUNNING,
+        operation=operation,
+        finish_time=None,
+        lease_until=wall + LAUNCH_GRACE_SECONDS,
+        runner="",
+    )
     return _apply(record, changes, expect, task, lock_hosts=True)
 
 
@@ -227,7 +301,9 @@ def retry_subtask(record: TaskRecord, subtask_id: int, wall: float) -> Transitio
     _failed_task(record)
     sub = _subtask(record, subtask_id)
     if sub.status is not S.FAILED:
-        raise TaskStateError(f"The operation is not allowed because the subtask {subtask_id} is in {sub.status.value} state")
+        raise TaskStateError(
+            f"The operation is not allowed because the subtask {subtask_id} is in {sub.status.value} state"
+        )
     return _reopen(record, {sub.id: _requeue(sub)}, {sub.id: frozenset({S.FAILED})}, Operation.RETRY, wall)
 
 
@@ -237,15 +313,22 @@ def skip_subtask(record: TaskRecord, subtask_id: int, wall: float) -> Transition
     sub = _subtask(record, subtask_id)
     if sub.status is not S.FAILED:
         raise TaskStateError(f"The subtask {subtask_id} cannot be skipped: it is {sub.status.value}, not FAILED", 4010)
-    return _reopen(record, {sub.id: replace(sub, status=S.READY, operation=Operation.SKIP)},
-                   {sub.id: frozenset({S.FAILED})}, Operation.RETRY, wall)
+    return _reopen(
+        record,
+        {sub.id: replace(sub, status=S.READY, operation=Operation.SKIP)},
+        {sub.id: frozenset({S.FAILED})},
+        Operation.RETRY,
+        wall,
+    )
 
 
 def skip_failed(record: TaskRecord, wall: float) -> Transition:
     """Every FAILED subtask becomes READY with operation SKIP, in one transition (one by one, the first skip
     would reopen the task and the second find it RUNNING)."""
     _failed_task(record)
-    failed = {s.id: replace(s, status=S.READY, operation=Operation.SKIP) for s in record.subtasks if s.status is S.FAILED}
+    failed = {
+        s.id: replace(s, status=S.READY, operation=Operation.SKIP) for s in record.subtasks if s.status is S.FAILED
+    }
     return _reopen(record, failed, {sid: frozenset({S.FAILED}) for sid in failed}, Operation.RETRY, wall)
 
 
@@ -256,9 +339,14 @@ def rollback_task(record: TaskRecord, wall: float) -> Transition:
         raise TaskStateError(f"The operation is not allowed because the task {task.id} is in {_state(task)} state")
     if task.prohibit_rollback:
         raise TaskStateError(f"The task {task.id} cannot be rolled back", 4009)
-    undo = {s.id: replace(s, status=S.READY, operation=Operation.ROLLBACK)
-            for s in record.subtasks if s.status is not S.PENDING}
-    return _reopen(record, undo, {sid: frozenset({record.subtask(sid).status}) for sid in undo}, Operation.ROLLBACK, wall)
+    undo = {
+        s.id: replace(s, status=S.READY, operation=Operation.ROLLBACK)
+        for s in record.subtasks
+        if s.status is not S.PENDING
+    }
+    return _reopen(
+        record, undo, {sid: frozenset({record.subtask(sid).status}) for sid in undo}, Operation.ROLLBACK, wall
+    )
 
 
 def runnable(record: TaskRecord, tolerant_waits: bool = False) -> list[tuple[Subtask, list[int], bool]]:
@@ -276,8 +364,11 @@ def runnable(record: TaskRecord, tolerant_waits: bool = False) -> list[tuple[Sub
     chosen: list[tuple[Subtask, list[int], bool]] = []
     submitted: set[int] = set()
     for sub in subs:  # plan order is topological (reversed for rollback): dependencies come first
-        wanted = (sub.status is S.READY and sub.operation is Operation.ROLLBACK if rollback
-                  else sub.status in (S.READY, S.PENDING))
+        wanted = (
+            sub.status is S.READY and sub.operation is Operation.ROLLBACK
+            if rollback
+            else sub.status in (S.READY, S.PENDING)
+        )
         deps = sub.downstreams if rollback else sub.upstreams
         tolerant = tolerant_waits and not rollback and sub.kind is Kind.WAIT
         if wanted and (tolerant or all(d in submitted or record.subtask(d).status is done for d in deps)):

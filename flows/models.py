@@ -324,12 +324,17 @@ class BatchRestartRequest(BaseModel):
     host_ids: Annotated[
         list[HostId],
         Field(
-            validation_alias=AliasChoices("hostIds", "hostids"), serialization_alias="hostIds",
+            validation_alias=AliasChoices("hostIds", "hostids"),
+            serialization_alias="hostIds",
             description="The list of host IDs (the seed's own sample spells it hostids; both are accepted). As OCP's "
-                        'JSON binding reads a Long, an id may also be a string of decimal digits ("2").',
+            'JSON binding reads a Long, an id may also be a string of decimal digits ("2").',
             # The checks themselves are in _check_ids, for messages that name the offending ids.
-            json_schema_extra={"minItems": 1, "maxItems": MAX_HOSTS_PER_REQUEST, "uniqueItems": True,
-                               "items": {"type": "integer", "minimum": 1, "maximum": MAX_ID}},
+            json_schema_extra={
+                "minItems": 1,
+                "maxItems": MAX_HOSTS_PER_REQUEST,
+                "uniqueItems": True,
+                "items": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+            },
         ),
     ]
     # Beyond OCP, off unless sent: rolling batches and a failure threshold (see RestartOptions).
@@ -339,7 +344,9 @@ class BatchRestartRequest(BaseModel):
     ] = None
     max_failed_hosts: Annotated[
         Annotated[int, Field(ge=0, le=MAX_HOSTS_PER_REQUEST), BeforeValidator(_integral)] | None,
-        Field(alias="maxFailedHosts", description="Beyond OCP: isolate failed hosts; the task fails only past this many."),
+        Field(
+            alias="maxFailedHosts", description="Beyond OCP: isolate failed hosts; the task fails only past this many."
+        ),
     ] = None
     max_failed_percent: Annotated[
         Annotated[float, Field(ge=0, le=100, allow_inf_nan=False), BeforeValidator(_json_number)] | None,

@@ -14,20 +14,28 @@ class RestartOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_workers: Annotated[int, Field(ge=1, le=256, description="How many subtasks run at once (thread pool size).")] = 32
+    max_workers: Annotated[
+        int, Field(ge=1, le=256, description="How many subtasks run at once (thread pool size).")
+    ] = 32
     timeouts: Annotated[
         dict[Kind, Annotated[int, Field(gt=0, le=86400)]],
         Field(description="Per-stage timeout overrides in seconds, e.g. {'stop_all': 120}. OCP's defaults otherwise."),
     ] = {}
     batch_size: Annotated[
         int | None,
-        Field(ge=1, description="Rolling restart: hosts in consecutive batches of this size; a batch starts when the "
-                                "previous one is done. Off (one batch, OCP's DAG) by default."),
+        Field(
+            ge=1,
+            description="Rolling restart: hosts in consecutive batches of this size; a batch starts when the "
+            "previous one is done. Off (one batch, OCP's DAG) by default.",
+        ),
     ] = None
     max_failed_hosts: Annotated[
         int | None,
-        Field(ge=0, description="Failure threshold: a failed host is isolated and the others go on; the task FAILs "
-                                "only when more hosts than this fail. Off (any failure stops the stage) by default."),
+        Field(
+            ge=0,
+            description="Failure threshold: a failed host is isolated and the others go on; the task FAILs "
+            "only when more hosts than this fail. Off (any failure stops the stage) by default.",
+        ),
     ] = None
     max_failed_percent: Annotated[
         float | None,
@@ -35,13 +43,19 @@ class RestartOptions(BaseModel):
     ] = None
     ask_on_failure_seconds: Annotated[
         int | None,
-        Field(ge=10, le=86400, description="When the task FAILS, pause the flow run and ask the operator in the "
-                                           "Prefect UI (retry / skip / rollback / stop) for up to this many seconds; "
-                                           "then it stays FAILED. Off by default."),
+        Field(
+            ge=10,
+            le=86400,
+            description="When the task FAILS, pause the flow run and ask the operator in the "
+            "Prefect UI (retry / skip / rollback / stop) for up to this many seconds; "
+            "then it stays FAILED. Off by default.",
+        ),
     ] = None
     accept_new_host_keys: Annotated[
         bool,
-        Field(description="Trust and record host keys not yet in known_hosts (logged). Changed keys are always refused."),
+        Field(
+            description="Trust and record host keys not yet in known_hosts (logged). Changed keys are always refused."
+        ),
     ] = False
 
     @property

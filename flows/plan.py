@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import networkx as nx
 
@@ -91,7 +92,7 @@ class Plan:
     @property
     def batches(self) -> list[list[int]]:
         size = self.batch_size or len(self.host_ids) or 1
-        return [self.host_ids[i:i + size] for i in range(0, len(self.host_ids), size)]
+        return [self.host_ids[i : i + size] for i in range(0, len(self.host_ids), size)]
 
 
 def build_plan(
@@ -121,9 +122,16 @@ def build_plan(
 
     def add(t: Template, parallel_idx: int, host_id: int | None, series_id: int, batch: int, ups: list[int]) -> int:
         node = Node(
-            key=len(nodes), kind=t.kind, name=t.name, class_name=t.class_name,
-            timeout=overrides.get(t.kind, t.timeout), series_id=series_id,
-            parallel_idx=parallel_idx, host_id=host_id, batch=batch, upstreams=list(ups),
+            key=len(nodes),
+            kind=t.kind,
+            name=t.name,
+            class_name=t.class_name,
+            timeout=overrides.get(t.kind, t.timeout),
+            series_id=series_id,
+            parallel_idx=parallel_idx,
+            host_id=host_id,
+            batch=batch,
+            upstreams=list(ups),
         )
         nodes.append(node)
         for up in ups:
@@ -167,7 +175,9 @@ def validate(plan: Plan) -> None:
     batches = plan.batches
     expected = len(STAGES) * n + len(WAIT_SERIES_IDS) * len(batches) + len(batches) - 1
     if len(plan.nodes) != expected:
-        raise PlanError(f"a plan for {n} host(s) in {len(batches)} batch(es) has {expected} nodes, got {len(plan.nodes)}")
+        raise PlanError(
+            f"a plan for {n} host(s) in {len(batches)} batch(es) has {expected} nodes, got {len(plan.nodes)}"
+        )
     keys = {node.key for node in plan.nodes}
     for node in plan.nodes:
         for up in node.upstreams:
@@ -215,9 +225,9 @@ def validate(plan: Plan) -> None:
         if node.kind is not Kind.WAIT:
             per_host.setdefault(node.parallel_idx, []).append(node.key)
     for idx, steps in per_host.items():
-        if [kinds[k] for k in steps] != chain or not all(nx.has_path(graph, a, b) for a, b in zip(steps, steps[1:])):
+        if [kinds[k] for k in steps] != chain or not all(nx.has_path(graph, a, b) for a, b in pairwise(steps)):
             raise PlanError(f"host index {idx} must run {[k.value for k in chain]} in that order")
-        for previous, current in zip(steps, steps[1:]):
+        for previous, current in pairwise(steps):
             if plan.isolate != (previous in plan.nodes[current].upstreams):
                 raise PlanError(
                     f"node {current} must {'' if plan.isolate else 'not '}depend on its host's previous step {previous}"

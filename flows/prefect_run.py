@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from prefect.input import RunInput
 from prefect.client.schemas.objects import FlowRun, State
+from prefect.input import RunInput
 from prefect.states import Cancelled, Completed, Failed
 from pydantic import Field
 
@@ -72,9 +72,9 @@ def linked_task() -> int | None:
     if attached_id is not None:
         return attached_id
     run = _flow_run()
-    for tag in (run.tags if run is not None else ()):
-        if tag.startswith(TAG_PREFIX) and tag[len(TAG_PREFIX):].isdigit():
-            return int(tag[len(TAG_PREFIX):])
+    for tag in run.tags if run is not None else ():
+        if tag.startswith(TAG_PREFIX) and tag[len(TAG_PREFIX) :].isdigit():
+            return int(tag[len(TAG_PREFIX) :])
     return None
 
 
@@ -130,8 +130,10 @@ def next_steps(record: TaskRecord) -> str:
     task_id = record.task.id
     failed = [s for s in record.subtasks if s.status is SubtaskStatus.FAILED]
     skip = f"; skip one: `ocp-restart subtask skip {task_id} {failed[0].id}`" if failed else ""
-    return (f"Next: retry (this run's Retry in Prefect, or `ocp-restart retry {task_id}`){skip}; "
-            f"or roll back: `ocp-restart rollback {task_id}`.")
+    return (
+        f"Next: retry (this run's Retry in Prefect, or `ocp-restart retry {task_id}`){skip}; "
+        f"or roll back: `ocp-restart rollback {task_id}`."
+    )
 
 
 def outcome_message(record: TaskRecord) -> str:
@@ -140,7 +142,9 @@ def outcome_message(record: TaskRecord) -> str:
     failed = failed_hosts(record)
     parts = [f"OCP task {task.id} {task.status.value}"]
     if failed:
-        parts.append("failed: " + "; ".join(f"host {h} (subtask {', '.join(subs)})" for h, subs in sorted(failed.items())))
+        parts.append(
+            "failed: " + "; ".join(f"host {h} (subtask {', '.join(subs)})" for h, subs in sorted(failed.items()))
+        )
     stopped = stopped_hosts(record)
     if stopped and task.status is TaskStatus.FAILED:
         parts.append(f"the agent may be left STOPPED on host(s) {', '.join(map(str, stopped))}")
@@ -212,16 +216,28 @@ def guard(inventory: str | None, options: RestartOptions, config: Settings) -> N
     fixed = allowed.get("inventory")
     if inventory and inventory != fixed:
         where = config.inventory_dir
-        inside = where is not None and Path(inventory).expanduser().resolve().is_relative_to(where.expanduser().resolve())
+        inside = where is not None and Path(inventory).expanduser().resolve().is_relative_to(
+            where.expanduser().resolve()
+        )
         if not inside:
             raise RequestError(
                 f"inventory {inventory!r} is refused: this deployment runs with "
                 f"{fixed or 'the worker default inventory'}"
-                + (f", or an inventory under {where}" if where else "; set OCP_RESTART_INVENTORY_DIR on the worker "
-                   "to allow others") + ". Nothing was executed.")
-    if options.accept_new_host_keys and not RestartOptions.model_validate(allowed.get("options") or {}).accept_new_host_keys:
-        raise RequestError("accept_new_host_keys is refused: this deployment does not trust new host keys "
-                           "(register it with that option to allow it). Nothing was executed.")
+                + (
+                    f", or an inventory under {where}"
+                    if where
+                    else "; set OCP_RESTART_INVENTORY_DIR on the worker to allow others"
+                )
+                + ". Nothing was executed."
+            )
+    if (
+        options.accept_new_host_keys
+        and not RestartOptions.model_validate(allowed.get("options") or {}).accept_new_host_keys
+    ):
+        raise RequestError(
+            "accept_new_host_keys is refused: this deployment does not trust new host keys "
+            "(register it with that option to allow it). Nothing was executed."
+        )
 
 
 # -- asking the operator ----------------------------------------------------------------------------------------
@@ -232,7 +248,8 @@ class Decision(RunInput):
 
     action: DecisionName = Field(
         description="retry: run the failed subtasks again; skip: mark them SUCCESSFUL without running and go on; "
-                    "rollback: start the agent again wherever it was stopped; stop: leave the task FAILED.")
+        "rollback: start the agent again wherever it was stopped; stop: leave the task FAILED."
+    )
 
 
 def ask_operator(record: TaskRecord, timeout: int) -> DecisionName:
@@ -241,8 +258,11 @@ def ask_operator(record: TaskRecord, timeout: int) -> DecisionName:
     from prefect.flow_runs import pause_flow_run
 
     try:
-        decision = pause_flow_run(wait_for_input=Decision.with_initial_data(
-            description=outcome_message(record), action="retry"), timeout=timeout, poll_interval=2)
+        decision = pause_flow_run(
+            wait_for_input=Decision.with_initial_data(description=outcome_message(record), action="retry"),
+            timeout=timeout,
+            poll_interval=2,
+        )
     except FlowPauseTimeout:
         return "stop"
     return decision.action

@@ -7,8 +7,13 @@ from datetime import datetime
 from .plan import STAGES, Kind
 from .store import TaskRecord, TaskStore
 
-_SHORT = {Kind.PREPARE: "prepare", Kind.RESTART_POS_PROXY: "pos proxy", Kind.STOP_ALL: "stop",
-          Kind.START_ALL: "start", Kind.FINISH: "finish"}
+_SHORT = {
+    Kind.PREPARE: "prepare",
+    Kind.RESTART_POS_PROXY: "pos proxy",
+    Kind.STOP_ALL: "stop",
+    Kind.START_ALL: "start",
+    Kind.FINISH: "finish",
+}
 
 
 _PROCESSES = ("ocp_agentd", "ocp_mgragent", "ocp_monagent")
@@ -70,8 +75,11 @@ def publish(store: TaskStore, record: TaskRecord, names: dict[int, str], headlin
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     task_id = record.task.id
-    create_table_artifact(table=host_rows(store, record, names), key=f"ocp-task-{task_id}",
-                          description=f"OCP task {task_id}: each host's steps (ok = SUCCESSFUL, seconds) and agent pids "
-                                      "(before → after)")
-    create_markdown_artifact(markdown=summary(record, headline), key=f"ocp-task-{task_id}-summary",
-                             description=f"OCP task {task_id} summary")
+    create_table_artifact(
+        table=host_rows(store, record, names),
+        key=f"ocp-task-{task_id}",
+        description=f"OCP task {task_id}: each host's steps (ok = SUCCESSFUL, seconds) and agent pids (before → after)",
+    )
+    create_markdown_artifact(
+        markdown=summary(record, headline), key=f"ocp-task-{task_id}-summary", description=f"OCP task {task_id} summary"
+    )

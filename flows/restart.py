@@ -26,9 +26,9 @@ from .lease import Lease
 from .machine import runnable
 from .models import Operation, TaskStatus, TaskType
 from .options import RestartOptions
+from .records import TaskRecord
 from .run import RunContext
 from .settings import Settings
-from .records import TaskRecord
 from .store import TaskStore
 from .submit import create_task
 from .tasks import TASKS
@@ -42,8 +42,11 @@ if TYPE_CHECKING:
 def batch_restart_agents(
     host_ids: Annotated[list[int], Field(min_length=1, description="The hosts to restart, by inventory id, in order.")],
     inventory: Annotated[
-        str | None, Field(description="Path of the TOML inventory. Default: the worker's $OCP_RESTART_INVENTORY, "
-                                      "else $OCP_RESTART_HOME/inventory.toml.")
+        str | None,
+        Field(
+            description="Path of the TOML inventory. Default: the worker's $OCP_RESTART_INVENTORY, "
+            "else $OCP_RESTART_HOME/inventory.toml."
+        ),
     ] = None,
     options: RestartOptions = RestartOptions(),
 ) -> dict[str, Any]:
@@ -68,8 +71,13 @@ def batch_restart_agents(
         if task_id is None:
             scheduled = prefect_run.scheduled()
             task_id = create_task(
-                store, inv, host_ids, options, creator="prefect-scheduler" if scheduled else getpass.getuser(),
-                executor=config.executor_address, type=TaskType.SCHEDULED if scheduled else TaskType.MANUAL,
+                store,
+                inv,
+                host_ids,
+                options,
+                creator="prefect-scheduler" if scheduled else getpass.getuser(),
+                executor=config.executor_address,
+                type=TaskType.SCHEDULED if scheduled else TaskType.MANUAL,
             )
         elif prefect_run.is_retry_of_this_run() and store.load(task_id).task.status is TaskStatus.FAILED:
             logger.info(f"Prefect retries this flow run: OCP's retry of task {task_id}")
@@ -79,7 +87,9 @@ def batch_restart_agents(
     return prefect_run.final_state(record, task_instance(record).to_wire())  # type: ignore[return-value]  # a State's data
 
 
-def run_and_ask(store: TaskStore, task_id: int, inv: Inventory, options: RestartOptions, config: Settings) -> TaskRecord:
+def run_and_ask(
+    store: TaskStore, task_id: int, inv: Inventory, options: RestartOptions, config: Settings
+) -> TaskRecord:
     """Run the task; while it FAILS and ``ask_on_failure_seconds`` is set, ask the operator what to do next."""
     logger = get_run_logger()
     record = execute(store, task_id, inv, options, config)
@@ -108,8 +118,10 @@ def execute(store: TaskStore, task_id: int, inv: Inventory, options: RestartOpti
     with lease:
         record = store.load(task_id)  # as claimed
         work = runnable(record, tolerant_waits=threshold is not None)
-        logger.info(f"task {task_id} ({record.task.operation.value}): {len(work)} of {len(record.subtasks)} "
-                    f"subtasks to run on {len(hosts)} host(s)")
+        logger.info(
+            f"task {task_id} ({record.task.operation.value}): {len(work)} of {len(record.subtasks)} "
+            f"subtasks to run on {len(hosts)} host(s)"
+        )
         ctx = RunContext(task_id, store, record, hosts, options, lease, tolerant_waits=threshold is not None)
         why = ""
         pool: ThreadPoolTaskRunner[State[Any] | None] = ThreadPoolTaskRunner(max_workers=options.max_workers)
@@ -139,13 +151,16 @@ def execute(store: TaskStore, task_id: int, inv: Inventory, options: RestartOpti
             if ended:
                 final = store.load(task_id)
                 try:
-                    report.publish(store, final, {h.id: h.name for h in hosts.values()},
-                                   prefect_run.outcome_message(final))
+                    report.publish(
+                        store, final, {h.id: h.name for h in hosts.values()}, prefect_run.outcome_message(final)
+                    )
                 except Exception as exc:  # the UI's extras must never fail a restart
                     logger.warning(f"could not publish the run's artifacts: {exc}")
     if not ended:
-        raise Fenced(f"task {task_id}: this process lost its lease ({lease.lost}); another process may own "
-                     "the task now, so this one recorded nothing more")
+        raise Fenced(
+            f"task {task_id}: this process lost its lease ({lease.lost}); another process may own "
+            "the task now, so this one recorded nothing more"
+        )
     (logger.info if final.task.status is TaskStatus.SUCCESSFUL else logger.error)(prefect_run.outcome_message(final))
     return final
 
@@ -173,8 +188,9 @@ def end_run(store: TaskStore, ctx: RunContext, threshold: int | None, why: str) 
     reason = f"{stamp} ERROR --- {why or ctx.stopping or 'the run ended while this subtask was running'}; marked FAILED"
     try:
         # From the store, not the run's record: an operator's CANCELING is only there.
-        store.apply(machine.end_run(store.load(ctx.task_id), stamp, threshold=threshold, why=reason),
-                    runner=ctx.lease.runner)
+        store.apply(
+            machine.end_run(store.load(ctx.task_id), stamp, threshold=threshold, why=reason), runner=ctx.lease.runner
+        )
         return True
     except StaleWriteError:
         return False
@@ -190,8 +206,10 @@ def restart_agents(*, task_id: int | None = None, **parameters: Any) -> dict[str
     """
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), \
-            (prefect_run.attached(task_id) if task_id is not None else nullcontext()):
+    with (
+        temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+        prefect_run.attached(task_id) if task_id is not None else nullcontext(),
+    ):
         state = batch_restart_agents(**parameters, return_state=True)
     return _instance_of(state)
 

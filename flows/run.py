@@ -109,7 +109,10 @@ class RunContext:
         started = time.monotonic()
         for note in session.connect(deadline=deadline):
             log.warning(note)
-        log.info(f"connected to {host.label} as {host.user}, host key verified ({(time.monotonic() - started) * 1000:.0f} ms)")
+        log.info(
+            f"connected to {host.label} as {host.user}, host key verified "
+            f"({(time.monotonic() - started) * 1000:.0f} ms)"
+        )
         self._sessions[host.id] = session
         return session
 

@@ -30,6 +30,10 @@ def create_task(
         request.host_ids, options.timeouts, batch_size=options.batch_size, isolate=options.isolates_failures
     )
     return store.create_task(
-        plan, creator=creator, executor=executor, type=type, options=options.model_dump(mode="json"),
+        plan,
+        creator=creator,
+        executor=executor,
+        type=type,
+        options=options.model_dump(mode="json"),
         inventory=inventory.path,
     )

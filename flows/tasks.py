@@ -10,8 +10,8 @@ from typing import Any
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
-from prefect.logging import get_run_logger
 from prefect.client.schemas.objects import State
+from prefect.logging import get_run_logger
 from prefect.states import Failed
 
 from steps import work
@@ -44,8 +44,9 @@ NodeFunction = Callable[[str, int, str], "State | None"]
 def _node_task(kind: Kind) -> Callable[[NodeFunction], Task[[str, int, str], State | None]]:
     """The Prefect task of one node kind. No tags (each costs a server round-trip), no caching, no result
     persistence: the store is our record."""
-    return task(name=_NAMES[kind], cache_policy=NO_CACHE, persist_result=False, task_run_name="{label}",
-                log_prints=False)
+    return task(
+        name=_NAMES[kind], cache_policy=NO_CACHE, persist_result=False, task_run_name="{label}", log_prints=False
+    )
 
 
 def wait_barrier(run: RunContext, log: SubtaskLog) -> None:
@@ -57,7 +58,9 @@ def wait_barrier(run: RunContext, log: SubtaskLog) -> None:
         return
     failed = sorted(run.record.failed_hosts())
     if len(failed) > threshold:
-        raise AgentError(f"{len(failed)} host(s) failed ({failed}), more than the threshold of {threshold}: stopping here")
+        raise AgentError(
+            f"{len(failed)} host(s) failed ({failed}), more than the threshold of {threshold}: stopping here"
+        )
     if failed:
         log.warning(f"isolated {len(failed)} failed host(s) {failed} (threshold {threshold}); the others go on")
     else:
@@ -81,8 +84,11 @@ def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None] | No
         logger.warning(f"subtask {subtask_id} {sub.name} not started: {ctx.stopping}")
         return Failed(message=ctx.stopping)
     try:
-        ctx.advance(lambda r: machine.start_subtask(r, subtask_id, format_time(now()), separator(operation.value, now()),
-                                                    tolerant=ctx.tolerant_waits))
+        ctx.advance(
+            lambda r: machine.start_subtask(
+                r, subtask_id, format_time(now()), separator(operation.value, now()), tolerant=ctx.tolerant_waits
+            )
+        )
     except Fenced as exc:
         logger.error(f"subtask {subtask_id} {sub.name} not started: {exc.message}")
         return Failed(message=exc.message)
@@ -97,7 +103,9 @@ def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None] | No
             else:
                 wait_barrier(ctx, log)
         else:
-            assert host is not None and execute is not None, f"subtask {subtask_id}: a host node needs a host and a step"
+            assert host is not None and execute is not None, (
+                f"subtask {subtask_id}: a host node needs a host and a step"
+            )
             step = HostStep(ctx, subtask_id, host, log, deadline, sub.timeout)
             try:
                 (ROLLBACK_STEPS[sub.kind] if operation is Operation.ROLLBACK else execute)(step)
@@ -128,7 +136,10 @@ def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None] | No
         if host is not None and sub.kind in _AGENT_DOWN_WHEN_FAILED:
             ctx.store.set_host_agent_status(host.id, "OFFLINE")
         return Failed(message=message)
-    log.info(f"{sub.name} {'rolled back' if operation is Operation.ROLLBACK else 'done'} in {time.monotonic() - started:.2f} s")
+    log.info(
+        f"{sub.name} {'rolled back' if operation is Operation.ROLLBACK else 'done'} "
+        f"in {time.monotonic() - started:.2f} s"
+    )
     outcome = SubtaskStatus.PENDING if operation is Operation.ROLLBACK else SubtaskStatus.SUCCESSFUL
     if not _finish(ctx, logger, subtask_id, outcome, log):
         return Failed(message="this runner lost its lease")
@@ -137,7 +148,13 @@ def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None] | No
     return None
 
 
-def _finish(ctx: RunContext, logger: logging.Logger | logging.LoggerAdapter[Any], subtask_id: int, outcome: SubtaskStatus, log: SubtaskLog) -> bool:
+def _finish(
+    ctx: RunContext,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    subtask_id: int,
+    outcome: SubtaskStatus,
+    log: SubtaskLog,
+) -> bool:
     """Record the subtask's end with its last log lines; False if this runner may no longer write."""
     log.publish()
     try:

@@ -1,10 +1,10 @@
 """The view: records -> the documented wire shapes. Pure: no I/O.
 
-    task_instance          what POST batchRestartAgents answers (the seed's shape: ``creator`` a string, ``context``)
-    wrapped_task_instance  what GET, retry and rollback answer (OCP's WrappedTaskInstance: ``creator {id, name}``,
-                           times, ``prohibitRollback``; subtasks with times and ``executor``)
-    basic_task_instance    an item of the task list (OCP's BasicTaskInstance)
-    host_agent             GET /compute/hosts/{hostId}/agent: the agent's status and pids as last seen on the host
+task_instance          what POST batchRestartAgents answers (the seed's shape: ``creator`` a string, ``context``)
+wrapped_task_instance  what GET, retry and rollback answer (OCP's WrappedTaskInstance: ``creator {id, name}``,
+                       times, ``prohibitRollback``; subtasks with times and ``executor``)
+basic_task_instance    an item of the task list (OCP's BasicTaskInstance)
+host_agent             GET /compute/hosts/{hostId}/agent: the agent's status and pids as last seen on the host
 """
 
 from __future__ import annotations
@@ -79,8 +79,9 @@ def subtask(sub: SubtaskRecord) -> Subtask:
 
 def preview(plan: Plan, *, creator: str, executor: str, start_time: datetime) -> TaskInstance:
     """The task instance ``plan`` would create, with provisional ids (1 for the task, 1.. for subtasks)."""
-    record = new_task(plan, 1, [node.key + 1 for node in plan.nodes], format_time(start_time), creator=creator,
-                      executor=executor)
+    record = new_task(
+        plan, 1, [node.key + 1 for node in plan.nodes], format_time(start_time), creator=creator, executor=executor
+    )
     return task_instance(record)
 
 
@@ -93,9 +94,17 @@ def creator(name: str) -> Creator:
 def wrapped_task_instance(record: TaskRecord) -> WrappedTaskInstance:
     task = record.task
     return WrappedTaskInstance(
-        id=task.id, name=task.name, task_definition_id=-1, status=task.status, type=task.type,
-        creator=creator(task.creator), executor=task.executor, create_time=task.create_time,
-        start_time=task.start_time, finish_time=task.finish_time, operation=task.operation,
+        id=task.id,
+        name=task.name,
+        task_definition_id=-1,
+        status=task.status,
+        type=task.type,
+        creator=creator(task.creator),
+        executor=task.executor,
+        create_time=task.create_time,
+        start_time=task.start_time,
+        finish_time=task.finish_time,
+        operation=task.operation,
         prohibit_rollback=task.prohibit_rollback,
         subtasks=[subtask_instance(sub, task.executor) for sub in record.subtasks],
     )
@@ -104,22 +113,44 @@ def wrapped_task_instance(record: TaskRecord) -> WrappedTaskInstance:
 def subtask_instance(sub: SubtaskRecord, executor: str) -> SubtaskInstance:
     """A subtask as the task detail shows it; ``executor`` is the task's, once the subtask has started."""
     return SubtaskInstance(
-        id=sub.id, series_id=sub.series_id, name=sub.name, description=sub.name, class_name=sub.class_name,
-        timeout=sub.timeout, status=sub.status, operation=sub.operation,
-        executor=executor if sub.start_time else None, run_time=sub.run_time, create_time=sub.create_time,
-        start_time=sub.start_time, finish_time=sub.finish_time, node_type="JAVA_TASK", parallel_idx=sub.parallel_idx,
-        upstreams=list(sub.upstreams), downstreams=list(sub.downstreams), prohibit_rollback=sub.prohibit_rollback,
+        id=sub.id,
+        series_id=sub.series_id,
+        name=sub.name,
+        description=sub.name,
+        class_name=sub.class_name,
+        timeout=sub.timeout,
+        status=sub.status,
+        operation=sub.operation,
+        executor=executor if sub.start_time else None,
+        run_time=sub.run_time,
+        create_time=sub.create_time,
+        start_time=sub.start_time,
+        finish_time=sub.finish_time,
+        node_type="JAVA_TASK",
+        parallel_idx=sub.parallel_idx,
+        upstreams=list(sub.upstreams),
+        downstreams=list(sub.downstreams),
+        prohibit_rollback=sub.prohibit_rollback,
     )
 
 
 def basic_task_instance(record: TaskRecord) -> BasicTaskInstance:
     task = record.task
     return BasicTaskInstance(
-        id=task.id, name=task.name, creator=creator(task.creator), status=task.status, start_time=task.start_time,
-        finish_time=task.finish_time, type=task.type, operation=task.operation, executor=task.executor,
+        id=task.id,
+        name=task.name,
+        creator=creator(task.creator),
+        status=task.status,
+        start_time=task.start_time,
+        finish_time=task.finish_time,
+        type=task.type,
+        operation=task.operation,
+        executor=task.executor,
         create_time=task.create_time,
-        subtasks=[BasicSubtaskInstance(id=s.id, name=s.name, description=s.name, status=s.status, operation=s.operation)
-                  for s in record.subtasks],
+        subtasks=[
+            BasicSubtaskInstance(id=s.id, name=s.name, description=s.name, status=s.status, operation=s.operation)
+            for s in record.subtasks
+        ],
     )
 
 
@@ -148,8 +179,10 @@ def spring_sort(values: list[str], fields: Mapping[str, str]) -> list[tuple[str,
             ascending = parts.pop().lower() == "asc"
         unknown = [part for part in parts if part not in fields]
         if unknown:
-            raise ValueError(f"cannot sort by {', '.join(unknown)}: expected one of {', '.join(fields)}, "
-                             "optionally followed by ,asc or ,desc")
+            raise ValueError(
+                f"cannot sort by {', '.join(unknown)}: expected one of {', '.join(fields)}, "
+                "optionally followed by ,asc or ,desc"
+            )
         order += [(fields[part], ascending) for part in parts]
     return order
 
@@ -158,8 +191,16 @@ PORTS = {"ocp_mgragent": "62888", "ocp_monagent": "62889"}  # OCP's defaults: ma
 
 
 def host_agent(
-    *, host_id: int, address: str, user: str, agent_home: str, status: str | None, pids: Mapping[str, int],
-    seen: str | None, stopped: bool, available: str | None,
+    *,
+    host_id: int,
+    address: str,
+    user: str,
+    agent_home: str,
+    status: str | None,
+    pids: Mapping[str, int],
+    seen: str | None,
+    stopped: bool,
+    available: str | None,
 ) -> HostAgent:
     """The host's agent as we last saw it: ``pids`` at ``seen`` (the latest restart's Finish, else its Prepare);
     ``stopped`` when that restart's Stop began and it has not finished since. A process we did not see running, or
@@ -168,14 +209,30 @@ def host_agent(
     processes = []
     for index, name in enumerate(PROCESSES, start=1):
         pid = 0 if stopped else int(pids.get(name) or 0)
-        processes.append(HostAgentProcess(
-            id=index, host_id=host_id, alias=name, pid=pid, user=user, start_command=f"{home}/bin/{name}",
-            ports=PORTS.get(name, ""), last_active_time=seen if pid else None,
-            status="STARTED" if pid else "STOPPED", operable=False, log_file_pattern=f"{home}/log/{name}.log*",
-            update_time=seen,
-        ))
+        processes.append(
+            HostAgentProcess(
+                id=index,
+                host_id=host_id,
+                alias=name,
+                pid=pid,
+                user=user,
+                start_command=f"{home}/bin/{name}",
+                ports=PORTS.get(name, ""),
+                last_active_time=seen if pid else None,
+                status="STARTED" if pid else "STOPPED",
+                operable=False,
+                log_file_pattern=f"{home}/log/{name}.log*",
+                update_time=seen,
+            )
+        )
     return HostAgent(
-        id=host_id, install_home=home, log_home=f"{home}/log", last_available_time=available, host_id=host_id,
-        host_inner_ip_address=address, status=status, processes=processes if seen else [], update_time=seen,
+        id=host_id,
+        install_home=home,
+        log_home=f"{home}/log",
+        last_available_time=available,
+        host_id=host_id,
+        host_inner_ip_address=address,
+        status=status,
+        processes=processes if seen else [],
+        update_time=seen,
     )
-

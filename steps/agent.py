@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from .errors import AgentError, SubtaskCancelled
-
 from .runner import CommandResult, Runner, Script, integers, sh
 
 AGENTD = "ocp_agentd"
@@ -49,14 +48,17 @@ STOP_ALL = Script(
 # Prints `pid start-time` for each live pid given. $@: the pids. Builtins only, as above.
 START_TIMES = Script(
     "start_times",
-    f'set -f; for p in "$@"; do {_READ_STAT}; [ -n "$st" ] || continue; set -- ${{st##*) }}; echo "$p ${{20}}"; done; true',
+    f'set -f; for p in "$@"; do {_READ_STAT}; [ -n "$st" ] || continue; '
+    'set -- ${st##*) }; echo "$p ${20}"; done; true',
 )
 # Prints `pid state comm` for each given pid that has a process (state: field 3 of /proc/PID/stat, Z for a
 # zombie). Shell builtins only: `ps -p` reads every process on the host to print a few, which cost 90 ms of CPU per
 # call with 3,000 processes and made Stop all 3.4x the floor's at 1,000 sandbox hosts (#14). comm is what lies
 # between the first "(" and the last ") ".
-_LIVE_LOOP = (f'for p in "$@"; do {_READ_STAT}; [ -n "$st" ] || continue; '
-              'c=${st#*(}; c=${c%) *}; set -- ${st##*) }; echo "$p $1 $c"; done')
+_LIVE_LOOP = (
+    f'for p in "$@"; do {_READ_STAT}; [ -n "$st" ] || continue; '
+    'c=${st#*(}; c=${c%) *}; set -- ${st##*) }; echo "$p $1 $c"; done'
+)
 LIVE = Script("live", f"set -f; {_LIVE_LOOP}; true")  # $@: the pids
 # The same, then MARK, then `ocp_agentctl status` (whose exit status is the command's). $1: the CLI, the rest: pids.
 LIVE_THEN_STATUS = Script("live_then_status", f'set -f; ctl=$1; shift; {_LIVE_LOOP}; echo {MARK}; exec "$ctl" status')
@@ -121,16 +123,18 @@ class AgentControl:
         """``ocp_agentctl ARGS``; AgentError with the agent's own error if it fails."""
         result = self._run(sh([self.ctl, *args]), deadline)
         if not result.ok:
-            raise AgentError(f"{doing} failed: ocp_agentctl {shlex.join(args)} exited {result.exit_status}: "
-                             f"{error_of(result)}")
+            raise AgentError(
+                f"{doing} failed: ocp_agentctl {shlex.join(args)} exited {result.exit_status}: {error_of(result)}"
+            )
 
     def ctl_then_status(self, *commands: Sequence[str], deadline: float, doing: str) -> AgentStatus:
         """``ocp_agentctl ARGS && ...`` (one or more, e.g. ``("start",)``) and, if they all succeeded,
         ``ocp_agentctl status``, in one round trip: an agent that is ready when its CLI returns needs no second one.
         AgentError (as ``ctl_command``) if one of them failed."""
         calls = [[self.ctl, *args] for args in commands]
-        result = self._run(sh(*calls, ["echo", MARK], [self.ctl, "status"]), deadline,
-                           shown=sh(*calls, [self.ctl, "status"]))
+        result = self._run(
+            sh(*calls, ["echo", MARK], [self.ctl, "status"]), deadline, shown=sh(*calls, [self.ctl, "status"])
+        )
         # `A && B && echo MARK && status`: MARK printed iff A and B succeeded; else the exit status is the failure's.
         answer, mark, status = result.stdout.partition(f"{MARK}\n")
         what = " && ".join(f"ocp_agentctl {shlex.join(args)}" for args in commands)
@@ -141,8 +145,9 @@ class AgentControl:
             raise AgentError(f"{doing} failed: {what} exited {result.exit_status}: {error_of(failed)}")
         return parse_status(result.ok, status)
 
-    def wait_until(self, check: Callable[[AgentStatus], bool], deadline: float, *, what: str,
-                   first: AgentStatus | None = None) -> AgentStatus:
+    def wait_until(
+        self, check: Callable[[AgentStatus], bool], deadline: float, *, what: str, first: AgentStatus | None = None
+    ) -> AgentStatus:
         """Poll status until ``check`` holds (``first``: a status just read, checked before polling); AgentError
         naming ``what`` and the last status at the deadline."""
         if first is not None and check(first):
@@ -170,7 +175,8 @@ class AgentControl:
         stop: name -> (pid, start time or None). Returns them and the stop's result (its exit status is the
         command's)."""
         result = self._run(
-            STOP_ALL.render(self.ctl, self.run_dir, *PROCESSES), deadline,
+            STOP_ALL.render(self.ctl, self.run_dir, *PROCESSES),
+            deadline,
             shown=f"{sh([self.ctl, 'stop'])}   # after reading {self.run_dir}/*.pid and those processes' start times",
         )
         identities, _, stop_output = result.stdout.partition(f"{MARK}\n")
@@ -178,8 +184,11 @@ class AgentControl:
 
     def check_stopped(self, pids: set[int], deadline: float) -> tuple[dict[int, str], AgentStatus]:
         """After a stop, in one round trip: which of ``pids`` still live, and what ``ocp_agentctl status`` says."""
-        result = self._run(LIVE_THEN_STATUS.render(self.ctl, *integers(pids)), deadline,
-                           shown=f"{sh([self.ctl, 'status'])}   # after checking pids {' '.join(integers(pids)) or '(none)'} in /proc")
+        result = self._run(
+            LIVE_THEN_STATUS.render(self.ctl, *integers(pids)),
+            deadline,
+            shown=f"{sh([self.ctl, 'status'])}   # after checking pids {' '.join(integers(pids)) or '(none)'} in /proc",
+        )
         live, _, status = result.stdout.partition(f"{MARK}\n")
         return parse_live(live), parse_status(result.ok, status)
 
@@ -237,8 +246,9 @@ def parse_status(ok: bool, stdout: str) -> AgentStatus:
                 pids[name] = _pid(svc["pid"])
         return AgentStatus(running=True, ready=message.get("ready") is True, pids=pids)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise AgentError(f"cannot parse `ocp_agentctl status` output ({type(exc).__name__}: {exc}): "
-                         f"{stdout[:500]!r}") from None
+        raise AgentError(
+            f"cannot parse `ocp_agentctl status` output ({type(exc).__name__}: {exc}): {stdout[:500]!r}"
+        ) from None
 
 
 def _pid(value: object, *, zero: bool = False) -> int:

@@ -1,17 +1,17 @@
 """The host inventory: a TOML file validated by pydantic.
 
-    [defaults]                 # any host key may be set here
-    user = "admin"
-    ssh_port = 22
-    key_file = "~/.ssh/id_ed25519"
-    known_hosts = "~/.ssh/known_hosts"
-    agent_home = "/home/admin/ocp_agent"
+[defaults]                 # any host key may be set here
+user = "admin"
+ssh_port = 22
+key_file = "~/.ssh/id_ed25519"
+known_hosts = "~/.ssh/known_hosts"
+agent_home = "/home/admin/ocp_agent"
 
-    [[hosts]]
-    id = 1001
-    name = "obs-zone1-1"
-    address = "10.0.0.11"
-    ssh_port = 2201            # any default may be overridden per host
+[[hosts]]
+id = 1001
+name = "obs-zone1-1"
+address = "10.0.0.11"
+ssh_port = 2201            # any default may be overridden per host
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, f
 
 from .errors import InventoryError, UnknownHostError
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 _USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 # Paths reach remote shell commands: quoted there, but restricted here too, so a typo cannot become a surprise.
 _REMOTE_PATH = re.compile(r"^/[A-Za-z0-9._/+-]*$")
@@ -114,7 +116,9 @@ def load_inventory(path: str | Path) -> Inventory:
 def parse_inventory(raw: dict[str, Any], source: str) -> Inventory:
     unknown_sections = set(raw) - {"defaults", "hosts"}
     if unknown_sections:
-        raise InventoryError(f"{source}: unknown section(s) {sorted(unknown_sections)}; expected [defaults] and [[hosts]]")
+        raise InventoryError(
+            f"{source}: unknown section(s) {sorted(unknown_sections)}; expected [defaults] and [[hosts]]"
+        )
     defaults = raw.get("defaults", {})
     if not isinstance(defaults, dict):
         raise InventoryError(f"{source}: [defaults] must be a table, got {type(defaults).__name__}")
@@ -139,6 +143,8 @@ def parse_inventory(raw: dict[str, Any], source: str) -> Inventory:
             )
             raise InventoryError(f"{source}: {who}: {problems}") from None
         if host.id in hosts:
-            raise InventoryError(f"{source}: {who}: field 'id': {host.id} is already used by host {hosts[host.id].name!r}")
+            raise InventoryError(
+                f"{source}: {who}: field 'id': {host.id} is already used by host {hosts[host.id].name!r}"
+            )
         hosts[host.id] = host
     return Inventory(path=source, hosts=hosts)

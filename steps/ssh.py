@@ -24,7 +24,6 @@ from typing import Generic, TypeVar
 import paramiko
 
 from .errors import AuthenticationError, CommandTimeout, ConnectError, HostKeyError, SSHError, SubtaskCancelled
-
 from .inventory import Host
 from .runner import CommandResult, Runner, Script, integers
 
@@ -232,7 +231,10 @@ class SSHSession:
         except FileNotFoundError:
             raise AuthenticationError(f"{host.label}: key file {host.key_file} not found") from None
         except paramiko.PasswordRequiredException:
-            raise AuthenticationError(f"{host.label}: key file {host.key_file} is passphrase-protected, which is not supported yet; use a dedicated unencrypted deploy key") from None
+            raise AuthenticationError(
+                f"{host.label}: key file {host.key_file} is passphrase-protected, which is not supported yet; "
+                "use a dedicated unencrypted deploy key"
+            ) from None
         except (paramiko.SSHException, OSError, ValueError) as exc:
             raise AuthenticationError(f"{host.label}: cannot load key file {host.key_file}: {exc}") from None
         try:
@@ -288,7 +290,8 @@ class SSHSession:
                 if time.monotonic() >= deadline:
                     output, note = self._abort(chan, out, err)
                     raise CommandTimeout(
-                        f"{self.host.label}: {command!r} did not finish within {time.monotonic() - started:.1f} s; {note}",
+                        f"{self.host.label}: {command!r} did not finish within "
+                        f"{time.monotonic() - started:.1f} s; {note}",
                         output=output,
                     )
                 if chan.closed and not chan.exit_status_ready():
@@ -305,7 +308,8 @@ class SSHSession:
         if out.pgid is None:
             raise SSHError(
                 f"{self.host.label}: the host did not run {command!r} as sent (no start marker in its output; "
-                f"exit status {status})" + (f"; it printed:\n{_join(out.text(), err.text())}" if out.text() or err.text() else "")
+                f"exit status {status})"
+                + (f"; it printed:\n{_join(out.text(), err.text())}" if out.text() or err.text() else "")
             )
         return CommandResult(command, status, out.text(), err.text(), time.monotonic() - started)
 
@@ -314,8 +318,11 @@ class SSHSession:
         pgid = out.pgid
         killed = self._kill_group(pgid)
         _drain(chan, out, err)
-        note = (f"killed its process group {pgid} on the host" if killed else
-                "could not kill it on the host (no process group id); it may still run")
+        note = (
+            f"killed its process group {pgid} on the host"
+            if killed
+            else "could not kill it on the host (no process group id); it may still run"
+        )
         return _join(out.text(), err.text()), note
 
     def _kill_group(self, pgid: int | None) -> bool:
@@ -380,7 +387,7 @@ def find_marker(data: bytes, marker: str) -> tuple[int, int] | None:
     end = data.find(b"\n", at) if at >= 0 else -1
     if end < 0:
         return None  # not (all) there yet
-    digits = data[at + len(key):end].rstrip(b"\r")
+    digits = data[at + len(key) : end].rstrip(b"\r")
     return (int(digits), end + 1) if digits.isdigit() and len(digits) <= 10 else None
 
 
@@ -407,7 +414,7 @@ class _Marked:
                 del self._head[: len(self._head) - MAX_NOISE]
             return
         self.pgid, begins = found
-        self.noise = bytes(self._head[: begins]).rpartition(self.marker.encode())[0]
+        self.noise = bytes(self._head[:begins]).rpartition(self.marker.encode())[0]
         rest = bytes(self._head[begins:])
         self._head = bytearray()
         self.out.add(rest)

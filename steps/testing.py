@@ -64,8 +64,13 @@ class FakeRunner:
     with ``real_time`` it polls ``stop`` until the deadline like the real one. Messages are SSHSession's.
     """
 
-    def __init__(self, handler: Handler | Mapping[str, Answer], *, label: str = "fake-host(127.0.0.1:22)",
-                 real_time: bool = False) -> None:
+    def __init__(
+        self,
+        handler: Handler | Mapping[str, Answer],
+        *,
+        label: str = "fake-host(127.0.0.1:22)",
+        real_time: bool = False,
+    ) -> None:
         self.handler = handler
         self.label = label
         self.real_time = real_time
@@ -96,11 +101,14 @@ class FakeRunner:
         self.killed.append(self._next_pgid)
         note = f"killed its process group {self._next_pgid} on the host"
         if cancelled:
-            raise SubtaskCancelled(f"cancelled by an operator while {command!r} ran; {note}"
-                                   + (f"; its output:\n{answer.output}" if answer.output else ""))
+            raise SubtaskCancelled(
+                f"cancelled by an operator while {command!r} ran; {note}"
+                + (f"; its output:\n{answer.output}" if answer.output else "")
+            )
         took = max(deadline, time.monotonic()) - started
-        raise CommandTimeout(f"{self.label}: {command!r} did not finish within {took:.1f} s; {note}",
-                             output=answer.output)
+        raise CommandTimeout(
+            f"{self.label}: {command!r} did not finish within {took:.1f} s; {note}", output=answer.output
+        )
 
 
 # -- a step ----------------------------------------------------------------------------------------------------

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import time
 
-from .errors import AgentError
-
 from .agent import POS_PROXY, PROCESSES, AgentControl, error_of
+from .errors import AgentError
 from .step import Step
 
 STOP_RESERVE_MAX = 15.0  # seconds kept after `ocp_agentctl stop` to TERM/KILL leftovers
@@ -37,11 +36,17 @@ def restart_pos_proxy(step: Step) -> None:
     agent, deadline = agent_of(step), step.deadline
     before = agent.status(deadline)
     if not before.running:
-        step.log.warning(f"ocp_agentd is not running, so {POS_PROXY} cannot be restarted alone; Start all will start it")
+        step.log.warning(
+            f"ocp_agentd is not running, so {POS_PROXY} cannot be restarted alone; Start all will start it"
+        )
         return
     old = before.pids.get(POS_PROXY)
-    now = agent.ctl_then_status(("service", "stop", POS_PROXY), ("service", "start", POS_PROXY), deadline=deadline,
-                                doing=f"restarting {POS_PROXY}")
+    now = agent.ctl_then_status(
+        ("service", "stop", POS_PROXY),
+        ("service", "start", POS_PROXY),
+        deadline=deadline,
+        doing=f"restarting {POS_PROXY}",
+    )
     after = agent.wait_until(
         lambda s: s.pids.get(POS_PROXY) not in (None, old), deadline, what=f"{POS_PROXY} runs with a new pid", first=now
     )
@@ -64,8 +69,10 @@ def stop_all(step: Step) -> None:
     if not stopped.ok:
         # The CLI gave up (e.g. wait_for_exit_timeout) but answered: its leftovers are ours to TERM/KILL.
         # A CLI that never answers (CommandTimeout, raised above) is not: the subtask fails, the agent is left as is.
-        log.warning(f"stopping the agent failed: ocp_agentctl stop exited {stopped.exit_status}: "
-                    f"{error_of(stopped)}; checking for leftover agent processes")
+        log.warning(
+            f"stopping the agent failed: ocp_agentctl stop exited {stopped.exit_status}: "
+            f"{error_of(stopped)}; checking for leftover agent processes"
+        )
     left, status = agent.check_stopped(known, deadline)
     for sig in ("TERM", "KILL"):
         if not left:
@@ -96,7 +103,9 @@ def start_all(step: Step) -> None:
     if kept:  # the same pid may be a new process (pids are reused): compare start times too
         old_starts = step.recorded_pids("starts") or {}
         now_starts = agent.start_times({status.pids[name] for name in kept}, step.deadline)
-        kept = [name for name in kept if name not in old_starts or now_starts.get(status.pids[name]) == old_starts[name]]
+        kept = [
+            name for name in kept if name not in old_starts or now_starts.get(status.pids[name]) == old_starts[name]
+        ]
     if kept:
         raise AgentError(f"after start, {', '.join(kept)} still run with the pid(s) from before the restart")
 
@@ -108,7 +117,9 @@ def finish(step: Step) -> None:
         raise AgentError(f"the agent is not ready at the end of the restart: {status.describe()}")
     before = step.recorded_pids("before") or {}
     step.record_pids("after", status.pids)
-    step.log.info("restarted: " + ", ".join(f"{n} {before.get(n, '-')} -> {status.pids.get(n, '-')}" for n in PROCESSES))
+    step.log.info(
+        "restarted: " + ", ".join(f"{n} {before.get(n, '-')} -> {status.pids.get(n, '-')}" for n in PROCESSES)
+    )
 
 
 # -- rollback ------------------------------------------------------------------------------------------------
@@ -146,5 +157,14 @@ def _describe(processes: dict[int, str]) -> str:
     return ", ".join(f"{name} (pid {pid})" for pid, name in sorted(processes.items()))
 
 
-__all__ = ["agent_of", "prepare", "restart_pos_proxy", "stop_all", "start_all", "finish",
-           "ensure_running", "ensure_pos_proxy", "nothing_to_undo"]
+__all__ = [
+    "agent_of",
+    "prepare",
+    "restart_pos_proxy",
+    "stop_all",
+    "start_all",
+    "finish",
+    "ensure_running",
+    "ensure_pos_proxy",
+    "nothing_to_undo",
+]

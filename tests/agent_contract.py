@@ -23,8 +23,18 @@ from deployments.sandbox.agent_home import AgentHome
 from deployments.sandbox.fake_agent import FakeAgent
 from steps import work
 from steps.agent import (
-    AGENTD, LIVE, LIVE_THEN_STATUS, MARK, POS_PROXY, PROCESSES, SERVICES, SIGNAL, STATUS_IF_CLI, STOP_ALL,
-    AgentControl, AgentStatus,
+    AGENTD,
+    LIVE,
+    LIVE_THEN_STATUS,
+    MARK,
+    POS_PROXY,
+    PROCESSES,
+    SERVICES,
+    SIGNAL,
+    STATUS_IF_CLI,
+    STOP_ALL,
+    AgentControl,
+    AgentStatus,
 )
 from steps.errors import AgentError, CommandTimeout
 from steps.inventory import DEFAULT_AGENT_HOME, Host
@@ -242,8 +252,11 @@ class TestStatus:
         pids = pid_files(agent)
         services = {name: {"state": "running", "pid": pids[name]} for name in SERVICES}
         message = {"state": "running", "ready": True, "pid": pids[AGENTD], "services": services}
-        assert (done.exit_status, done.stdout, done.stderr) == (0, compact({"successful": True, "message": message})
-                                                                + "\n", "")
+        assert (done.exit_status, done.stdout, done.stderr) == (
+            0,
+            compact({"successful": True, "message": message}) + "\n",
+            "",
+        )
         assert agent_processes(agent) == sorted((pid, name) for name, pid in pids.items())
 
     def test_a_stopped_agent_answers_agentd_is_not_running(self, agent):
@@ -403,12 +416,16 @@ class TestServices:
         """A service that dies while agentd runs is started again by agentd, with a new pid."""
         before = pid_files(agent)
         agent.kill(before["ocp_monagent"], "KILL")
-        after = eventually(lambda: (s := status(agent)).pids.get("ocp_monagent") not in (None, before["ocp_monagent"])
-                           and s)
+        after = eventually(
+            lambda: (s := status(agent)).pids.get("ocp_monagent") not in (None, before["ocp_monagent"]) and s
+        )
         assert after.pids[AGENTD] == before[AGENTD] and after.pids[POS_PROXY] == before[POS_PROXY]
 
-    @pytest.mark.parametrize("args", [("bogus",), ("status", "now"), ("service", "restart", POS_PROXY),
-                                      ("service", "stop")], ids=["unknown", "extra", "restart", "no-name"])
+    @pytest.mark.parametrize(
+        "args",
+        [("bogus",), ("status", "now"), ("service", "restart", POS_PROXY), ("service", "stop")],
+        ids=["unknown", "extra", "restart", "no-name"],
+    )
     def test_bad_arguments_are_a_usage_error(self, agent, args):
         """Anything but status|start|stop|service start|stop NAME: exit 2 with the usage as the error."""
         done = ctl(agent, *args)
@@ -459,8 +476,9 @@ class TestScripts:
         agent.write_pid_file(AGENTD, "junk\n")
         agent.write_pid_file("ocp_mgragent", f"{DEAD}\n")
         agent.write_pid_file("ocp_monagent", f"{other}\n")
-        done = agent.runner.run(STOP_ALL.render(f"{agent.home}/bin/ocp_agentctl", f"{agent.home}/run", *PROCESSES),
-                                deadline=deadline())
+        done = agent.runner.run(
+            STOP_ALL.render(f"{agent.home}/bin/ocp_agentctl", f"{agent.home}/run", *PROCESSES), deadline=deadline()
+        )
         start = control(agent).start_times({other}, deadline())[other]
         assert done.stdout == f"ocp_mgragent {DEAD} -\nocp_monagent {other} {start}\n{MARK}\n{OK}"
 
@@ -507,8 +525,11 @@ class TestScripts:
         done = ctl(agent, "status")
         assert (done.exit_status, done.stdout, done.stderr) == (127, "", f"/bin/sh: 1: {ctl_path}: not found\n")
         done = agent.runner.run(LIVE_THEN_STATUS.render(ctl_path), deadline=deadline())
-        assert (done.exit_status, done.stdout, done.stderr) == (127, f"{MARK}\n",
-                                                                f"/bin/sh: 1: exec: {ctl_path}: not found\n")
+        assert (done.exit_status, done.stdout, done.stderr) == (
+            127,
+            f"{MARK}\n",
+            f"/bin/sh: 1: exec: {ctl_path}: not found\n",
+        )
         with pytest.raises(AgentError, match="ocp_agentctl start exited 127: .*not found"):
             control(agent).ctl_then_status(("start",), deadline=deadline(), doing="starting")
 

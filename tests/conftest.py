@@ -88,17 +88,30 @@ class ApiServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "ApiServer":
-        import httpx
+    def start(self) -> ApiServer:
         import time
+
+        import httpx
 
         env = {**os.environ, "OCP_RESTART_HOME": str(self.home)}
         exe = shutil.which("ocp-restart", path=str(Path(sys.executable).parent))
         command = [exe] if exe else [sys.executable, "-m", "deployments.cli"]
         self.log = open(self.home / f"serve-{self.port}.log", "ab")
         self.process = subprocess.Popen(
-            [*command, "serve", "--inventory", str(self.inventory), "--users", str(self.users), "--port", str(self.port)],
-            env=env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                *command,
+                "serve",
+                "--inventory",
+                str(self.inventory),
+                "--users",
+                str(self.users),
+                "--port",
+                str(self.port),
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -25,5 +25,7 @@ def every_row(engine: sa.Engine) -> dict[str, list[dict]]:
     meta = sa.MetaData()
     meta.reflect(engine, only=TABLES)
     with engine.connect() as conn:
-        return {name: [dict(row._mapping) for row in conn.execute(sa.select(table).order_by(*table.primary_key))]
-                for name, table in meta.tables.items()}
+        return {
+            name: [dict(row._mapping) for row in conn.execute(sa.select(table).order_by(*table.primary_key))]
+            for name, table in meta.tables.items()
+        }

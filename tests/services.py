@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import httpx
-
 from conftest import ROOT, free_port
+
 from deployments.sandbox.postgres import PostgresCluster
 from deployments.sandbox.procs import reap
 
@@ -43,18 +43,25 @@ class PrefectServer:
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         self.env = {
-            **os.environ, "PREFECT_HOME": str(base / "server-home"), "PREFECT_API_URL": self.api_url,
-            "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "false",
+            **os.environ,
+            "PREFECT_HOME": str(base / "server-home"),
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+            "PREFECT_UI_ENABLED": "false",
         }
         if auth:  # the server requires it; its clients (workers, CLI, flow runs) send it
             self.env.update(PREFECT_SERVER_API_AUTH_STRING=auth, PREFECT_API_AUTH_STRING=auth)
 
-    def start(self) -> "PrefectServer":
+    def start(self) -> PrefectServer:
         self.log = open(self.base / "prefect-server.log", "ab")
         self.process = subprocess.Popen(
             [prefect_exe(), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.base,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=self.base,
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -78,13 +85,20 @@ class Worker:
     def __init__(self, base: Path, name: str, env: dict[str, str], pool: str = "ocp-restart") -> None:
         self.dir = base / name
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.env = {**env, "PREFECT_HOME": str(self.dir / "prefect-home"), "PREFECT_WORKER_QUERY_SECONDS": "1",
-                    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO",
-                    "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
+        self.env = {
+            **env,
+            "PREFECT_HOME": str(self.dir / "prefect-home"),
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "INFO",
+            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+        }
         self.log = open(self.dir / "worker.log", "ab")
         self.process = subprocess.Popen(
             [prefect_exe(), "worker", "start", "--pool", pool, "--type", "process", "--name", name],
-            env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.dir,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=self.dir,
         )
 
     def stop(self) -> None:

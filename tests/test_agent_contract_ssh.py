@@ -9,10 +9,15 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from agent_contract import (  # noqa: F401  (the test classes run here)
-    ShellAgentDriver, TestScripts, TestServices, TestStatus, TestStopAndStart, TestTheSteps,
+    ShellAgentDriver,
+    TestScripts,
+    TestServices,
+    TestStatus,
+    TestStopAndStart,
+    TestTheSteps,
 )
+
 from deployments.sandbox import Sandbox
 from steps.inventory import load_inventory
 from steps.ssh import SSHSession
@@ -37,8 +42,11 @@ def agent(host):
     uid, gid = (None, None) if login.is_self else (login.uid, login.gid)
     driver = ShellAgentDriver(sandbox_host.home, session, uid=uid, gid=gid)
     driver.close()  # whatever an earlier test left running
-    for path in [*(sandbox_host.agent_home / "faults").iterdir(), *sandbox_host.home.run_dir.glob("*.pid"),
-                 *sandbox_host.home.run_dir.glob("*.disabled")]:
+    for path in [
+        *(sandbox_host.agent_home / "faults").iterdir(),
+        *sandbox_host.home.run_dir.glob("*.pid"),
+        *sandbox_host.home.run_dir.glob("*.disabled"),
+    ]:
         path.unlink()
     try:
         yield driver.start()

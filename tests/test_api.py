@@ -9,8 +9,8 @@ import time
 
 import httpx
 import pytest
-
 from conftest import ApiServer, cli, free_port, wait_for
+
 from deployments.auth import add_user
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -47,8 +47,6 @@ def server(box, users_file, tmp_path_factory, prefect_api):
 def client(server, user: str | None = "admin", password: str | None = None) -> httpx.Client:
     auth = (user, password or PASSWORDS[user]) if user else None
     return httpx.Client(base_url=server.url, auth=auth, timeout=30)
-
-
 
 
 def assert_envelope(body: dict, status: int, successful: bool = True) -> None:
@@ -138,7 +136,9 @@ class TestRestart:
             stop = next(s for s in task["subtasks"] if s["name"] == "Stop all OCP agent processes")
             log = api.get(f"/api/v2/tasks/instances/{task['id']}/subtasks/{stop['id']}/log").json()
         assert_envelope(log, 200)
-        assert re.match(r"############\{EXECUTE\}\{\d{4}-\d\d-\d\dT[\d:.]+[+-]\d\d:\d\d\}############\n", log["data"]["log"])
+        assert re.match(
+            r"############\{EXECUTE\}\{\d{4}-\d\d-\d\dT[\d:.]+[+-]\d\d:\d\d\}############\n", log["data"]["log"]
+        )
         assert "ocp_agentctl stop" in log["data"]["log"]
 
     def test_a_second_post_for_a_busy_host_gets_409(self, server, box):
@@ -246,7 +246,9 @@ class TestBadInput:
         [
             pytest.param("/api/v2/tasks/instances/999999", 404, 4001, id="unknown-task"),
             pytest.param("/api/v2/tasks/instances/abc", 400, 1001, id="non-integer-task"),
-            pytest.param("/api/v2/tasks/instances?size=1.5", 400, 1001, id="size-not-an-integer"),  # #12: 5000 is clamped
+            pytest.param(
+                "/api/v2/tasks/instances?size=1.5", 400, 1001, id="size-not-an-integer"
+            ),  # #12: 5000 is clamped
             pytest.param("/api/v2/tasks/instances?page=abc", 400, 1001, id="page-not-a-number"),  # #12: 0 is page 1
             pytest.param("/api/v2/tasks/instances?status=DONE", 400, 1001, id="bad-status"),
             pytest.param("/api/v2/compute/hosts/4242", 404, 7005, id="unknown-host"),
@@ -265,10 +267,13 @@ class TestBadInput:
         """/openapi.json documents what the server serves."""
         spec = httpx.get(server.url + "/openapi.json").json()
         assert {
-            "/compute/hosts/batchRestartAgents", "/api/v2/compute/hosts/batchRestartAgents",
-            "/api/v2/tasks/instances", "/api/v2/tasks/instances/{task_id}",
+            "/compute/hosts/batchRestartAgents",
+            "/api/v2/compute/hosts/batchRestartAgents",
+            "/api/v2/tasks/instances",
+            "/api/v2/tasks/instances/{task_id}",
             "/api/v2/tasks/instances/{task_id}/subtasks/{subtask_id}/log",
-            "/api/v2/compute/hosts", "/api/v2/compute/hosts/{host_id}",
+            "/api/v2/compute/hosts",
+            "/api/v2/compute/hosts/{host_id}",
         } <= set(spec["paths"])
         body = spec["paths"]["/compute/hosts/batchRestartAgents"]["post"]["requestBody"]
         assert "hostIds" in body["content"]["application/json"]["schema"]["properties"]
@@ -284,8 +289,13 @@ class TestCrash:
         try:
             with client(api_server, "admin") as api:
                 task_id = api.post(RESTART, json={"hostIds": [1001, 1002]}).json()["data"]["id"]
-                running = wait_for(api, task_id, until=lambda t: any(
-                    s["name"] == "Stop all OCP agent processes" and s["status"] == "RUNNING" for s in t["subtasks"]))
+                running = wait_for(
+                    api,
+                    task_id,
+                    until=lambda t: any(
+                        s["name"] == "Stop all OCP agent processes" and s["status"] == "RUNNING" for s in t["subtasks"]
+                    ),
+                )
             api_server.kill(signal.SIGKILL)
             finished = {s["id"]: s["status"] for s in running["subtasks"] if s["status"] in ("SUCCESSFUL", "FAILED")}
             assert len(finished) >= 5  # 2 Prepare, Wait, 2 Restart pos proxy at least

@@ -10,10 +10,10 @@ import time
 
 import httpx
 import pytest
-
 from conftest import ROOT, ApiServer
-from deployments.auth import add_user
 from services import PostgresServer, PrefectServer, Worker, prefect_exe
+
+from deployments.auth import add_user
 
 pytestmark = pytest.mark.timeout(900)
 AUTH = ("ops", "ops-pass-123")
@@ -40,13 +40,32 @@ def scale(tmp_path_factory):
         add_user(users, AUTH[0], AUTH[1], ["ADMIN"])
         with Sandbox(3, first_host_id=3001) as box:
             deploy = subprocess.run(
-                [sys.executable, "-m", "deployments.cli", "deploy", "--host-ids", "3001", "--inventory",
-                 str(box.inventory_path)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+                [
+                    sys.executable,
+                    "-m",
+                    "deployments.cli",
+                    "deploy",
+                    "--host-ids",
+                    "3001",
+                    "--inventory",
+                    str(box.inventory_path),
+                ],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert deploy.returncode == 0, deploy.stderr
             workers = [Worker(base, name, env) for name in ("worker-a", "worker-b")]
             saved = dict(os.environ)
-            os.environ.update({"OCP_RESTART_STORE_URL": store_url, "PREFECT_API_URL": server.api_url,
-                               "OCP_RESTART_LAUNCHER": "deployment"})
+            os.environ.update(
+                {
+                    "OCP_RESTART_STORE_URL": store_url,
+                    "PREFECT_API_URL": server.api_url,
+                    "OCP_RESTART_LAUNCHER": "deployment",
+                }
+            )
             (base / "home").mkdir(exist_ok=True)
             api = ApiServer(box.inventory_path, users, base / "home")
             try:
@@ -85,8 +104,13 @@ def wait_task(store_url: str, predicate, timeout: float = 120) -> dict:
 def test_a_deployment_run_is_picked_up_by_a_worker_and_recorded_in_postgres(scale):
     """`prefect deployment run`: a worker runs it; the task (MANUAL) is SUCCESSFUL in the PostgreSQL store."""
     started = time.monotonic()
-    run = subprocess.run([prefect_exe(), "deployment", "run", "batch-restart-agents/batch-restart"],
-                         env=scale["env"], capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [prefect_exe(), "deployment", "run", "batch-restart-agents/batch-restart"],
+        env=scale["env"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     task = wait_task(scale["store_url"], lambda t: t["host_ids"] == [3001] and t["status"] != "RUNNING")
     assert task["status"] == "SUCCESSFUL" and task["type"] == "MANUAL"
@@ -95,12 +119,16 @@ def test_a_deployment_run_is_picked_up_by_a_worker_and_recorded_in_postgres(scal
         # Our store records the end before the flow run returns (artifacts, Prefect's own teardown): wait for it.
         deadline = time.monotonic() + 30
         while True:
-            runs = prefect.post("/flow_runs/filter", json={"flow_runs": {"name": {"any_": [f"ocp-task-{task['id']}"]}}}).json()
+            runs = prefect.post(
+                "/flow_runs/filter", json={"flow_runs": {"name": {"any_": [f"ocp-task-{task['id']}"]}}}
+            ).json()
             if (runs and runs[0]["state"]["type"] == "COMPLETED") or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
         assert runs and runs[0]["state"]["type"] == "COMPLETED", runs
-        artifacts = prefect.post("/artifacts/filter", json={"artifacts": {"key": {"any_": [f"ocp-task-{task['id']}"]}}}).json()
+        artifacts = prefect.post(
+            "/artifacts/filter", json={"artifacts": {"key": {"any_": [f"ocp-task-{task['id']}"]}}}
+        ).json()
     assert artifacts and artifacts[0]["type"] == "table"
     assert "agentd pid" in str(artifacts[0]["data"])  # each pid column names its process (#13)
     logs = "".join((scale["base"] / w / "worker.log").read_text() for w in ("worker-a", "worker-b"))
@@ -130,16 +158,40 @@ def test_a_scheduled_run_fires_and_is_listed_as_scheduled(scale):
     """An interval schedule fires; the run completes and the API lists its task with type SCHEDULED."""
     box, env = scale["box"], scale["env"]
     deploy = subprocess.run(
-        [sys.executable, "-m", "deployments.cli", "deploy", "--name", "every-10s", "--interval", "10",
-         "--timezone", "Asia/Shanghai", "--host-ids", "3003", "--inventory", str(box.inventory_path)],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "deployments.cli",
+            "deploy",
+            "--name",
+            "every-10s",
+            "--interval",
+            "10",
+            "--timezone",
+            "Asia/Shanghai",
+            "--host-ids",
+            "3003",
+            "--inventory",
+            str(box.inventory_path),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert deploy.returncode == 0, deploy.stderr
     try:
-        task = wait_task(scale["store_url"], lambda t: t["type"] == "SCHEDULED" and t["status"] == "SUCCESSFUL",
-                         timeout=180)
+        task = wait_task(
+            scale["store_url"], lambda t: t["type"] == "SCHEDULED" and t["status"] == "SUCCESSFUL", timeout=180
+        )
     finally:
-        subprocess.run([prefect_exe(), "deployment", "delete", "batch-restart-agents/every-10s"], env=env,
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [prefect_exe(), "deployment", "delete", "batch-restart-agents/every-10s"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+        )
     assert task["host_ids"] == [3003] and task["creator"] == "prefect-scheduler"
     with httpx.Client(base_url=scale["api"].url, auth=AUTH, timeout=30) as client:
         listed = client.get("/api/v2/tasks/instances", params={"size": 100}).json()["data"]["contents"]

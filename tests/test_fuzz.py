@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ApiServer
+
 from deployments.auth import add_user
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -36,8 +36,12 @@ def server(tmp_path_factory):
 
 def schemathesis(*args: str) -> subprocess.CompletedProcess:
     exe = shutil.which("st", path=str(Path(sys.executable).parent)) or shutil.which("st")
-    return subprocess.run([exe, "run", *args, "--max-examples", EXAMPLES, "--seed", SEED, "--checks", "all"],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [exe, "run", *args, "--max-examples", EXAMPLES, "--seed", SEED, "--checks", "all"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def generated(output: str) -> int:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import ROOT, ApiServer, cli, wait_for
+
 from deployments.auth import add_user
 from flows.settings import Settings
 
@@ -31,8 +31,6 @@ def store_logs(instance) -> dict[int, str]:
 
     with TaskStore(Settings().store_url) as store:
         return {s["id"]: store.log(s["id"]) for s in instance["subtasks"]}
-
-
 
 
 @pytest.fixture
@@ -53,7 +51,9 @@ class TestFaults:
         server = ApiServer(box.inventory_path, users, home).start()
         try:
             with httpx.Client(base_url=server.url, auth=("ops", "ops-pass-123"), timeout=30) as api:
-                task_id = api.post("/compute/hosts/batchRestartAgents", json={"hostIds": [1001, 1002]}).json()["data"]["id"]
+                task_id = api.post("/compute/hosts/batchRestartAgents", json={"hostIds": [1001, 1002]}).json()["data"][
+                    "id"
+                ]
                 wait_for(api, task_id, lambda t: sub(t, STOP, 0)["status"] == "SUCCESSFUL")
                 box.host(1001).down()
                 failed = wait_for(api, task_id, lambda t: t["status"] != "RUNNING")
@@ -76,10 +76,25 @@ class TestFaults:
     def test_a_flooding_agent_is_capped_and_memory_stays_flat(self, box, home):
         """100 MB of agent output: the subtask log keeps the first 256 KiB and says what was dropped; the
         process's peak memory is no higher than without the flood (+ 40 MB)."""
+
         def peak_rss_of_run() -> tuple[int, dict]:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "deployments.cli", "run", "--inventory", str(box.inventory_path),
-                 "--host-ids", "1001", "--json"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "deployments.cli",
+                    "run",
+                    "--inventory",
+                    str(box.inventory_path),
+                    "--host-ids",
+                    "1001",
+                    "--json",
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
             peak = 0
             while proc.poll() is None:
                 try:
@@ -98,7 +113,10 @@ class TestFaults:
         log = store_logs(instance)[sub(instance, STOP, 0)["id"]]
         assert len(log) < 400_000 and "more bytes of output dropped" in log
         assert peak - baseline < 40 * 1024, (baseline, peak)
-        print(f"flood: peak RSS {baseline // 1024} MB without, {peak // 1024} MB with 100 MB of output; log {len(log)} chars")
+        print(
+            f"flood: peak RSS {baseline // 1024} MB without, {peak // 1024} MB with 100 MB of output; "
+            f"log {len(log)} chars"
+        )
 
     def test_50_concurrent_posts_for_disjoint_hosts(self, home, tmp_path):
         """50 POSTs at once, one host each: all accepted, 50 distinct tasks, all SUCCESSFUL, no lock left."""
@@ -121,7 +139,9 @@ class TestFaults:
                 threads = [threading.Thread(target=post, args=(5001 + i,)) for i in range(50)]
                 [t.start() for t in threads]
                 [t.join() for t in threads]
-                assert sorted(a.status_code for a in answers) == [200] * 50, [a.text for a in answers if a.status_code != 200]
+                assert sorted(a.status_code for a in answers) == [200] * 50, [
+                    a.text for a in answers if a.status_code != 200
+                ]
                 ids = {a.json()["data"]["id"] for a in answers}
                 assert len(ids) == 50
                 with httpx.Client(base_url=server.url, auth=("ops", "ops-pass-123"), timeout=60) as api:
@@ -137,8 +157,23 @@ class TestFaults:
         """PostgreSQL down: the CLI exits 5 naming the store (password hidden). A read-only store: the API
         answers 503 in OCP's envelope and no task is half-created."""
         env = {**os.environ, "OCP_RESTART_STORE_URL": "postgresql+psycopg://ocp:s3cret-pw@127.0.0.1:1/ocp_restart"}
-        result = subprocess.run([sys.executable, "-m", "deployments.cli", "run", "--inventory", str(box.inventory_path),
-                                 "--host-ids", "1001"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "deployments.cli",
+                "run",
+                "--inventory",
+                str(box.inventory_path),
+                "--host-ids",
+                "1001",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 5, result.stderr
         assert "task store" in result.stderr and "unavailable" in result.stderr and "s3cret-pw" not in result.stderr
 
@@ -166,17 +201,26 @@ class TestSecurity:
         """A host name full of shell syntax is a label, never a command: the canary file never appears."""
         canary = Path(f"/tmp/oc{os.getpid()}")
         canary.unlink(missing_ok=True)
-        hostile = f'x$(touch {canary})`touch {canary}`;touch {canary}|touch {canary}'
+        hostile = f"x$(touch {canary})`touch {canary}`;touch {canary}|touch {canary}"
         inventory = tmp_path / "hosts.toml"
-        inventory.write_text(box.inventory_path.read_text().replace('name = "sandbox-1001"', f"name = {json.dumps(hostile)}"))
+        inventory.write_text(
+            box.inventory_path.read_text().replace('name = "sandbox-1001"', f"name = {json.dumps(hostile)}")
+        )
         result = cli("run", "--inventory", str(inventory), "--host-ids", "1001", "--json")
         assert result.returncode == 0, result.stderr
         assert not canary.exists()
 
-    @pytest.mark.parametrize("field, value", [
-        ("agent_home", "/home/admin/ocp_agent;touch /tmp/x"), ("agent_home", "/home/admin/../../etc"),
-        ("address", "127.0.0.2;touch /tmp/x"), ("user", "admin$(id)"), ("ssh_port", 70000), ("id", -1),
-    ])
+    @pytest.mark.parametrize(
+        "field, value",
+        [
+            ("agent_home", "/home/admin/ocp_agent;touch /tmp/x"),
+            ("agent_home", "/home/admin/../../etc"),
+            ("address", "127.0.0.2;touch /tmp/x"),
+            ("user", "admin$(id)"),
+            ("ssh_port", 70000),
+            ("id", -1),
+        ],
+    )
     def test_hostile_inventory_values_are_rejected(self, box, home, tmp_path, field, value):
         """Values that would reach a command line or a socket must be well-formed, or nothing runs (exit 2)."""
         import tomllib
@@ -197,8 +241,9 @@ class TestSecurity:
         try:
             with httpx.Client(base_url=server.url, timeout=30) as api:
                 assert api.get("/api/v2/compute/hosts", auth=("ops", bad)).status_code == 401
-                task_id = api.post("/compute/hosts/batchRestartAgents", json={"hostIds": [1001]},
-                                   auth=("ops", good)).json()["data"]["id"]
+                task_id = api.post(
+                    "/compute/hosts/batchRestartAgents", json={"hostIds": [1001]}, auth=("ops", good)
+                ).json()["data"]["id"]
                 with httpx.Client(base_url=server.url, auth=("ops", good), timeout=30) as authed:
                     task = wait_for(authed, task_id, lambda t: t["status"] != "RUNNING")
         finally:
@@ -254,6 +299,7 @@ class TestSecurity:
 
 def _toml(data: dict) -> str:
     """Just enough TOML for an inventory: [defaults] and [[hosts]] of strings and integers."""
+
     def pairs(table: dict) -> list[str]:
         return [f"{k} = {json.dumps(v)}" for k, v in table.items()]
 

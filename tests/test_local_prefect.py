@@ -25,8 +25,11 @@ def test_runs_reuse_one_local_prefect_server_and_it_stops_when_idle(tmp_path):
     from deployments.sandbox import Sandbox
 
     home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items()
-           if k != "PREFECT_API_URL" and not k.startswith("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "PREFECT_API_URL" and not k.startswith("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_")
+    }
     env.update(OCP_RESTART_HOME=str(home), OCP_RESTART_PREFECT_IDLE_SECONDS="4")
     state = home / "prefect" / "server.json"
     supervisor = None
@@ -35,8 +38,14 @@ def test_runs_reuse_one_local_prefect_server_and_it_stops_when_idle(tmp_path):
             seen, took = [], []
             for _ in range(2):
                 started = time.monotonic()
-                run = subprocess.run([*cli_command(), "run", "--inventory", str(box.inventory_path), "--json"],
-                                     env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+                run = subprocess.run(
+                    [*cli_command(), "run", "--inventory", str(box.inventory_path), "--json"],
+                    env=env,
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    timeout=180,
+                )
                 took.append(time.monotonic() - started)
                 assert run.returncode == 0, run.stderr
                 assert json.loads(run.stdout)["status"] == "SUCCESSFUL"
@@ -45,8 +54,10 @@ def test_runs_reuse_one_local_prefect_server_and_it_stops_when_idle(tmp_path):
             assert seen[1]["pid"] == supervisor and seen[1]["server_pid"] == server  # reused, not restarted
             server_env = set(Path(f"/proc/{server}/environ").read_bytes().split(b"\0"))
             # task runs recorded in batches (#14: 20 -> 4.6 ms of server CPU per task run, none dropped)
-            assert {b"PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE=100",
-                    b"PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL=1"} <= server_env
+            assert {
+                b"PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE=100",
+                b"PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL=1",
+            } <= server_env
             print(f"first run {took[0]:.1f} s (starts the server), second {took[1]:.1f} s")
             deadline = time.monotonic() + 60
             while (state.exists() or alive(server) or alive(supervisor)) and time.monotonic() < deadline:

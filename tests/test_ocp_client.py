@@ -22,13 +22,12 @@ import hmac
 import json
 import os
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from urllib.parse import quote
 
 import httpx
 import pytest
-
 from conftest import ApiServer, cli
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -46,14 +45,20 @@ LOGIN_LIMIT = 3
 
 def rfc1123(when: datetime) -> str:
     """`Tue, 17 Jan 2023 03:36:01 GMT`, as the Date header of a signed request."""
-    return format_datetime(when.astimezone(timezone.utc), usegmt=True)
+    return format_datetime(when.astimezone(UTC), usegmt=True)
 
 
 class OcpClient:
     """A client of OCP's API: HTTP Basic, or an access key signing as OCP documents it (mcp-oceanbase's way)."""
 
-    def __init__(self, base_url: str, user: str | None = None, password: str | None = None,
-                 access_key: tuple[str, str] | None = None, headers: dict | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        user: str | None = None,
+        password: str | None = None,
+        access_key: tuple[str, str] | None = None,
+        headers: dict | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.address = self.base_url.split("://", 1)[1]  # mcp-oceanbase's ADDRESS: host:port, also the Host header
         self.auth = (user, password) if user else None
@@ -69,8 +74,15 @@ class OcpClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def request(self, method: str, path: str, params: dict | None = None, body: dict | None = None,
-                date: datetime | None = None, tamper: bool = False) -> httpx.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        params: dict | None = None,
+        body: dict | None = None,
+        date: datetime | None = None,
+        tamper: bool = False,
+    ) -> httpx.Response:
         """``params`` values may be lists (sent comma-joined, as mcp-oceanbase does)."""
         flat = {k: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v) for k, v in (params or {}).items()}
         query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in sorted(flat.items()))
@@ -78,7 +90,7 @@ class OcpClient:
         content = json.dumps(body).encode() if body is not None else b""
         headers = {"Content-Type": "application/json"}
         if self.access_key:
-            headers |= self.signed_headers(method, target, content, date or datetime.now(timezone.utc), tamper)
+            headers |= self.signed_headers(method, target, content, date or datetime.now(UTC), tamper)
         return self.http.request(method, target, content=content or None, headers=headers, auth=self.auth)
 
     def signed_headers(self, method: str, target: str, content: bytes, date: datetime, tamper: bool) -> dict:
@@ -87,13 +99,17 @@ class OcpClient:
         key_id, secret = self.access_key
         md5 = hashlib.md5(content).hexdigest() if content else ""
         request_time = rfc1123(date)
-        to_sign = "\n".join([method, md5, "application/json", request_time, self.address, "x-ocp-origin:from-mcp",
-                             target])
+        to_sign = "\n".join(
+            [method, md5, "application/json", request_time, self.address, "x-ocp-origin:from-mcp", target]
+        )
         signature = base64.b64encode(hmac.new(secret.encode(), to_sign.encode(), hashlib.sha1).digest()).decode()
         if tamper:
             signature = ("A" if signature[0] != "A" else "B") + signature[1:]
-        return {"Authorization": f"OCP-ACCESS-KEY-HMACSHA1 {key_id}:{signature}", "Date": request_time,
-                "x-ocp-origin": "from-mcp"}
+        return {
+            "Authorization": f"OCP-ACCESS-KEY-HMACSHA1 {key_id}:{signature}",
+            "Date": request_time,
+            "x-ocp-origin": "from-mcp",
+        }
 
     def data(self, method: str, path: str, **kwargs) -> dict:
         """The ``data`` of a successful answer; fails the test with the answer otherwise."""
@@ -124,17 +140,46 @@ def parse_time(text: str) -> datetime:
 
 def assert_wrapped_task_instance(task: dict, creator: str) -> None:
     """The WrappedTaskInstance the task detail page documents; its sample has no context."""
-    assert {"id", "name", "taskDefinitionId", "status", "type", "creator", "executor", "createTime", "startTime",
-            "finishTime", "operation", "prohibitRollback", "subtasks"} <= set(task)
+    assert {
+        "id",
+        "name",
+        "taskDefinitionId",
+        "status",
+        "type",
+        "creator",
+        "executor",
+        "createTime",
+        "startTime",
+        "finishTime",
+        "operation",
+        "prohibitRollback",
+        "subtasks",
+    } <= set(task)
     assert "context" not in task
     assert isinstance(task["creator"]["id"], int) and task["creator"]["name"] == creator
     assert isinstance(task["prohibitRollback"], bool) and isinstance(task["executor"], str)
     assert task["status"] in ("RUNNING", "FAILED", "SUCCESSFUL") and task["type"] == "MANUAL"
     assert parse_time(task["createTime"]) <= parse_time(task["startTime"])
     for sub in task["subtasks"]:
-        assert {"id", "name", "seriesId", "description", "timeout", "status", "operation", "executor", "runTime",
-                "createTime", "startTime", "finishTime", "nodeType", "parallelIdx", "upstreams", "downstreams",
-                "prohibitRollback"} <= set(sub)
+        assert {
+            "id",
+            "name",
+            "seriesId",
+            "description",
+            "timeout",
+            "status",
+            "operation",
+            "executor",
+            "runTime",
+            "createTime",
+            "startTime",
+            "finishTime",
+            "nodeType",
+            "parallelIdx",
+            "upstreams",
+            "downstreams",
+            "prohibitRollback",
+        } <= set(sub)
         assert isinstance(sub["prohibitRollback"], bool) and isinstance(sub["runTime"], int)
         assert parse_time(sub["createTime"]) == parse_time(task["createTime"])
 
@@ -199,15 +244,22 @@ class TestProbes:
         """GET /api/v2/time: no authentication; the server time as text, close to ours (OBD polls it)."""
         response = httpx.get(server.url + "/api/v2/time", timeout=10)
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
-        assert abs((parse_time(response.text) - datetime.now(timezone.utc)).total_seconds()) < 5
+        assert abs((parse_time(response.text) - datetime.now(UTC)).total_seconds()) < 5
 
     def test_info_names_the_application(self, ocp, server):
         """GET /api/v2/info: the documented fields, bare (the sample has no envelope); credentials required."""
         response = ocp.request("GET", "/api/v2/info")
         assert response.status_code == 200
         info = response.json()
-        assert {"name", "group", "artifact", "buildTime", "buildVersion", "buildJavaVersion",
-                "springBootVersion"} <= set(info)
+        assert {
+            "name",
+            "group",
+            "artifact",
+            "buildTime",
+            "buildVersion",
+            "buildJavaVersion",
+            "springBootVersion",
+        } <= set(info)
         assert info["name"] and info["buildVersion"]
         assert httpx.get(server.url + "/api/v2/info", timeout=10).status_code == 401
 
@@ -302,8 +354,9 @@ class TestTaskList:
 
         assert task["id"] in ids(name="restart ocp") and not ids(name="no such task")
         assert task["id"] in ids(status="SUCCESSFUL") and task["id"] in ids(status=["RUNNING", "SUCCESSFUL"])
-        repeated = ocp.http.get(TASKS, params=[("status", "FAILED"), ("status", "SUCCESSFUL"), ("size", "100")],
-                                auth=ocp.auth).json()["data"]
+        repeated = ocp.http.get(
+            TASKS, params=[("status", "FAILED"), ("status", "SUCCESSFUL"), ("size", "100")], auth=ocp.auth
+        ).json()["data"]
         assert task["id"] in {t["id"] for t in repeated["contents"]}
         assert task["id"] not in ids(status="FAILED")
         assert task["id"] in ids(type="MANUAL") and not ids(type="SCHEDULED")
@@ -371,21 +424,23 @@ class TestAccessKeys:
 
     def test_a_date_20_minutes_old_is_401(self, server, key):
         """OCP's window is under 15 minutes: 20 minutes old is refused naming the Date, 14 minutes old is taken."""
-        stale = datetime.now(timezone.utc) - timedelta(minutes=20)
+        stale = datetime.now(UTC) - timedelta(minutes=20)
         with OcpClient(server.url, access_key=key) as client:
             response = client.request("GET", TASKS, date=stale)
-            fresh = client.request("GET", TASKS, date=datetime.now(timezone.utc) - timedelta(minutes=14))
+            fresh = client.request("GET", TASKS, date=datetime.now(UTC) - timedelta(minutes=14))
         assert response.status_code == 401 and "Date" in response.json()["error"]["message"]
         assert fresh.status_code == 200
 
     def test_a_signed_body_must_be_bounded(self, server, key):
         """The body is read to check its MD5 before the sender is known: chunked or over 1 MiB is refused."""
         with OcpClient(server.url, access_key=key) as client:
-            headers = client.signed_headers("POST", RESTART, b"", datetime.now(timezone.utc), False)
-            chunked = client.http.post(RESTART, content=iter([b'{"hostIds": [1001]}']),
-                                       headers={**headers, "Content-Type": "application/json"})
-            big = client.http.post(RESTART, content=b" " * (1 << 20 | 1),
-                                   headers={**headers, "Content-Type": "application/json"})
+            headers = client.signed_headers("POST", RESTART, b"", datetime.now(UTC), False)
+            chunked = client.http.post(
+                RESTART, content=iter([b'{"hostIds": [1001]}']), headers={**headers, "Content-Type": "application/json"}
+            )
+            big = client.http.post(
+                RESTART, content=b" " * (1 << 20 | 1), headers={**headers, "Content-Type": "application/json"}
+            )
         assert chunked.status_code == 401 and "Content-Length" in chunked.json()["error"]["message"]
         assert big.status_code == 401 and "at most 1048576 bytes" in big.json()["error"]["message"]
 
@@ -401,6 +456,7 @@ class TestThrottle:
     def test_keyed_by_user_and_client_behind_a_trusted_proxy(self, server):
         """Behind the proxy (X-Forwarded-For from 127.0.0.1, a trusted proxy), bad logins for one user from one
         client throttle that pair only; a success clears the counter."""
+
         def status(user: str, password: str, client_ip: str) -> int:
             with OcpClient(server.url, user, password, headers={"X-Forwarded-For": f"{client_ip}"}) as client:
                 return client.request("GET", "/api/v2/compute/hosts").status_code

@@ -11,8 +11,8 @@ import time
 
 import httpx
 import pytest
-
 from conftest import ROOT, ApiServer, strays, wait_for
+
 from deployments.api.state import REAP_SECONDS
 from deployments.auth import add_user
 from flows.settings import Settings
@@ -46,15 +46,15 @@ def run_flow(box, host_ids, **timeouts) -> dict:
     from flows.options import RestartOptions
     from flows.restart import restart_agents
 
-    return restart_agents(host_ids=host_ids, inventory=str(box.inventory_path), options=RestartOptions(timeouts=timeouts))
+    return restart_agents(
+        host_ids=host_ids, inventory=str(box.inventory_path), options=RestartOptions(timeouts=timeouts)
+    )
 
 
 def task(api, task_id) -> dict:
     body = api.get(f"/api/v2/tasks/instances/{task_id}").json()
     assert body["successful"], body
     return body["data"]
-
-
 
 
 def sub(instance, name, idx) -> dict:
@@ -226,10 +226,21 @@ class TestLocksAndCrashes:
         """Two `ocp-restart run` processes for the same host: one runs, the other exits 4 naming the holder."""
         box, home, api = env
         box.host(1002).set_delays(stop_seconds=2)
-        command = [sys.executable, "-m", "deployments.cli", "run", "--inventory", str(box.inventory_path),
-                   "--host-ids", "1002", "--json"]
-        procs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
+        command = [
+            sys.executable,
+            "-m",
+            "deployments.cli",
+            "run",
+            "--inventory",
+            str(box.inventory_path),
+            "--host-ids",
+            "1002",
+            "--json",
+        ]
+        procs = [
+            subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
         outs = [p.communicate(timeout=120) for p in procs]
         codes = sorted(p.returncode for p in procs)
         assert codes == [0, 4], outs
@@ -240,9 +251,20 @@ class TestLocksAndCrashes:
         box, home, api = env
         box.host(1001).set_delays(stop_seconds=4)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "deployments.cli", "run", "--inventory", str(box.inventory_path),
-             "--host-ids", "1001,1002", "--json"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "deployments.cli",
+                "run",
+                "--inventory",
+                str(box.inventory_path),
+                "--host-ids",
+                "1001,1002",
+                "--json",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             env={**os.environ, "OCP_RESTART_LEASE_SECONDS": "3"},
         )
         from flows.store import TaskStore
@@ -280,8 +302,11 @@ class TestRollingBatchesAndThreshold:
             from flows.options import RestartOptions
             from flows.restart import batch_restart_agents
 
-            instance = batch_restart_agents(host_ids=[h.id for h in five.hosts], inventory=str(five.inventory_path),
-                                            options=RestartOptions(batch_size=2))
+            instance = batch_restart_agents(
+                host_ids=[h.id for h in five.hosts],
+                inventory=str(five.inventory_path),
+                options=RestartOptions(batch_size=2),
+            )
             assert instance["status"] == "SUCCESSFUL"
             assert len(instance["subtasks"]) == 5 * 5 + 4 * 3 + 2
             windows = []
@@ -298,7 +323,9 @@ class TestRollingBatchesAndThreshold:
         """maxFailedHosts 1: one host whose start fails is isolated, the others finish, the task is SUCCESSFUL."""
         box, home, api = env
         box.host(1002).set_fault("start_fail")
-        response = api.post("/compute/hosts/batchRestartAgents", json={"hostIds": [1001, 1002, 1003], "maxFailedHosts": 1})
+        response = api.post(
+            "/compute/hosts/batchRestartAgents", json={"hostIds": [1001, 1002, 1003], "maxFailedHosts": 1}
+        )
         assert response.status_code == 200, response.text
         final = wait_for(api, response.json()["data"]["id"])
         assert final["status"] == "SUCCESSFUL", final
@@ -341,13 +368,19 @@ class TestPrefectCancelInProcess:
         with httpx.Client(base_url=os.environ["PREFECT_API_URL"], timeout=30) as prefect:
             # The session's Prefect server is shared: other tests' stores also had a task with this id (and runs
             # killed by other tests stay RUNNING there): ours is the newest.
-            runs = prefect.post("/flow_runs/filter", json={"flow_runs": {
-                "name": {"any_": [f"ocp-task-{task_id}"]}, "state": {"type": {"any_": ["RUNNING"]}}}}).json()
+            runs = prefect.post(
+                "/flow_runs/filter",
+                json={
+                    "flow_runs": {"name": {"any_": [f"ocp-task-{task_id}"]}, "state": {"type": {"any_": ["RUNNING"]}}}
+                },
+            ).json()
             runs = sorted(runs, key=lambda r: r["created"], reverse=True)[:1]
             assert runs, "no RUNNING flow run for the task"
             cancelled_at = time.monotonic()
-            answer = prefect.post(f"/flow_runs/{runs[0]['id']}/set_state",
-                                  json={"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True})
+            answer = prefect.post(
+                f"/flow_runs/{runs[0]['id']}/set_state",
+                json={"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True},
+            )
             assert answer.json()["status"] == "ACCEPT", answer.text
             while strays(host):
                 assert time.monotonic() - cancelled_at < 5, f"still on the host: {strays(host)}"

@@ -13,7 +13,6 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import httpx
 import pytest
-
 from conftest import ROOT, free_port, strays
 from services import PostgresServer, PrefectServer, Worker, prefect_exe, terminate
 
@@ -58,14 +57,35 @@ def ui(tmp_path_factory):
         threading.Thread(target=hooks.serve_forever, daemon=True).start()
         with Sandbox(3, first_host_id=4001) as box:
             deploy = subprocess.run(
-                [sys.executable, "-m", "deployments.cli", "deploy", "--host-ids", "4001", "--inventory",
-                 str(box.inventory_path), "--notify-webhook", f"http://127.0.0.1:{hook_port}/hook"],
-                env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+                [
+                    sys.executable,
+                    "-m",
+                    "deployments.cli",
+                    "deploy",
+                    "--host-ids",
+                    "4001",
+                    "--inventory",
+                    str(box.inventory_path),
+                    "--notify-webhook",
+                    f"http://127.0.0.1:{hook_port}/hook",
+                ],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert deploy.returncode == 0, deploy.stderr
             worker = Worker(base, "worker", env)
             with httpx.Client(base_url=server.api_url, auth=tuple(AUTH.split(":")), timeout=30) as prefect:
-                yield {"box": box, "env": env, "server": server, "prefect": prefect, "store_url": store_url,
-                       "base": base}
+                yield {
+                    "box": box,
+                    "env": env,
+                    "server": server,
+                    "prefect": prefect,
+                    "store_url": store_url,
+                    "base": base,
+                }
     finally:
         if worker is not None:
             worker.stop()
@@ -87,8 +107,12 @@ def start_run(prefect, deployment: str, parameters: dict) -> str:
     return run.json()["id"]
 
 
-def wait_state(prefect, run_id: str, done=lambda s: s["type"] in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED"),
-               timeout: float = 180) -> dict:
+def wait_state(
+    prefect,
+    run_id: str,
+    done=lambda s: s["type"] in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED"),
+    timeout: float = 180,
+) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         run = prefect.get(f"/flow_runs/{run_id}").json()
@@ -100,8 +124,10 @@ def wait_state(prefect, run_id: str, done=lambda s: s["type"] in ("COMPLETED", "
 
 
 def set_state(prefect, run_id: str, type_: str, name: str, message: str = "") -> None:
-    answer = prefect.post(f"/flow_runs/{run_id}/set_state",
-                          json={"state": {"type": type_, "name": name, "message": message}, "force": True})
+    answer = prefect.post(
+        f"/flow_runs/{run_id}/set_state",
+        json={"state": {"type": type_, "name": name, "message": message}, "force": True},
+    )
     assert answer.status_code in (200, 201) and answer.json()["status"] == "ACCEPT", answer.text
 
 
@@ -140,8 +166,11 @@ def test_a_failed_task_fails_the_flow_run_naming_the_host_and_prefect_retry_cont
     bad, good = box.host(4002), box.host(4003)
     bad.set_fault("start_fail")
     Hooks.received.clear()
-    run_id = start_run(prefect, "batch-restart-agents/batch-restart",
-                       {"host_ids": [4002, 4003], "options": {"timeouts": {"start_all": 6}}})
+    run_id = start_run(
+        prefect,
+        "batch-restart-agents/batch-restart",
+        {"host_ids": [4002, 4003], "options": {"timeouts": {"start_all": 6}}},
+    )
     run = wait_state(prefect, run_id)
     assert run["state"]["type"] == "FAILED", run["state"]
     message = run["state"]["message"]
@@ -157,8 +186,9 @@ def test_a_failed_task_fails_the_flow_run_naming_the_host_and_prefect_retry_cont
     stops = {h.id: stops_on(h) for h in (bad, good)}
     bad.clear_fault("start_fail")
     set_state(prefect, run_id, "SCHEDULED", "AwaitingRetry", "Retry from the UI")
-    run = wait_state(prefect, run_id, done=lambda s: s["type"] in ("COMPLETED", "FAILED", "CRASHED")
-                     and s["name"] != "AwaitingRetry")
+    run = wait_state(
+        prefect, run_id, done=lambda s: s["type"] in ("COMPLETED", "FAILED", "CRASHED") and s["name"] != "AwaitingRetry"
+    )
     assert run["state"]["type"] == "COMPLETED", run["state"]
     assert task_of(prefect, run) == task_id
     record = load(ui, task_id)
@@ -175,8 +205,14 @@ def test_clean_and_threshold_isolated_runs_are_told_apart(ui):
     assert (clean["state"]["type"], clean["state"]["name"]) == ("COMPLETED", "Completed")
     box.host(4003).set_fault("start_fail")
     try:
-        run = wait_state(prefect, start_run(prefect, "batch-restart-agents/batch-restart", {
-            "host_ids": [4001, 4003], "options": {"max_failed_hosts": 1, "timeouts": {"start_all": 6}}}))
+        run = wait_state(
+            prefect,
+            start_run(
+                prefect,
+                "batch-restart-agents/batch-restart",
+                {"host_ids": [4001, 4003], "options": {"max_failed_hosts": 1, "timeouts": {"start_all": 6}}},
+            ),
+        )
     finally:
         box.host(4003).clear_fault("start_fail")
         box.host(4003).agentctl("start")
@@ -190,14 +226,26 @@ def test_task_operations_run_as_deployment_runs_like_the_cli(ui):
     box, prefect = ui["box"], ui["prefect"]
     host = box.host(4002)
     host.set_fault("start_fail")
-    failed = wait_state(prefect, start_run(prefect, "batch-restart-agents/batch-restart",
-                                           {"host_ids": [4002], "options": {"timeouts": {"start_all": 6}}}))
+    failed = wait_state(
+        prefect,
+        start_run(
+            prefect,
+            "batch-restart-agents/batch-restart",
+            {"host_ids": [4002], "options": {"timeouts": {"start_all": 6}}},
+        ),
+    )
     task_id = task_of(prefect, failed)
     start = next(s for s in load(ui, task_id).subtasks if s.name == START)
     host.clear_fault("start_fail")
     assert host.agentctl("start").returncode == 0  # fixed by hand
-    skip = wait_state(prefect, start_run(prefect, "ocp-task-operation/batch-restart-operations",
-                                         {"task_id": task_id, "action": "skip_subtask", "subtask_id": start.id}))
+    skip = wait_state(
+        prefect,
+        start_run(
+            prefect,
+            "ocp-task-operation/batch-restart-operations",
+            {"task_id": task_id, "action": "skip_subtask", "subtask_id": start.id},
+        ),
+    )
     assert skip["state"]["type"] == "COMPLETED", skip["state"]
     assert skip["name"] == f"ocp-task-{task_id}-skip-subtask" and f"ocp-task:{task_id}" in skip["tags"]
     record = load(ui, task_id)
@@ -205,12 +253,20 @@ def test_task_operations_run_as_deployment_runs_like_the_cli(ui):
     assert record.task.status == "SUCCESSFUL" and skipped.operation == "SKIP" and skipped.status == "SUCCESSFUL"
 
     host.set_fault("start_fail")
-    failed = wait_state(prefect, start_run(prefect, "batch-restart-agents/batch-restart",
-                                           {"host_ids": [4002], "options": {"timeouts": {"start_all": 6}}}))
+    failed = wait_state(
+        prefect,
+        start_run(
+            prefect,
+            "batch-restart-agents/batch-restart",
+            {"host_ids": [4002], "options": {"timeouts": {"start_all": 6}}},
+        ),
+    )
     task_id = task_of(prefect, failed)
     host.clear_fault("start_fail")
-    retry = wait_state(prefect, start_run(prefect, "ocp-task-operation/batch-restart-operations",
-                                          {"task_id": task_id, "action": "retry"}))
+    retry = wait_state(
+        prefect,
+        start_run(prefect, "ocp-task-operation/batch-restart-operations", {"task_id": task_id, "action": "retry"}),
+    )
     assert retry["state"]["type"] == "COMPLETED", retry["state"]
     assert load(ui, task_id).task.status == "SUCCESSFUL"
 
@@ -262,8 +318,10 @@ def test_a_ui_run_cannot_widen_what_the_deployment_allows(ui, tmp_path):
     prefect = ui["prefect"]
     other = tmp_path / "other.toml"
     other.write_text(ui["box"].inventory_path.read_text())
-    for parameters, refused in (({"host_ids": [4001], "inventory": str(other)}, "inventory"),
-                                ({"host_ids": [4001], "options": {"accept_new_host_keys": True}}, "accept_new_host_keys")):
+    for parameters, refused in (
+        ({"host_ids": [4001], "inventory": str(other)}, "inventory"),
+        ({"host_ids": [4001], "options": {"accept_new_host_keys": True}}, "accept_new_host_keys"),
+    ):
         run = wait_state(prefect, start_run(prefect, "batch-restart-agents/batch-restart", parameters))
         assert run["state"]["type"] == "FAILED" and f"{refused}" in run["state"]["message"], run["state"]
         assert not [t for t in run["tags"] if t.startswith("ocp-task:")]
@@ -275,9 +333,13 @@ def test_no_prefect_record_holds_the_store_password(ui):
     prefect = ui["prefect"]
     runs = prefect.post("/flow_runs/filter", json={"limit": 200}).json()
     assert runs and all("store_url" not in r["parameters"] for r in runs)
-    for path, body in (("/flow_runs/filter", {"limit": 200}), ("/logs/filter", {"limit": 200}),
-                       ("/artifacts/filter", {"limit": 200}), ("/events/filter", {"limit": 50}),
-                       ("/deployments/filter", {"limit": 50})):
+    for path, body in (
+        ("/flow_runs/filter", {"limit": 200}),
+        ("/logs/filter", {"limit": 200}),
+        ("/artifacts/filter", {"limit": 200}),
+        ("/events/filter", {"limit": 50}),
+        ("/deployments/filter", {"limit": 50}),
+    ):
         answer = prefect.post(path, json=body)
         assert answer.status_code == 200, (path, answer.text)
         assert CANARY not in answer.text, path
@@ -303,17 +365,38 @@ def test_deploy_serve_runs_a_flow_run_to_successful(ui):
     """`ocp-restart deploy --serve`: a deployment run is executed by the serving process and ends SUCCESSFUL."""
     env = ui["env"]
     log = open(ui["base"] / "serve.log", "ab")
-    served = subprocess.Popen([sys.executable, "-m", "deployments.cli", "deploy", "--serve", "--name", "served",
-                               "--host-ids", "4001", "--inventory", str(ui["box"].inventory_path)],
-                              env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    served = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deployments.cli",
+            "deploy",
+            "--serve",
+            "--name",
+            "served",
+            "--host-ids",
+            "4001",
+            "--inventory",
+            str(ui["box"].inventory_path),
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         prefect = ui["prefect"]
         deadline = time.monotonic() + 90
         while prefect.get("/deployments/name/batch-restart-agents/served").status_code != 200:
             assert served.poll() is None and time.monotonic() < deadline, (ui["base"] / "serve.log").read_text()
             time.sleep(0.5)
-        run = subprocess.run([prefect_exe(), "deployment", "run", "batch-restart-agents/served"], env=env,
-                             capture_output=True, text=True, timeout=60)
+        run = subprocess.run(
+            [prefect_exe(), "deployment", "run", "batch-restart-agents/served"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert run.returncode == 0, run.stdout + run.stderr
         runs = prefect.post("/flow_runs/filter", json={"deployments": {"name": {"any_": ["served"]}}}).json()
         done = wait_state(prefect, runs[0]["id"])
@@ -331,8 +414,11 @@ def test_a_failed_run_can_pause_and_ask_the_operator(ui):
     host = box.host(4002)
     host.set_fault("start_fail")
     try:
-        run_id = start_run(prefect, "batch-restart-agents/batch-restart", {
-            "host_ids": [4002], "options": {"timeouts": {"start_all": 6}, "ask_on_failure_seconds": 120}})
+        run_id = start_run(
+            prefect,
+            "batch-restart-agents/batch-restart",
+            {"host_ids": [4002], "options": {"timeouts": {"start_all": 6}, "ask_on_failure_seconds": 120}},
+        )
         paused = wait_state(prefect, run_id, done=lambda s: s["type"] in ("PAUSED", "COMPLETED", "FAILED"))
         assert paused["state"]["type"] == "PAUSED", paused["state"]
         task_id = task_of(prefect, paused)

@@ -6,8 +6,8 @@ import json
 import time
 
 import pytest
-
 from conftest import cli
+
 from flows.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
@@ -62,14 +62,26 @@ class TestFailures:
         """stop hangs on one host: its Stop FAILED in ~its timeout, output logged, later nodes PENDING, exit 1."""
         stuck = sandbox.host(1002)
         stuck.set_fault("stop_hang")
-        result = cli("run", "--inventory", str(sandbox.inventory_path), "--host-ids", "1001,1002,1003",
-                     "--timeout", "stop_all=6", "--json")
+        result = cli(
+            "run",
+            "--inventory",
+            str(sandbox.inventory_path),
+            "--host-ids",
+            "1001,1002,1003",
+            "--timeout",
+            "stop_all=6",
+            "--json",
+        )
         assert result.returncode == 1, result.stderr
         instance = json.loads(result.stdout)
         assert instance["status"] == "FAILED"
         stop = by_name(instance, 1)["Stop all OCP agent processes"]
         assert stop["status"] == "FAILED" and stop["timeout"] == 6
-        later = [s for s in instance["subtasks"] if s["name"] in ("Start all OCP agent processes", "Finish OCP agent operation")]
+        later = [
+            s
+            for s in instance["subtasks"]
+            if s["name"] in ("Start all OCP agent processes", "Finish OCP agent operation")
+        ]
         assert {s["status"] for s in later} == {"PENDING"}
         from flows.store import TaskStore
 
@@ -156,8 +168,11 @@ class TestPythonEntryPoint:
 
         sandbox.host(1002).set_fault("start_fail")
         with pytest.raises(TaskFailed, match="host 1002") as failed:
-            batch_restart_agents(host_ids=[1002], inventory=str(sandbox.inventory_path),
-                                 options=RestartOptions(timeouts={"start_all": 5}))
+            batch_restart_agents(
+                host_ids=[1002],
+                inventory=str(sandbox.inventory_path),
+                options=RestartOptions(timeouts={"start_all": 5}),
+            )
         assert failed.value.task["status"] == "FAILED"
 
 
@@ -177,11 +192,16 @@ def run_in_process(sandbox, host_ids, inventory=None, **timeouts):
 
 def assert_stopped_after(instance, host_index: int, failed_step: str) -> None:
     """``failed_step`` FAILED on that host; everything after it, on every host, is still PENDING."""
-    names = ["Prepare restart OCP agent", "Restart pos proxy", "Stop all OCP agent processes",
-             "Start all OCP agent processes", "Finish OCP agent operation"]
+    names = [
+        "Prepare restart OCP agent",
+        "Restart pos proxy",
+        "Stop all OCP agent processes",
+        "Start all OCP agent processes",
+        "Finish OCP agent operation",
+    ]
     assert instance["status"] == "FAILED"
     assert by_name(instance, host_index)[failed_step]["status"] == "FAILED"
-    later = names[names.index(failed_step) + 1:]
+    later = names[names.index(failed_step) + 1 :]
     assert {s["status"] for s in instance["subtasks"] if s["name"] in later} <= {"PENDING"}
 
 
@@ -210,7 +230,9 @@ class TestUnreachableAndMisconfiguredHosts:
     def test_a_missing_key_file_fails_prepare_with_its_path(self, sandbox, home, tmp_path):
         """key_file that does not exist: Prepare FAILED naming the file; nothing ran."""
         inventory = tmp_path / "hosts.toml"
-        inventory.write_text(sandbox.inventory_path.read_text().replace(str(sandbox.key_file), "/nonexistent/id_ed25519"))
+        inventory.write_text(
+            sandbox.inventory_path.read_text().replace(str(sandbox.key_file), "/nonexistent/id_ed25519")
+        )
         before = sandbox.host(1001).agent_pids()
         instance, logs = run_in_process(sandbox, [1001], inventory=inventory)
         assert_stopped_after(instance, 0, "Prepare restart OCP agent")

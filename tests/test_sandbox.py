@@ -29,9 +29,17 @@ def connect(sb: Sandbox, host: SandboxHost, timeout: float = 5.0) -> paramiko.SS
     client = paramiko.SSHClient()
     client.load_host_keys(str(sb.known_hosts))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(host.address, port=host.port, username=sb.user, key_filename=str(sb.key_file),
-                   look_for_keys=False, allow_agent=False, timeout=timeout, banner_timeout=timeout,
-                   auth_timeout=timeout)
+    client.connect(
+        host.address,
+        port=host.port,
+        username=sb.user,
+        key_filename=str(sb.key_file),
+        look_for_keys=False,
+        allow_agent=False,
+        timeout=timeout,
+        banner_timeout=timeout,
+        auth_timeout=timeout,
+    )
     return client
 
 
@@ -81,10 +89,15 @@ def test_three_hosts_come_up(sandbox):
     assert [h.address for h in sandbox.hosts] == ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
     assert stat.S_IMODE(sandbox.key_file.stat().st_mode) == 0o600
     inventory = tomllib.loads(sandbox.inventory_path.read_text())
-    assert inventory["defaults"] == {"user": sandbox.user, "key_file": str(sandbox.key_file),
-                                     "known_hosts": str(sandbox.known_hosts)}
-    assert inventory["hosts"] == [{"id": h.id, "name": h.name, "address": h.address, "ssh_port": h.port,
-                                   "agent_home": str(h.agent_home)} for h in sandbox.hosts]
+    assert inventory["defaults"] == {
+        "user": sandbox.user,
+        "key_file": str(sandbox.key_file),
+        "known_hosts": str(sandbox.known_hosts),
+    }
+    assert inventory["hosts"] == [
+        {"id": h.id, "name": h.name, "address": h.address, "ssh_port": h.port, "agent_home": str(h.agent_home)}
+        for h in sandbox.hosts
+    ]
     lines = sandbox.known_hosts.read_text().splitlines()
     assert [line.split()[:2] for line in lines] == [[f"[{h.address}]:{h.port}", "ssh-ed25519"] for h in sandbox.hosts]
     for h in sandbox.hosts:
@@ -260,6 +273,7 @@ def test_exit_leaves_no_process_behind():
 
 def test_idle_agents_use_no_cpu():
     """Idle agents (5 hosts) burn no CPU: their processes' utime+stime does not grow over 1 s."""
+
     def cpu_ticks(pids):
         total = 0
         for pid in pids:
@@ -280,8 +294,15 @@ def test_host_refuses_unknown_key(sandbox):
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     with pytest.raises(paramiko.SSHException):
-        client.connect(h.address, port=h.port, username=sandbox.user, key_filename=str(sandbox.key_file),
-                       look_for_keys=False, allow_agent=False, timeout=5)
+        client.connect(
+            h.address,
+            port=h.port,
+            username=sandbox.user,
+            key_filename=str(sandbox.key_file),
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=5,
+        )
     client.close()
     other = paramiko.Ed25519Key.from_private_key_file(str(h.host_key)) if os.access(h.host_key, os.R_OK) else None
     if other is not None:
@@ -289,8 +310,15 @@ def test_host_refuses_unknown_key(sandbox):
         client.load_host_keys(str(sandbox.known_hosts))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         with pytest.raises(paramiko.AuthenticationException):
-            client.connect(h.address, port=h.port, username=sandbox.user, pkey=other,
-                           look_for_keys=False, allow_agent=False, timeout=5)
+            client.connect(
+                h.address,
+                port=h.port,
+                username=sandbox.user,
+                pkey=other,
+                look_for_keys=False,
+                allow_agent=False,
+                timeout=5,
+            )
         client.close()
     with socket.create_connection((h.address, h.port), timeout=2) as s:
         assert s.recv(64).startswith(b"SSH-2.0-OpenSSH")

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, strays
 
 STOP = "Stop all OCP agent processes"
@@ -62,7 +61,8 @@ def ended(host, what: str) -> list[float]:
 
 @pytest.mark.usefixtures("prefect_api")
 def test_a_runner_that_lost_its_lease_sends_nothing_more_to_the_hosts(tmp_path):
-    """issue #11 probe 1: a runner frozen past its lease, whose task was reaped and taken over, must not act when thawed."""
+    """issue #11 probe 1: a runner frozen past its lease, whose task was reaped and taken over, must not act
+    when thawed."""
     from deployments.sandbox import Sandbox
     from flows.store import TaskStore
 
@@ -76,8 +76,13 @@ def test_a_runner_that_lost_its_lease_sends_nothing_more_to_the_hosts(tmp_path):
         run = [*COMMAND, "run", "--inventory", str(box.inventory_path), "--json"]
         a_err = open(tmp_path / "a.err", "w")
         # A restarts both hosts; its Stop on 1001 is slow, on 1002 quick.
-        a = subprocess.Popen([*run, "--host-ids", "1001,1002", "--timeout", "stop_all=60"], cwd=ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=a_err)
+        a = subprocess.Popen(
+            [*run, "--host-ids", "1001,1002", "--timeout", "stop_all=60"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=a_err,
+        )
         frozen = False
         try:
             task_a = poll(lambda: first_task(store), 90, "process A records its task")
@@ -93,8 +98,9 @@ def test_a_runner_that_lost_its_lease_sends_nothing_more_to_the_hosts(tmp_path):
             poll(lambda: time.time() > lapsed, 10, "A's lease lapses")
 
             # B: the host 1002 that A's lapsed task left stopped is restarted; B reaps A's task first.
-            b = subprocess.run([*run, "--host-ids", "1002"], cwd=ROOT, env=env, capture_output=True, text=True,
-                               timeout=120)
+            b = subprocess.run(
+                [*run, "--host-ids", "1002"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+            )
             took_over_at = time.time()
             assert b.returncode == 0, f"precondition: process B's restart of 1002: exit {b.returncode}\n{b.stderr}"
             assert store.load(task_a).task.status == "FAILED", "precondition: B reaped A's lapsed task"
@@ -118,7 +124,9 @@ def test_a_runner_that_lost_its_lease_sends_nothing_more_to_the_hosts(tmp_path):
         for host in (slow, other):
             late = [(round(t, 3), what) for t, edge, what in host.audit() if edge == "begin" and t > took_over_at]
             if late:
-                problems.append(f"after B took over (t={took_over_at:.3f}), A's agent commands reached host {host.id}: {late}")
+                problems.append(
+                    f"after B took over (t={took_over_at:.3f}), A's agent commands reached host {host.id}: {late}"
+                )
         status_a = store.load(task_a).task.status
         if status_a != "FAILED":
             problems.append(f"A rewrote its reaped task {task_a}: it is {status_a}, not FAILED")
@@ -160,10 +168,11 @@ def still_alive(found: tuple[int, str, str]) -> bool:
 
 
 def test_serve_stops_gracefully_on_sigterm(tmp_path):
-    """issue #11 probe 2: SIGTERM to `ocp-restart serve` mid-run: exit 0, task FAILED and unlocked, nothing left running."""
+    """issue #11 probe 2: SIGTERM to `ocp-restart serve` mid-run: exit 0, task FAILED and unlocked, nothing
+    left running."""
     import httpx
-
     from conftest import free_port
+
     from deployments.auth import add_user
     from deployments.sandbox import Sandbox
     from deployments.sandbox.procs import terminate
@@ -174,8 +183,12 @@ def test_serve_stops_gracefully_on_sigterm(tmp_path):
     users = tmp_path / "users.toml"
     add_user(users, AUTH[0], AUTH[1], ["ADMIN"])
     # No PREFECT_API_URL: serve starts its own temporary Prefect server (a child process), as a user's serve does.
-    env = {**os.environ, "OCP_RESTART_HOME": str(home), "PREFECT_HOME": str(tmp_path / "prefect"),
-           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
+    env = {
+        **os.environ,
+        "OCP_RESTART_HOME": str(home),
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    }
     for name in ("PREFECT_API_URL", "OCP_RESTART_STORE_URL"):
         env.pop(name, None)
     with Sandbox(1) as box, TaskStore(store_url(home)) as store:
@@ -185,11 +198,15 @@ def test_serve_stops_gracefully_on_sigterm(tmp_path):
         log = open(tmp_path / "serve.log", "wb")
         serve = subprocess.Popen(
             [*COMMAND, "serve", "--inventory", str(box.inventory_path), "--users", str(users), "--port", str(port)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         children: list[tuple[int, str, str]] = []
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", auth=AUTH, timeout=30) as api:
+
                 def answers():
                     assert serve.poll() is None, f"serve exited {serve.returncode}"
                     try:
@@ -217,9 +234,13 @@ def test_serve_stops_gracefully_on_sigterm(tmp_path):
             if serve.returncode is None:
                 problems.append("serve did not exit within 30 s of SIGTERM")
             elif serve.returncode != 0:
-                problems.append(f"serve exited {serve.returncode} ({time.monotonic() - signalled:.1f} s after SIGTERM), not 0")
+                problems.append(
+                    f"serve exited {serve.returncode} ({time.monotonic() - signalled:.1f} s after SIGTERM), not 0"
+                )
             record = store.load(task_id)
-            unfinished = [(r.id, r.name, r.status.value) for r in record.subtasks if r.status in ("RUNNING", "CANCELING")]
+            unfinished = [
+                (r.id, r.name, r.status.value) for r in record.subtasks if r.status in ("RUNNING", "CANCELING")
+            ]
             if unfinished:
                 problems.append(f"subtasks left unfinished: {unfinished}")
             if record.task.status != "FAILED":
@@ -261,7 +282,9 @@ def test_a_run_ended_by_an_exception_leaves_no_subtask_running_and_retry_requeue
         task_id = store.create_task(build_plan([1, 2]), creator="probe", executor="127.0.0.1")
         roots = [r.id for r in store.load(task_id).subtasks if not r.upstreams]  # Prepare on hosts 1 and 2
         for sid in roots:
-            store.apply(machine.start_subtask(store.load(task_id), sid, "t", "############{EXECUTE}{probe}############"))
+            store.apply(
+                machine.start_subtask(store.load(task_id), sid, "t", "############{EXECUTE}{probe}############")
+            )
         store.cancel_subtask(task_id, roots[1])  # an operator's cancel, not yet seen by the run: CANCELING
         # What the flow's `finally` does when the run ends by an exception while those subtasks still run.
         store.apply(machine.end_run(store.load(task_id), "t", why="the run ended by an unexpected RuntimeError"))
@@ -282,8 +305,11 @@ def test_a_run_ended_by_an_exception_leaves_no_subtask_running_and_retry_requeue
 
 def test_an_unexpected_error_exits_70_with_one_line_not_1_with_a_traceback(tmp_path):
     """issue #11 probe 4: an internal error (a missing database driver) is exit 70 (EX_SOFTWARE), not 1 ("FAILED")."""
-    env = {**os.environ, "OCP_RESTART_HOME": str(tmp_path / "home"),
-           "OCP_RESTART_STORE_URL": "postgresql+nosuchdriver://x/y"}  # SQLAlchemy: NoSuchModuleError
+    env = {
+        **os.environ,
+        "OCP_RESTART_HOME": str(tmp_path / "home"),
+        "OCP_RESTART_STORE_URL": "postgresql+nosuchdriver://x/y",
+    }  # SQLAlchemy: NoSuchModuleError
     done = subprocess.run([*COMMAND, "status", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     err = done.stderr.strip()
     assert (done.returncode, "Traceback" in err) == (70, False), f"exit {done.returncode}, stderr:\n{err}"
@@ -309,8 +335,14 @@ def test_ctrl_c_on_run_kills_the_remote_command_and_leaves_nothing_running(tmp_p
     with Sandbox(1) as box, TaskStore(store_url(home)) as store:
         host = box.host(1001)
         host.set_delays(stop_seconds=30)
-        run = subprocess.Popen([*COMMAND, "run", "--inventory", str(box.inventory_path), "--json"], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        run = subprocess.Popen(
+            [*COMMAND, "run", "--inventory", str(box.inventory_path), "--json"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             task_id = poll(lambda: first_task(store), 90, "the run records its task")
             poll(lambda: sub(store.load(task_id), STOP, 0).status == "RUNNING", 90, "Stop RUNNING")
@@ -328,10 +360,14 @@ def test_ctrl_c_on_run_kills_the_remote_command_and_leaves_nothing_running(tmp_p
         stop = sub(record, STOP, 0)
         assert stop.status == "FAILED" and "SIGINT" in store.log(stop.id)
         assert store.locks() == {}
-        poll(lambda: ended(host, "stop") or not [p for p in host.processes() if p[1] == "ocp_agentctl"], 5,
-             "the interrupted stop is gone from the host")
+        poll(
+            lambda: ended(host, "stop") or not [p for p in host.processes() if p[1] == "ocp_agentctl"],
+            5,
+            "the interrupted stop is gone from the host",
+        )
         host.set_delays(stop_seconds=0.2)
-        retry = subprocess.run([*COMMAND, "retry", str(task_id), "--json"], cwd=ROOT, env=env, capture_output=True,
-                               text=True, timeout=120)
+        retry = subprocess.run(
+            [*COMMAND, "retry", str(task_id), "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
         assert retry.returncode == 0, retry.stderr
         assert store.load(task_id).task.status == "SUCCESSFUL"

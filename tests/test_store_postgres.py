@@ -44,8 +44,10 @@ def shape(url: str) -> dict:
         found[table] = {
             "columns": [(c["name"], str(c["type"]), c["nullable"], c["default"]) for c in inspector.get_columns(table)],
             "primary key": inspector.get_pk_constraint(table)["constrained_columns"],
-            "foreign keys": [(fk["constrained_columns"], fk["referred_table"], fk["referred_columns"])
-                             for fk in inspector.get_foreign_keys(table)],
+            "foreign keys": [
+                (fk["constrained_columns"], fk["referred_table"], fk["referred_columns"])
+                for fk in inspector.get_foreign_keys(table)
+            ],
             "indexes": sorted((i["name"], tuple(i["column_names"]), i["unique"]) for i in inspector.get_indexes(table)),
         }
     engine.dispose()
@@ -109,8 +111,10 @@ def test_a_store_from_0_1_0_is_upgraded_in_place_keeping_every_row(pg, tmp_path,
             last_log = conn.execute(sa.text("SELECT max(id) FROM subtask_logs")).scalar()
         assert last_log == before["subtask_logs"][-1]["id"] + 1
     messages = [r.getMessage() for r in caplog.records if r.name == "flows.store"]
-    assert messages == [f"the task store {pg.url('legacy', 'psycopg')} was upgraded from a store made before "
-                        f"migrations (revision {BASELINE}'s tables) to revision {SHIPPED.head}"]
+    assert messages == [
+        f"the task store {pg.url('legacy', 'psycopg')} was upgraded from a store made before "
+        f"migrations (revision {BASELINE}'s tables) to revision {SHIPPED.head}"
+    ]
     with TaskStore(url):
         pass
     assert len([r for r in caplog.records if r.name == "flows.store"]) == 1, "no line once it is current"
@@ -136,8 +140,16 @@ def test_processes_opening_a_new_store_at_once_all_succeed_and_one_upgrades(pg, 
 
     url, go = pg.url("racing", "psycopg"), tmp_path / "go"
     ready = [tmp_path / f"ready-{i}" for i in range(3)]
-    children = [subprocess.Popen([sys.executable, "-c", CHILD, url, str(r), str(go)], cwd=ROOT, text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in ready]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, url, str(r), str(go)],
+            cwd=ROOT,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for r in ready
+    ]
     try:
         deadline = time.monotonic() + 60
         while not all(r.exists() for r in ready) and time.monotonic() < deadline:

@@ -22,8 +22,14 @@ from .routers.probes import VERSION
 from .state import REAP_SECONDS, ApiState
 
 
-def create_app(settings: Settings, *, launcher: Launcher | None = None, store: TaskStore | None = None,
-               inventory: Inventory | None = None, reap_seconds: float = REAP_SECONDS) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    launcher: Launcher | None = None,
+    store: TaskStore | None = None,
+    inventory: Inventory | None = None,
+    reap_seconds: float = REAP_SECONDS,
+) -> FastAPI:
     """The API for ``settings`` (built by the caller: the CLI's ``serve``, or a test). A test may pass its own
     launcher, store or inventory (a launcher made from ``settings`` runs flows on ``settings.store_url``: pass a
     launcher with a store). The caller closes the store and shuts the launcher down after the server stops."""
@@ -31,11 +37,12 @@ def create_app(settings: Settings, *, launcher: Launcher | None = None, store: T
         title="ocp-agent-restart",
         version=VERSION,
         description="OCP-compatible batch restart of OCP agents. HTTP Basic auth or OCP's access-key signature "
-                    f"(Authorization: {SIGNED_SCHEME} AK:SIGNATURE, with Date); OCP's response envelope.",
+        f"(Authorization: {SIGNED_SCHEME} AK:SIGNATURE, with Date); OCP's response envelope.",
         lifespan=_lifespan,
     )
-    app.state.api = ApiState.build(settings, launcher=launcher, store=store, inventory=inventory,
-                                   reap_seconds=reap_seconds)
+    app.state.api = ApiState.build(
+        settings, launcher=launcher, store=store, inventory=inventory, reap_seconds=reap_seconds
+    )
     app.middleware("http")(stamp)
     add_error_answers(app)
     for module in (restart, tasks, hosts, probes):  # in this order: a path is matched against the first routes first
@@ -60,7 +67,9 @@ def _openapi(app: FastAPI) -> dict:
             for operation in path.values():
                 responses = operation.get("responses", {})
                 if responses.pop("422", None) is not None and "400" not in responses:
-                    responses["400"] = {"description": "OCP's error envelope (invalid parameter)", "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}}
+                    responses["400"] = {
+                        "description": "OCP's error envelope (invalid parameter)",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+                    }
         app.openapi_schema = schema
     return app.openapi_schema

@@ -14,8 +14,15 @@ from flows.view import spring_sort
 from .envelope import ApiFailure
 
 INT32 = 2**31 - 1
-TASK_SORT = {"id": "id", "name": "name", "status": "status", "type": "type", "createTime": "create_time",
-             "startTime": "start_time", "finishTime": "finish_time"}
+TASK_SORT = {
+    "id": "id",
+    "name": "name",
+    "status": "status",
+    "type": "type",
+    "createTime": "create_time",
+    "startTime": "start_time",
+    "finishTime": "finish_time",
+}
 HOST_SORT = {"id": "id", "name": "name", "innerIpAddress": "address"}
 TASK_STATUSES = ("RUNNING", "FAILED", "SUCCESSFUL")
 HOST_STATUSES = ("NEW", "AVAILABLE", "ONLINE", "OFFLINE", "DELETING")
@@ -28,10 +35,12 @@ SubtaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
 HostId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 # OCP's paging parameters: Spring's one-indexed paging (see flows.view.spring_page); any 32-bit integer is taken.
-PageNumber = Annotated[int, Query(alias="page", ge=-INT32 - 1, le=INT32,
-                                  description="The page, from 1; 0 or less is the first page.")]
-PageSize = Annotated[int, Query(ge=-INT32 - 1, le=INT32,
-                                description="Items per page (default 10); 0 or less is 10, above 2000 is 2000.")]
+PageNumber = Annotated[
+    int, Query(alias="page", ge=-INT32 - 1, le=INT32, description="The page, from 1; 0 or less is the first page.")
+]
+PageSize = Annotated[
+    int, Query(ge=-INT32 - 1, le=INT32, description="Items per page (default 10); 0 or less is 10, above 2000 is 2000.")
+]
 
 
 def _comma_list(values: tuple[str, ...]) -> str:
@@ -48,14 +57,19 @@ def _sort_pattern(fields: dict[str, str]) -> str:
 def _list_param(values: tuple[str, ...], what: str, alias: str | None = None):
     """An OCP StringArray query parameter: repeated (``status=A&status=B``) or a comma list (``status=A,B``)."""
     item = Annotated[str, StringConstraints(pattern=_comma_list(values))]
-    return Annotated[list[item] | None, Query(alias=alias, description=f"{what}: {', '.join(values)}; repeated or "
-                                                                       "comma-separated")]
+    return Annotated[
+        list[item] | None, Query(alias=alias, description=f"{what}: {', '.join(values)}; repeated or comma-separated")
+    ]
 
 
 def _sort_param(fields: dict[str, str]):
     item = Annotated[str, StringConstraints(pattern=_sort_pattern(fields))]
-    return Annotated[list[item] | None, Query(description=f"Spring's sort: one of {', '.join(fields)}, optionally "
-                                                          "followed by ,asc or ,desc; repeatable")]
+    return Annotated[
+        list[item] | None,
+        Query(
+            description=f"Spring's sort: one of {', '.join(fields)}, optionally followed by ,asc or ,desc; repeatable"
+        ),
+    ]
 
 
 TaskStatuses = _list_param(TASK_STATUSES, "Task statuses")

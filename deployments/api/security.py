@@ -47,8 +47,11 @@ async def current_user(request: Request, state: StateDep) -> User:
     (our passwords are UTF-8), answers malformed ones with its own 401 before we can count the failed login, and
     adds a security scheme to the OpenAPI document."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    client = client_address(request.client.host if request.client else "unknown",
-                            request.headers.getlist("x-forwarded-for"), state.trusted_proxies)
+    client = client_address(
+        request.client.host if request.client else "unknown",
+        request.headers.getlist("x-forwarded-for"),
+        state.trusted_proxies,
+    )
     if scheme.lower() == "basic" and token:
         return await run_in_threadpool(_basic_login, state, client, token.strip())
     if scheme.upper().startswith("OCP-ACCESS-KEY-"):
@@ -57,8 +60,13 @@ async def current_user(request: Request, state: StateDep) -> User:
             raise ApiFailure(401, 3000, f"You are not logged on: {too_big}", CHALLENGE)
         signed = _signed_request(request, await request.body())
         return await run_in_threadpool(_signed_login, state, client, scheme, token.strip(), signed)
-    raise ApiFailure(401, 3000, "You are not logged on. Use HTTP Basic authentication or an OCP access key "
-                                f"(Authorization: {SIGNED_SCHEME} ACCESS_KEY_ID:SIGNATURE).", CHALLENGE)
+    raise ApiFailure(
+        401,
+        3000,
+        "You are not logged on. Use HTTP Basic authentication or an OCP access key "
+        f"(Authorization: {SIGNED_SCHEME} ACCESS_KEY_ID:SIGNATURE).",
+        CHALLENGE,
+    )
 
 
 def require(permission: str):
@@ -66,8 +74,9 @@ def require(permission: str):
 
     async def check(user: Annotated[User, Depends(current_user)]) -> User:
         if not user.can(permission):
-            raise ApiFailure(403, 3100, "You are not authorized to perform the corresponding operations "
-                                        f"({permission} is needed)")
+            raise ApiFailure(
+                403, 3100, f"You are not authorized to perform the corresponding operations ({permission} is needed)"
+            )
         return user
 
     return check
@@ -82,8 +91,9 @@ TaskWriter = Annotated[User, Depends(require(TASK_WRITE))]
 def may_read_task(user: User, record: TaskRecord) -> None:
     """A user without TASK:READ sees the tasks they created, no other."""
     if not user.can(TASK_READ) and record.task.creator != user.name:
-        raise ApiFailure(403, 3100, "You are not authorized to perform the corresponding operations "
-                                    f"({TASK_READ} is needed)")
+        raise ApiFailure(
+            403, 3100, f"You are not authorized to perform the corresponding operations ({TASK_READ} is needed)"
+        )
 
 
 # ---- logins --------------------------------------------------------------------------------------------------
@@ -105,12 +115,20 @@ def _basic_login(state: ApiState, client: str, token: str) -> User:
 def _signed_login(state: ApiState, client: str, scheme: str, token: str, signed: SignedRequest) -> User:
     """OCP's access-key signature (see deployments/auth.py)."""
     if scheme != SIGNED_SCHEME:
-        raise ApiFailure(401, 3000, f"You are not logged on: the signature algorithm of {scheme!r} is not "
-                                    f"supported; use {SIGNED_SCHEME}", CHALLENGE)
+        raise ApiFailure(
+            401,
+            3000,
+            f"You are not logged on: the signature algorithm of {scheme!r} is not supported; use {SIGNED_SCHEME}",
+            CHALLENGE,
+        )
     key_id, colon, signature = token.partition(":")
     if not (colon and key_id and signature):
-        raise ApiFailure(401, 3000, f"You are not logged on: expected Authorization: {SIGNED_SCHEME} "
-                                    "ACCESS_KEY_ID:SIGNATURE", CHALLENGE)
+        raise ApiFailure(
+            401,
+            3000,
+            f"You are not logged on: expected Authorization: {SIGNED_SCHEME} ACCESS_KEY_ID:SIGNATURE",
+            CHALLENGE,
+        )
     found = state.users.access_key(key_id)
     who = found.user.name if found else f"access key {key_id[:64]}"
     _not_throttled(state, who, client)
@@ -121,9 +139,14 @@ def _signed_login(state: ApiState, client: str, scheme: str, token: str, signed:
         sign(_DUMMY_SECRET, strings_to_sign(signed)[0])  # the same work as a known key
         _refuse(state, who, client, f"no user holds the access key {key_id[:64]!r}")
     if not signature_matches(found.secret, signature, signed):
-        _refuse(state, who, client, "the signature does not match the request; the server signed "
-                                    f"{strings_to_sign(signed)[0]!r} (with the body's MD5 in hex, if any, and the "
-                                    "query sorted)")
+        _refuse(
+            state,
+            who,
+            client,
+            "the signature does not match the request; the server signed "
+            f"{strings_to_sign(signed)[0]!r} (with the body's MD5 in hex, if any, and the "
+            "query sorted)",
+        )
     state.throttle.succeeded(who, client)
     return found.user
 
@@ -131,10 +154,14 @@ def _signed_login(state: ApiState, client: str, scheme: str, token: str, signed:
 def _signed_request(request: Request, body: bytes) -> SignedRequest:
     """What of the request its signature covers, as received (the path and query still percent-encoded)."""
     return SignedRequest(
-        method=request.method, path=request.scope.get("raw_path", b"").decode("latin-1") or request.url.path,
-        query=request.scope.get("query_string", b"").decode("latin-1"), body=body,
-        content_type=request.headers.get("content-type", ""), date=request.headers.get("date", ""),
-        host=request.headers.get("host", ""), ocp_headers=tuple(request.headers.items()),
+        method=request.method,
+        path=request.scope.get("raw_path", b"").decode("latin-1") or request.url.path,
+        query=request.scope.get("query_string", b"").decode("latin-1"),
+        body=body,
+        content_type=request.headers.get("content-type", ""),
+        date=request.headers.get("date", ""),
+        host=request.headers.get("host", ""),
+        ocp_headers=tuple(request.headers.items()),
     )
 
 
@@ -154,21 +181,32 @@ def _unbounded_body(request: Request) -> str | None:
 def _not_throttled(state: ApiState, who: str, client: str) -> None:
     wait = state.throttle.retry_after(who, client)
     if wait > 0:
-        raise ApiFailure(429, 0, "Excessive number of requests. Too many failed logins; try again later.",
-                         _rate_headers(state.throttle.limit, 0, wait))
+        raise ApiFailure(
+            429,
+            0,
+            "Excessive number of requests. Too many failed logins; try again later.",
+            _rate_headers(state.throttle.limit, 0, wait),
+        )
 
 
 def _refuse(state: ApiState, who: str, client: str, why: str) -> NoReturn:
     """A failed login: counted against (who, client), answered 401 with the attempts left."""
     remaining = state.throttle.failed(who, client)
-    raise ApiFailure(401, 3000, f"You are not logged on: {why}.",
-                     {**CHALLENGE, **_rate_headers(state.throttle.limit, remaining, state.throttle.window)})
+    raise ApiFailure(
+        401,
+        3000,
+        f"You are not logged on: {why}.",
+        {**CHALLENGE, **_rate_headers(state.throttle.limit, remaining, state.throttle.window)},
+    )
 
 
 def _rate_headers(limit: int, remaining: int, reset: float) -> dict[str, str]:
     """OCP's throttling headers (RateLimit-Limit/Remaining/Reset), and Retry-After when nothing remains."""
-    headers = {"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(remaining),
-               "RateLimit-Reset": str(math.ceil(reset))}
+    headers = {
+        "RateLimit-Limit": str(limit),
+        "RateLimit-Remaining": str(remaining),
+        "RateLimit-Reset": str(math.ceil(reset)),
+    }
     if remaining == 0:
         headers["Retry-After"] = str(math.ceil(reset))
     return headers

@@ -34,8 +34,15 @@ class ApiState:
     reap_seconds: float = REAP_SECONDS
 
     @classmethod
-    def build(cls, settings: Settings, *, launcher: Launcher | None = None, store: TaskStore | None = None,
-              inventory: Inventory | None = None, reap_seconds: float = REAP_SECONDS) -> ApiState:
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        launcher: Launcher | None = None,
+        store: TaskStore | None = None,
+        inventory: Inventory | None = None,
+        reap_seconds: float = REAP_SECONDS,
+    ) -> ApiState:
         """Everything from ``settings``, except what is given. A bad inventory, users file or proxy list fails
         here, before the server listens."""
         inventory = inventory or load_inventory(settings.inventory_path)
@@ -44,9 +51,17 @@ class ApiState:
         proxies = trusted_networks(settings.trusted_proxies)
         store = store or TaskStore(settings.store_url)
         launcher = launcher or make_launcher(settings)
-        return cls(settings=settings, store=store, inventory=inventory, users=users, throttle=throttle,
-                   launcher=launcher, trusted_proxies=proxies, server=settings.executor_address,
-                   reap_seconds=reap_seconds)
+        return cls(
+            settings=settings,
+            store=store,
+            inventory=inventory,
+            users=users,
+            throttle=throttle,
+            launcher=launcher,
+            trusted_proxies=proxies,
+            server=settings.executor_address,
+            reap_seconds=reap_seconds,
+        )
 
 
 # The dependencies are coroutines although they only read an attribute: FastAPI runs a plain function in its

@@ -21,8 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-seconds", type=float, default=0.0)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with Sandbox(args.n_hosts, args.base_dir, first_host_id=args.first_host_id,
-                 stop_seconds=args.stop_seconds, start_seconds=args.start_seconds) as sb:
+    with Sandbox(
+        args.n_hosts,
+        args.base_dir,
+        first_host_id=args.first_host_id,
+        stop_seconds=args.stop_seconds,
+        start_seconds=args.start_seconds,
+    ) as sb:
         print(f"{len(sb.hosts)} hosts up; inventory: {sb.inventory_path}", flush=True)
         try:
             signal.pause()

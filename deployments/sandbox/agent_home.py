@@ -84,13 +84,16 @@ class AgentHome:
             raise ValueError(f"bad fault name {name!r}")
         return self.path / "faults" / name
 
-    def set_delays(self, *, stop_seconds: float | None = None, start_seconds: float | None = None,
-                   wait_seconds: int | None = None) -> None:
+    def set_delays(
+        self, *, stop_seconds: float | None = None, start_seconds: float | None = None, wait_seconds: int | None = None
+    ) -> None:
         """Change conf/stop_seconds and conf/start_seconds (read by the agent at each stop and start), or
         conf/wait_seconds: how long the CLI waits for agentd or a service before it gives up (obagent's 10 s)."""
-        texts = {"stop_seconds": None if stop_seconds is None else seconds_text(stop_seconds),
-                 "start_seconds": None if start_seconds is None else seconds_text(start_seconds),
-                 "wait_seconds": None if wait_seconds is None else str(int(wait_seconds))}
+        texts = {
+            "stop_seconds": None if stop_seconds is None else seconds_text(stop_seconds),
+            "start_seconds": None if start_seconds is None else seconds_text(start_seconds),
+            "wait_seconds": None if wait_seconds is None else str(int(wait_seconds)),
+        }
         for name, text in texts.items():
             if text is not None:
                 path = self.path / "conf" / name

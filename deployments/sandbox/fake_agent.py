@@ -178,8 +178,11 @@ class FakeAgent:
         """What steps.agent's LIVE loop prints for ``pids``: ``pid state comm`` per process there is."""
         if not all(p.isdigit() for p in pids):
             raise UnexpectedCommand(f"live processes of {pids!r}: not a list of pids")
-        return "".join(f"{p.pid} {'Z' if p.zombie else 'S'} {p.name}\n"
-                       for p in (self.processes.get(int(pid)) for pid in pids) if p is not None)
+        return "".join(
+            f"{p.pid} {'Z' if p.zombie else 'S'} {p.name}\n"
+            for p in (self.processes.get(int(pid)) for pid in pids)
+            if p is not None
+        )
 
     # -- the scripts (steps.agent.SCRIPTS) ------------------------------------------------------------------
 
@@ -207,8 +210,9 @@ class FakeAgent:
         return result(command, head + stdout, stderr, status)
 
     def _script_start_times(self, command: str, args: list[str]) -> Answer:
-        lines = [f"{pid} {self.processes[int(pid)].start}\n" for pid in args
-                 if pid.isdigit() and int(pid) in self.processes]
+        lines = [
+            f"{pid} {self.processes[int(pid)].start}\n" for pid in args if pid.isdigit() and int(pid) in self.processes
+        ]
         return result(command, "".join(lines))
 
     def _script_live(self, command: str, args: list[str]) -> Answer:
@@ -355,8 +359,9 @@ class FakeAgent:
     def _spawn(self, name: str) -> FakeProcess:
         """Start an agent process, with its pid file; a service is the running agentd's."""
         service = name in SERVICES
-        proc = self._new_process(name, parent=(self._agentd() or 0) if service else 0,
-                                 ignores_term=service and self.services_ignore_term)
+        proc = self._new_process(
+            name, parent=(self._agentd() or 0) if service else 0, ignores_term=service and self.services_ignore_term
+        )
         self.pid_files[name] = f"{proc.pid}\n"
         return proc
 
@@ -407,8 +412,13 @@ class FakeAgent:
         else:
             del self.processes[proc.pid]
         agentd = self._agentd()
-        if (proc.parent and proc.parent == agentd and not self._stopping and not self._pending
-                and proc.name not in self.disabled):
+        if (
+            proc.parent
+            and proc.parent == agentd
+            and not self._stopping
+            and not self._pending
+            and proc.name not in self.disabled
+        ):
             self._spawn(proc.name)  # agentd starts a service of its own that died again
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from steps.testing import Answer, Hang, UnexpectedCommand, result
 
+
 def split_commands(command: str) -> list[tuple[str | None, list[str]]]:
     """``a 'b c' && d || e`` -> [(None, ["a", "b c"]), ("&&", ["d"]), ("||", ["e"])]: simple commands and the
     operator before each, honouring POSIX quoting. UnexpectedCommand for anything else (a pipe, a redirection,
@@ -39,14 +40,14 @@ def split_commands(command: str) -> list[tuple[str | None, list[str]]]:
             if word is not None:
                 words.append("".join(word))
                 word = None
-            token = command[i:i + 2] if c != ";" else ";"
+            token = command[i : i + 2] if c != ";" else ";"
             end_command(token)
             i += len(token)
         elif c == "'":
             close = command.find("'", i + 1)
             if close < 0:
                 raise UnexpectedCommand(f"unterminated ' in {command!r}")
-            word = (word or []) + [command[i + 1:close]]
+            word = (word or []) + [command[i + 1 : close]]
             i = close + 1
         elif c == '"':
             i += 1

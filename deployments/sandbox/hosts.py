@@ -14,7 +14,9 @@ from pathlib import Path
 import tomli_w
 
 from . import procs, sshd
-from .agent_home import CLEAN_ENV as _CLEAN_ENV, AgentHome, seconds_text as _seconds
+from .agent_home import CLEAN_ENV as _CLEAN_ENV
+from .agent_home import AgentHome
+from .agent_home import seconds_text as _seconds
 from .sshd import SandboxError
 from .users import LoginUser, login_user
 
@@ -76,8 +78,9 @@ class SandboxHost:
     def clear_fault(self, name: str) -> None:
         self.home.clear_fault(name)
 
-    def set_delays(self, *, stop_seconds: float | None = None, start_seconds: float | None = None,
-                   wait_seconds: int | None = None) -> None:
+    def set_delays(
+        self, *, stop_seconds: float | None = None, start_seconds: float | None = None, wait_seconds: int | None = None
+    ) -> None:
         """Change conf/stop_seconds / conf/start_seconds (read by the agent at each stop / start), or
         conf/wait_seconds (how long its CLI waits before giving up; obagent's 10 s)."""
         self.home.set_delays(stop_seconds=stop_seconds, start_seconds=start_seconds, wait_seconds=wait_seconds)
@@ -155,16 +158,29 @@ class SandboxHost:
 
     def agentctl(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
         """Run ``ocp_agentctl ARGS`` locally as the login user (not over SSH); text output."""
-        return subprocess.run(self._sandbox._as_user([str(self.ctl), *args]), capture_output=True, text=True,
-                              timeout=timeout, env=_CLEAN_ENV, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            self._sandbox._as_user([str(self.ctl), *args]),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=_CLEAN_ENV,
+            stdin=subprocess.DEVNULL,
+        )
 
 
 class Sandbox:
     """K sshd hosts on 127.0.0.x with a simulated OCP agent each. A context manager: starts everything in
     __enter__ (or start()), stops every process it started, by pid, in __exit__ (or stop())."""
 
-    def __init__(self, n_hosts: int, base_dir: str | Path | None = None, *, first_host_id: int = 1001,
-                 stop_seconds: float = 0.0, start_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        n_hosts: int,
+        base_dir: str | Path | None = None,
+        *,
+        first_host_id: int = 1001,
+        stop_seconds: float = 0.0,
+        start_seconds: float = 0.0,
+    ) -> None:
         if n_hosts < 1 or n_hosts > 10_000:
             raise ValueError(f"n_hosts must be 1..10000, got {n_hosts}")
         self.n_hosts = n_hosts
@@ -266,8 +282,10 @@ class Sandbox:
             self.base_dir.mkdir(parents=True, exist_ok=True)
         self.base_dir.chmod(self.base_dir.stat().st_mode | 0o755)
         if not self.login.can_traverse(self.base_dir):
-            raise SandboxError(f"user {self.user} cannot reach {self.base_dir}: a parent directory lacks the x bit "
-                               "for it; use a base_dir under /tmp or leave it None")
+            raise SandboxError(
+                f"user {self.user} cannot reach {self.base_dir}: a parent directory lacks the x bit "
+                "for it; use a base_dir under /tmp or leave it None"
+            )
         client = self.base_dir / "client"
         client.mkdir(mode=0o755, exist_ok=True)
         self.key_file = client / "id_ed25519"
@@ -284,8 +302,14 @@ class Sandbox:
         self.authorized_keys.write_text(sshd.public_key(self.key_file) + " ocp-sandbox\n")
         self.authorized_keys.chmod(0o644)
         for h in self.hosts:
-            sshd.write_config(h.sshd_config, address=h.address, host_key=h.host_key, pid_file=h.dir / "sshd.pid",
-                              authorized_keys=self.authorized_keys, user=self.user)
+            sshd.write_config(
+                h.sshd_config,
+                address=h.address,
+                host_key=h.host_key,
+                pid_file=h.dir / "sshd.pid",
+                authorized_keys=self.authorized_keys,
+                user=self.user,
+            )
         self._start_all_sshd()
         self.refresh_known_hosts()
         self._write_inventory()
@@ -309,10 +333,21 @@ class Sandbox:
 
     def _start_agents(self) -> None:
         timeout = 15.0 + float(self.start_seconds)
-        running = [(h, subprocess.Popen(self._as_user([str(h.ctl), "start"]), stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_CLEAN_ENV,
-                                        cwd="/"))
-                   for h in self.hosts]
+        running = [
+            (
+                h,
+                subprocess.Popen(
+                    self._as_user([str(h.ctl), "start"]),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=_CLEAN_ENV,
+                    cwd="/",
+                ),
+            )
+            for h in self.hosts
+        ]
         errors = []
         for h, proc in running:
             try:
@@ -328,8 +363,10 @@ class Sandbox:
     def _write_inventory(self) -> None:
         inventory = {
             "defaults": {"user": self.user, "key_file": str(self.key_file), "known_hosts": str(self.known_hosts)},
-            "hosts": [{"id": h.id, "name": h.name, "address": h.address, "ssh_port": h.port,
-                       "agent_home": str(h.agent_home)} for h in self.hosts],
+            "hosts": [
+                {"id": h.id, "name": h.name, "address": h.address, "ssh_port": h.port, "agent_home": str(h.agent_home)}
+                for h in self.hosts
+            ],
         }
         self.inventory_path.write_text(tomli_w.dumps(inventory))
         self.inventory_path.chmod(0o644)

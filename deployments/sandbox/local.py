@@ -44,8 +44,15 @@ class LocalRunner:
         if deadline - started <= 0:
             raise CommandTimeout(f"deadline passed before running {command!r} on {self.label}")
         self.commands.append(command)
-        proc = subprocess.Popen(["/bin/sh", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, cwd=self.cwd, env=self.env, start_new_session=True)
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", command],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=self.cwd,
+            env=self.env,
+            start_new_session=True,
+        )
         out, err = _Capped(), _Capped()
         with selectors.DefaultSelector() as streams:
             streams.register(proc.stdout, selectors.EVENT_READ, out)
@@ -56,13 +63,17 @@ class LocalRunner:
                     if stop is not None and stop():
                         note = self._kill(proc, streams)
                         output = _join(out.text(), err.text())
-                        raise SubtaskCancelled(f"cancelled by an operator while {command!r} ran; {note}"
-                                               + (f"; its output:\n{output}" if output else ""))
+                        raise SubtaskCancelled(
+                            f"cancelled by an operator while {command!r} ran; {note}"
+                            + (f"; its output:\n{output}" if output else "")
+                        )
                     if time.monotonic() >= deadline:
                         note = self._kill(proc, streams)
                         took = time.monotonic() - started
-                        raise CommandTimeout(f"{self.label}: {command!r} did not finish within {took:.1f} s; {note}",
-                                             output=_join(out.text(), err.text()))
+                        raise CommandTimeout(
+                            f"{self.label}: {command!r} did not finish within {took:.1f} s; {note}",
+                            output=_join(out.text(), err.text()),
+                        )
                     wait = min(COMMAND_POLL_SECONDS, max(0.0, deadline - time.monotonic()))
                     if streams.get_map():
                         _read(streams, wait)

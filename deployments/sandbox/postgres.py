@@ -54,20 +54,54 @@ class PostgresCluster:
         if os.geteuid() == 0:
             shutil.chown(self.base, "postgres")
             os.chmod(self.base, 0o700)
-        subprocess.run(self._as_owner([str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                                       "-E", "UTF8", "--locale=C"]), check=True, capture_output=True)
+        subprocess.run(
+            self._as_owner(
+                [
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
         self.log = open(self.base / "postgres.log", "ab")
         self.process = subprocess.Popen(
-            self._as_owner([str(self.bin / "postgres"), "-D", str(data), "-p", str(self.port), "-k", str(self.base),
-                            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-                            "-c", f"max_connections={self.max_connections}"]),
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            self._as_owner(
+                [
+                    str(self.bin / "postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.base),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    f"max_connections={self.max_connections}",
+                ]
+            ),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"PostgreSQL exited {self.process.returncode}; see {self.log.name}")
-            ready = subprocess.run([str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                                   capture_output=True)
+            ready = subprocess.run(
+                [str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True
+            )
             if ready.returncode == 0:
                 break
             time.sleep(0.2)
@@ -75,8 +109,21 @@ class PostgresCluster:
             raise RuntimeError(f"PostgreSQL did not start within {timeout} s; see {self.log.name}")
         self.pid = int((data / "postmaster.pid").read_text().split()[0])
         for db in self.databases:
-            subprocess.run([str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                            "-c", f"CREATE DATABASE {db}"], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    str(self.bin / "psql"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "postgres",
+                    "-c",
+                    f"CREATE DATABASE {db}",
+                ],
+                check=True,
+                capture_output=True,
+            )
         return self
 
     def stop(self, grace: float = 20.0) -> None:
@@ -96,4 +143,3 @@ class PostgresCluster:
             self.log.close()
         if self.base is not None:
             shutil.rmtree(self.base, ignore_errors=True)
-

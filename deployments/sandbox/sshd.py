@@ -25,8 +25,12 @@ def keygen(paths: Iterable[Path], comment: str = "ocp-sandbox") -> None:
             old.unlink(missing_ok=True)
         cmd = [SSH_KEYGEN, "-t", "ed25519", "-N", "", "-q", "-C", comment, "-f", str(path)]
         try:
-            procs.append((path, subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                                 stderr=subprocess.STDOUT)))
+            procs.append(
+                (
+                    path,
+                    subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT),
+                )
+            )
         except FileNotFoundError:
             raise SandboxError("ssh-keygen not found: install openssh-client") from None
     for path, proc in procs:
@@ -54,8 +58,7 @@ def accepts(address: str, port: int, timeout: float = 0.2) -> bool:
         return False
 
 
-def write_config(path: Path, *, address: str, host_key: Path, pid_file: Path, authorized_keys: Path,
-                 user: str) -> None:
+def write_config(path: Path, *, address: str, host_key: Path, pid_file: Path, authorized_keys: Path, user: str) -> None:
     path.write_text(
         f"ListenAddress {address}\n"
         f"HostKey {host_key}\n"
@@ -82,9 +85,13 @@ def spawn(config: Path, port: int, log: Path) -> subprocess.Popen:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege-separation dir
     if not os.access(SSHD, os.X_OK):
         raise SandboxError(f"{SSHD} not found: apt-get install -y openssh-server")
-    return subprocess.Popen([SSHD, "-D", "-f", str(config), "-p", str(port), "-E", str(log)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
+    return subprocess.Popen(
+        [SSHD, "-D", "-f", str(config), "-p", str(port), "-E", str(log)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
 
 
 def wait_listening(proc: subprocess.Popen, address: str, port: int, timeout: float = 10.0) -> bool:

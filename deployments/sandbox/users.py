@@ -58,8 +58,21 @@ def login_user() -> LoginUser:
         try:
             entry = pwd.getpwnam(SANDBOX_USER)
         except KeyError:
-            _run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", str(SANDBOX_HOME),
-                  "--shell", "/bin/sh", "--comment", "ocp-agent-restart sandbox hosts", SANDBOX_USER])
+            _run(
+                [
+                    "useradd",
+                    "--system",
+                    "--user-group",
+                    "--no-create-home",
+                    "--home-dir",
+                    str(SANDBOX_HOME),
+                    "--shell",
+                    "/bin/sh",
+                    "--comment",
+                    "ocp-agent-restart sandbox hosts",
+                    SANDBOX_USER,
+                ]
+            )
             entry = pwd.getpwnam(SANDBOX_USER)
         if _locked(SANDBOX_USER):
             _run(["usermod", "-p", "*", SANDBOX_USER])  # '!' (locked) is refused by sshd with UsePAM no

@@ -45,8 +45,16 @@ from deployments.sandbox.procs import reap
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = Path(__file__).resolve().parent
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 VIEWPORT = {"width": 1600, "height": 1000}
 DEPLOYMENT = "batch-restart-agents/batch-restart"
 HOSTS = [1001, 1002]
@@ -77,8 +85,15 @@ class Children:
     def start(self, name: str, argv: list[str], env: dict[str, str], logfile: Path, cwd: Path) -> subprocess.Popen:
         out = open(logfile, "ab")
         # Own session: a Ctrl-C in the terminal reaches only this script, which then stops them in order.
-        process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         out.close()
         self.started.append((name, process))
         log(f"started {name} (pid {process.pid}), log {logfile}")
@@ -128,13 +143,24 @@ class Prefect:
         """The run's newest table artifact keyed ``ocp-task-<id>`` (a retried run has one per attempt)."""
         deadline = time.monotonic() + timeout
         while True:
-            answer = self.http.post("/artifacts/filter", json={
-                "artifacts": {"flow_run_id": {"any_": [run_id]}, "type": {"any_": ["table"]},
-                              "key": {"like_": "ocp-task-"}},
-                "sort": "CREATED_DESC", "limit": 10})
+            answer = self.http.post(
+                "/artifacts/filter",
+                json={
+                    "artifacts": {
+                        "flow_run_id": {"any_": [run_id]},
+                        "type": {"any_": ["table"]},
+                        "key": {"like_": "ocp-task-"},
+                    },
+                    "sort": "CREATED_DESC",
+                    "limit": 10,
+                },
+            )
             answer.raise_for_status()
-            found = [a for a in answer.json() if (a.get("key") or "").startswith("ocp-task-")
-                     and not a["key"].endswith("-summary")]
+            found = [
+                a
+                for a in answer.json()
+                if (a.get("key") or "").startswith("ocp-task-") and not a["key"].endswith("-summary")
+            ]
             if found:
                 return found[0]
             if time.monotonic() > deadline:
@@ -142,8 +168,10 @@ class Prefect:
             time.sleep(1)
 
     def set_state(self, run_id: str, type_: str, name: str, message: str = "") -> None:
-        answer = self.http.post(f"/flow_runs/{run_id}/set_state",
-                                json={"state": {"type": type_, "name": name, "message": message}, "force": True})
+        answer = self.http.post(
+            f"/flow_runs/{run_id}/set_state",
+            json={"state": {"type": type_, "name": name, "message": message}, "force": True},
+        )
         answer.raise_for_status()
         if answer.json()["status"] != "ACCEPT":
             raise RuntimeError(f"set_state {name} refused: {answer.text}")
@@ -187,33 +215,49 @@ TABLE_WIDTHS_JS = """() => {
 
 def table_fit_report(m: dict) -> list[str]:
     """Human lines from TABLE_WIDTHS_JS's numbers."""
-    lines = [f"viewport {m['viewport']} px; document.documentElement.scrollWidth {m['docScrollWidth']} "
-             f"(clientWidth {m['docClientWidth']}): "
-             + ("page scrolls horizontally" if m["docScrollWidth"] > m["viewport"] else "no horizontal page scroll")]
+    lines = [
+        f"viewport {m['viewport']} px; document.documentElement.scrollWidth {m['docScrollWidth']} "
+        f"(clientWidth {m['docClientWidth']}): "
+        + ("page scrolls horizontally" if m["docScrollWidth"] > m["viewport"] else "no horizontal page scroll")
+    ]
     table, box = m.get("table"), m.get("scrollBox")
     if table is None:
         return lines + ["no <table> on the page"]
-    lines.append(f"table ({m['columns']} columns): scrollWidth {table['scrollWidth']}, clientWidth "
-                 f"{table['clientWidth']}, x {table['left']}..{table['right']}: "
-                 + ("overflows itself" if table["scrollWidth"] > table["clientWidth"] else "no overflow of its own"))
+    lines.append(
+        f"table ({m['columns']} columns): scrollWidth {table['scrollWidth']}, clientWidth "
+        f"{table['clientWidth']}, x {table['left']}..{table['right']}: "
+        + ("overflows itself" if table["scrollWidth"] > table["clientWidth"] else "no overflow of its own")
+    )
     if box is not None:
-        lines.append(f"its scroll box: scrollWidth {box['scrollWidth']}, clientWidth {box['clientWidth']}, "
-                     f"x {box['left']}..{box['right']}: "
-                     + ("HORIZONTAL SCROLLBAR (the table is wider than its box)"
-                        if box["scrollWidth"] > box["clientWidth"] else "no horizontal scrollbar"))
-    fits = m["docScrollWidth"] <= m["viewport"] and table["scrollWidth"] <= table["clientWidth"] and (
-        box is None or box["scrollWidth"] <= box["clientWidth"])
+        lines.append(
+            f"its scroll box: scrollWidth {box['scrollWidth']}, clientWidth {box['clientWidth']}, "
+            f"x {box['left']}..{box['right']}: "
+            + (
+                "HORIZONTAL SCROLLBAR (the table is wider than its box)"
+                if box["scrollWidth"] > box["clientWidth"]
+                else "no horizontal scrollbar"
+            )
+        )
+    fits = (
+        m["docScrollWidth"] <= m["viewport"]
+        and table["scrollWidth"] <= table["clientWidth"]
+        and (box is None or box["scrollWidth"] <= box["clientWidth"])
+    )
     lines.append(f"the whole table fits {m['viewport']} px: {'yes' if fits else 'NO'}")
     return lines
 
 
-def shoot_table(shooter: "Shooter", artifact: dict, out: Path) -> Path:
+def shoot_table(shooter: Shooter, artifact: dict, out: Path) -> Path:
     """Screenshot a table artifact's own page and print whether its table fits the viewport's width."""
     page_path = f"/artifacts/artifact/{artifact['id']}?tab=Artifact"
     log(f"table artifact {artifact['key']} ({artifact['id']}): {shooter.ui_url}{page_path}")
     widths: dict = {}
-    written = shooter.shoot(page_path, out, [artifact["key"], "agentd pid", "monagent pid"],
-                            measure=lambda page: widths.update(page.evaluate(TABLE_WIDTHS_JS)))
+    written = shooter.shoot(
+        page_path,
+        out,
+        [artifact["key"], "agentd pid", "monagent pid"],
+        measure=lambda page: widths.update(page.evaluate(TABLE_WIDTHS_JS)),
+    )
     print(f"{out.name}, artifact page {page_path}:", *table_fit_report(widths), sep="\n  ", flush=True)
     return written
 
@@ -231,11 +275,18 @@ class Shooter:
         self.ui_url, self.debug_dir = ui_url, debug_dir
         self._playwright = sync_playwright().start()
         self.browser = self._playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        self.context = self.browser.new_context(viewport=VIEWPORT, color_scheme="light", locale="en-US",
-                                                timezone_id="UTC")
+        self.context = self.browser.new_context(
+            viewport=VIEWPORT, color_scheme="light", locale="en-US", timezone_id="UTC"
+        )
 
-    def shoot(self, path: str, out: Path, texts: list[str], settle: float = 2.0,
-              measure: Callable[[object], None] | None = None) -> Path:
+    def shoot(
+        self,
+        path: str,
+        out: Path,
+        texts: list[str],
+        settle: float = 2.0,
+        measure: Callable[[object], None] | None = None,
+    ) -> Path:
         """Open the UI at ``path``, wait for the network to go idle and every one of ``texts`` to be visible,
         then save a full-page screenshot to ``out``. ``measure(page)``, if given, runs just before, in the
         ``VIEWPORT``-sized page."""
@@ -289,59 +340,117 @@ def take(out: Path) -> list[Path]:
     ui_url = f"http://127.0.0.1:{port}/v2"  # Prefect's UI v2 (the default one)
     env = {
         **os.environ,
-        "PREFECT_HOME": str(base / "prefect-home"), "PREFECT_API_URL": api_url, "PREFECT_UI_API_URL": api_url,
+        "PREFECT_HOME": str(base / "prefect-home"),
+        "PREFECT_API_URL": api_url,
+        "PREFECT_UI_API_URL": api_url,
         "PREFECT_UI_STATIC_DIRECTORY": str(base / "ui-static"),  # its built UI copy, not in site-packages
         "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
         "OCP_RESTART_HOME": str(base / "ocp-restart-home"),
     }
-    for name in ("PREFECT_UI_ENABLED", "PREFECT_SERVER_UI_ENABLED", "PREFECT_API_AUTH_STRING",
-                 "PREFECT_SERVER_API_AUTH_STRING", "PREFECT_SERVER_DATABASE_CONNECTION_URL", "PREFECT_PROFILE",
-                 "OCP_RESTART_STORE_URL", "OCP_RESTART_INVENTORY", "OCP_RESTART_INVENTORY_DIR"):
+    for name in (
+        "PREFECT_UI_ENABLED",
+        "PREFECT_SERVER_UI_ENABLED",
+        "PREFECT_API_AUTH_STRING",
+        "PREFECT_SERVER_API_AUTH_STRING",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL",
+        "PREFECT_PROFILE",
+        "OCP_RESTART_STORE_URL",
+        "OCP_RESTART_INVENTORY",
+        "OCP_RESTART_INVENTORY_DIR",
+    ):
         env.pop(name, None)
-    worker_env = {**env, "PREFECT_HOME": str(base / "worker-home"), "PREFECT_WORKER_QUERY_SECONDS": "1",
-                  "PREFECT_WORKER_PREFETCH_SECONDS": "5"}
+    worker_env = {
+        **env,
+        "PREFECT_HOME": str(base / "worker-home"),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+    }
     children = Children()
     shooter = None
     written: list[Path] = []
     ok = False
     try:
         server_log = base / "prefect-server.log"
-        server = children.start("prefect server", [_bin("prefect"), "server", "start", "--host", "127.0.0.1",
-                                                   "--port", str(port)], env, server_log, base)
+        server = children.start(
+            "prefect server",
+            [_bin("prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env,
+            server_log,
+            base,
+        )
         wait_healthy(api_url, server, server_log)
         log(f"prefect server up: {ui_url}")
         with Sandbox(len(HOSTS), first_host_id=HOSTS[0]) as box:
             deploy = subprocess.run(
-                [sys.executable, "-m", "deployments.cli", "deploy", "--host-ids", ",".join(map(str, HOSTS)),
-                 "--inventory", str(box.inventory_path)],
-                env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+                [
+                    sys.executable,
+                    "-m",
+                    "deployments.cli",
+                    "deploy",
+                    "--host-ids",
+                    ",".join(map(str, HOSTS)),
+                    "--inventory",
+                    str(box.inventory_path),
+                ],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             if deploy.returncode != 0:
                 raise RuntimeError(f"ocp-restart deploy failed: {deploy.stderr[-3000:]}")
             log(deploy.stderr.strip())
             (base / "worker").mkdir()
-            children.start("prefect worker", [_bin("prefect"), "worker", "start", "--pool", "ocp-restart",
-                                              "--type", "process", "--name", "screenshots"],
-                           worker_env, base / "worker.log", base / "worker")
+            children.start(
+                "prefect worker",
+                [
+                    _bin("prefect"),
+                    "worker",
+                    "start",
+                    "--pool",
+                    "ocp-restart",
+                    "--type",
+                    "process",
+                    "--name",
+                    "screenshots",
+                ],
+                worker_env,
+                base / "worker.log",
+                base / "worker",
+            )
             prefect = Prefect(api_url)
             deployment = prefect.deployment(DEPLOYMENT)
 
             # The failing run first (it takes a while), the run form's screenshot meanwhile.
             bad = box.host(FAILING)
             bad.set_fault("start_fail")
-            run_id = prefect.create_run(deployment["id"], {"host_ids": HOSTS,
-                                                           "options": {"timeouts": {"start_all": 6}}})
+            run_id = prefect.create_run(
+                deployment["id"], {"host_ids": HOSTS, "options": {"timeouts": {"start_all": 6}}}
+            )
             log(f"flow run {run_id} created; host {FAILING} fails its start")
             shooter = Shooter(ui_url, base)
-            written.append(shooter.shoot(f"/deployments/deployment/{deployment['id']}/run", out / "run-form.png",
-                                         ["host_ids", "inventory", "options"]))
+            written.append(
+                shooter.shoot(
+                    f"/deployments/deployment/{deployment['id']}/run",
+                    out / "run-form.png",
+                    ["host_ids", "inventory", "options"],
+                )
+            )
 
             run = prefect.wait(run_id, _terminal)
             if run["state"]["type"] != "FAILED":
                 raise RuntimeError(f"the run should have FAILED: {run['state']}")
             log(f"{run['name']}: {run['state']['name']}: {run['state']['message']}")
-            written.append(shooter.shoot(f"/runs/flow-run/{run_id}?tab=Details", out / "failed-run.png",
-                                         [run["name"], "Failed", f"host {FAILING}"]))
+            written.append(
+                shooter.shoot(
+                    f"/runs/flow-run/{run_id}?tab=Details",
+                    out / "failed-run.png",
+                    [run["name"], "Failed", f"host {FAILING}"],
+                )
+            )
 
             artifact = prefect.table_artifact(run_id)
             written.append(shoot_table(shooter, artifact, out / "artifact-failed.png"))
@@ -353,8 +462,9 @@ def take(out: Path) -> list[Path]:
             if run["state"]["type"] != "COMPLETED":
                 raise RuntimeError(f"the retried run should be COMPLETED: {run['state']}")
             log(f"{run['name']}: {run['state']['name']}: {run['state']['message']}")
-            written.append(shooter.shoot(f"/runs/flow-run/{run_id}?tab=Details", out / "recovery.png",
-                                         [run["name"], "Completed"]))
+            written.append(
+                shooter.shoot(f"/runs/flow-run/{run_id}?tab=Details", out / "recovery.png", [run["name"], "Completed"])
+            )
 
             written.append(shoot_table(shooter, prefect.table_artifact(run_id), out / "artifact.png"))
         ok = True
@@ -377,9 +487,10 @@ def _sigterm(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deployments.ui.screenshots",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"where to write the PNGs (default {DEFAULT_OUT})")
+    parser = argparse.ArgumentParser(prog="python -m deployments.ui.screenshots", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"where to write the PNGs (default {DEFAULT_OUT})"
+    )
     args = parser.parse_args(argv)
     if not Path(CHROMIUM).exists():
         parser.error(f"{CHROMIUM} is missing: apt-get install -y chromium")

@@ -38,14 +38,19 @@ class PidSighting:
 
 
 # Built once with bound parameters (each is run once or more per host and subtask; see transitions.py).
-_SNAPSHOT_KEY = (host_snapshots.c.task_id == sa.bindparam("task_id"),
-                 host_snapshots.c.host_id == sa.bindparam("host_id"),
-                 host_snapshots.c.phase == sa.bindparam("phase"))
+_SNAPSHOT_KEY = (
+    host_snapshots.c.task_id == sa.bindparam("task_id"),
+    host_snapshots.c.host_id == sa.bindparam("host_id"),
+    host_snapshots.c.phase == sa.bindparam("phase"),
+)
 _DELETE_SNAPSHOT = host_snapshots.delete().where(*_SNAPSHOT_KEY)
 _INSERT_SNAPSHOT = host_snapshots.insert()
 _READ_SNAPSHOT = sa.select(host_snapshots.c.pids).where(*_SNAPSHOT_KEY)
-_UPDATE_AGENT_STATUS = (host_agent_status.update().where(host_agent_status.c.host_id == sa.bindparam("host"))
-                        .values(status=sa.bindparam("new_status"), updated=sa.bindparam("new_updated")))
+_UPDATE_AGENT_STATUS = (
+    host_agent_status.update()
+    .where(host_agent_status.c.host_id == sa.bindparam("host"))
+    .values(status=sa.bindparam("new_status"), updated=sa.bindparam("new_updated"))
+)
 _INSERT_AGENT_STATUS = host_agent_status.insert()
 
 
@@ -53,8 +58,9 @@ def lock_hosts(conn: Connection, task_id: int, host_ids: Sequence[int], stamp: s
     """Lock ``host_ids`` for ``task_id`` in the caller's transaction (those it holds already stay); HostBusyError
     if another task holds one."""
     busy = conn.execute(
-        sa.select(host_locks.c.host_id, host_locks.c.task_id)
-        .where(host_locks.c.host_id.in_(host_ids), host_locks.c.task_id != task_id)
+        sa.select(host_locks.c.host_id, host_locks.c.task_id).where(
+            host_locks.c.host_id.in_(host_ids), host_locks.c.task_id != task_id
+        )
     ).first()
     if busy:
         raise HostBusyError(busy.host_id, busy.task_id)
@@ -91,8 +97,11 @@ class Hosts:
     def host_agent_status(self, host_id: int) -> AgentStatus | None:
         """The agent's status as the last restart of the host left it; None before the first."""
         with self.db.read() as conn:
-            row = conn.execute(sa.select(host_agent_status.c.status, host_agent_status.c.updated)
-                               .where(host_agent_status.c.host_id == host_id)).first()
+            row = conn.execute(
+                sa.select(host_agent_status.c.status, host_agent_status.c.updated).where(
+                    host_agent_status.c.host_id == host_id
+                )
+            ).first()
         return AgentStatus(status=row.status, updated=row.updated) if row else None
 
     def save_snapshot(self, task_id: int, host_id: int, pids: dict[str, int], phase: str = "before") -> None:
@@ -110,18 +119,28 @@ class Hosts:
     def last_pids(self, host_id: int) -> PidSighting | None:
         """The agent's pids as last seen on the host by a restart (see PidSighting); None before the first."""
         with self.db.read() as conn:
-            latest = conn.execute(sa.select(sa.func.max(host_snapshots.c.task_id))
-                                  .where(host_snapshots.c.host_id == host_id)).scalar()
+            latest = conn.execute(
+                sa.select(sa.func.max(host_snapshots.c.task_id)).where(host_snapshots.c.host_id == host_id)
+            ).scalar()
             if latest is None:
                 return None
-            phases = {r.phase: r.pids for r in conn.execute(
-                sa.select(host_snapshots.c.phase, host_snapshots.c.pids)
-                .where(host_snapshots.c.task_id == latest, host_snapshots.c.host_id == host_id))}
+            phases = {
+                r.phase: r.pids
+                for r in conn.execute(
+                    sa.select(host_snapshots.c.phase, host_snapshots.c.pids).where(
+                        host_snapshots.c.task_id == latest, host_snapshots.c.host_id == host_id
+                    )
+                )
+            }
             phase = "after" if "after" in phases else "before"
             kind = Kind.FINISH if phase == "after" else Kind.PREPARE
             when = sa.func.coalesce(subtasks.c.finish_time, subtasks.c.start_time)
-            seen = conn.execute(sa.select(when).where(
-                subtasks.c.task_id == latest, subtasks.c.host_id == host_id, subtasks.c.kind == kind.value)).scalar()
+            seen = conn.execute(
+                sa.select(when).where(
+                    subtasks.c.task_id == latest, subtasks.c.host_id == host_id, subtasks.c.kind == kind.value
+                )
+            ).scalar()
         pids = json.loads(phases[phase]) if phase in phases else {}
-        return PidSighting(task_id=int(latest), phase=phase, pids=pids, seen=seen,
-                           stopped=phase == "before" and "starts" in phases)
+        return PidSighting(
+            task_id=int(latest), phase=phase, pids=pids, seen=seen, stopped=phase == "before" and "starts" in phases
+        )

@@ -34,17 +34,26 @@ class Leases:
         with self.db.write() as conn:
             if claim:  # a runner's start; its own task is claimed as before, whatever its launch grace said
                 self.reap(conn, sparing=task_id)
-            return conn.execute(
-                tasks.update().where(tasks.c.id == task_id, tasks.c.status == TaskStatus.RUNNING.value, owner)
-                .values(lease_until=time.time() + seconds, runner=runner)
-            ).rowcount == 1
+            return (
+                conn.execute(
+                    tasks.update()
+                    .where(tasks.c.id == task_id, tasks.c.status == TaskStatus.RUNNING.value, owner)
+                    .values(lease_until=time.time() + seconds, runner=runner)
+                ).rowcount
+                == 1
+            )
 
     def extend_unclaimed(self, task_id: int, seconds: float) -> None:
         """Keep a RUNNING task that no runner has claimed yet from lapsing for ``seconds`` more."""
         with self.db.write() as conn:
             conn.execute(
-                tasks.update().where(tasks.c.id == task_id, tasks.c.status == TaskStatus.RUNNING.value,
-                                     tasks.c.runner == "", tasks.c.lease_until < time.time() + seconds)
+                tasks.update()
+                .where(
+                    tasks.c.id == task_id,
+                    tasks.c.status == TaskStatus.RUNNING.value,
+                    tasks.c.runner == "",
+                    tasks.c.lease_until < time.time() + seconds,
+                )
                 .values(lease_until=time.time() + seconds)
             )
 
@@ -62,13 +71,14 @@ class Leases:
         stamp = format_time(now())
         for task_id, runner, lease_until in expired:
             lapsed = datetime.fromtimestamp(lease_until).astimezone().isoformat(timespec="milliseconds")
-            why = (f"{stamp} ERROR --- the process running task {task_id} ({runner or 'never started'}) stopped "
-                   f"renewing its lease at {lapsed}; marked FAILED by pid {_me()}. Retry the task to continue "
-                   "from here.")
+            why = (
+                f"{stamp} ERROR --- the process running task {task_id} ({runner or 'never started'}) stopped "
+                f"renewing its lease at {lapsed}; marked FAILED by pid {_me()}. Retry the task to continue "
+                "from here."
+            )
             write_transition(conn, machine.abort(load_record(conn, task_id, for_update=True), stamp, why), None)
         return [row.id for row in expired]
 
 
 def _me() -> str:
     return f"{os.getpid()} on {socket.gethostname()}"
-

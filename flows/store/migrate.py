@@ -78,8 +78,10 @@ class Migrations:
 
     def _check(self, found: str | None, name: str) -> None:
         if not self.knows(found):
-            raise StoreVersionError(f"the task store {name} is at schema revision {found}, newer than this "
-                                    f"ocp-restart (head {self.head}): upgrade ocp-restart")
+            raise StoreVersionError(
+                f"the task store {name} is at schema revision {found}, newer than this "
+                f"ocp-restart (head {self.head}): upgrade ocp-restart"
+            )
 
     def _run(self, conn: Connection, found: str | None) -> None:
         from alembic import command

@@ -26,16 +26,22 @@ class Prune:
             raise ValueError(f"older_than_days must be 0 or more, got {older_than_days}")
         cutoff = now() - timedelta(days=older_than_days)
         with self.db.read() as conn:
-            finished = conn.execute(sa.select(tasks.c.id, tasks.c.finish_time).where(
-                tasks.c.status != TaskStatus.RUNNING.value, tasks.c.finish_time.is_not(None))).all()
+            finished = conn.execute(
+                sa.select(tasks.c.id, tasks.c.finish_time).where(
+                    tasks.c.status != TaskStatus.RUNNING.value, tasks.c.finish_time.is_not(None)
+                )
+            ).all()
         # Times carry their own UTC offsets: compared as times, not as strings.
         doomed = [row.id for row in finished if datetime.fromisoformat(row.finish_time) < cutoff]
         for start in range(0, len(doomed), CHUNK):
-            ids = doomed[start:start + CHUNK]
+            ids = doomed[start : start + CHUNK]
             with self.db.write() as conn:
                 # Guarded again inside the transaction: a task retried meanwhile is RUNNING and stays.
-                ids = list(conn.execute(sa.select(tasks.c.id).where(
-                    tasks.c.id.in_(ids), tasks.c.status != TaskStatus.RUNNING.value)).scalars())
+                ids = list(
+                    conn.execute(
+                        sa.select(tasks.c.id).where(tasks.c.id.in_(ids), tasks.c.status != TaskStatus.RUNNING.value)
+                    ).scalars()
+                )
                 subs = sa.select(subtasks.c.id).where(subtasks.c.task_id.in_(ids))
                 conn.execute(subtask_logs.delete().where(subtask_logs.c.subtask_id.in_(subs)))
                 conn.execute(host_snapshots.delete().where(host_snapshots.c.task_id.in_(ids)))

@@ -8,7 +8,8 @@ import sqlalchemy as sa
 metadata = sa.MetaData()
 
 tasks = sa.Table(
-    "tasks", metadata,
+    "tasks",
+    metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("type", sa.String(20), nullable=False),
@@ -30,7 +31,8 @@ tasks = sa.Table(
 )
 
 subtasks = sa.Table(
-    "subtasks", metadata,
+    "subtasks",
+    metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("task_id", sa.BigInteger, sa.ForeignKey("tasks.id"), nullable=False, index=True),
     sa.Column("seq", sa.Integer, nullable=False),  # position in the plan: a topological order
@@ -56,21 +58,24 @@ subtasks = sa.Table(
 subtasks_host_index = sa.Index("ix_subtasks_host_id", subtasks.c.host_id)
 
 subtask_logs = sa.Table(
-    "subtask_logs", metadata,
+    "subtask_logs",
+    metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("subtask_id", sa.BigInteger, nullable=False, index=True),
     sa.Column("text", sa.Text, nullable=False),
 )
 
 host_locks = sa.Table(
-    "host_locks", metadata,
+    "host_locks",
+    metadata,
     sa.Column("host_id", sa.BigInteger, primary_key=True),
     sa.Column("task_id", sa.BigInteger, nullable=False),
     sa.Column("acquired", sa.String(40), nullable=False),
 )
 
 host_snapshots = sa.Table(
-    "host_snapshots", metadata,  # the agent's pids before (Prepare) and after (Finish) the restart
+    "host_snapshots",
+    metadata,  # the agent's pids before (Prepare) and after (Finish) the restart
     sa.Column("task_id", sa.BigInteger, primary_key=True),
     sa.Column("host_id", sa.BigInteger, primary_key=True),
     sa.Column("phase", sa.String(10), primary_key=True),  # "before" | "after" pids; "starts": start times at Stop
@@ -78,7 +83,8 @@ host_snapshots = sa.Table(
 )
 
 host_agent_status = sa.Table(
-    "host_agent_status", metadata,
+    "host_agent_status",
+    metadata,
     sa.Column("host_id", sa.BigInteger, primary_key=True),
     sa.Column("status", sa.String(20), nullable=False),  # OCP's hostAgentStatus: AVAILABLE, OFFLINE, ...
     sa.Column("updated", sa.String(40), nullable=False),

@@ -33,9 +33,9 @@ def load_record(conn: Connection, task_id: int, *, for_update: bool = False) -> 
     task = conn.execute(query.with_for_update() if for_update else query).mappings().first()
     if task is None:
         raise UnknownTaskError(task_id)
-    rows = conn.execute(
-        sa.select(subtasks).where(subtasks.c.task_id == task_id).order_by(subtasks.c.seq)
-    ).mappings().all()
+    rows = (
+        conn.execute(sa.select(subtasks).where(subtasks.c.task_id == task_id).order_by(subtasks.c.seq)).mappings().all()
+    )
     created = task["create_time"]
     return TaskRecord(task=task_from_row(task), subtasks=tuple(subtask_from_row(r, created) for r in rows))
 
@@ -66,22 +66,41 @@ class Tasks:
             with self.db.write() as conn:
                 # Insert first: on SQLite that takes the write lock, so the lock check below reads current rows.
                 task_id: int = conn.execute(
-                    tasks.insert().returning(tasks.c.id).values(
-                        name=name, type=type.value, status=TaskStatus.RUNNING.value,
-                        operation=Operation.EXECUTE.value, creator=creator, executor=executor,
-                        host_ids=json.dumps(plan.host_ids), prohibit_rollback=False,
-                        options=json.dumps(options or {}), inventory=inventory, create_time=stamp, start_time=stamp,
-                        lease_until=time.time() + LAUNCH_GRACE_SECONDS, runner="",
+                    tasks.insert()
+                    .returning(tasks.c.id)
+                    .values(
+                        name=name,
+                        type=type.value,
+                        status=TaskStatus.RUNNING.value,
+                        operation=Operation.EXECUTE.value,
+                        creator=creator,
+                        executor=executor,
+                        host_ids=json.dumps(plan.host_ids),
+                        prohibit_rollback=False,
+                        options=json.dumps(options or {}),
+                        inventory=inventory,
+                        create_time=stamp,
+                        start_time=stamp,
+                        lease_until=time.time() + LAUNCH_GRACE_SECONDS,
+                        runner="",
                     )
                 ).scalar_one()
                 self.leases.reap(conn)
                 lock_hosts(conn, task_id, plan.host_ids, stamp)
                 rows = [
                     {
-                        "task_id": task_id, "seq": node.key, "kind": node.kind.value, "host_id": node.host_id,
-                        "name": node.name, "class_name": node.class_name, "operation": Operation.EXECUTE.value,
-                        "parallel_idx": node.parallel_idx, "prohibit_rollback": False, "run_time": 1,
-                        "series_id": node.series_id, "timeout": node.timeout,
+                        "task_id": task_id,
+                        "seq": node.key,
+                        "kind": node.kind.value,
+                        "host_id": node.host_id,
+                        "name": node.name,
+                        "class_name": node.class_name,
+                        "operation": Operation.EXECUTE.value,
+                        "parallel_idx": node.parallel_idx,
+                        "prohibit_rollback": False,
+                        "run_time": 1,
+                        "series_id": node.series_id,
+                        "timeout": node.timeout,
                         "status": (SubtaskStatus.READY if not node.upstreams else SubtaskStatus.PENDING).value,
                     }
                     for node in plan.nodes
@@ -93,9 +112,9 @@ class Tasks:
                     )
                 ]
                 conn.execute(
-                    subtasks.update().where(subtasks.c.id == sa.bindparam("sid")).values(
-                        upstreams=sa.bindparam("ups"), downstreams=sa.bindparam("downs")
-                    ),
+                    subtasks.update()
+                    .where(subtasks.c.id == sa.bindparam("sid"))
+                    .values(upstreams=sa.bindparam("ups"), downstreams=sa.bindparam("downs")),
                     [
                         {
                             "sid": ids[node.key],
@@ -122,8 +141,15 @@ class Tasks:
             return load_record(conn, task_id)
 
     def task_ids(
-        self, *, statuses: Sequence[str] | None = None, creator: str | None = None, limit: int = 50, offset: int = 0,
-        name: str | None = None, types: Sequence[str] | None = None, host_id: int | None = None,
+        self,
+        *,
+        statuses: Sequence[str] | None = None,
+        creator: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        name: str | None = None,
+        types: Sequence[str] | None = None,
+        host_id: int | None = None,
         order: Sequence[tuple[str, bool]] = (),
     ) -> tuple[list[int], int]:
         """Task ids on one page and the total count. Filters: ``statuses``, ``types`` (any of), ``creator``,
@@ -144,8 +170,13 @@ class Tasks:
         return list(ids), int(total)
 
     @staticmethod
-    def _list_conditions(statuses: Sequence[str] | None, creator: str | None, name: str | None,
-                         types: Sequence[str] | None, host_id: int | None) -> list[sa.ColumnElement[bool]]:
+    def _list_conditions(
+        statuses: Sequence[str] | None,
+        creator: str | None,
+        name: str | None,
+        types: Sequence[str] | None,
+        host_id: int | None,
+    ) -> list[sa.ColumnElement[bool]]:
         conditions: list[sa.ColumnElement[bool]] = []
         if statuses:
             conditions.append(tasks.c.status.in_(statuses))
@@ -171,7 +202,10 @@ class Tasks:
             for row in conn.execute(query.order_by(subtasks.c.task_id, subtasks.c.seq)).mappings():
                 children[int(row["task_id"])].append(row)
         return [
-            TaskRecord(task=task_from_row(rows[i]),
-                       subtasks=tuple(subtask_from_row(r, rows[i]["create_time"]) for r in children[i]))
-            for i in task_ids if i in rows
+            TaskRecord(
+                task=task_from_row(rows[i]),
+                subtasks=tuple(subtask_from_row(r, rows[i]["create_time"]) for r in children[i]),
+            )
+            for i in task_ids
+            if i in rows
         ]

@@ -32,10 +32,14 @@ _TASK_ROW = sa.select(tasks.c.status, tasks.c.runner).where(tasks.c.id == sa.bin
 def _update_subtask(columns: tuple[str, ...], expected: int) -> sa.Update:
     """``UPDATE subtasks SET <columns> WHERE id = :subtask_id AND status IN (<expected> values)``; parameters
     ``subtask_id``, ``expect0``.., ``set_<column>``."""
-    return (subtasks.update()
-            .where(subtasks.c.id == sa.bindparam("subtask_id"),
-                   subtasks.c.status.in_([sa.bindparam(f"expect{i}") for i in range(expected)]))
-            .values({column: sa.bindparam(f"set_{column}") for column in columns}))
+    return (
+        subtasks.update()
+        .where(
+            subtasks.c.id == sa.bindparam("subtask_id"),
+            subtasks.c.status.in_([sa.bindparam(f"expect{i}") for i in range(expected)]),
+        )
+        .values({column: sa.bindparam(f"set_{column}") for column in columns})
+    )
 
 
 def write_transition(conn: Connection, t: Transition, runner: str | None) -> None:
@@ -43,26 +47,34 @@ def write_transition(conn: Connection, t: Transition, runner: str | None) -> Non
     before, task_id = t.before.task, t.before.task.id
     row = conn.execute(_TASK_ROW, {"task_id": task_id}).first()
     if row is None or row.status != before.status.value:
-        raise StaleWriteError(f"task {task_id} is {row.status if row else 'gone'}, not {before.status.value}: "
-                              "refusing a stale write")
+        raise StaleWriteError(
+            f"task {task_id} is {row.status if row else 'gone'}, not {before.status.value}: refusing a stale write"
+        )
     if runner is not None and (row.status != TaskStatus.RUNNING.value or row.runner != runner):
-        raise StaleWriteError(f"task {task_id} is no longer run by {runner} (now {row.runner or 'nobody'}): "
-                              "refusing its write")
+        raise StaleWriteError(
+            f"task {task_id} is no longer run by {runner} (now {row.runner or 'nobody'}): refusing its write"
+        )
     if t.task_changed and row.runner != before.runner:
-        raise StaleWriteError(f"task {task_id} changed runner ({before.runner or 'nobody'} -> "
-                              f"{row.runner or 'nobody'}): refusing a stale write")
+        raise StaleWriteError(
+            f"task {task_id} changed runner ({before.runner or 'nobody'} -> "
+            f"{row.runner or 'nobody'}): refusing a stale write"
+        )
     for sub in t.changed:
         expected = [s.value for s in t.expect[sub.id]]
         # Only what this transition changed: e.g. an operator's CANCEL (written by another process since the
         # runner read the row) survives the runner's finish.
         old = subtask_values(t.before.subtask(sub.id))
         values = {k: v for k, v in subtask_values(sub).items() if v != old[k] or k == "status"}
-        params = {"subtask_id": sub.id, **{f"expect{i}": e for i, e in enumerate(expected)},
-                  **{f"set_{k}": v for k, v in values.items()}}
+        params = {
+            "subtask_id": sub.id,
+            **{f"expect{i}": e for i, e in enumerate(expected)},
+            **{f"set_{k}": v for k, v in values.items()},
+        }
         done = conn.execute(_update_subtask(tuple(values), len(expected)), params).rowcount
         if done != 1:
-            raise StaleWriteError(f"subtask {sub.id} of task {task_id} is no longer {' or '.join(expected)}: "
-                                  "refusing a stale write")
+            raise StaleWriteError(
+                f"subtask {sub.id} of task {task_id} is no longer {' or '.join(expected)}: refusing a stale write"
+            )
     if t.task_changed:
         conn.execute(tasks.update().where(tasks.c.id == task_id).values(**task_values(t.after.task)))
     if t.lock_hosts:
@@ -91,5 +103,10 @@ class Transitions:
     def canceling(self, task_id: int) -> set[int]:
         """The task's subtasks an operator asked to cancel (CANCELING)."""
         with self.db.read() as conn:
-            return set(conn.execute(sa.select(subtasks.c.id).where(
-                subtasks.c.task_id == task_id, subtasks.c.status == SubtaskStatus.CANCELING.value)).scalars())
+            return set(
+                conn.execute(
+                    sa.select(subtasks.c.id).where(
+                        subtasks.c.task_id == task_id, subtasks.c.status == SubtaskStatus.CANCELING.value
+                    )
+                ).scalars()
+            )

@@ -46,8 +46,13 @@ def run_ready(store: TaskStore, task_id: int, outcome=SubtaskStatus.SUCCESSFUL, 
 
 def make(path: Path) -> None:
     with TaskStore(f"sqlite:///{path}") as store:
-        ok = store.create_task(build_plan([1, 2]), creator="admin", executor="10.0.0.1",
-                               options={"max_workers": 8}, inventory="/etc/ocp-restart/inventory.toml")
+        ok = store.create_task(
+            build_plan([1, 2]),
+            creator="admin",
+            executor="10.0.0.1",
+            options={"max_workers": 8},
+            inventory="/etc/ocp-restart/inventory.toml",
+        )
         store.renew_lease(ok, TEN_YEARS, RUNNER, claim=True)
         run_ready(store, ok)
         for host in (1, 2):
@@ -66,8 +71,10 @@ def make(path: Path) -> None:
         store.save_snapshot(failed, 3, {"ocp_agentd": 1764460800}, "starts")
         store.set_host_agent_status(3, "OFFLINE")
         store.append_logs([(nxt.id, "ssh: connect to host 3: Connection refused")], task_id=failed, runner=RUNNER)
-        store.apply(machine.finish_subtask(store.load(failed), nxt.id, SubtaskStatus.FAILED, at(21), ("exit 255",)),
-                    runner=RUNNER)
+        store.apply(
+            machine.finish_subtask(store.load(failed), nxt.id, SubtaskStatus.FAILED, at(21), ("exit 255",)),
+            runner=RUNNER,
+        )
         store.apply(machine.end_run(store.load(failed), at(22)), runner=RUNNER)
 
         running = store.create_task(build_plan([4, 5]), creator="admin", executor="10.0.0.1")
@@ -86,7 +93,10 @@ def make(path: Path) -> None:
             conn.execute(tasks.update().where(tasks.c.id == pruned).values(finish_time="2020-01-01T00:00:00.000+08:00"))
         assert store.prune(older_than_days=365) == [pruned]
         assert [store.load(t).task.status for t in (ok, failed, running)] == [
-            TaskStatus.SUCCESSFUL, TaskStatus.FAILED, TaskStatus.RUNNING]
+            TaskStatus.SUCCESSFUL,
+            TaskStatus.FAILED,
+            TaskStatus.RUNNING,
+        ]
 
 
 def main(out: str) -> None:

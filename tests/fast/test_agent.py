@@ -8,7 +8,15 @@ import time
 import pytest
 
 from steps.agent import (
-    AGENTD, MARK, STATUS_IF_CLI, AgentControl, AgentStatus, error_of, parse_identities, parse_live, parse_status,
+    AGENTD,
+    MARK,
+    STATUS_IF_CLI,
+    AgentControl,
+    AgentStatus,
+    error_of,
+    parse_identities,
+    parse_live,
+    parse_status,
 )
 from steps.errors import AgentError
 from steps.runner import CommandResult, sh
@@ -22,8 +30,9 @@ def status_json(ready=True, pid=100, services=None, **extra) -> str:
     """A status answer shaped like obagent's (and the sandbox's)."""
     if services is None:
         services = {"ocp_mgragent": {"state": "running", "pid": 101}, "ocp_monagent": {"state": "running", "pid": 102}}
-    return json.dumps({"successful": True, "message": {"state": "running", "ready": ready, "pid": pid,
-                                                       "services": services, **extra}})
+    return json.dumps(
+        {"successful": True, "message": {"state": "running", "ready": ready, "pid": pid, "services": services, **extra}}
+    )
 
 
 def control(answers: dict[str, CommandResult]) -> tuple[AgentControl, list[str]]:
@@ -36,8 +45,9 @@ class TestParseStatus:
     def test_a_ready_agent_with_both_services(self):
         """Every running process is listed with its pid; ready is read as given."""
         status = parse_status(True, status_json())
-        assert status == AgentStatus(running=True, ready=True,
-                                     pids={AGENTD: 100, "ocp_mgragent": 101, "ocp_monagent": 102})
+        assert status == AgentStatus(
+            running=True, ready=True, pids={AGENTD: 100, "ocp_mgragent": 101, "ocp_monagent": 102}
+        )
 
     def test_a_stopped_service_is_left_out(self):
         """A service in state stopped (pid 0) has no pid; the agent runs but is not ready."""
@@ -75,19 +85,22 @@ class TestParseStatus:
         """Exit status non-zero: agentd is down; the output is not even parsed."""
         assert parse_status(False, "garbage") == AgentStatus(running=False)
 
-    @pytest.mark.parametrize("text", [
-        pytest.param("", id="empty"),
-        pytest.param("not json", id="not-json"),
-        pytest.param('{"successful":true,"message":"ok"}', id="message-is-a-string"),
-        pytest.param('{"successful":true}', id="no-message"),
-        pytest.param('{"successful":true,"message":{"ready":true}}', id="no-pid"),
-        pytest.param('{"successful":true,"message":{"pid":-4}}', id="negative-pid"),
-        pytest.param('{"successful":true,"message":{"pid":0}}', id="zero-pid"),
-        pytest.param('{"successful":true,"message":{"pid":true}}', id="boolean-pid"),
-        pytest.param('{"successful":true,"message":{"pid":1,"services":[1]}}', id="services-a-list"),
-        pytest.param('{"successful":true,"message":{"pid":1}}\n{"x":1}', id="two-documents"),
-        pytest.param('[1, 2]', id="a-list"),
-    ])
+    @pytest.mark.parametrize(
+        "text",
+        [
+            pytest.param("", id="empty"),
+            pytest.param("not json", id="not-json"),
+            pytest.param('{"successful":true,"message":"ok"}', id="message-is-a-string"),
+            pytest.param('{"successful":true}', id="no-message"),
+            pytest.param('{"successful":true,"message":{"ready":true}}', id="no-pid"),
+            pytest.param('{"successful":true,"message":{"pid":-4}}', id="negative-pid"),
+            pytest.param('{"successful":true,"message":{"pid":0}}', id="zero-pid"),
+            pytest.param('{"successful":true,"message":{"pid":true}}', id="boolean-pid"),
+            pytest.param('{"successful":true,"message":{"pid":1,"services":[1]}}', id="services-a-list"),
+            pytest.param('{"successful":true,"message":{"pid":1}}\n{"x":1}', id="two-documents"),
+            pytest.param("[1, 2]", id="a-list"),
+        ],
+    )
     def test_malformed_output_is_an_agent_error_naming_it(self, text):
         """A successful status we cannot read: AgentError naming the command and quoting the output."""
         with pytest.raises(AgentError) as raised:
@@ -135,8 +148,11 @@ class TestIdentitiesAndPs:
     def test_identities_with_and_without_a_start_time(self):
         """`name pid start`; start `-` (the process is gone) is None."""
         text = "ocp_agentd 100 5000\nocp_mgragent 101 -\nocp_monagent 102 5002\n"
-        assert parse_identities(text) == {"ocp_agentd": (100, 5000), "ocp_mgragent": (101, None),
-                                          "ocp_monagent": (102, 5002)}
+        assert parse_identities(text) == {
+            "ocp_agentd": (100, 5000),
+            "ocp_mgragent": (101, None),
+            "ocp_monagent": (102, 5002),
+        }
 
     def test_identities_ignore_junk_and_strangers(self):
         """Lines that are not `agent-process pid start` are skipped."""
@@ -167,8 +183,9 @@ class TestControl:
         command = sh([CTL, "start"], ["echo", MARK], [CTL, "status"])
         failed = result(command, "", '{"successful":false,"error":"agentd_exited_quickly"}\n', 1)
         agent, lines = control({command: failed})
-        with pytest.raises(AgentError, match="starting the agent failed: ocp_agentctl start exited 1: "
-                                             "agentd_exited_quickly"):
+        with pytest.raises(
+            AgentError, match="starting the agent failed: ocp_agentctl start exited 1: agentd_exited_quickly"
+        ):
             agent.ctl_then_status(("start",), deadline=time.monotonic() + 5, doing="starting the agent")
         assert lines[0] == f"$ {sh([CTL, 'start'], [CTL, 'status'])}"
 

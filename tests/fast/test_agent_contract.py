@@ -8,10 +8,16 @@ tier runs them on the shell agent (tests/test_agent_contract_ssh.py).
 from __future__ import annotations
 
 import pytest
-
 from agent_contract import (  # noqa: F401  (the test classes run here)
-    FakeAgentDriver, ShellAgentDriver, TestScripts, TestServices, TestStatus, TestStopAndStart, TestTheSteps,
+    FakeAgentDriver,
+    ShellAgentDriver,
+    TestScripts,
+    TestServices,
+    TestStatus,
+    TestStopAndStart,
+    TestTheSteps,
 )
+
 from deployments.sandbox.agent_home import AgentHome
 from deployments.sandbox.local import LocalRunner
 

@@ -64,8 +64,14 @@ def settings(tmp_path) -> Settings:
     (tmp_path / "inventory.toml").write_text(INVENTORY)
     digest = bcrypt.hashpw(b"admin-pass-1", bcrypt.gensalt(rounds=4)).decode()
     (tmp_path / "users.toml").write_text(f'[users.admin]\npassword_hash = "{digest}"\nroles = ["ADMIN"]\n')
-    return Settings(home=tmp_path, inventory=tmp_path / "inventory.toml", users=tmp_path / "users.toml",
-                    executor="10.0.0.1", login_limit=3, trusted_proxies="10.9.0.0/16")
+    return Settings(
+        home=tmp_path,
+        inventory=tmp_path / "inventory.toml",
+        users=tmp_path / "users.toml",
+        executor="10.0.0.1",
+        login_limit=3,
+        trusted_proxies="10.9.0.0/16",
+    )
 
 
 @pytest.fixture
@@ -114,9 +120,9 @@ class TestDependencyOverrides:
         assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Basic")
         assert client.get("/api/v2/compute/hosts", auth=("admin", "admin-pass-1")).status_code == 200
 
-
     def test_an_unexpected_error_is_a_500_envelope_naming_only_its_type(self, settings):
         """A store failing in a way nobody foresaw: OCP's error envelope, 500 / 1003, no message or traceback."""
+
         class Broken:
             def load(self, task_id):
                 raise RuntimeError("secret details")
@@ -149,11 +155,18 @@ class TestSettings:
 
 
 class TestReadsNeverWrite:
-    @pytest.mark.parametrize("path", [
-        "/api/v2/tasks/instances/{task}", "/api/v2/tasks/instances", "/api/v2/compute/hosts",
-        "/api/v2/compute/hosts/1001", "/api/v2/compute/hosts/1001/agent", "/compute/hosts/1001/agent/processes",
-        "/api/v2/tasks/instances/{task}/subtasks/{subtask}/log",
-    ])
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "/api/v2/tasks/instances/{task}",
+            "/api/v2/tasks/instances",
+            "/api/v2/compute/hosts",
+            "/api/v2/compute/hosts/1001",
+            "/api/v2/compute/hosts/1001/agent",
+            "/compute/hosts/1001/agent/processes",
+            "/api/v2/tasks/instances/{task}/subtasks/{subtask}/log",
+        ],
+    )
     def test_a_get_does_not_reap(self, settings, store, path):
         """No GET calls reap_expired (or any other write) on the store: a read is a read transaction."""
         task = task_by(store, "admin", [1001])
@@ -164,8 +177,16 @@ class TestReadsNeverWrite:
         subtask = store.load(task).subtasks[0].id
         response = TestClient(app).get(path.format(task=task, subtask=subtask))
         assert response.status_code == 200, response.text
-        readers = {"load", "load_many", "task_ids", "locks", "host_agent_statuses", "host_agent_status",
-                   "last_pids", "log"}
+        readers = {
+            "load",
+            "load_many",
+            "task_ids",
+            "locks",
+            "host_agent_statuses",
+            "host_agent_status",
+            "last_pids",
+            "log",
+        }
         assert spy.called and set(spy.called) <= readers
 
 

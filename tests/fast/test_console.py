@@ -18,9 +18,18 @@ def _render(renderable, *, terminal: bool = False) -> str:
 
 def _rows(hosts: int, failed: set[int] = frozenset()) -> list[Row]:
     steps = ("Prepare restart OCP agent", "Stop all OCP agent processes")
-    return [Row(i * len(steps) + k + 1, step, "FAILED" if (i, k) in failed else "SUCCESSFUL", 1000 + i,
-                "2026-12-05T10:00:00.000+00:00", "2026-12-05T10:00:01.500+00:00")
-            for i in range(hosts) for k, step in enumerate(steps)]
+    return [
+        Row(
+            i * len(steps) + k + 1,
+            step,
+            "FAILED" if (i, k) in failed else "SUCCESSFUL",
+            1000 + i,
+            "2026-12-05T10:00:00.000+00:00",
+            "2026-12-05T10:00:01.500+00:00",
+        )
+        for i in range(hosts)
+        for k, step in enumerate(steps)
+    ]
 
 
 class TestTables:
@@ -39,9 +48,13 @@ class TestTables:
 
     def test_rows_from_a_servers_json_name_each_host(self):
         """A task instance from `run --server` gives rows whose host is the parallelIdx-th host id."""
-        wire = {"context": {"listMap": {"host_ids": ["11", "12"]}},
-                "subtasks": [{"id": 1, "name": "Prepare", "status": "READY", "parallelIdx": 1},
-                             {"id": 2, "name": "Wait node", "status": "PENDING", "parallelIdx": -1}]}
+        wire = {
+            "context": {"listMap": {"host_ids": ["11", "12"]}},
+            "subtasks": [
+                {"id": 1, "name": "Prepare", "status": "READY", "parallelIdx": 1},
+                {"id": 2, "name": "Wait node", "status": "PENDING", "parallelIdx": -1},
+            ],
+        }
         assert console.rows_from_wire(wire) == [Row(1, "Prepare", "READY", 12), Row(2, "Wait node", "PENDING", None)]
 
 
@@ -58,6 +71,7 @@ class TestProgress:
 
     def test_a_failing_load_is_raised_in_the_callers_thread(self):
         """An error while loading the task ends the progress and is raised where it was entered."""
+
         def load():
             raise ConnectionError("the store went away")
 

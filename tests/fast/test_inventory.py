@@ -61,11 +61,23 @@ def test_unknown_ids_are_all_named(tmp_path):
     "text, fragment",
     [
         pytest.param(GOOD.replace("2201", "70000"), "host #1 (id=1001): field 'ssh_port'", id="port-range"),
-        pytest.param(GOOD.replace('"10.0.0.11"', '"10.0.0.11; touch /tmp/x"'), "field 'address'", id="address-injection"),
-        pytest.param(GOOD.replace('"/home/admin/ocp_agent"', '"/home/admin/../etc"'), "field 'agent_home'", id="path-traversal"),
+        pytest.param(
+            GOOD.replace('"10.0.0.11"', '"10.0.0.11; touch /tmp/x"'), "field 'address'", id="address-injection"
+        ),
+        pytest.param(
+            GOOD.replace('"/home/admin/ocp_agent"', '"/home/admin/../etc"'), "field 'agent_home'", id="path-traversal"
+        ),
         pytest.param(GOOD.replace('user = "admin"', 'user = "ad min"'), "field 'user'", id="user"),
-        pytest.param(GOOD.replace("id = 1002", "id = 1001"), "host #2 (id=1001): field 'id': 1001 is already used", id="duplicate-id"),
-        pytest.param(GOOD.replace('name = "obs-zone1-2"\n', ""), "host #2 (id=1002): field 'name': Field required", id="missing-name"),
+        pytest.param(
+            GOOD.replace("id = 1002", "id = 1001"),
+            "host #2 (id=1001): field 'id': 1001 is already used",
+            id="duplicate-id",
+        ),
+        pytest.param(
+            GOOD.replace('name = "obs-zone1-2"\n', ""),
+            "host #2 (id=1002): field 'name': Field required",
+            id="missing-name",
+        ),
         pytest.param(GOOD.replace("ssh_port = 2201", "sshport = 2201"), "field 'sshport': Extra inputs", id="typo"),
         pytest.param(GOOD + "\n[[hosts]\n", "not valid TOML", id="toml-syntax"),
         pytest.param("[defaults]\nuser='a'\n", "no hosts", id="no-hosts"),

@@ -46,8 +46,9 @@ class TestLocalRunner:
         """stop() turns True: SubtaskCancelled with the output so far, well before the deadline."""
         started = time.monotonic()
         with pytest.raises(SubtaskCancelled, match="cancelled by an operator .*; its output:\nstarted"):
-            LocalRunner().run("echo started; sleep 60", deadline=soon(30),
-                              stop=lambda: time.monotonic() - started > 0.2)
+            LocalRunner().run(
+                "echo started; sleep 60", deadline=soon(30), stop=lambda: time.monotonic() - started > 0.2
+            )
         assert time.monotonic() - started < 2
 
     def test_the_command_runs_in_a_clean_environment(self, monkeypatch):

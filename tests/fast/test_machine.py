@@ -44,9 +44,14 @@ class TaskWorld(RuleBasedStateMachine):
             old = current.subtask(sub.id)
             assert sub.run_time - old.run_time in (0, 1), "runTime moves by one at most"
             if sub.run_time != old.run_time:
-                assert old.status is S.FAILED and sub.status is S.READY and sub.operation is Operation.RETRY, \
+                assert old.status is S.FAILED and sub.status is S.READY and sub.operation is Operation.RETRY, (
                     "runTime grows only when a failed subtask is queued to run again"
-            if sub.status is S.RUNNING and old.status is not S.RUNNING and sub.operation not in (Operation.SKIP, Operation.ROLLBACK):
+                )
+            if (
+                sub.status is S.RUNNING
+                and old.status is not S.RUNNING
+                and sub.operation not in (Operation.SKIP, Operation.ROLLBACK)
+            ):
                 self.executions[sub.id] += 1
         if t.lock_hosts:
             busy = [h for h in t.after.task.host_ids if self.locks.get(h, task_id) != task_id]
@@ -71,8 +76,11 @@ class TaskWorld(RuleBasedStateMachine):
 
     # -- rules ------------------------------------------------------------------------------------------
 
-    @rule(hosts=st.lists(st.sampled_from(HOSTS), min_size=1, max_size=2, unique=True),
-          threshold=st.one_of(st.none(), st.integers(0, 1)), batch=st.booleans())
+    @rule(
+        hosts=st.lists(st.sampled_from(HOSTS), min_size=1, max_size=2, unique=True),
+        threshold=st.one_of(st.none(), st.integers(0, 1)),
+        batch=st.booleans(),
+    )
     def create(self, hosts, threshold, batch) -> None:
         if any(h in self.locks for h in hosts):
             return  # the store refuses it (HostBusyError) and writes nothing
@@ -89,8 +97,9 @@ class TaskWorld(RuleBasedStateMachine):
         picked = self._pick(data, lambda r, s: machine.may_start(r, s, tolerant=self.tolerant[r.task.id] is not None))
         if picked:
             record, sub = picked
-            self._commit(machine.start_subtask(record, sub.id, "t1", "sep",
-                                               tolerant=self.tolerant[record.task.id] is not None))
+            self._commit(
+                machine.start_subtask(record, sub.id, "t1", "sep", tolerant=self.tolerant[record.task.id] is not None)
+            )
 
     @rule(data=st.data(), succeed=st.booleans())
     def finish(self, data, succeed) -> None:
@@ -183,7 +192,7 @@ class TaskWorld(RuleBasedStateMachine):
 
     @invariant()
     def a_host_is_held_by_at_most_one_running_task(self) -> None:
-        for host, task_id in self.locks.items():
+        for task_id in self.locks.values():
             assert self.tasks[task_id].task.status is T.RUNNING
         for record in self.tasks.values():
             if record.task.status is T.RUNNING:
@@ -195,7 +204,10 @@ class _Busy(Exception):
 
 
 TaskWorld.TestCase.settings = settings(
-    max_examples=300, stateful_step_count=40, deadline=None, derandomize=True,
+    max_examples=300,
+    stateful_step_count=40,
+    deadline=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_task_state_machine = TaskWorld.TestCase

@@ -50,12 +50,22 @@ class TestEnvelope:
 
     def test_success_envelope_field_names(self):
         """data, successful, timestamp, duration, status, traceId, server — nothing else."""
-        env = Envelope[dict](data={}, timestamp=datetime.now().astimezone(), duration=5, trace_id="0" * 16, server="1.2.3.4")
-        assert sorted(env.to_wire()) == sorted(["data", "successful", "timestamp", "duration", "status", "traceId", "server"])
+        env = Envelope[dict](
+            data={}, timestamp=datetime.now().astimezone(), duration=5, trace_id="0" * 16, server="1.2.3.4"
+        )
+        assert sorted(env.to_wire()) == sorted(
+            ["data", "successful", "timestamp", "duration", "status", "traceId", "server"]
+        )
 
     def test_error_envelope_shape(self):
         """successful false and error{code, message}."""
-        env = ErrorEnvelope(timestamp=datetime.now().astimezone(), duration=1, status=404, trace_id="0" * 16,
-                            server="h", error=ApiError(code=7005, message="The host <9> does not exist"))
+        env = ErrorEnvelope(
+            timestamp=datetime.now().astimezone(),
+            duration=1,
+            status=404,
+            trace_id="0" * 16,
+            server="h",
+            error=ApiError(code=7005, message="The host <9> does not exist"),
+        )
         wire = env.to_wire()
         assert wire["successful"] is False and wire["error"] == {"code": 7005, "message": "The host <9> does not exist"}

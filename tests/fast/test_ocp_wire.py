@@ -8,7 +8,7 @@ import base64
 import hashlib
 import hmac
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from urllib.parse import quote
 
@@ -134,8 +134,14 @@ class TestListQueries:
 class TestSpringPaging:
     @pytest.mark.parametrize(
         "page, size, expected",
-        [(1, 10, (1, 10)), (0, 10, (1, 10)), (-7, 10, (1, 10)), (3, 5000, (3, 2000)), (2, 0, (2, 10)),
-         (1, -1, (1, 10))],
+        [
+            (1, 10, (1, 10)),
+            (0, 10, (1, 10)),
+            (-7, 10, (1, 10)),
+            (3, 5000, (3, 2000)),
+            (2, 0, (2, 10)),
+            (1, -1, (1, 10)),
+        ],
     )
     def test_odd_values_as_spring_answers_them(self, page, size, expected):
         """page <= 0 is the first page; size <= 0 the default 10; size > 2000 is 2000."""
@@ -155,21 +161,35 @@ class TestHostAgentView:
 
     def test_after_a_finished_restart_every_process_is_started(self):
         pids = {"ocp_agentd": 11, "ocp_mgragent": 12, "ocp_monagent": 13}
-        agent = host_agent(host_id=5, address="10.0.0.5", user="admin", agent_home="/home/admin/ocp_agent/",
-                           status="AVAILABLE", pids=pids, seen="t1", stopped=False, available="t1")
+        agent = host_agent(
+            host_id=5,
+            address="10.0.0.5",
+            user="admin",
+            agent_home="/home/admin/ocp_agent/",
+            status="AVAILABLE",
+            pids=pids,
+            seen="t1",
+            stopped=False,
+            available="t1",
+        )
         wire = agent.to_wire()
         assert wire["status"] == "AVAILABLE" and wire["installHome"] == "/home/admin/ocp_agent"
         assert {p["alias"]: (p["pid"], p["status"]) for p in wire["processes"]} == {
-            "ocp_agentd": (11, "STARTED"), "ocp_mgragent": (12, "STARTED"), "ocp_monagent": (13, "STARTED")}
+            "ocp_agentd": (11, "STARTED"),
+            "ocp_mgragent": (12, "STARTED"),
+            "ocp_monagent": (13, "STARTED"),
+        }
         assert wire["processes"][1]["ports"] == "62888" and wire["processes"][0]["logFilePattern"].endswith(".log*")
 
     def test_stopped_or_unseen_processes_are_stopped_with_pid_0(self):
         """After a Stop with no Finish since, or a process missing from what was seen: STOPPED, pid 0."""
-        stopped = host_agent(**self.HOST, status="OFFLINE", pids={"ocp_agentd": 11}, seen="t", stopped=True,
-                             available=None).to_wire()
+        stopped = host_agent(
+            **self.HOST, status="OFFLINE", pids={"ocp_agentd": 11}, seen="t", stopped=True, available=None
+        ).to_wire()
         assert {(p["pid"], p["status"]) for p in stopped["processes"]} == {(0, "STOPPED")}
-        partial = host_agent(**self.HOST, status="OFFLINE", pids={"ocp_agentd": 11}, seen="t", stopped=False,
-                             available=None).to_wire()
+        partial = host_agent(
+            **self.HOST, status="OFFLINE", pids={"ocp_agentd": 11}, seen="t", stopped=False, available=None
+        ).to_wire()
         assert [p["status"] for p in partial["processes"]] == ["STARTED", "STOPPED", "STOPPED"]
 
     def test_before_any_restart_nothing_is_known(self):
@@ -207,15 +227,25 @@ class TestRequestValues:
 def mcp_signature(secret: str, method: str, address: str, path: str, params: dict, date: str) -> str:
     """Sign as oceanbase/mcp-oceanbase's query_ocp_api does (md5payload "", application/json, x-ocp-origin)."""
     query = "&".join(f"{quote(k, safe='')}={quote(str(v), safe='')}" for k, v in sorted(params.items()))
-    to_sign = "\n".join([method, "", "application/json", date, address, "x-ocp-origin:from-mcp",
-                         path + (f"?{query}" if query else "")])
+    to_sign = "\n".join(
+        [method, "", "application/json", date, address, "x-ocp-origin:from-mcp", path + (f"?{query}" if query else "")]
+    )
     return base64.b64encode(hmac.new(secret.encode(), to_sign.encode(), hashlib.sha1).digest()).decode()
 
 
-def received(path="/api/v2/tasks/instances", query="", body=b"", date="Tue, 17 Jan 2023 03:36:01 GMT",
-             method="GET") -> SignedRequest:
-    return SignedRequest(method=method, path=path, query=query, body=body, content_type="application/json",
-                         date=date, host="ocp.example:8080", ocp_headers=(("x-ocp-origin", "from-mcp"),))
+def received(
+    path="/api/v2/tasks/instances", query="", body=b"", date="Tue, 17 Jan 2023 03:36:01 GMT", method="GET"
+) -> SignedRequest:
+    return SignedRequest(
+        method=method,
+        path=path,
+        query=query,
+        body=body,
+        content_type="application/json",
+        date=date,
+        host="ocp.example:8080",
+        ocp_headers=(("x-ocp-origin", "from-mcp"),),
+    )
 
 
 class TestSignature:
@@ -224,8 +254,9 @@ class TestSignature:
     def test_mcp_oceanbases_signature_is_accepted(self):
         """Query parameters sorted and percent-encoded by the client; the same request as the server received it."""
         params = {"status": "RUNNING,FAILED", "name": "Batch restart", "size": 10}
-        signature = mcp_signature(self.SECRET, "GET", "ocp.example:8080", "/api/v2/tasks/instances", params,
-                                  "Tue, 17 Jan 2023 03:36:01 GMT")
+        signature = mcp_signature(
+            self.SECRET, "GET", "ocp.example:8080", "/api/v2/tasks/instances", params, "Tue, 17 Jan 2023 03:36:01 GMT"
+        )
         sent = "size=10&status=RUNNING%2CFAILED&name=Batch%20restart"  # any order on the wire
         assert signature_matches(self.SECRET, signature, received(query=sent))
         assert not signature_matches(self.SECRET, signature, received(query=sent.replace("10", "11")))
@@ -236,8 +267,17 @@ class TestSignature:
         body = b'{"hostIds": [1001]}'
         digest = hashlib.md5(body).digest()
         for md5 in (digest.hex(), base64.b64encode(digest).decode(), ""):
-            to_sign = "\n".join(["POST", md5, "application/json", "Tue, 17 Jan 2023 03:36:01 GMT", "ocp.example:8080",
-                                 "x-ocp-origin:from-mcp", "/api/v2/compute/hosts/batchRestartAgents"])
+            to_sign = "\n".join(
+                [
+                    "POST",
+                    md5,
+                    "application/json",
+                    "Tue, 17 Jan 2023 03:36:01 GMT",
+                    "ocp.example:8080",
+                    "x-ocp-origin:from-mcp",
+                    "/api/v2/compute/hosts/batchRestartAgents",
+                ]
+            )
             mac = hmac.new(self.SECRET.encode(), to_sign.encode(), hashlib.sha1)
             signature = base64.b64encode(mac.digest()).decode()
             request = received(path="/api/v2/compute/hosts/batchRestartAgents", body=body, method="POST")
@@ -245,17 +285,30 @@ class TestSignature:
 
     def test_x_ocp_headers_are_lower_case_and_sorted(self):
         """Every x-ocp-* header, in lower case and name order; others are not signed."""
-        request = SignedRequest(method="GET", path="/p", query="", body=b"", content_type="", date="d", host="h",
-                                ocp_headers=(("X-OCP-Zeta", "z"), ("accept", "*/*"), ("x-ocp-origin", " mcp ")))
+        request = SignedRequest(
+            method="GET",
+            path="/p",
+            query="",
+            body=b"",
+            content_type="",
+            date="d",
+            host="h",
+            ocp_headers=(("X-OCP-Zeta", "z"), ("accept", "*/*"), ("x-ocp-origin", " mcp ")),
+        )
         assert strings_to_sign(request)[0] == "GET\n\n\nd\nh\nx-ocp-origin:mcp\nx-ocp-zeta:z\n/p"
 
     @pytest.mark.parametrize(
         "offset, refused",
-        [(timedelta(0), False), (timedelta(minutes=-14), False), (timedelta(minutes=14), False),
-         (timedelta(minutes=-20), True), (timedelta(minutes=16), True)],
+        [
+            (timedelta(0), False),
+            (timedelta(minutes=-14), False),
+            (timedelta(minutes=14), False),
+            (timedelta(minutes=-20), True),
+            (timedelta(minutes=16), True),
+        ],
     )
     def test_the_date_must_be_within_15_minutes(self, offset, refused):
-        clock = datetime(2023, 1, 17, 3, 36, 1, tzinfo=timezone.utc)
+        clock = datetime(2023, 1, 17, 3, 36, 1, tzinfo=UTC)
         date = format_datetime(clock + offset, usegmt=True)
         assert (date_error(date, clock) is not None) is refused
 

@@ -18,6 +18,7 @@ ENTRY_POINTS = {
     ("flows/operations.py", "task_operation"),
 }
 
+
 def _calls(tree: ast.AST, name: str) -> list[tuple[str, int]]:
     """(enclosing function, line) of every call of ``name`` (or ``something.name``)."""
     found: list[tuple[str, int]] = []
@@ -42,9 +43,11 @@ def _product_files() -> list[Path]:
 
 def test_only_entry_points_build_settings():
     """Settings() appears only in the entry points: every other module receives the object."""
-    builders = {(str(path.relative_to(ROOT)), function, line)
-                for path in _product_files()
-                for function, line in _calls(ast.parse(path.read_text()), "Settings")}
+    builders = {
+        (str(path.relative_to(ROOT)), function, line)
+        for path in _product_files()
+        for function, line in _calls(ast.parse(path.read_text()), "Settings")
+    }
     strays = sorted(b for b in builders if b[:2] not in ENTRY_POINTS)
     assert not strays, f"Settings() built outside the entry points {sorted(ENTRY_POINTS)}: {strays}"
     assert {b[:2] for b in builders} == ENTRY_POINTS, "an entry point no longer builds the settings"
@@ -58,11 +61,14 @@ def test_the_environment_is_written_in_one_place():
             target = None
             if isinstance(node, ast.Assign | ast.AugAssign):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                target = next((t for t in targets if isinstance(t, ast.Subscript) and "environ" in ast.unparse(t.value)), None)
+                target = next(
+                    (t for t in targets if isinstance(t, ast.Subscript) and "environ" in ast.unparse(t.value)), None
+                )
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 text = ast.unparse(node.func)
                 if text in ("os.putenv", "os.unsetenv") or (
-                        "environ" in text and node.func.attr in ("setdefault", "update", "pop", "clear")):
+                    "environ" in text and node.func.attr in ("setdefault", "update", "pop", "clear")
+                ):
                     target = node
             if target is not None:
                 writers.append(f"{path.relative_to(ROOT)}:{node.lineno}")
@@ -76,7 +82,9 @@ def test_prefect_settings_refuse_a_write_after_prefect_read_them(monkeypatch):
     from deployments import prefect_env
 
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:1/api")
-    with pytest.raises(prefect_env.PrefectAlreadyImported, match="PREFECT_API_URL='http://127.0.0.1:2/api' must be set"):
+    with pytest.raises(
+        prefect_env.PrefectAlreadyImported, match="PREFECT_API_URL='http://127.0.0.1:2/api' must be set"
+    ):
         prefect_env.use_api("http://127.0.0.1:2/api")
     prefect_env.use_api("http://127.0.0.1:1/api")  # the value Prefect has: nothing to do
 

@@ -144,13 +144,17 @@ def test_live_processes_are_read_from_proc_as_ps_printed_them(tmp_path):
         gone = 4_194_304 + 1  # above Linux's largest pid
         done = local_sh(agent_module.LIVE.render(str(sleeper.pid), str(zombie.pid), str(gone)), tmp_path)
         assert (done.returncode, done.stdout) == (0, f"{sleeper.pid} S sleep\n{zombie.pid} Z true\n"), done
-        assert agent_module.parse_live(f"{sleeper.pid} S ocp_agentd\n{zombie.pid} Z ocp_agentd\n7 X ocp_agentd\n") == \
-            {sleeper.pid: "ocp_agentd"}
+        assert agent_module.parse_live(f"{sleeper.pid} S ocp_agentd\n{zombie.pid} Z ocp_agentd\n7 X ocp_agentd\n") == {
+            sleeper.pid: "ocp_agentd"
+        }
         cli = tmp_path / "ocp_agentctl"
         cli.write_text("#!/bin/sh\necho '{\"successful\":false}'; exit 1\n")
         cli.chmod(0o755)
         done = local_sh(agent_module.LIVE_THEN_STATUS.render(str(cli), str(sleeper.pid)), tmp_path)
-        assert (done.returncode, done.stdout) == (1, f'{sleeper.pid} S sleep\n{agent_module.MARK}\n{{"successful":false}}\n')
+        assert (done.returncode, done.stdout) == (
+            1,
+            f'{sleeper.pid} S sleep\n{agent_module.MARK}\n{{"successful":false}}\n',
+        )
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -160,13 +164,15 @@ def test_live_processes_are_read_from_proc_as_ps_printed_them(tmp_path):
 @pytest.fixture
 def hostile_home(tmp_path) -> Path:
     """An agent home whose path holds quotes, $(), ; and spaces, with a CLI that prints its arguments."""
-    home = tmp_path / "ag'ent $(touch PWNED); `touch PWNED` \"x\""
+    home = tmp_path / 'ag\'ent $(touch PWNED); `touch PWNED` "x"'
     (home / "bin").mkdir(parents=True)
     (home / "run").mkdir()
     ctl = home / "bin" / "ocp_agentctl"
-    ctl.write_text('#!/bin/sh\n'
-                   'if [ "$1" = status ]; then echo \'{"successful":true,"message":{"ready":true,"pid":1}}\'; '
-                   'else echo "{\\"successful\\":true,\\"message\\":\\"$*\\"}"; fi\n')
+    ctl.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = status ]; then echo \'{"successful":true,"message":{"ready":true,"pid":1}}\'; '
+        'else echo "{\\"successful\\":true,\\"message\\":\\"$*\\"}"; fi\n'
+    )
     ctl.chmod(0o755)
     return home
 
@@ -179,8 +185,12 @@ class TestAgentCommandsWithAHostileHome:
         agent = AgentControl(runner, str(hostile_home), lambda line: None)
         deadline = time.monotonic() + 10
         assert agent.status(deadline, require_cli=True).running
-        assert agent.ctl_then_status(("service", "stop", "ocp_mgragent"), ("service", "start", "ocp_mgragent"),
-                                     deadline=deadline, doing="restarting").running
+        assert agent.ctl_then_status(
+            ("service", "stop", "ocp_mgragent"),
+            ("service", "start", "ocp_mgragent"),
+            deadline=deadline,
+            doing="restarting",
+        ).running
         identities, stopped = agent.stop_all(deadline)
         assert identities == {} and stopped.ok and '"message":"stop"' in stopped.stdout
         assert agent.check_stopped({999999}, deadline) == ({}, agent_module.AgentStatus(True, True, {"ocp_agentd": 1}))
@@ -243,8 +253,9 @@ class TestAgentCommandsWithAHostileHome:
         agent.check_stopped({7, 5}, deadline)
         assert agent_module.LIVE_THEN_STATUS.parse(seen[5]) == [ctl, "5", "7"]
 
-    @pytest.mark.parametrize("text", ["a | b", "a > f", "a $(b)", "a `b`", "(a)", "a &", "a\nb", "a && && b",
-                                      '"$HOME"', "a 'b"])
+    @pytest.mark.parametrize(
+        "text", ["a | b", "a > f", "a $(b)", "a `b`", "(a)", "a &", "a\nb", "a && && b", '"$HOME"', "a 'b"]
+    )
     def test_the_fake_refuses_shell_syntax_sh_never_renders(self, text):
         """Pipes, redirections, expansions, subshells, background jobs: UnexpectedCommand, not a guess."""
         with pytest.raises(UnexpectedCommand):
@@ -259,9 +270,11 @@ class TestMarker:
         data = b"4242\nWelcome to host1\n" + f"{self.M} 777\n".encode() + b"out\n"
         assert find_marker(data, self.M) == (777, len(data) - 4)
 
-    @pytest.mark.parametrize("data", [b"", b"4242\n", b"ocp-restart-ffffffffffffffff 999\n",
-                                      f"{M} 77".encode(), f"{M} x\n".encode()],
-                             ids=["empty", "a-number", "another-marker", "line-not-ended", "not-digits"])
+    @pytest.mark.parametrize(
+        "data",
+        [b"", b"4242\n", b"ocp-restart-ffffffffffffffff 999\n", f"{M} 77".encode(), f"{M} x\n".encode()],
+        ids=["empty", "a-number", "another-marker", "line-not-ended", "not-digits"],
+    )
     def test_no_marker_line_no_pgid(self, data):
         """Without the full line `MARKER DIGITS`, there is no pgid (a banner's number, another call's marker)."""
         assert find_marker(data, self.M) is None
@@ -272,7 +285,7 @@ class TestMarker:
         out = _Marked(self.M)
         seen = []
         for i in range(len(data)):
-            out.add(data[i:i + 1])
+            out.add(data[i : i + 1])
             seen.append(out.pgid)
         assert out.pgid == 31337 and out.text() == '{"successful":true}\n'
         assert out.noise == b"Last login: yesterday\n12345\n"
@@ -347,8 +360,12 @@ class FakeChannel:
         if words[0] == "echo":  # a command: `echo MARKER $$; exec /bin/sh -c CMD`
             banner, status = self.transport.behaviour
             marker = words[1]
-            self.chunks = [banner, f"{marker} {self.transport.pgid}\n".encode()[:5],
-                           f"{marker} {self.transport.pgid}\n".encode()[5:], b"output\n"]
+            self.chunks = [
+                banner,
+                f"{marker} {self.transport.pgid}\n".encode()[:5],
+                f"{marker} {self.transport.pgid}\n".encode()[5:],
+                b"output\n",
+            ]
             if status is not None:
                 self.status, self.eof_received = status, True
                 self.status_event.set()
@@ -442,8 +459,15 @@ def test_known_hosts_index_answers_as_paramiko_does(tmp_path):
     hashed = paramiko.HostKeys.hash_host("[127.0.0.9]:2222")
     path = tmp_path / "known_hosts"
     hashed_db = paramiko.HostKeys.hash_host("db-2")
-    path.write_text("# a comment\n\nnot a host key line\n" + line("10.0.0.1,db-1", a) + line("10.0.0.1", b)
-                    + line(hashed, c) + line("[127.0.0.2]:2200", b) + line(hashed_db, a) + line("db-2", b))
+    path.write_text(
+        "# a comment\n\nnot a host key line\n"
+        + line("10.0.0.1,db-1", a)
+        + line("10.0.0.1", b)
+        + line(hashed, c)
+        + line("[127.0.0.2]:2200", b)
+        + line(hashed_db, a)
+        + line("db-2", b)
+    )
     ours, theirs = KnownHosts.load(str(path)), paramiko.HostKeys(str(path))
     for name in ("10.0.0.1", "db-1", "[127.0.0.9]:2222", "[127.0.0.2]:2200", "10.0.0.2", "db-2"):
         expected = dict(theirs.lookup(name) or {})

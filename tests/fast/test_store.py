@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from flows import machine
 from flows.errors import HostBusyError, UnknownTaskError
+from flows.machine import aggregate_status
 from flows.models import SubtaskStatus, TaskStatus
 from flows.plan import build_plan
-from flows import machine
 from flows.store import TaskStore
-from flows.machine import aggregate_status
 from flows.view import task_instance
 
 
@@ -171,7 +171,10 @@ def test_prune_deletes_old_finished_tasks_and_keeps_running_ones(store):
     assert store.prune(older_than_days=30) == [old]
     assert store.task_ids()[0] == [running, recent]
     with store.engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(subtasks).where(subtasks.c.task_id == old)).scalar() == 0
+        assert (
+            conn.execute(sa.select(sa.func.count()).select_from(subtasks).where(subtasks.c.task_id == old)).scalar()
+            == 0
+        )
         assert conn.execute(sa.select(sa.func.count()).select_from(subtask_logs)).scalar() == 1
     assert store.snapshot(old, 1) is None and store.snapshot(recent, 1) == {"ocp_agentd": 1}
 
@@ -205,8 +208,15 @@ def _lapse(store: TaskStore, task_id: int) -> None:
 def _read_everything(store: TaskStore, task_ids: list[int]) -> None:
     subtask = store.load(task_ids[0]).subtasks[0].id
     store.load_many(task_ids)
-    for filters in ({}, {"statuses": ["RUNNING"]}, {"types": ["MANUAL"]}, {"creator": "admin"}, {"name": "restart"},
-                    {"host_id": 1}, {"order": [("name", True)]}):
+    for filters in (
+        {},
+        {"statuses": ["RUNNING"]},
+        {"types": ["MANUAL"]},
+        {"creator": "admin"},
+        {"name": "restart"},
+        {"host_id": 1},
+        {"order": [("name", True)]},
+    ):
         store.task_ids(**filters)
     store.log(subtask)
     store.canceling(task_ids[0])

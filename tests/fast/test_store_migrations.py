@@ -28,8 +28,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def schema_sql(path: Path) -> list[str]:
     """The DDL SQLite keeps for the store's tables and indexes (the version table aside), in name order."""
     with sqlite3.connect(path) as conn:
-        return [sql for (sql,) in conn.execute("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND "
-                                               f"tbl_name != '{VERSION_TABLE}' ORDER BY name")]
+        return [
+            sql
+            for (sql,) in conn.execute(
+                f"SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND tbl_name != '{VERSION_TABLE}' ORDER BY name"
+            )
+        ]
 
 
 def version_rows(url: str) -> list[str]:
@@ -56,7 +60,8 @@ class TestNewStore:
         with TaskStore(url) as store:
             assert store.db.upgraded == (None, SHIPPED.head)
         assert upgrade_lines(caplog) == [
-            f"the task store {url} was upgraded from an empty database to revision {SHIPPED.head}"]
+            f"the task store {url} was upgraded from an empty database to revision {SHIPPED.head}"
+        ]
         caplog.clear()
         with TaskStore(url) as store:
             assert store.db.upgraded is None
@@ -119,8 +124,10 @@ class TestStoreFrom0_1_0:
             failed = next(s for s in store.load(2).subtasks if s.status == "FAILED")
             assert "ssh: connect to host 3: Connection refused" in store.log(failed.id)
         engine.dispose()
-        assert upgrade_lines(caplog) == [f"the task store {url} was upgraded from a store made before migrations "
-                                         f"(revision {BASELINE}'s tables) to revision {SHIPPED.head}"]
+        assert upgrade_lines(caplog) == [
+            f"the task store {url} was upgraded from a store made before migrations "
+            f"(revision {BASELINE}'s tables) to revision {SHIPPED.head}"
+        ]
         assert version_rows(url) == [SHIPPED.head]
 
     def test_new_ids_continue_after_the_old_ones(self, tmp_path):
@@ -162,7 +169,8 @@ class TestAnotherRevision:
         shutil.copytree(SHIPPED.location, location, ignore=shutil.ignore_patterns("__pycache__"))
         (location / "versions" / "0002_snapshots_by_host.py").write_text(
             '"""Snapshots by host."""\nfrom alembic import op\n\nrevision = "0002"\ndown_revision = "0001"\n\n\n'
-            'def upgrade():\n    op.create_index("ix_host_snapshots_host_id", "host_snapshots", ["host_id"])\n')
+            'def upgrade():\n    op.create_index("ix_host_snapshots_host_id", "host_snapshots", ["host_id"])\n'
+        )
         return Migrations(location)
 
     def test_a_store_is_upgraded_to_it_in_place_with_one_log_line(self, tmp_path, caplog, with_0002):
@@ -186,8 +194,10 @@ class TestAnotherRevision:
         with pytest.raises(StoreVersionError) as refused:
             TaskStore(url)
         assert isinstance(refused.value, StoreUnavailableError)
-        assert str(refused.value) == (f"the task store {url} is at schema revision 0002, newer than this ocp-restart "
-                                      f"(head {SHIPPED.head}): upgrade ocp-restart")
+        assert str(refused.value) == (
+            f"the task store {url} is at schema revision 0002, newer than this ocp-restart "
+            f"(head {SHIPPED.head}): upgrade ocp-restart"
+        )
         assert version_rows(url) == ["0002"]
 
 
@@ -210,8 +220,16 @@ def test_processes_opening_a_new_store_at_once_all_succeed_and_one_upgrades(tmp_
     find it done."""
     url, go = f"sqlite:///{tmp_path / 'tasks.db'}", tmp_path / "go"
     ready = [tmp_path / f"ready-{i}" for i in range(3)]
-    children = [subprocess.Popen([sys.executable, "-c", CHILD, url, str(r), str(go)], cwd=ROOT, text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in ready]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", CHILD, url, str(r), str(go)],
+            cwd=ROOT,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for r in ready
+    ]
     try:
         deadline = time.monotonic() + 60
         while not all(r.exists() for r in ready) and time.monotonic() < deadline:
@@ -245,15 +263,18 @@ class TestCommands:
         monkeypatch.setenv("OCP_RESTART_STORE_URL", url)
         assert main(["db", "current"]) == 0
         out = capsys.readouterr().out.splitlines()
-        assert out == [f"task store {url}: a store made before migrations (revision {BASELINE}'s tables) (behind: "
-                       "`ocp-restart db upgrade` (or any command) upgrades it)",
-                       f"this ocp-restart: revision {SHIPPED.head} (head)"]
+        assert out == [
+            f"task store {url}: a store made before migrations (revision {BASELINE}'s tables) (behind: "
+            "`ocp-restart db upgrade` (or any command) upgrades it)",
+            f"this ocp-restart: revision {SHIPPED.head} (head)",
+        ]
         with sqlite3.connect(tmp_path / "tasks.db") as conn:
             assert not conn.execute(f"SELECT 1 FROM sqlite_master WHERE name = '{VERSION_TABLE}'").fetchone()
         assert main(["db", "upgrade"]) == 0
         assert capsys.readouterr().err.strip() == (
             f"the task store {url}: upgraded from a store made before migrations (revision {BASELINE}'s tables) to "
-            f"revision {SHIPPED.head}")
+            f"revision {SHIPPED.head}"
+        )
         assert main(["db", "upgrade"]) == 0
         assert capsys.readouterr().err.strip() == f"the task store {url}: already at revision {SHIPPED.head}"
         assert main(["db", "current"]) == 0
@@ -271,7 +292,9 @@ class TestCommands:
         assert main(["status", "1"]) == 5
         assert capsys.readouterr().err.strip() == (
             f"ocp-restart: error: the task store {url} is at schema revision 0099, newer than this ocp-restart "
-            f"(head {SHIPPED.head}): upgrade ocp-restart")
+            f"(head {SHIPPED.head}): upgrade ocp-restart"
+        )
         assert main(["db", "current"]) == 0
         assert capsys.readouterr().out.splitlines()[0] == (
-            f"task store {url}: revision 0099 (newer than this ocp-restart: upgrade ocp-restart)")
+            f"task store {url}: revision 0099 (newer than this ocp-restart: upgrade ocp-restart)"
+        )

@@ -44,8 +44,18 @@ class TestHappyPath:
         after = agent.pids()
         assert set(after) == set(PROCESSES) and all(after[n] != before[n] for n in PROCESSES)
         assert step.pids["before"] == before and step.pids["after"] == after
-        assert [call[0] for call in agent.ctl_calls] == ["status", "status", "service", "service", "status", "stop",
-                                                         "status", "start", "status", "status"]
+        assert [call[0] for call in agent.ctl_calls] == [
+            "status",
+            "status",
+            "service",
+            "service",
+            "status",
+            "stop",
+            "status",
+            "start",
+            "status",
+            "status",
+        ]
 
     def test_round_trips_per_step_are_as_measured(self):
         """One command for prepare, two for the pos proxy restart, two for stop all, one each for start and
@@ -137,9 +147,12 @@ class TestRestartPosProxy:
         """service stop fails: AgentError naming both commands and the agent's error; no status read after."""
         agent = FakeAgent()
         agent.service_error = "wait_for_service_exit_timeout"
-        with pytest.raises(AgentError, match="restarting ocp_mgragent failed: ocp_agentctl service stop ocp_mgragent "
-                                             "&& ocp_agentctl service start ocp_mgragent exited 1: "
-                                             "wait_for_service_exit_timeout"):
+        with pytest.raises(
+            AgentError,
+            match="restarting ocp_mgragent failed: ocp_agentctl service stop ocp_mgragent "
+            "&& ocp_agentctl service start ocp_mgragent exited 1: "
+            "wait_for_service_exit_timeout",
+        ):
             work.restart_pos_proxy(FakeStep.on(agent))
         assert agent.ctl_calls == [["status"], ["service", "stop", POS_PROXY]]
 
@@ -246,8 +259,9 @@ class TestStartAll:
         step = prepared(agent)
         work.stop_all(again(step))
         agent.start_error = "agentd_exited_quickly"
-        with pytest.raises(AgentError, match="starting the agent failed: ocp_agentctl start exited 1: "
-                                             "agentd_exited_quickly"):
+        with pytest.raises(
+            AgentError, match="starting the agent failed: ocp_agentctl start exited 1: agentd_exited_quickly"
+        ):
             work.start_all(again(step))
         assert agent.pids() == {}
 

@@ -33,29 +33,46 @@ router = APIRouter(tags=["hosts"])
 AGENT_PREFIXES = ("/api/v2", "")  # OCP's agent pages write the path without /api/v2, their samples with it
 
 
-@router.get("/api/v2/compute/hosts", response_model=Envelope[HostPage], summary="Query hosts",
-            responses=documented(400, 401, 403))
+@router.get(
+    "/api/v2/compute/hosts",
+    response_model=Envelope[HostPage],
+    summary="Query hosts",
+    responses=documented(400, 401, 403),
+)
 def list_hosts(
-    request: Request, user: HostReader, store: StoreDep, inventory: InventoryDep, page_: PageNumber = 1,
+    request: Request,
+    user: HostReader,
+    store: StoreDep,
+    inventory: InventoryDep,
+    page_: PageNumber = 1,
     size: PageSize = DEFAULT_PAGE_SIZE,
     status: HostStatuses = None,
-    keyword: Annotated[str | None, Query(max_length=200, description="A part of the host's name, address or a "
-                                                                     "service's name, any case")] = None,
+    keyword: Annotated[
+        str | None,
+        Query(max_length=200, description="A part of the host's name, address or a service's name, any case"),
+    ] = None,
     included: IncludedServices = None,
     excluded: ExcludedServices = None,
     sort: HostSort = None,
 ):
     number, size = spring_page(page_, size)
     hosts = _sorted_hosts(list(inventory.hosts.values()), sort_order(sort, HOST_SORT))
-    views = [v for v in _host_views(store, hosts)
-             if _host_matches(v, split(status), keyword, split(included), split(excluded))]
-    chunk = views[(number - 1) * size: number * size]
+    views = [
+        v
+        for v in _host_views(store, hosts)
+        if _host_matches(v, split(status), keyword, split(included), split(excluded))
+    ]
+    chunk = views[(number - 1) * size : number * size]
     return envelope(request, {"contents": chunk, "page": page(number, size, len(views)).to_wire()})
 
 
 # ":int": a non-numeric segment (e.g. GET .../hosts/batchRestartAgents) is not a host id but another route.
-@router.get("/api/v2/compute/hosts/{host_id:int}", response_model=Envelope[HostView],
-            summary="Query details about a host", responses=documented(401, 403, 404))
+@router.get(
+    "/api/v2/compute/hosts/{host_id:int}",
+    response_model=Envelope[HostView],
+    summary="Query details about a host",
+    responses=documented(401, 403, 404),
+)
 def get_host(request: Request, host_id: HostId, user: HostReader, store: StoreDep, inventory: InventoryDep):
     return envelope(request, _host_views(store, [_known_host(inventory, host_id)])[0])
 
@@ -64,22 +81,38 @@ def get_agent(request: Request, host_id: HostId, user: HostReader, store: StoreD
     return envelope(request, _agent_of(store, _known_host(inventory, host_id)).to_wire())
 
 
-def list_agent_processes(request: Request, host_id: HostId, user: HostReader, store: StoreDep,
-                         inventory: InventoryDep, page_: PageNumber = 1, size: PageSize = DEFAULT_PAGE_SIZE):
+def list_agent_processes(
+    request: Request,
+    host_id: HostId,
+    user: HostReader,
+    store: StoreDep,
+    inventory: InventoryDep,
+    page_: PageNumber = 1,
+    size: PageSize = DEFAULT_PAGE_SIZE,
+):
     number, size = spring_page(page_, size)
     processes = _agent_of(store, _known_host(inventory, host_id)).to_wire()["processes"]
-    chunk = processes[(number - 1) * size: number * size]
+    chunk = processes[(number - 1) * size : number * size]
     return envelope(request, {"contents": chunk, "page": page(number, size, len(processes)).to_wire()})
 
 
 for _prefix in AGENT_PREFIXES:
-    router.add_api_route(f"{_prefix}/compute/hosts/{{host_id:int}}/agent", get_agent, methods=["GET"],
-                         response_model=Envelope[HostAgent], responses=documented(401, 403, 404),
-                         summary="Query OCP Agent details on a host: its status, and its processes' pids as last "
-                                 "seen on the host")
-    router.add_api_route(f"{_prefix}/compute/hosts/{{host_id:int}}/agent/processes", list_agent_processes,
-                         methods=["GET"], response_model=Envelope[HostAgentProcessPage],
-                         responses=documented(400, 401, 403, 404), summary="Query OCP Agent processes on a host")
+    router.add_api_route(
+        f"{_prefix}/compute/hosts/{{host_id:int}}/agent",
+        get_agent,
+        methods=["GET"],
+        response_model=Envelope[HostAgent],
+        responses=documented(401, 403, 404),
+        summary="Query OCP Agent details on a host: its status, and its processes' pids as last seen on the host",
+    )
+    router.add_api_route(
+        f"{_prefix}/compute/hosts/{{host_id:int}}/agent/processes",
+        list_agent_processes,
+        methods=["GET"],
+        response_model=Envelope[HostAgentProcessPage],
+        responses=documented(400, 401, 403, 404),
+        summary="Query OCP Agent processes on a host",
+    )
 
 
 def _known_host(inventory: Inventory, host_id: int) -> Host:
@@ -95,9 +128,18 @@ def _agent_status(host_id: int, locks: dict[int, int], statuses: dict[int, str])
 
 def _host_views(store: TaskStore, hosts: list[Host]) -> list[dict]:
     locks, statuses = store.locks(), store.host_agent_statuses()
-    return [HostView(id=h.id, name=h.name, innerIpAddress=h.address, sshPort=h.ssh_port, status="ONLINE",
-                     hostAgentStatus=_agent_status(h.id, locks, statuses), services=[AGENT_SERVICE]).model_dump()
-            for h in hosts]
+    return [
+        HostView(
+            id=h.id,
+            name=h.name,
+            innerIpAddress=h.address,
+            sshPort=h.ssh_port,
+            status="ONLINE",
+            hostAgentStatus=_agent_status(h.id, locks, statuses),
+            services=[AGENT_SERVICE],
+        ).model_dump()
+        for h in hosts
+    ]
 
 
 def _agent_of(store: TaskStore, host: Host) -> HostAgent:
@@ -106,8 +148,12 @@ def _agent_of(store: TaskStore, host: Host) -> HostAgent:
     stored = store.host_agent_status(host.id)
     sighting = store.last_pids(host.id)
     return host_agent(
-        host_id=host.id, address=host.address, user=host.user, agent_home=host.agent_home,
-        status=_agent_status(host.id, locks, statuses), pids=sighting.pids if sighting else {},
+        host_id=host.id,
+        address=host.address,
+        user=host.user,
+        agent_home=host.agent_home,
+        status=_agent_status(host.id, locks, statuses),
+        pids=sighting.pids if sighting else {},
         seen=(sighting.seen or format_time(now())) if sighting else None,
         stopped=bool(sighting and sighting.stopped),
         available=stored.updated if stored and stored.status == "AVAILABLE" else None,
@@ -122,11 +168,14 @@ def _sorted_hosts(hosts: list[Host], order: list[tuple[str, bool]]) -> list[Host
     return hosts
 
 
-def _host_matches(view: dict, statuses: list[str] | None, keyword: str | None, included: list[str] | None,
-                  excluded: list[str] | None) -> bool:
+def _host_matches(
+    view: dict, statuses: list[str] | None, keyword: str | None, included: list[str] | None, excluded: list[str] | None
+) -> bool:
     types = {service["type"] for service in view["services"]}
     words = [view["name"], view["innerIpAddress"], *(service["name"] for service in view["services"])]
-    return ((not statuses or view["status"] in statuses)
-            and (not keyword or any(keyword.lower() in word.lower() for word in words))
-            and (not included or bool(types & set(included)))
-            and not (excluded and types & set(excluded)))
+    return (
+        (not statuses or view["status"] in statuses)
+        and (not keyword or any(keyword.lower() in word.lower() for word in words))
+        and (not included or bool(types & set(included)))
+        and not (excluded and types & set(excluded))
+    )

@@ -35,14 +35,25 @@ def _distribution() -> tuple[str, str | None]:
 VERSION, BUILD_TIME = _distribution()
 
 
-@router.get("/time", response_class=PlainTextResponse, responses=documented(),
-            summary="Query the OCP server time (no authentication; the time as text, as OCP answers it)")
+@router.get(
+    "/time",
+    response_class=PlainTextResponse,
+    responses=documented(),
+    summary="Query the OCP server time (no authentication; the time as text, as OCP answers it)",
+)
 def server_time() -> PlainTextResponse:
     return PlainTextResponse(format_time(now()))
 
 
-@router.get("/info", response_model=Info, responses=documented(401),
-            summary="Query the basic information of the application (bare, as OCP answers it)")
+@router.get(
+    "/info",
+    response_model=Info,
+    responses=documented(401),
+    summary="Query the basic information of the application (bare, as OCP answers it)",
+)
 def info(user: AnyUser, state: StateDep) -> JSONResponse:
-    return JSONResponse(Info(name=NAME, group=NAME, artifact=NAME, buildTime=BUILD_TIME, buildVersion=VERSION,
-                             server=state.server).model_dump())
+    return JSONResponse(
+        Info(
+            name=NAME, group=NAME, artifact=NAME, buildTime=BUILD_TIME, buildVersion=VERSION, server=state.server
+        ).model_dump()
+    )

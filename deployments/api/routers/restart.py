@@ -23,26 +23,40 @@ from ..state import InventoryDep, LauncherDep, StateDep, StoreDep
 
 router = APIRouter(tags=["hosts"])
 PATHS = ("/compute/hosts/batchRestartAgents", "/api/v2/compute/hosts/batchRestartAgents")  # OCP's pages use both
-_BODY = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": BatchRestartRequest.model_json_schema(by_alias=True)}}}}
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": BatchRestartRequest.model_json_schema(by_alias=True)}},
+    }
+}
 _OPTIONS = ("batchSize", "maxFailedHosts", "maxFailedPercent")
 
 
-async def batch_restart(request: Request, user: HostWriter, store: StoreDep, inventory: InventoryDep,
-                        launcher: LauncherDep, state: StateDep):
+async def batch_restart(
+    request: Request, user: HostWriter, store: StoreDep, inventory: InventoryDep, launcher: LauncherDep, state: StateDep
+):
     restart = await _restart_request(request)
-    options = RestartOptions(batch_size=restart.batch_size, max_failed_hosts=restart.max_failed_hosts,
-                             max_failed_percent=restart.max_failed_percent)
+    options = RestartOptions(
+        batch_size=restart.batch_size,
+        max_failed_hosts=restart.max_failed_hosts,
+        max_failed_percent=restart.max_failed_percent,
+    )
     # Store writes and the launch block: keep them off the event loop.
-    instance = await run_in_threadpool(submit, store, inventory, launcher, restart.host_ids, options,
-                                       creator=user.name, executor=state.server)
+    instance = await run_in_threadpool(
+        submit, store, inventory, launcher, restart.host_ids, options, creator=user.name, executor=state.server
+    )
     return envelope(request, instance.to_wire())
 
 
 for _path in PATHS:
     router.add_api_route(
-        _path, batch_restart, methods=["POST"], response_model=Envelope[TaskInstance], openapi_extra=_BODY,
-        summary="Batch restart basic OCP Agent processes on a host", responses=documented(400, 401, 403, 404, 409, 415),
+        _path,
+        batch_restart,
+        methods=["POST"],
+        response_model=Envelope[TaskInstance],
+        openapi_extra=_BODY,
+        summary="Batch restart basic OCP Agent processes on a host",
+        responses=documented(400, 401, 403, 404, 409, 415),
     )
 
 
@@ -66,8 +80,16 @@ async def _restart_request(request: Request) -> BatchRestartRequest:
         raise ApiFailure(400, 1001, f"You must specify a valid value for {name}: {message}") from None
 
 
-def submit(store: TaskStore, inventory: Inventory, launcher: Launcher, host_ids: list[int], options: RestartOptions,
-           *, creator: str, executor: str) -> TaskInstance:
+def submit(
+    store: TaskStore,
+    inventory: Inventory,
+    launcher: Launcher,
+    host_ids: list[int],
+    options: RestartOptions,
+    *,
+    creator: str,
+    executor: str,
+) -> TaskInstance:
     """Record the task and start its flow run; the task as it was recorded (roots READY). ``executor``: this
     server's address, as OCP's ``executor`` field shows it."""
     try:

@@ -47,8 +47,9 @@ OPERATION_ERRORS = documented(400, 401, 403, 404, 409)
 # ---- operations ----------------------------------------------------------------------------------------------
 
 
-def operate(store: TaskStore, launcher: Launcher, action: ActionName, task_id: int,
-            subtask_id: int | None = None) -> None:
+def operate(
+    store: TaskStore, launcher: Launcher, action: ActionName, task_id: int, subtask_id: int | None = None
+) -> None:
     """Apply ``action`` (flows/actions.py: OCP's rules, applied by the store, which refuses a state that forbids
     it), then run the flow again for what it reopened unless the action says the owning run finishes it (cancel)."""
     taken = ACTIONS[action]
@@ -68,44 +69,64 @@ def _relaunch(store: TaskStore, launcher: Launcher, task_id: int) -> None:
         raise ApiFailure(500, 1003, why) from None
 
 
-@router.post("/{task_id}/retry", response_model=Envelope[WrappedTaskInstance],
-             summary="Retry all failed subtasks, then what never ran", responses=OPERATION_ERRORS)
+@router.post(
+    "/{task_id}/retry",
+    response_model=Envelope[WrappedTaskInstance],
+    summary="Retry all failed subtasks, then what never ran",
+    responses=OPERATION_ERRORS,
+)
 def retry_task(request: Request, task_id: TaskId, user: TaskWriter, store: StoreDep, launcher: LauncherDep):
     operate(store, launcher, "retry", task_id)
     return envelope(request, wrapped_task_instance(store.load(task_id)).to_wire())
 
 
-@router.post("/{task_id}/rollback", response_model=Envelope[WrappedTaskInstance],
-             summary="Undo what ran, in reverse order: the agent runs again wherever it was stopped",
-             responses=OPERATION_ERRORS)
+@router.post(
+    "/{task_id}/rollback",
+    response_model=Envelope[WrappedTaskInstance],
+    summary="Undo what ran, in reverse order: the agent runs again wherever it was stopped",
+    responses=OPERATION_ERRORS,
+)
 def rollback_task(request: Request, task_id: TaskId, user: TaskWriter, store: StoreDep, launcher: LauncherDep):
     operate(store, launcher, "rollback", task_id)
     return envelope(request, wrapped_task_instance(store.load(task_id)).to_wire())
 
 
-@router.post("/{task_id}/subtasks/{subtask_id}/retry", response_model=Envelope[SubtaskInstance],
-             summary="Retry a failed subtask", responses=OPERATION_ERRORS)
-def retry_subtask(request: Request, task_id: TaskId, subtask_id: SubtaskId, user: TaskWriter, store: StoreDep,
-                  launcher: LauncherDep):
+@router.post(
+    "/{task_id}/subtasks/{subtask_id}/retry",
+    response_model=Envelope[SubtaskInstance],
+    summary="Retry a failed subtask",
+    responses=OPERATION_ERRORS,
+)
+def retry_subtask(
+    request: Request, task_id: TaskId, subtask_id: SubtaskId, user: TaskWriter, store: StoreDep, launcher: LauncherDep
+):
     operate(store, launcher, "retry_subtask", task_id, subtask_id)
     record = store.load(task_id)
     return envelope(request, subtask_instance(record.subtask(subtask_id), record.task.executor).to_wire())
 
 
-@router.post("/{task_id}/subtasks/{subtask_id}/skip", response_model=Envelope[None],
-             summary="Mark a failed subtask SUCCESSFUL without running it; the task goes on",
-             responses=OPERATION_ERRORS)
-def skip_subtask(request: Request, task_id: TaskId, subtask_id: SubtaskId, user: TaskWriter, store: StoreDep,
-                 launcher: LauncherDep):
+@router.post(
+    "/{task_id}/subtasks/{subtask_id}/skip",
+    response_model=Envelope[None],
+    summary="Mark a failed subtask SUCCESSFUL without running it; the task goes on",
+    responses=OPERATION_ERRORS,
+)
+def skip_subtask(
+    request: Request, task_id: TaskId, subtask_id: SubtaskId, user: TaskWriter, store: StoreDep, launcher: LauncherDep
+):
     operate(store, launcher, "skip_subtask", task_id, subtask_id)
     return envelope(request, None)
 
 
-@router.post("/{task_id}/subtasks/{subtask_id}/cancel", response_model=Envelope[None],
-             summary="Cancel a running subtask: its remote command is killed and it ends FAILED",
-             responses=OPERATION_ERRORS)
-def cancel_subtask(request: Request, task_id: TaskId, subtask_id: SubtaskId, user: TaskWriter, store: StoreDep,
-                   launcher: LauncherDep):
+@router.post(
+    "/{task_id}/subtasks/{subtask_id}/cancel",
+    response_model=Envelope[None],
+    summary="Cancel a running subtask: its remote command is killed and it ends FAILED",
+    responses=OPERATION_ERRORS,
+)
+def cancel_subtask(
+    request: Request, task_id: TaskId, subtask_id: SubtaskId, user: TaskWriter, store: StoreDep, launcher: LauncherDep
+):
     operate(store, launcher, "cancel_subtask", task_id, subtask_id)
     return envelope(request, None)
 
@@ -113,8 +134,12 @@ def cancel_subtask(request: Request, task_id: TaskId, subtask_id: SubtaskId, use
 # ---- reads (never writes: the server reaps lapsed leases in the background, see deployments/api/reaper.py) -----
 
 
-@router.get("/{task_id}", response_model=Envelope[WrappedTaskInstance], summary="Query details about a task",
-            responses=documented(401, 403, 404))
+@router.get(
+    "/{task_id}",
+    response_model=Envelope[WrappedTaskInstance],
+    summary="Query details about a task",
+    responses=documented(401, 403, 404),
+)
 def get_task(request: Request, task_id: TaskId, user: AnyUser, store: StoreDep):
     record = store.load(task_id)
     may_read_task(user, record)
@@ -123,7 +148,10 @@ def get_task(request: Request, task_id: TaskId, user: AnyUser, store: StoreDep):
 
 @router.get("", response_model=Envelope[TaskPage], summary="Query tasks", responses=documented(400, 401))
 def list_tasks(
-    request: Request, user: AnyUser, store: StoreDep, page_: PageNumber = 1,
+    request: Request,
+    user: AnyUser,
+    store: StoreDep,
+    page_: PageNumber = 1,
     size: PageSize = DEFAULT_PAGE_SIZE,
     name: Annotated[str | None, Query(max_length=200, description="A part of the task's name, any case")] = None,
     status: TaskStatuses = None,
@@ -140,15 +168,26 @@ def list_tasks(
         return envelope(request, {"contents": [], "page": page(number, size, 0).to_wire()})
     order = sort_order(sort, TASK_SORT)
     creator = None if user.can(TASK_READ) else user.name  # without TASK:READ, one's own tasks only
-    ids, total = store.task_ids(statuses=split(status), creator=creator, name=name, host_id=host_id,
-                                types=[task_type] if task_type else None, order=order,
-                                limit=size, offset=(number - 1) * size)
+    ids, total = store.task_ids(
+        statuses=split(status),
+        creator=creator,
+        name=name,
+        host_id=host_id,
+        types=[task_type] if task_type else None,
+        order=order,
+        limit=size,
+        offset=(number - 1) * size,
+    )
     contents = [basic_task_instance(record).to_wire() for record in store.load_many(ids)]
     return envelope(request, {"contents": contents, "page": page(number, size, total).to_wire()})
 
 
-@router.get("/{task_id}/subtasks/{subtask_id}/log", response_model=Envelope[SubtaskLog],
-            summary="Query the log of a subtask", responses=documented(401, 403, 404))
+@router.get(
+    "/{task_id}/subtasks/{subtask_id}/log",
+    response_model=Envelope[SubtaskLog],
+    summary="Query the log of a subtask",
+    responses=documented(401, 403, 404),
+)
 def subtask_log(request: Request, task_id: TaskId, subtask_id: SubtaskId, user: AnyUser, store: StoreDep):
     record = store.load(task_id)
     may_read_task(user, record)

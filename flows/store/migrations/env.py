@@ -6,7 +6,8 @@ from alembic import context
 from flows.store.migrate import VERSION_TABLE
 from flows.store.schema import metadata
 
-context.configure(connection=context.config.attributes["connection"], target_metadata=metadata,
-                  version_table=VERSION_TABLE)
+context.configure(
+    connection=context.config.attributes["connection"], target_metadata=metadata, version_table=VERSION_TABLE
+)
 with context.begin_transaction():
     context.run_migrations()

@@ -19,7 +19,8 @@ def _id() -> sa.Column[int]:
 
 def upgrade() -> None:
     op.create_table(
-        "tasks", _id(),
+        "tasks",
+        _id(),
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("type", sa.String(20), nullable=False),
         sa.Column("status", sa.String(20), nullable=False),
@@ -38,7 +39,8 @@ def upgrade() -> None:
         sqlite_autoincrement=True,
     )
     op.create_table(
-        "subtasks", _id(),
+        "subtasks",
+        _id(),
         sa.Column("task_id", sa.BigInteger, sa.ForeignKey("tasks.id"), nullable=False),
         sa.Column("seq", sa.Integer, nullable=False),
         sa.Column("kind", sa.String(40), nullable=False),
@@ -61,7 +63,8 @@ def upgrade() -> None:
     op.create_index("ix_subtasks_task_id", "subtasks", ["task_id"])
     op.create_index("ix_subtasks_host_id", "subtasks", ["host_id"])  # the task list's host filter
     op.create_table(
-        "subtask_logs", _id(),
+        "subtask_logs",
+        _id(),
         sa.Column("subtask_id", sa.BigInteger, nullable=False),
         sa.Column("text", sa.Text, nullable=False),
     )
