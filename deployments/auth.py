@@ -28,7 +28,6 @@ import base64
 import hashlib
 import hmac
 import ipaddress
-import json
 import logging
 import os
 import re
@@ -45,6 +44,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, quote
 
 import bcrypt
+import tomli_w
 
 from flows.errors import OcpRestartError
 from flows.models import format_time, now
@@ -455,25 +455,23 @@ def _entries(path: Path) -> dict[str, dict]:
 
 def _write(path: Path, entries: dict[str, dict]) -> None:
     """Write the users file atomically, mode 0600, owned by whoever owned it before (when we are root)."""
-    lines = []
-    for user, entry in sorted(entries.items()):
-        roles_toml = ", ".join(json.dumps(r) for r in entry["roles"])
-        lines += [
-            f"[users.{json.dumps(user)}]",
-            f"password_hash = {json.dumps(entry['password_hash'])}",
-            f"roles = [{roles_toml}]",
-        ]
-        keys = [
-            ", ".join(f"{k} = {json.dumps(str(v))}" for k, v in key.items()) for key in entry.get("access_keys", [])
-        ]
-        if keys:
-            lines.append("access_keys = [\n" + "".join(f"  {{ {key} }},\n" for key in keys) + "]")
-        lines.append("")
+    users = {
+        user: {
+            "password_hash": entry["password_hash"],
+            "roles": list(entry["roles"]),
+            **(
+                {"access_keys": [{k: str(v) for k, v in key.items()} for key in entry["access_keys"]]}
+                if entry.get("access_keys")
+                else {}
+            ),
+        }
+        for user, entry in sorted(entries.items())
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines))
+        fh.write(tomli_w.dumps({"users": users}))
     os.chmod(tmp, 0o600)
     if path.exists() and os.geteuid() == 0:
         st = path.stat()

@@ -50,43 +50,26 @@ def _timeout(text: str) -> tuple[str, int]:
 
 
 def build_parser(config: Settings) -> argparse.ArgumentParser:
+    """The command line; defaults that the environment may set come from ``config``."""
     parser = argparse.ArgumentParser(prog="ocp-restart", description="Restart OceanBase OCP agents, OCP's way.")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_restart_commands(sub, config)
+    _add_serve_command(sub, config)
+    _add_task_commands(sub)
+    _add_deploy_command(sub)
+    _add_admin_commands(sub)
+    _add_demo_command(sub)
+    return parser
 
+
+Subcommands = argparse._SubParsersAction  # what add_subparsers returns
+
+
+def _add_restart_commands(sub: Subcommands, config: Settings) -> None:
+    """plan, run, status."""
     plan = sub.add_parser("plan", help="dry run: print the task instance a restart would create; touches no host")
     plan.add_argument("--host-ids", type=_host_ids, required=True, metavar="ID,ID,...")
     plan.add_argument("--json", action="store_true", help="print the task instance (OCP's data object) alone")
-
-    def run_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--json", action="store_true", help="print the final task instance alone on stdout")
-        p.add_argument("--max-workers", type=int, help="subtasks running at once (default 32)")
-        p.add_argument(
-            "--timeout",
-            type=_timeout,
-            action="append",
-            default=[],
-            metavar="STAGE=SECONDS",
-            help="override a stage's timeout: prepare, restart_pos_proxy, stop_all, start_all, finish, wait",
-        )
-        p.add_argument(
-            "--batch-size",
-            type=int,
-            metavar="K",
-            help="rolling restart: batches of K hosts, each after the previous one is done",
-        )
-        p.add_argument(
-            "--max-failed-hosts",
-            type=int,
-            metavar="N",
-            help="isolate failed hosts and go on; the task fails only past N failed hosts",
-        )
-        p.add_argument("--max-failed-percent", type=float, metavar="P", help="the same threshold as a percentage")
-        p.add_argument(
-            "--accept-new-host-keys",
-            action="store_true",
-            help="trust host keys missing from known_hosts (logged); changed keys are always refused",
-        )
-        p.add_argument("--verbose", action="store_true", help="show Prefect's own log lines")
 
     run = sub.add_parser("run", help="restart the agents on hosts of an inventory (no inventory: a local sandbox)")
     run.add_argument("--inventory", type=Path, help="TOML inventory (default: $OCP_RESTART_INVENTORY; none: sandbox)")
@@ -100,12 +83,14 @@ def build_parser(config: Settings) -> argparse.ArgumentParser:
         "$OCP_RESTART_PASSWORD, else ~/.netrc",
     )
     run.add_argument("--user", default=config.user, help="API user for --server")
-    run_options(run)
+    _run_options(run)
 
     status = sub.add_parser("status", help="show a task instance from the task store")
     status.add_argument("task_id", type=int)
     status.add_argument("--json", action="store_true")
 
+
+def _add_serve_command(sub: Subcommands, config: Settings) -> None:
     serve = sub.add_parser("serve", help="serve the OCP-compatible HTTP API")
     serve.add_argument("--inventory", type=Path, required=True)
     serve.add_argument("--users", type=Path, required=True, help="users file (see `ocp-restart user add`)")
@@ -124,6 +109,9 @@ def build_parser(config: Settings) -> argparse.ArgumentParser:
         help="run flows in this process (embedded) or as Prefect deployment runs for workers",
     )
 
+
+def _add_task_commands(sub: Subcommands) -> None:
+    """retry, rollback, subtask: the actions of flows/actions.py."""
     for name, text in (
         ("retry", "retry a FAILED task: its failed subtasks, then what never ran"),
         ("rollback", "roll a FAILED task back: the agent runs again wherever it was stopped"),
@@ -139,6 +127,8 @@ def build_parser(config: Settings) -> argparse.ArgumentParser:
     subtask.add_argument("--inventory", type=Path, help="default: the inventory the task was created from")
     subtask.add_argument("--json", action="store_true")
 
+
+def _add_deploy_command(sub: Subcommands) -> None:
     deploy = sub.add_parser(
         "deploy", help="register the Prefect deployment (schedules, UI runs, workers), or --serve it"
     )
@@ -176,6 +166,9 @@ def build_parser(config: Settings) -> argparse.ArgumentParser:
         help="single machine: serve the deployment from this process instead of a work pool",
     )
 
+
+def _add_admin_commands(sub: Subcommands) -> None:
+    """prune, db, user."""
     prune = sub.add_parser(
         "prune", help="delete finished tasks older than DAYS from the task store (never RUNNING ones)"
     )
@@ -204,10 +197,44 @@ def build_parser(config: Settings) -> argparse.ArgumentParser:
     key.add_argument("--users", type=Path, default=None, help="users file (default $OCP_RESTART_HOME/users.toml)")
     key.add_argument("--json", action="store_true", help='print {"accessKeyId": ..., "accessKeySecret": ...}')
 
+
+def _add_demo_command(sub: Subcommands) -> None:
     demo = sub.add_parser("demo", help="start sandbox hosts on loopback and restart their agents")
     demo.add_argument("--hosts", type=int, default=3, help="how many sandbox hosts (default 3)")
-    run_options(demo)
-    return parser
+    _run_options(demo)
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    """Options of `run` and `demo`: how the restart runs and what it prints."""
+    p.add_argument("--json", action="store_true", help="print the final task instance alone on stdout")
+    p.add_argument("--max-workers", type=int, help="subtasks running at once (default 32)")
+    p.add_argument(
+        "--timeout",
+        type=_timeout,
+        action="append",
+        default=[],
+        metavar="STAGE=SECONDS",
+        help="override a stage's timeout: prepare, restart_pos_proxy, stop_all, start_all, finish, wait",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="K",
+        help="rolling restart: batches of K hosts, each after the previous one is done",
+    )
+    p.add_argument(
+        "--max-failed-hosts",
+        type=int,
+        metavar="N",
+        help="isolate failed hosts and go on; the task fails only past N failed hosts",
+    )
+    p.add_argument("--max-failed-percent", type=float, metavar="P", help="the same threshold as a percentage")
+    p.add_argument(
+        "--accept-new-host-keys",
+        action="store_true",
+        help="trust host keys missing from known_hosts (logged); changed keys are always refused",
+    )
+    p.add_argument("--verbose", action="store_true", help="show Prefect's own log lines")
 
 
 def main(argv: list[str] | None = None) -> int:
