@@ -16,7 +16,9 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SerializerFunctionWrapHandler,
     field_validator,
+    model_serializer,
 )
 from pydantic.alias_generators import to_camel
 
@@ -99,6 +101,7 @@ class Subtask(OcpModel):
 
 class TaskInstance(OcpModel):
     id: int
+    host_id: int | None = None  # the single-host operations' task-level hostId; absent from the batch ones
     name: str
     creator: str
     executor: str
@@ -109,6 +112,15 @@ class TaskInstance(OcpModel):
     task_definition_id: int = -1
     context: TaskContext
     subtasks: list[Subtask]
+
+    @model_serializer(mode="wrap")
+    def _without_absent_host(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """OCP's batch tasks have no task-level ``hostId`` at all (not a null)."""
+        data: dict[str, Any] = handler(self)
+        for key in ("hostId", "host_id"):
+            if key in data and data[key] is None:
+                del data[key]
+        return data
 
 
 # ---- what GET, retry and rollback answer: OCP's WrappedTaskInstance (task detail) and the task list ----------

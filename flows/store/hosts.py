@@ -133,11 +133,12 @@ class Hosts:
                 )
             }
             phase = "after" if "after" in phases else "before"
-            kind = Kind.FINISH if phase == "after" else Kind.PREPARE
+            # A stop records no "after": its pids stay "before" with the "starts" its Stop all read (stopped).
+            kinds = [Kind.FINISH.value] if phase == "after" else [Kind.PREPARE.value, Kind.PREPARE_STOP.value]
             when = sa.func.coalesce(subtasks.c.finish_time, subtasks.c.start_time)
             seen = conn.execute(
                 sa.select(when).where(
-                    subtasks.c.task_id == latest, subtasks.c.host_id == host_id, subtasks.c.kind == kind.value
+                    subtasks.c.task_id == latest, subtasks.c.host_id == host_id, subtasks.c.kind.in_(kinds)
                 )
             ).scalar()
         pids = json.loads(phases[phase]) if phase in phases else {}
