@@ -418,11 +418,11 @@ def _run(args: argparse.Namespace, config: Settings, inventory_path: Path, host_
 
 
 def _execute(store, config: Settings, task_id: int, inventory_path, options, as_json: bool) -> int:
-    """Run the flow for a recorded task in this process, with progress on stderr; report the result."""
+    """Run the flow of a recorded task's template in this process, with progress on stderr; report the result."""
     from . import local_prefect
 
     local_prefect.ensure(config)  # before Prefect is imported: it reads PREFECT_API_URL once
-    from flows.restart import restart_agents
+    from flows.agent_ops import run_operation
 
     started = time.monotonic()
     record = store.load(task_id)
@@ -434,8 +434,12 @@ def _execute(store, config: Settings, task_id: int, inventory_path, options, as_
     with ExitStack() as stack:
         if not as_json or sys.stderr.isatty():
             stack.enter_context(console.Progress(load))
-        restart_agents(
-            task_id=task_id, host_ids=list(record.task.host_ids), inventory=str(inventory_path), options=options
+        run_operation(
+            record.task.template,
+            task_id=task_id,
+            host_ids=list(record.task.host_ids),
+            inventory=str(inventory_path),
+            options=options,
         )
     return _report(store.load(task_id), as_json, time.monotonic() - started)
 

@@ -40,7 +40,7 @@ class FakeLauncher:
     def __init__(self) -> None:
         self.launched: list[int] = []
 
-    def launch(self, task_id, host_ids, options) -> None:
+    def launch(self, task_id, host_ids, options, *, template="batch_restart") -> None:
         self.launched.append(task_id)
 
     def shutdown(self, reason, grace) -> None:
