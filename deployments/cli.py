@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from flows.settings import Settings
 
-from . import console
+from . import cli_ops, console
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_RUNNING, EXIT_BUSY, EXIT_STORE, EXIT_FENCED = 0, 1, 2, 3, 4, 5, 6
 EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130  # 70: EX_SOFTWARE (sysexits.h)
@@ -54,6 +54,7 @@ def build_parser(config: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocp-restart", description="Restart OceanBase OCP agents, OCP's way.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_restart_commands(sub, config)
+    cli_ops.add_commands(sub, _host_ids, _run_options)
     _add_serve_command(sub, config)
     _add_task_commands(sub)
     _add_deploy_command(sub)
@@ -285,6 +286,8 @@ def _main(argv: list[str] | None) -> int:
         commands = {
             "plan": cmd_plan,
             "run": cmd_run,
+            "stop": cli_ops.cmd_agent_operation,
+            "restart": cli_ops.cmd_agent_operation,
             "status": cmd_status,
             "demo": cmd_demo,
             "serve": cmd_serve,
@@ -324,15 +327,19 @@ def _main(argv: list[str] | None) -> int:
 
 
 def cmd_plan(args: argparse.Namespace, config: Settings) -> int:
+    return print_plan(args.host_ids, args.json, config)
+
+
+def print_plan(host_ids: list[int], as_json: bool, config: Settings, template=None) -> int:
+    """Dry run: print the task instance ``template`` (default: the batch restart) would create; touch nothing."""
     from flows.models import now
-    from flows.plan import build_plan
+    from flows.plan import BATCH_RESTART, build_plan
     from flows.view import preview
 
-    request = _request(args.host_ids)
-    instance = preview(
-        build_plan(request.host_ids), creator=getpass.getuser(), executor=config.executor_address, start_time=now()
-    )
-    if args.json:
+    request = _request(host_ids)
+    plan = build_plan(request.host_ids, template=template or BATCH_RESTART)
+    instance = preview(plan, creator=getpass.getuser(), executor=config.executor_address, start_time=now())
+    if as_json:
         print(json.dumps(instance.to_wire(), indent=2))
     else:
         from rich.console import Console
@@ -388,12 +395,18 @@ def cmd_demo(args: argparse.Namespace, config: Settings) -> int:
         return code
 
 
-def _run(args: argparse.Namespace, config: Settings, inventory_path: Path, host_ids: list[int] | None) -> int:
+def _run(
+    args: argparse.Namespace, config: Settings, inventory_path: Path, host_ids: list[int] | None, template=None
+) -> int:
+    """Record a task of ``template`` (default: the batch restart) and run its flow here."""
     from flows.errors import RequestError
     from flows.options import RestartOptions
+    from flows.plan import BATCH_RESTART
     from flows.store import TaskStore
     from flows.submit import create_task
     from steps.inventory import load_inventory
+
+    template = template or BATCH_RESTART
 
     inventory = load_inventory(inventory_path)
     ids = host_ids or list(inventory.hosts)
@@ -411,9 +424,16 @@ def _run(args: argparse.Namespace, config: Settings, inventory_path: Path, host_
         raise RequestError(_validation_message(exc)) from None
     with TaskStore(config.store_url) as store:
         task_id = create_task(
-            store, inventory, ids, options, creator=getpass.getuser(), executor=config.executor_address
+            store,
+            inventory,
+            ids,
+            options,
+            creator=getpass.getuser(),
+            executor=config.executor_address,
+            template=template,
         )
-        print(f"task {task_id}: restarting the OCP agent on {len(ids)} host(s)", file=sys.stderr)
+        doing = "restarting the OCP agent" if template is BATCH_RESTART else f"'{template.task_name}'"
+        print(f"task {task_id}: {doing} on {len(ids)} host(s)", file=sys.stderr)
         return _execute(store, config, task_id, inventory_path, options, args.json)
 
 

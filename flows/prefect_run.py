@@ -120,10 +120,13 @@ def failed_hosts(record: TaskRecord) -> dict[int, list[str]]:
 
 
 def stopped_hosts(record: TaskRecord) -> list[int]:
-    """Hosts whose agent this task may have left stopped: Stop all ran there and Start all has not succeeded."""
+    """Hosts whose agent this task may have left stopped: Stop all ran there and Start all has not succeeded. A
+    stop has no Start all: leaving the agent stopped is its point, so it names none."""
     stop = {s.host_id: s for s in record.subtasks if s.kind is Kind.STOP_ALL and s.host_id is not None}
     start = {s.host_id: s for s in record.subtasks if s.kind is Kind.START_ALL and s.host_id is not None}
-    return [h for h, s in stop.items() if s.start_time and start[h].status is not SubtaskStatus.SUCCESSFUL]
+    return [
+        h for h, s in stop.items() if s.start_time and h in start and start[h].status is not SubtaskStatus.SUCCESSFUL
+    ]
 
 
 def next_steps(record: TaskRecord) -> str:
