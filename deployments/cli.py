@@ -140,6 +140,9 @@ def _add_deploy_command(sub: Subcommands) -> None:
     deploy.add_argument("--host-ids", type=_host_ids, metavar="ID,ID,...", help="default parameter: the hosts")
     deploy.add_argument("--inventory", type=Path, help="default parameter: the inventory (absolute path)")
     deploy.add_argument("--cron", help="maintenance window, e.g. '0 3 * * 6' (Saturdays 03:00)")
+    deploy.add_argument(
+        "--stop-cron", help="schedule batch-stop-agents/NAME on the same hosts, e.g. before the window ('50 2 * * 6')"
+    )
     deploy.add_argument("--interval", type=float, metavar="SECONDS", help="or run every SECONDS")
     deploy.add_argument("--timezone", help="IANA timezone of the schedule, e.g. Asia/Shanghai (default UTC)")
     deploy.add_argument("--batch-size", type=int, metavar="K")
@@ -704,6 +707,7 @@ def cmd_deploy(args: argparse.Namespace, config: Settings) -> int:
         cron=args.cron,
         interval=args.interval,
         timezone=args.timezone,
+        stop_cron=args.stop_cron,
     )
     if args.serve:
         if args.notify_webhook:
@@ -717,8 +721,9 @@ def cmd_deploy(args: argparse.Namespace, config: Settings) -> int:
         pool=args.pool, paused=args.paused, notify_webhook=args.notify_webhook, **common
     )
     print(
-        f"deployments batch-restart-agents/{args.name} ({deployment_id}) and ocp-task-operation/"
-        f"{prefect_deploy.operation_name(args.name)} in work pool {args.pool}; "
+        f"deployments batch-restart-agents/{args.name} ({deployment_id}), ocp-task-operation/"
+        f"{prefect_deploy.operation_name(args.name)}, restart-agent/{args.name}, stop-agent/{args.name} and "
+        f"batch-stop-agents/{args.name} in work pool {args.pool}; "
         "start workers with: prefect worker start "
         f"--pool {args.pool}",
         file=sys.stderr,

@@ -42,12 +42,17 @@ def rows_from_record(record: TaskRecord) -> list[Row]:
 def rows_from_wire(instance: dict[str, Any]) -> list[Row]:
     """A task instance's subtasks (OCP's JSON, from a server) as rows; it carries no times per host."""
     hosts = instance["context"]["listMap"].get("host_ids", [])
+    single = instance.get("hostId")  # a single-host operation: every subtask is that host's (parallelIdx -1)
     return [
         Row(
             s["id"],
             s["name"],
             s["status"],
-            int(hosts[s["parallelIdx"]]) if 0 <= s["parallelIdx"] < len(hosts) else None,
+            single
+            if single is not None
+            else int(hosts[s["parallelIdx"]])
+            if 0 <= s["parallelIdx"] < len(hosts)
+            else None,
         )
         for s in instance["subtasks"]
     ]
@@ -107,12 +112,13 @@ def _subtask_table(task_id: int, name: str, status: str, rows: list[Row]):
 def plan_table(instance: TaskInstance):
     from rich.table import Table
 
-    hosts = instance.context.list_map["host_ids"]
+    hosts = instance.context.list_map.get("host_ids", [])
+    single = str(instance.host_id) if instance.host_id is not None else None  # all its subtasks are on that host
     table = Table(title=f"{instance.name} (dry run)")
     for col in ("subtask", "step", "host", "status", "timeout s", "upstreams"):
         table.add_column(col)
     for sub in instance.subtasks:
-        host = hosts[sub.parallel_idx] if sub.parallel_idx >= 0 else ""
+        host = single or (hosts[sub.parallel_idx] if sub.parallel_idx >= 0 else "")
         table.add_row(
             str(sub.id), sub.name, host, sub.status.value, str(sub.timeout), ",".join(map(str, sub.upstreams))
         )

@@ -193,3 +193,22 @@ class TestPythonAndCli:
             )
         result = cli("stop", "--host-id", "1001", "--inventory", str(sandbox.inventory_path))
         assert result.returncode == 4, result.stderr
+
+
+def test_deploy_registers_a_deployment_per_operation(prefect_api, home):
+    """`ocp-restart deploy`'s registration: each operation's flow under the batch restart's name (what the
+    deployment launcher looks up); the batch stop with the default hosts and its own schedule (before the window)."""
+    from prefect.client.orchestration import get_client
+
+    from deployments.launch import deployment_for
+    from deployments.prefect_deploy import deploy
+
+    deploy(name="window", pool="ocp-ops-test", host_ids=[1001, 1002], cron="0 3 * * 6", stop_cron="50 2 * * 6")
+    with get_client(sync_client=True) as client:
+        for template in ("batch_restart", "restart", "stop", "batch_stop"):
+            found = client.read_deployment_by_name(deployment_for("batch-restart-agents/window", template))
+            assert found.work_pool_name == "ocp-ops-test"
+        stop = client.read_deployment_by_name("batch-stop-agents/window")
+        assert stop.parameters["host_ids"] == [1001, 1002]
+        assert [s.schedule.cron for s in stop.schedules] == ["50 2 * * 6"]
+        assert "host_id" not in client.read_deployment_by_name("stop-agent/window").parameters

@@ -184,3 +184,38 @@ class TestChecks:
         }
         with pytest.raises(PlanError, match="unknown task template 'reinstall'"):
             template_of("reinstall")
+
+
+class TestDispatch:
+    def test_each_template_has_its_flow_and_host_parameter(self):
+        """The launcher and the CLI run the flow of the task's template, with its host parameter's shape."""
+        from flows.agent_ops import FLOWS, flow_parameters
+
+        assert {key: FLOWS[key].name for key in TEMPLATES} == {key: t.flow_name for key, t in TEMPLATES.items()}
+        assert flow_parameters("stop", [3]) == {"host_id": 3}
+        assert flow_parameters("batch_stop", [3, 4]) == {"host_ids": [3, 4]}
+
+    def test_the_deployment_launcher_finds_each_operations_deployment_by_the_same_name(self):
+        from deployments.launch import deployment_for
+
+        assert deployment_for("batch-restart-agents/nightly", "batch_restart") == "batch-restart-agents/nightly"
+        assert deployment_for("batch-restart-agents/nightly", "stop") == "stop-agent/nightly"
+        assert deployment_for("batch-restart-agents/nightly", "batch_stop") == "batch-stop-agents/nightly"
+        assert deployment_for("batch-restart-agents/nightly", "restart") == "restart-agent/nightly"
+
+
+class TestStore:
+    def test_a_task_keeps_its_template_and_its_hosts_show_the_templates_busy_status(self, tmp_path):
+        """The store records each task's template (revision 0002); while a stop holds a host its agent is
+        STOPPING, while a restart holds one RESTARTING; a stop's task on the same host is refused (20021)."""
+        from flows.errors import HostBusyError
+        from flows.store import TaskStore
+
+        with TaskStore(f"sqlite:///{tmp_path / 'tasks.db'}") as store:
+            stop = store.create_task(build_plan([1], template=STOP), creator="c", executor="e")
+            store.create_task(build_plan([2, 3], template=BATCH_RESTART), creator="c", executor="e")
+            assert store.load(stop).task.template == "stop" and store.load(stop).task.name == "Stop OCP agent"
+            assert store.held_agent_statuses() == {1: "STOPPING", 2: "RESTARTING", 3: "RESTARTING"}
+            with pytest.raises(HostBusyError) as busy:
+                store.create_task(build_plan([1], template=RESTART), creator="c", executor="e")
+            assert busy.value.code == 20021
