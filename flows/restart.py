@@ -27,6 +27,7 @@ from .lease import Lease
 from .machine import runnable
 from .models import Operation, TaskStatus, TaskType
 from .options import RestartOptions
+from .outcome import outcome_message
 from .plan import BATCH_RESTART, TaskTemplate
 from .records import TaskRecord
 from .run import RunContext
@@ -164,9 +165,7 @@ def execute(store: TaskStore, task_id: int, inv: Inventory, options: RestartOpti
             if ended:
                 final = store.load(task_id)
                 try:
-                    report.publish(
-                        store, final, {h.id: h.name for h in hosts.values()}, prefect_run.outcome_message(final)
-                    )
+                    report.publish(store, final, {h.id: h.name for h in hosts.values()}, outcome_message(final))
                 except Exception as exc:  # the UI's extras must never fail a restart
                     logger.warning(f"could not publish the run's artifacts: {exc}")
     if not ended:
@@ -174,7 +173,7 @@ def execute(store: TaskStore, task_id: int, inv: Inventory, options: RestartOpti
             f"task {task_id}: this process lost its lease ({lease.lost}); another process may own "
             "the task now, so this one recorded nothing more"
         )
-    (logger.info if final.task.status is TaskStatus.SUCCESSFUL else logger.error)(prefect_run.outcome_message(final))
+    (logger.info if final.task.status is TaskStatus.SUCCESSFUL else logger.error)(outcome_message(final))
     return final
 
 
@@ -228,7 +227,9 @@ def run_flow(flow_: Flow[..., Any], *, task_id: int | None = None, **parameters:
         temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
         prefect_run.attached(task_id) if task_id is not None else nullcontext(),
     ):
-        state: State[Any] = flow_(**parameters, return_state=True)  # type: ignore[assignment]  # Prefect types this by the flow's return
+        # Named after its task from its first log line (link() renames a run that starts unnamed).
+        named = flow_.with_options(flow_run_name=f"ocp-task-{task_id}") if task_id else flow_
+        state: State[Any] = named(**parameters, return_state=True)  # type: ignore[assignment]  # typed by the flow's return
     return _instance_of(state)
 
 
