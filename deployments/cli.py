@@ -54,7 +54,7 @@ def build_parser(config: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocp-restart", description="Restart OceanBase OCP agents, OCP's way.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_restart_commands(sub, config)
-    cli_ops.add_commands(sub, _host_ids, _run_options)
+    cli_ops.add_commands(sub, _host_ids, _run_options, config)
     _add_serve_command(sub, config)
     _add_task_commands(sub)
     _add_deploy_command(sub)
@@ -475,9 +475,29 @@ def _execute(store, config: Settings, task_id: int, inventory_path, options, as_
 
 def _run_remote(args: argparse.Namespace, config: Settings, url: str) -> int:
     """``run --server``: POST the restart to a running ocp-restart server and follow it there."""
-    from flows.errors import RequestError
-
     from .remote import RemoteServer
+
+    refuse_local_only(args, url)
+    started = time.monotonic()
+    password = config.password
+    with RemoteServer(url, args.user, password.get_secret_value() if password else None) as server:
+        ids = args.host_ids or server.host_ids()
+        instance = server.restart(
+            ids,
+            batchSize=args.batch_size,
+            maxFailedHosts=args.max_failed_hosts,
+            maxFailedPercent=args.max_failed_percent,
+        )
+        print(
+            f"task {instance['id']}: restarting the OCP agent on {len(ids)} host(s) through {server.url}",
+            file=sys.stderr,
+        )
+        return follow_remote(args, server, instance, url, started)
+
+
+def refuse_local_only(args: argparse.Namespace, url: str) -> None:
+    """RequestError if options that only a local run can honour are given with --server."""
+    from flows.errors import RequestError
 
     local_only = [
         flag
@@ -494,33 +514,26 @@ def _run_remote(args: argparse.Namespace, config: Settings, url: str) -> int:
             f"{', '.join(local_only)} cannot be used with --server {url}: the server restarts hosts "
             "with its own inventory and settings"
         )
-    started = time.monotonic()
-    password = config.password
-    with RemoteServer(url, args.user, password.get_secret_value() if password else None) as server:
-        ids = args.host_ids or server.host_ids()
-        instance = server.restart(
-            ids,
-            batchSize=args.batch_size,
-            maxFailedHosts=args.max_failed_hosts,
-            maxFailedPercent=args.max_failed_percent,
-        )
-        task_id = instance["id"]
-        print(f"task {task_id}: restarting the OCP agent on {len(ids)} host(s) through {server.url}", file=sys.stderr)
-        # Each GET loads and renders the whole task (~10 ms of the server's CPU at 100 hosts, taken from the run it
-        # is doing): poll big tasks less often.
-        interval = 0.25 if len(instance["subtasks"]) <= 100 else 0.5
-        latest = [instance]
 
-        def load() -> tuple[list[console.Row], bool]:
-            latest[0] = server.task(task_id)
-            return console.rows_from_wire(latest[0]), latest[0]["status"] != "RUNNING"
 
-        if not args.json or sys.stderr.isatty():
-            with console.Progress(load, interval) as progress:
-                progress.finished.wait()
-        else:
-            for latest[0] in server.follow(task_id, interval):
-                pass
+def follow_remote(args: argparse.Namespace, server, instance: dict, url: str, started: float) -> int:
+    """Follow a task a server has just recorded until it ends, with progress on stderr; report it as `run` does."""
+    task_id = instance["id"]
+    # Each GET loads and renders the whole task (~10 ms of the server's CPU at 100 hosts, taken from the run it
+    # is doing): poll big tasks less often.
+    interval = 0.25 if len(instance["subtasks"]) <= 100 else 0.5
+    latest = [instance]
+
+    def load() -> tuple[list[console.Row], bool]:
+        latest[0] = server.task(task_id)
+        return console.rows_from_wire(latest[0]), latest[0]["status"] != "RUNNING"
+
+    if not args.json or sys.stderr.isatty():
+        with console.Progress(load, interval) as progress:
+            progress.finished.wait()
+    else:
+        for latest[0] in server.follow(task_id, interval):
+            pass
     instance = latest[0]
     if args.json:
         print(json.dumps(instance, indent=2))

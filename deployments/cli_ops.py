@@ -23,7 +23,9 @@ def _one_id(text: str) -> int:
     return int(text)
 
 
-def add_commands(sub: Subcommands, host_ids: Callable[[str], list[int]], run_options: Callable[..., None]) -> None:
+def add_commands(
+    sub: Subcommands, host_ids: Callable[[str], list[int]], run_options: Callable[..., None], config: Any
+) -> None:
     """The parsers of ``stop`` and ``restart``; ``run_options``: `run`'s options (--json, --timeout, ...)."""
     stop = sub.add_parser(
         "stop",
@@ -32,19 +34,26 @@ def add_commands(sub: Subcommands, host_ids: Callable[[str], list[int]], run_opt
     hosts = stop.add_mutually_exclusive_group(required=True)
     hosts.add_argument("--host-id", type=_one_id, metavar="ID", help='one host: OCP\'s "Stop OCP agent"')
     hosts.add_argument("--host-ids", type=host_ids, metavar="ID,ID,...", help='"Batch stop OCP agent"')
-    _common(stop, run_options)
+    _common(stop, run_options, config)
     restart = sub.add_parser(
         "restart",
         help='restart the OCP agent on one host ("Restart OCP agent"; a stopped agent is started); '
         "many hosts: `run --host-ids`",
     )
     restart.add_argument("--host-id", type=_one_id, metavar="ID", required=True)
-    _common(restart, run_options)
+    _common(restart, run_options, config)
 
 
-def _common(p: argparse.ArgumentParser, run_options: Callable[..., None]) -> None:
+def _common(p: argparse.ArgumentParser, run_options: Callable[..., None], config: Any) -> None:
     p.add_argument("--inventory", type=Path, help="TOML inventory (default: $OCP_RESTART_INVENTORY)")
     p.add_argument("--dry-run", action="store_true", help="print the task instance it would create; touch no host")
+    p.add_argument(
+        "--server",
+        metavar="URL",
+        default=config.server,
+        help="hand it to a running `ocp-restart serve` at URL (default: $OCP_RESTART_SERVER), as `run --server`",
+    )
+    p.add_argument("--user", default=config.user, help="API user for --server")
     run_options(p)
 
 
@@ -68,7 +77,35 @@ def cmd_agent_operation(args: argparse.Namespace, config: Any) -> int:
     template, ids = chosen(args)
     if args.dry_run:
         return cli.print_plan(ids, args.json, config, template)
+    if args.server:
+        return _remote(args, config, template, ids)
     inventory = args.inventory or config.inventory
     if inventory is None:
         raise RequestError(f"`{args.command}` needs an inventory: --inventory PATH or $OCP_RESTART_INVENTORY")
     return cli._run(args, config, inventory, ids, template)
+
+
+def _remote(args: argparse.Namespace, config: Any, template: Any, ids: list[int]) -> int:
+    """``--server``: POST the operation's endpoint on a running server and follow the task there."""
+    import sys
+    import time
+
+    from . import cli
+    from .remote import RemoteServer
+
+    cli.refuse_local_only(args, args.server)
+    started, password = time.monotonic(), config.password
+    with RemoteServer(args.server, args.user, password.get_secret_value() if password else None) as server:
+        if template.single_host:
+            action = "restart" if template.key == "restart" else "stop"
+            instance = server.submit(f"/api/v2/compute/hosts/{ids[0]}/agent/{action}")
+        else:
+            body = {"hostIds": ids, "batchSize": args.batch_size, "maxFailedHosts": args.max_failed_hosts}
+            body["maxFailedPercent"] = args.max_failed_percent
+            instance = server.submit(
+                "/api/v2/compute/hosts/batchStopAgents", {k: v for k, v in body.items() if v is not None}
+            )
+        print(
+            f"task {instance['id']}: '{template.task_name}' on {len(ids)} host(s) through {server.url}", file=sys.stderr
+        )
+        return cli.follow_remote(args, server, instance, args.server, started)

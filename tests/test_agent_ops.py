@@ -114,6 +114,24 @@ class TestThroughTheApi:
         finally:
             box.host(1001).set_delays(stop_seconds=0)
 
+    def test_cli_stop_and_restart_through_the_server(self, env, monkeypatch):
+        """`stop --host-ids ... --server` and `restart --host-id ... --server`: the server's tasks, followed to the
+        end; --json prints each final instance (with its hostId for the single-host one); exit 0."""
+        box, api = env
+        monkeypatch.setenv("OCP_RESTART_USER", AUTH[0])
+        monkeypatch.setenv("OCP_RESTART_PASSWORD", AUTH[1])
+        url = str(api.base_url)
+        result = cli("stop", "--host-ids", "1001,1002", "--server", url, "--json", timeout=120)
+        assert result.returncode == 0, result.stderr
+        instance = json.loads(result.stdout)
+        assert instance["name"] == "Batch stop OCP agent" and instance["status"] == "SUCCESSFUL"
+        assert stopped(box.host(1001)) and stopped(box.host(1002))
+        result = cli("restart", "--host-id", "1001", "--server", url, "--json", timeout=120)
+        assert result.returncode == 0, result.stderr
+        instance = json.loads(result.stdout)
+        assert instance["name"] == "Restart OCP agent" and instance["hostId"] == 1001
+        assert instance["status"] == "SUCCESSFUL" and running(box.host(1001)) and stopped(box.host(1002))
+
     def test_a_failed_batch_stop_rolled_back_runs_the_agent_again(self, env):
         """Stop hangs on 1002 after 1001 stopped: the task FAILS; rollback (run by the batch stop's flow) starts
         1001's agent again; every subtask PENDING, the task SUCCESSFUL, the host AVAILABLE."""
@@ -171,6 +189,29 @@ class TestPythonAndCli:
         result = cli("restart", "--host-id", "1001", "--json", "--inventory", inv, timeout=120)
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["name"] == "Restart OCP agent" and running(sandbox.host(1001))
+
+    def test_cli_retry_of_a_failed_stop_runs_the_stops_flow(self, sandbox, home):
+        """A stop whose Stop all hangs FAILS (exit 1 would be the CLI's); `ocp-restart retry` runs the stop's own
+        flow again for the same task: SUCCESSFUL, Stop all at runTime 2, the agent stopped."""
+        from flows.agent_ops import run_operation
+        from flows.options import RestartOptions
+
+        host = sandbox.host(1001)
+        host.set_fault("stop_hang")
+        first = run_operation(
+            "stop",
+            host_ids=[1001],
+            inventory=str(sandbox.inventory_path),
+            options=RestartOptions(timeouts={"stop_all": 4}),
+        )
+        assert first["status"] == "FAILED" and running(host)
+        host.clear_fault("stop_hang")
+        result = cli("retry", str(first["id"]), "--json", timeout=120)
+        assert result.returncode == 0, result.stderr
+        final = json.loads(result.stdout)
+        assert final["id"] == first["id"] and final["name"] == "Stop OCP agent" and final["status"] == "SUCCESSFUL"
+        assert next(s for s in final["subtasks"] if s["name"] == STOP_ALL)["runTime"] == 2
+        assert stopped(host)
 
     def test_cli_stop_of_a_busy_host_exits_4(self, sandbox, home):
         """A host held by another task: exit 4, as `run`."""
