@@ -23,6 +23,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from flows.settings import Settings
+from steps.runner import is_decimal
 
 from . import cli_ops, console
 
@@ -34,7 +35,7 @@ def _host_ids(text: str) -> list[int]:
     ids = []
     for part in text.split(","):
         part = part.strip()
-        if not part.isdigit() or int(part) <= 0:
+        if not is_decimal(part) or int(part) <= 0:
             raise argparse.ArgumentTypeError(
                 f"host ids must be positive integers separated by commas, got {part!r} in {text!r}"
             )
@@ -44,7 +45,7 @@ def _host_ids(text: str) -> list[int]:
 
 def _timeout(text: str) -> tuple[str, int]:
     kind, _, seconds = text.partition("=")
-    if not seconds.isdigit():
+    if not is_decimal(seconds):
         raise argparse.ArgumentTypeError(f"expected STAGE=SECONDS (e.g. stop_all=120), got {text!r}")
     return kind, int(seconds)
 

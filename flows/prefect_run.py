@@ -20,6 +20,8 @@ from prefect.input import RunInput
 from prefect.states import Cancelled, Completed, Failed
 from pydantic import Field
 
+from steps.runner import is_decimal
+
 from .actions import Decision as DecisionName
 from .background import background
 from .errors import RequestError
@@ -73,7 +75,7 @@ def linked_task() -> int | None:
         return attached_id
     run = _flow_run()
     for tag in run.tags if run is not None else ():
-        if tag.startswith(TAG_PREFIX) and tag[len(TAG_PREFIX) :].isdigit():
+        if tag.startswith(TAG_PREFIX) and is_decimal(tag[len(TAG_PREFIX) :]):
             return int(tag[len(TAG_PREFIX) :])
     return None
 
