@@ -79,7 +79,9 @@ class HostBusyError(OcpRestartError):
     code, http_status = 20021, 409
 
     def __init__(self, host_id: int, task_id: int) -> None:
-        super().__init__(f"An O&M task (TaskId: {task_id}) is already in progress on the host {host_id}")
+        # A process operation holds a host with minus its id (flows/store/processes.py).
+        holder = f"TaskId: {task_id}" if task_id >= 0 else f"process operation {-task_id}"
+        super().__init__(f"An O&M task ({holder}) is already in progress on the host {host_id}")
         self.host_id, self.task_id = host_id, task_id
 
 

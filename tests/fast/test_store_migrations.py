@@ -161,44 +161,50 @@ def _fresh(tmp_path: Path) -> Path:
     return path
 
 
+NEXT = f"{int(SHIPPED.head) + 1:04d}"  # the revision a later ocp-restart would ship
+
+
 class TestAnotherRevision:
     @pytest.fixture
-    def with_0002(self, tmp_path) -> Migrations:
-        """The shipped revisions and a 0002 (an index), as a later ocp-restart would ship them."""
+    def with_next(self, tmp_path) -> Migrations:
+        """The shipped revisions and the next one (an index), as a later ocp-restart would ship them."""
         location = tmp_path / "migrations"
         shutil.copytree(SHIPPED.location, location, ignore=shutil.ignore_patterns("__pycache__"))
-        (location / "versions" / "0002_snapshots_by_host.py").write_text(
-            '"""Snapshots by host."""\nfrom alembic import op\n\nrevision = "0002"\ndown_revision = "0001"\n\n\n'
+        (location / "versions" / f"{NEXT}_snapshots_by_host.py").write_text(
+            f'"""Snapshots by host."""\nfrom alembic import op\n\nrevision = "{NEXT}"\n'
+            f'down_revision = "{SHIPPED.head}"\n\n\n'
             'def upgrade():\n    op.create_index("ix_host_snapshots_host_id", "host_snapshots", ["host_id"])\n'
         )
         return Migrations(location)
 
-    def test_a_store_is_upgraded_to_it_in_place_with_one_log_line(self, tmp_path, caplog, with_0002):
-        """A store at 0001 goes to 0002 when a newer head is given, its rows kept; the line names both."""
+    def test_a_store_is_upgraded_to_it_in_place_with_one_log_line(self, tmp_path, caplog, with_next):
+        """A store at the shipped head goes to the next revision, its rows kept; the line names both."""
         url = load_0_1_0(tmp_path / "tasks.db")
         TaskStore(url).close()
         before = every_row(sa.create_engine(url))
         caplog.clear()
-        db = Database(url, with_0002)
+        db = Database(url, with_next)
         db.close()
-        assert db.upgraded == ("0001", "0002")
-        assert upgrade_lines(caplog) == [f"the task store {url} was upgraded from revision 0001 to revision 0002"]
-        assert version_rows(url) == ["0002"] and every_row(sa.create_engine(url)) == before
+        assert db.upgraded == (SHIPPED.head, NEXT)
+        assert upgrade_lines(caplog) == [
+            f"the task store {url} was upgraded from revision {SHIPPED.head} to revision {NEXT}"
+        ]
+        assert version_rows(url) == [NEXT] and every_row(sa.create_engine(url)) == before
         with sqlite3.connect(tmp_path / "tasks.db") as conn:
             assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'ix_host_snapshots_host_id'").fetchone()
 
-    def test_a_store_newer_than_the_code_is_refused_and_left_alone(self, tmp_path, with_0002):
-        """This code (head 0001) refuses a store at 0002: StoreVersionError, a StoreUnavailableError naming both."""
+    def test_a_store_newer_than_the_code_is_refused_and_left_alone(self, tmp_path, with_next):
+        """This code refuses a store at the next revision: StoreVersionError (a StoreUnavailableError) naming both."""
         url = f"sqlite:///{tmp_path / 'tasks.db'}"
-        Database(url, with_0002).close()
+        Database(url, with_next).close()
         with pytest.raises(StoreVersionError) as refused:
             TaskStore(url)
         assert isinstance(refused.value, StoreUnavailableError)
         assert str(refused.value) == (
-            f"the task store {url} is at schema revision 0002, newer than this ocp-restart "
+            f"the task store {url} is at schema revision {NEXT}, newer than this ocp-restart "
             f"(head {SHIPPED.head}): upgrade ocp-restart"
         )
-        assert version_rows(url) == ["0002"]
+        assert version_rows(url) == [NEXT]
 
 
 CHILD = """
