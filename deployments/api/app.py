@@ -9,6 +9,7 @@ from functools import partial
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from flows.agent_view import AgentViews
 from flows.settings import Settings
 from flows.store import TaskStore
 from steps.inventory import Inventory
@@ -17,7 +18,7 @@ from ..auth import SIGNED_SCHEME
 from ..launch import Launcher
 from .envelope import add_error_answers, stamp
 from .reaper import reaping
-from .routers import hosts, probes, restart, tasks
+from .routers import agent, hosts, probes, restart, tasks
 from .routers.probes import VERSION
 from .state import REAP_SECONDS, ApiState
 
@@ -28,11 +29,13 @@ def create_app(
     launcher: Launcher | None = None,
     store: TaskStore | None = None,
     inventory: Inventory | None = None,
+    agents: AgentViews | None = None,
     reap_seconds: float = REAP_SECONDS,
 ) -> FastAPI:
     """The API for ``settings`` (built by the caller: the CLI's ``serve``, or a test). A test may pass its own
-    launcher, store or inventory (a launcher made from ``settings`` runs flows on ``settings.store_url``: pass a
-    launcher with a store). The caller closes the store and shuts the launcher down after the server stops."""
+    launcher, store, inventory or live agent reader (a launcher made from ``settings`` runs flows on
+    ``settings.store_url``: pass a launcher with a store). The caller closes the store and shuts the launcher down
+    after the server stops."""
     app = FastAPI(
         title="ocp-agent-restart",
         version=VERSION,
@@ -41,12 +44,19 @@ def create_app(
         lifespan=_lifespan,
     )
     app.state.api = ApiState.build(
-        settings, launcher=launcher, store=store, inventory=inventory, reap_seconds=reap_seconds
+        settings, launcher=launcher, store=store, inventory=inventory, agents=agents, reap_seconds=reap_seconds
     )
     app.middleware("http")(stamp)
     add_error_answers(app)
-    for module in (restart, tasks, hosts, probes):  # in this order: a path is matched against the first routes first
+    for module in (
+        restart,
+        tasks,
+        agent,
+        hosts,
+        probes,
+    ):  # in this order: a path is matched against the first routes first
         app.include_router(module.router)
+    app.include_router(probes.status_router)
     app.openapi = partial(_openapi, app)
     return app
 

@@ -143,7 +143,9 @@ class ProcessOperations:
             raise HostBusyError(host_id, int(holder or 0)) from None
         return op_id
 
-    def finish(self, op_id: int, status: str, output: str, pid_after: int | None) -> bool:
+    def finish(
+        self, op_id: int, status: str, output: str, *, pid_before: int | None = None, pid_after: int | None = None
+    ) -> bool:
         """Record the outcome and release the host; False if the operation was reaped meanwhile (its output is kept
         all the same)."""
         stamp = format_time(now())
@@ -151,7 +153,13 @@ class ProcessOperations:
             done = conn.execute(
                 process_operations.update()
                 .where(process_operations.c.id == op_id, process_operations.c.status == RUNNING)
-                .values(status=status, finish_time=stamp, pid_after=pid_after, output=_capped(output))
+                .values(
+                    status=status,
+                    finish_time=stamp,
+                    pid_after=pid_after,
+                    output=_capped(output),
+                    **({} if pid_before is None else {"pid_before": pid_before}),
+                )
             ).rowcount
             if not done:
                 conn.execute(

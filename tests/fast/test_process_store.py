@@ -26,7 +26,9 @@ def test_an_operation_is_recorded_and_holds_its_host_until_it_finishes(store):
     """RUNNING while it holds the host; SUCCESSFUL with its output and pids after; the host free again."""
     op = begin(store)
     assert store.locks() == {1: -op} and store.processes.get(op).status == RUNNING
-    assert store.processes.finish(op, SUCCESSFUL, "$ ocp_agentctl service stop ocp_monagent\nok", pid_after=43)
+    assert store.processes.finish(
+        op, SUCCESSFUL, "$ ocp_agentctl service stop ocp_monagent\nok", pid_before=42, pid_after=43
+    )
     done = store.processes.get(op)
     assert (done.status, done.creator, done.pid_before, done.pid_after) == (SUCCESSFUL, "alice", 42, 43)
     assert "service stop" in done.output and done.finish_time and store.locks() == {}
