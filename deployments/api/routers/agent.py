@@ -18,7 +18,7 @@ from flows.view import DEFAULT_PAGE_SIZE, page, spring_page
 from ..envelope import documented, envelope
 from ..params import HostId, PageNumber, PageSize
 from ..security import HostReader, HostWriter
-from ..state import AgentsDep, InventoryDep, StoreDep
+from ..state import AgentsDep, InventoryDep, StateDep, StoreDep
 from .hosts import known_host
 
 router = APIRouter(tags=["agent"])
@@ -75,8 +75,10 @@ def _operation(action: Action):
         inventory: InventoryDep,
         store: StoreDep,
         agents: AgentsDep,
+        state: StateDep,
     ):
-        outcome = operate(store, agents, known_host(inventory, host_id), process, action, creator=user.name)
+        host, seconds = known_host(inventory, host_id), state.settings.process_timeout_seconds
+        outcome = operate(store, agents, host, process, action, creator=user.name, seconds=seconds)
         return envelope(request, outcome.process.to_wire())
 
     run.__name__ = f"{action}_agent_process"
