@@ -69,7 +69,7 @@ def cmd_tasks(args: argparse.Namespace, config: Settings) -> int:
         print(json.dumps({"contents": items, "page": page(number, size, total).to_wire()}, indent=2))
         return EXIT_OK
     rows = [
-        [str(t["id"]), t["name"], t["status"], t["creator"]["name"], t["startTime"], t["finishTime"] or ""]
+        [str(t["id"]), t["name"], t["status"], t["creator"]["name"], _short(t["startTime"]), _short(t["finishTime"])]
         for t in items
     ]
     _table(f"tasks (page {number}, {len(items)} of {total})", _TASK_COLUMNS, rows)
@@ -77,7 +77,7 @@ def cmd_tasks(args: argparse.Namespace, config: Settings) -> int:
 
 
 _TASK_COLUMNS = ("id", "name", "status", "creator", "started", "finished")
-_PROCESS_COLUMNS = ("id", "alias", "pid", "status", "operable", "ports", "elapsed s", "log files")
+_PROCESS_COLUMNS = ("id", "alias", "pid", "status", "operable", "ports", "running s")
 _OPERATION_COLUMNS = ("id", "action", "process", "status", "by", "started", "finished", "pid before -> after")
 
 
@@ -93,7 +93,8 @@ def cmd_agent(args: argparse.Namespace, config: Settings) -> int:
         print(json.dumps(agent, indent=2))
         return EXIT_OK
     title = f"host {host.id} {host.name}: agent {agent['status']} (read {agent['updateTime'] or 'never'})"
-    _table(title, _PROCESS_COLUMNS, [_process_row(p) for p in agent["processes"]])
+    _table(title, _PROCESS_COLUMNS, [_process_row(p) for p in agent["processes"]], wrap=False)
+    print(f"logs: {agent['logHome']}")
     return EXIT_OK
 
 
@@ -157,6 +158,11 @@ def _list_operations(store: Any, host_id: int, as_json: bool) -> int:
     return EXIT_OK
 
 
+def _short(time: str | None) -> str:
+    """An OCP time as a table shows it: to the second, without its offset (``2026-12-05 12:21:19``)."""
+    return (time or "")[:19].replace("T", " ")
+
+
 def _host(args: argparse.Namespace, config: Settings):
     from flows.errors import UnknownHostError
     from steps.inventory import load_inventory
@@ -170,16 +176,16 @@ def _host(args: argparse.Namespace, config: Settings):
 def _process_row(p: dict[str, Any]) -> list[str]:
     elapsed = "" if p["elapsedTime"] is None else str(p["elapsedTime"])
     operable = "yes" if p["operable"] else "no"
-    return [str(p["id"]), p["alias"], str(p["pid"]), p["status"], operable, p["ports"], elapsed, p["logFilePattern"]]
+    return [str(p["id"]), p["alias"], str(p["pid"]), p["status"], operable, p["ports"], elapsed]
 
 
-def _table(title: str, columns: tuple[str, ...], rows: list[list[str]]) -> None:
+def _table(title: str, columns: tuple[str, ...], rows: list[list[str]], *, wrap: bool = True) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, no_wrap=not wrap)
     for row in rows:
         table.add_row(*row)
     Console().print(table)

@@ -3,6 +3,7 @@ on loopback against sandbox hosts (real sshd, the simulated agent), as an OCP cl
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -252,3 +253,26 @@ class TestApplicationStatus:
             if api is not None:
                 api.kill()
             pg.stop()
+
+
+class TestCli:
+    def test_agent_and_process_from_the_command_line(self, box, home):
+        """`agent --json` is the API's HostAgent; `process restart` gives monagent a new pid (exit 0); a basic
+        process is refused (exit 2); `process list --json` shows the record."""
+        from conftest import cli
+
+        inventory = str(box.inventory_path)
+        host = box.host(1002)
+        shown = cli("agent", "1002", "--inventory", inventory, "--json")
+        assert shown.returncode == 0, shown.stderr
+        agent = json.loads(shown.stdout)
+        assert {p["alias"]: p["pid"] for p in agent["processes"]} == host.agent_pids()
+        before = host.agent_pids()["ocp_monagent"]
+        done = cli("process", "restart", "1002", "ocp_monagent", "--inventory", inventory)
+        assert done.returncode == 0, done.stderr
+        assert host.agent_pids()["ocp_monagent"] not in (None, before)
+        refused = cli("process", "stop", "1002", "ocp_agentd", "--inventory", inventory)
+        assert refused.returncode == 2 and "operable: false" in refused.stderr
+        listed = json.loads(cli("process", "list", "1002", "--inventory", inventory, "--json").stdout)
+        assert [(o["action"], o["alias"], o["status"]) for o in listed] == [("RESTART", "ocp_monagent", "SUCCESSFUL")]
+        assert "ocp_monagent" in cli("agent", "1002", "--inventory", inventory).stdout
