@@ -23,6 +23,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from flows.settings import Settings
+from steps.runner import is_decimal
 
 from . import cli_agent, console
 
@@ -34,7 +35,7 @@ def _host_ids(text: str) -> list[int]:
     ids = []
     for part in text.split(","):
         part = part.strip()
-        if not part.isdigit() or int(part) <= 0:
+        if not is_decimal(part) or int(part) <= 0:
             raise argparse.ArgumentTypeError(
                 f"host ids must be positive integers separated by commas, got {part!r} in {text!r}"
             )
@@ -44,7 +45,7 @@ def _host_ids(text: str) -> list[int]:
 
 def _timeout(text: str) -> tuple[str, int]:
     kind, _, seconds = text.partition("=")
-    if not seconds.isdigit():
+    if not is_decimal(seconds):
         raise argparse.ArgumentTypeError(f"expected STAGE=SECONDS (e.g. stop_all=120), got {text!r}")
     return kind, int(seconds)
 
@@ -99,6 +100,11 @@ def _add_restart_commands(sub: Subcommands, config: Settings) -> None:
     status = sub.add_parser("status", help="show a task instance from the task store")
     status.add_argument("task_id", type=int)
     status.add_argument("--json", action="store_true")
+
+    log = sub.add_parser("log", help="print a subtask's log, or every subtask's log of a task")
+    log.add_argument("task_id", type=int)
+    log.add_argument("subtask_id", type=int, nargs="?", help="one subtask (default: all of them, in plan order)")
+    log.add_argument("--failed", action="store_true", help="only the FAILED subtasks")
 
 
 def _add_serve_command(sub: Subcommands, config: Settings) -> None:
@@ -297,6 +303,7 @@ def _main(argv: list[str] | None) -> int:
             "plan": cmd_plan,
             "run": cmd_run,
             "status": cmd_status,
+            "log": cmd_log,
             "demo": cmd_demo,
             "serve": cmd_serve,
             "user": cmd_user,
@@ -451,7 +458,7 @@ def _execute(store, config: Settings, task_id: int, inventory_path, options, as_
         restart_agents(
             task_id=task_id, host_ids=list(record.task.host_ids), inventory=str(inventory_path), options=options
         )
-    return _report(store.load(task_id), as_json, time.monotonic() - started)
+    return _report(store, store.load(task_id), as_json, time.monotonic() - started)
 
 
 def _run_remote(args: argparse.Namespace, config: Settings, url: str) -> int:
@@ -753,10 +760,11 @@ def cmd_status(args: argparse.Namespace, config: Settings) -> int:
         # No server may be running to reap lapsed leases: a task whose runner died shows as FAILED here too.
         store.reap_expired()
         record = store.load(args.task_id)
-    return _report(record, args.json, None)
+        return _report(store, record, args.json, None)
 
 
-def _report(record, as_json: bool, seconds: float | None) -> int:
+def _report(store, record, as_json: bool, seconds: float | None) -> int:
+    """The task instance (``--json``), or the table, each failed subtask's last log lines and the verdict."""
     from flows.view import task_instance
 
     instance = task_instance(record)
@@ -770,9 +778,34 @@ def _report(record, as_json: bool, seconds: float | None) -> int:
                 record.task.id, record.task.name, record.task.status.value, console.rows_from_record(record)
             )
         )
+        failures = console.failure_report(record, store.log)
+        if failures:
+            print(failures)
         took = f" in {seconds:.1f} s" if seconds is not None else ""
         print(f"task {instance.id} {instance.status.value}{took}")
     return {"SUCCESSFUL": EXIT_OK, "FAILED": EXIT_FAILED}.get(instance.status.value, EXIT_RUNNING)
+
+
+def cmd_log(args: argparse.Namespace, config: Settings) -> int:
+    """``log TASK [SUBTASK]``: a subtask's log, or every subtask's (``--failed``: the FAILED ones) in plan order."""
+    from flows.errors import RequestError
+    from flows.store import TaskStore
+
+    with TaskStore(config.store_url) as store:
+        record = store.load(args.task_id)
+        if args.subtask_id is not None:
+            if not record.has(args.subtask_id):
+                raise RequestError(f"task {args.task_id} has no subtask {args.subtask_id}")
+            subtasks = [record.subtask(args.subtask_id)]
+        else:
+            subtasks = [s for s in record.subtasks if not args.failed or s.status.value == "FAILED"]
+        for sub in subtasks:
+            if args.subtask_id is None:
+                where = f" @ host {sub.host_id}" if sub.host_id is not None else ""
+                print(f"== subtask {sub.id} {sub.name}{where} [{sub.status.value}]")
+            text = store.log(sub.id)
+            print(text.rstrip("\n") if text else "(no log)")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -104,6 +104,34 @@ def _subtask_table(task_id: int, name: str, status: str, rows: list[Row]):
     return table
 
 
+FAILURES_SHOWN, LINES_SHOWN = 10, 8  # a failed run's report: so many failed subtasks, so many last log lines each
+
+
+def failure_report(record: TaskRecord, log_of: Callable[[int], str]) -> str:
+    """For a task with FAILED subtasks: each one's host and last log lines (at most FAILURES_SHOWN of them), then
+    what to run next; "" when nothing failed. ``log_of(subtask_id)`` reads a subtask's log."""
+    from flows.outcome import next_steps
+
+    failed = [s for s in record.subtasks if s.status.value == "FAILED"]
+    if not failed:
+        return ""
+    task_id = record.task.id
+    parts = []
+    for sub in failed[:FAILURES_SHOWN]:
+        where = f" @ host {sub.host_id}" if sub.host_id is not None else ""
+        lines = [line for line in log_of(sub.id).splitlines() if line.strip()][-LINES_SHOWN:]
+        parts.append(f"FAILED subtask {sub.id} {sub.name}{where}, its last log lines:")
+        parts += [f"    {line}" for line in lines] or ["    (no log)"]
+    if len(failed) > FAILURES_SHOWN:
+        parts.append(
+            f"... and {len(failed) - FAILURES_SHOWN} more FAILED subtasks: `ocp-restart log {task_id} --failed`"
+        )
+    parts.append(f"Whole logs: `ocp-restart log {task_id} SUBTASK_ID`.")
+    if record.task.status.value == "FAILED":
+        parts.append(next_steps(record))
+    return "\n".join(parts)
+
+
 def plan_table(instance: TaskInstance):
     from rich.table import Table
 

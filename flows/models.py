@@ -292,14 +292,14 @@ def _integral(value: Any) -> Any:
     return value
 
 
-_DECIMAL = re.compile(r"^[1-9][0-9]*$")
+_DECIMAL = re.compile(r"[1-9][0-9]*")
 
 
 def _id_value(value: Any) -> Any:
     """A host id as OCP's JSON binding (Jackson) reads a Long: a JSON integer, or a string of decimal digits such as
     "2" (our own ``context.listMap.host_ids`` holds them so); never a boolean or another string."""
     if isinstance(value, str):
-        if not _DECIMAL.match(value):
+        if not _DECIMAL.fullmatch(value):
             raise ValueError(f"Input should be a valid integer or a string of decimal digits, got {value!r}")
         return int(value)
     return _integral(value)

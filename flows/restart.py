@@ -26,6 +26,7 @@ from .lease import Lease
 from .machine import runnable
 from .models import Operation, TaskStatus, TaskType
 from .options import RestartOptions
+from .outcome import outcome_message
 from .records import TaskRecord
 from .run import RunContext
 from .settings import Settings
@@ -151,9 +152,7 @@ def execute(store: TaskStore, task_id: int, inv: Inventory, options: RestartOpti
             if ended:
                 final = store.load(task_id)
                 try:
-                    report.publish(
-                        store, final, {h.id: h.name for h in hosts.values()}, prefect_run.outcome_message(final)
-                    )
+                    report.publish(store, final, {h.id: h.name for h in hosts.values()}, outcome_message(final))
                 except Exception as exc:  # the UI's extras must never fail a restart
                     logger.warning(f"could not publish the run's artifacts: {exc}")
     if not ended:
@@ -161,7 +160,7 @@ def execute(store: TaskStore, task_id: int, inv: Inventory, options: RestartOpti
             f"task {task_id}: this process lost its lease ({lease.lost}); another process may own "
             "the task now, so this one recorded nothing more"
         )
-    (logger.info if final.task.status is TaskStatus.SUCCESSFUL else logger.error)(prefect_run.outcome_message(final))
+    (logger.info if final.task.status is TaskStatus.SUCCESSFUL else logger.error)(outcome_message(final))
     return final
 
 
@@ -210,7 +209,11 @@ def restart_agents(*, task_id: int | None = None, **parameters: Any) -> dict[str
         temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
         prefect_run.attached(task_id) if task_id is not None else nullcontext(),
     ):
-        state = batch_restart_agents(**parameters, return_state=True)
+        # Named after its task from its first log line (link() renames a run that starts unnamed).
+        flow = (
+            batch_restart_agents.with_options(flow_run_name=f"ocp-task-{task_id}") if task_id else batch_restart_agents
+        )
+        state = flow(**parameters, return_state=True)
     return _instance_of(state)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from .errors import AgentError, SubtaskCancelled
-from .runner import CommandResult, Runner, Script, integers, sh
+from .runner import CommandResult, Runner, Script, integers, is_decimal, sh
 
 AGENTD = "ocp_agentd"
 POS_PROXY = "ocp_mgragent"  # 4.x: the command channel (port 62888) that OCP 3.x called pos_proxy
@@ -225,7 +225,7 @@ class AgentControl:
         found: dict[int, int] = {}
         for line in result.stdout.splitlines():
             parts = line.split()
-            if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+            if len(parts) == 2 and is_decimal(parts[0]) and is_decimal(parts[1]):
                 found[int(parts[0])] = int(parts[1])
         return found
 
@@ -255,7 +255,7 @@ def parse_live(stdout: str) -> dict[int, str]:
     alive: dict[int, str] = {}
     for line in stdout.splitlines():
         parts = line.split(None, 2)
-        if len(parts) == 3 and parts[0].isdigit() and parts[1][:1] not in ("Z", "X") and parts[2] in PROCESSES:
+        if len(parts) == 3 and is_decimal(parts[0]) and parts[1][:1] not in ("Z", "X") and parts[2] in PROCESSES:
             alive[int(parts[0])] = parts[2]
     return alive
 
@@ -265,8 +265,8 @@ def parse_identities(stdout: str) -> dict[str, tuple[int, int | None]]:
     found: dict[str, tuple[int, int | None]] = {}
     for line in stdout.splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[0] in PROCESSES and parts[1].isdigit():
-            found[parts[0]] = (int(parts[1]), int(parts[2]) if parts[2].isdigit() else None)
+        if len(parts) == 3 and parts[0] in PROCESSES and is_decimal(parts[1]):
+            found[parts[0]] = (int(parts[1]), int(parts[2]) if is_decimal(parts[2]) else None)
     return found
 
 

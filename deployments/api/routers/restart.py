@@ -67,7 +67,7 @@ async def _restart_request(request: Request) -> BatchRestartRequest:
         raise ApiFailure(415, 1003, f"Content type '{content_type or 'none'}' not supported; use application/json")
     try:
         body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested deeper than Python recurses
         raise ApiFailure(400, 1003, "Malformed JSON request") from None
     if not isinstance(body, dict):
         raise ApiFailure(400, 1003, "Malformed JSON request: expected an object with hostIds")
