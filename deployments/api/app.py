@@ -54,13 +54,8 @@ def create_app(
     app.add_middleware(BodyLimits)
     app.middleware("http")(stamp)
     add_error_answers(app)
-    for module in (
-        restart,
-        tasks,
-        agent,
-        hosts,
-        probes,
-    ):  # in this order: a path is matched against the first routes first
+    # In this order: a path is matched against the first routes first.
+    for module in (restart, tasks, agent, hosts, probes):
         app.include_router(module.router)
     app.include_router(probes.status_router)
     app.openapi = partial(_openapi, app)
