@@ -15,6 +15,7 @@ last known pid and status, with ``updateTime`` and ``lastActiveTime`` from that 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ from .models import HostAgent, HostAgentProcess, format_time, now
 from .store import TaskStore
 from .store.hosts import PidSighting
 
+logger = logging.getLogger(__name__)
 CACHE_SECONDS = 3.0  # a read is reused this long (per host): a page refreshing every second costs one SSH login
 TIMEOUT_SECONDS = 5.0  # connect, authenticate and read before this, or answer the last known state
 PORTS = {"ocp_mgragent": "62888", "ocp_monagent": "62889"}  # OCP's defaults, when the agent's status names none
@@ -143,8 +145,10 @@ class AgentViews:
         try:
             with self.connect(host, deadline) as runner:
                 observed = AgentControl(runner, host.agent_home, log=lambda line: None).observe(deadline)
-        except OcpRestartError as exc:
-            return Reading(at=now(), monotonic=time.monotonic(), error=exc.message)
+        except Exception as exc:  # ours (StepError...), or paramiko or the socket outside our wrappers
+            why = exc.message if isinstance(exc, OcpRestartError) else f"{type(exc).__name__}: {exc}"
+            logger.warning("reading the agent on %s failed; showing its last known state: %s", host.label, why)
+            return Reading(at=now(), monotonic=time.monotonic(), error=why)
         return Reading(at=now(), monotonic=time.monotonic(), observation=observed)
 
     def _last_known(self, host: Host, good: Reading | None, sighting: PidSighting | None, *, busy: bool) -> HostAgent:
