@@ -66,7 +66,10 @@ def info(user: AnyUser, state: StateDep) -> JSONResponse:
     "/api/status",
     response_class=PlainTextResponse,
     responses={
-        **documented(400),
+        400: {
+            "description": "OCP's error envelope (an invalid includeUnavailableComponent)",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+        },
         200: {"description": "Every module is up: the available keyword (okay)", "content": {"text/plain": {}}},
         503: {
             "description": "A module is down: the unavailable keyword (bad), then with includeUnavailableComponent "
