@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from datetime import datetime
 
 import pytest
+from test_api_app import settings  # noqa: F401  (the fixture)
 
 from deployments.sandbox.local import LocalRunner
 from flows.agent_view import AgentViews, operable, process_id, resolve
@@ -212,3 +213,53 @@ def test_the_observe_script_reads_pid_files_and_proc_on_the_real_shell(tmp_path)
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+class TestRoutes:
+    """The agent routes in-process: OCP's envelope and codes, roles, both path forms."""
+
+    @pytest.fixture
+    def app(self, settings, store, fake):  # noqa: F811  (settings: test_api_app's fixture)
+        import warnings
+
+        from test_api_app import FakeLauncher
+
+        from deployments.api import create_app, current_user
+        from deployments.auth import User
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from fastapi.testclient import TestClient
+
+        app = create_app(settings, launcher=FakeLauncher(), store=store, agents=views(fake))
+        role = {"name": "HOST_MANAGER"}
+        app.dependency_overrides[current_user] = lambda: User("op", (role["name"],))
+        return TestClient(app), role
+
+    def test_reads_operations_and_their_record(self, app, store, fake):
+        client, _ = app
+        agent = client.get("/compute/hosts/1001/agent").json()["data"]
+        assert agent["status"] == "AVAILABLE" and len(agent["processes"]) == 3
+        ref = process_id(1001, "ocp_monagent")
+        done = client.post(f"/api/v2/compute/hosts/1001/agent/processes/{ref}/restart").json()
+        assert done["successful"] and done["data"]["pid"] == fake.pids["ocp_monagent"]
+        (record,) = client.get("/api/v2/compute/hosts/1001/agent/processes/operations").json()["data"]
+        assert (record["creator"], record["status"], record["action"]) == ("op", "SUCCESSFUL", "RESTART")
+
+    def test_refusals_are_ocps_error_envelopes(self, app, store, fake):
+        client, role = app
+        basic = client.post("/compute/hosts/1001/agent/processes/ocp_agentd/stop")
+        assert (basic.status_code, basic.json()["error"]["code"]) == (400, 1003)
+        unknown = client.post("/compute/hosts/1001/agent/processes/123/stop")
+        assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, 1002)
+        no_host = client.get("/compute/hosts/9/agent")
+        assert (no_host.status_code, no_host.json()["error"]["code"]) == (404, 7005)
+        task = store.create_task(build_plan([1002]), creator="admin", executor="x")
+        busy = client.post("/compute/hosts/1002/agent/processes/ocp_monagent/restart")
+        assert (busy.status_code, busy.json()["error"]["code"]) == (409, 20021)
+        assert f"TaskId: {task}" in busy.json()["error"]["message"]
+        role["name"] = "HOST_VIEWER"
+        assert client.get("/compute/hosts/1001/agent/processes").status_code == 200
+        refused = client.post("/compute/hosts/1001/agent/processes/ocp_monagent/stop")
+        assert (refused.status_code, refused.json()["error"]["code"]) == (403, 3100)
+        assert store.processes.list() == []
