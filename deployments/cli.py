@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from flows.settings import Settings
 from steps.runner import is_decimal
 
-from . import cli_ops, console
+from . import cli_agent, cli_ops, console
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_RUNNING, EXIT_BUSY, EXIT_STORE, EXIT_FENCED = 0, 1, 2, 3, 4, 5, 6
 EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130  # 70: EX_SOFTWARE (sysexits.h)
@@ -53,6 +53,7 @@ def _timeout(text: str) -> tuple[str, int]:
 def build_parser(config: Settings) -> argparse.ArgumentParser:
     """The command line; defaults that the environment may set come from ``config``."""
     parser = argparse.ArgumentParser(prog="ocp-restart", description="Restart OceanBase OCP agents, OCP's way.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_restart_commands(sub, config)
     cli_ops.add_commands(sub, _host_ids, _run_options, config)
@@ -61,7 +62,17 @@ def build_parser(config: Settings) -> argparse.ArgumentParser:
     _add_deploy_command(sub)
     _add_admin_commands(sub)
     _add_demo_command(sub)
+    cli_agent.add_commands(sub)
     return parser
+
+
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("ocp-agent-restart")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0 (not installed)"
 
 
 Subcommands = argparse._SubParsersAction  # what add_subparsers returns
@@ -308,6 +319,9 @@ def _main(argv: list[str] | None) -> int:
             "deploy": cmd_deploy,
             "prune": cmd_prune,
             "db": cmd_db,
+            "tasks": cli_agent.cmd_tasks,
+            "agent": cli_agent.cmd_agent,
+            "process": cli_agent.cmd_process,
         }
         return commands[args.command](args, config)
     except OcpRestartError as exc:

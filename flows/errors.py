@@ -6,7 +6,10 @@
     ├── UnknownTaskError            404 / 4001  no such task instance
     ├── UnknownSubtaskError         404 / 4001  no such subtask in that task
     ├── TaskStateError              400 / 4007  the task's state forbids the operation (4009 rollback, 4010 skip)
-    ├── HostBusyError               409 / 20021 another O&M task holds the host
+    ├── HostBusyError               409 / 20021 another O&M task (or a process operation) holds the host
+    ├── UnknownProcessError         404 / 1002  no agent process of that id or alias on the host
+    ├── ProcessNotOperableError     400 / 1003  a basic agent process (ocp_agentd, ocp_mgragent): not alone
+    ├── AgentStateError             400 / 7019  the agent's state does not allow it (e.g. agentd is down)
     ├── StoreUnavailableError       503 / 1003  the task store cannot be read or written (nothing half-written)
     │   └── StoreVersionError                   its schema is newer than this code's: upgrade ocp-restart
     ├── StaleWriteError             409 / 1003  a guarded store write found another state or runner: refused
@@ -79,8 +82,37 @@ class HostBusyError(OcpRestartError):
     code, http_status = 20021, 409
 
     def __init__(self, host_id: int, task_id: int) -> None:
-        super().__init__(f"An O&M task (TaskId: {task_id}) is already in progress on the host {host_id}")
+        # A process operation holds a host with minus its id (flows/store/processes.py).
+        holder = f"TaskId: {task_id}" if task_id >= 0 else f"process operation {-task_id}"
+        super().__init__(f"An O&M task ({holder}) is already in progress on the host {host_id}")
         self.host_id, self.task_id = host_id, task_id
+
+
+class UnknownProcessError(OcpRestartError):
+    code, http_status = 1002, 404
+
+    def __init__(self, host_id: int, process: str) -> None:
+        super().__init__(
+            f"No record of the specified type HostAgentProcess exists. Parameter: agentProcessId={process} "
+            f"(host {host_id})"
+        )
+
+
+class ProcessNotOperableError(OcpRestartError):
+    """OCP's sample has the basic processes ``operable: false``; an operation on one is an invalid request."""
+
+    code, http_status = 1003, 400
+
+    def __init__(self, host_id: int, alias: str) -> None:
+        super().__init__(
+            f"The request is invalid. Cause: {alias} on the host {host_id} is a basic process of the OCP agent "
+            "(operable: false) and cannot be restarted or stopped alone; restart the agent instead "
+            f"(POST /compute/hosts/{host_id}/agent/restart). Nothing was done."
+        )
+
+
+class AgentStateError(OcpRestartError):
+    code, http_status = 7019, 400
 
 
 class StoreUnavailableError(OcpRestartError):
@@ -109,6 +141,7 @@ class ServerError(OcpRestartError):
 
 __all__ = [
     "AgentError",
+    "AgentStateError",
     "AuthenticationError",
     "CommandTimeout",
     "ConnectError",
@@ -118,6 +151,7 @@ __all__ = [
     "InventoryError",
     "OcpRestartError",
     "PlanError",
+    "ProcessNotOperableError",
     "RequestError",
     "SSHError",
     "ServerError",
@@ -128,6 +162,7 @@ __all__ = [
     "SubtaskCancelled",
     "TaskStateError",
     "UnknownHostError",
+    "UnknownProcessError",
     "UnknownSubtaskError",
     "UnknownTaskError",
 ]

@@ -219,7 +219,8 @@ class TaskPage(OcpModel):
 
 
 class HostAgentProcess(OcpModel):
-    """One agent process as last seen on the host: STARTED with its pid, or STOPPED with pid 0."""
+    """One agent process as read on the host (flows/agent_view.py): STARTED with its pid, or STOPPED with pid 0;
+    ``id`` stable per host and alias; ``operable`` false for the basic processes."""
 
     id: int
     host_id: int
@@ -238,7 +239,8 @@ class HostAgentProcess(OcpModel):
 
 
 class HostAgent(OcpModel):
-    """OCP's HostAgent. ``status``: AVAILABLE, RESTARTING or OFFLINE (null before the first restart)."""
+    """OCP's HostAgent. ``status``: AVAILABLE, RESTARTING (a task or a process operation holds the host) or
+    OFFLINE (the agent is down, or the host did not answer: then ``updateTime`` is the last answer's)."""
 
     id: int
     version: str | None = None

@@ -21,6 +21,9 @@ pass it down; ``tests/fast/test_settings.py`` fails when any other module builds
     OCP_RESTART_TRUSTED_PROXIES  proxies (addresses or networks, comma-separated) whose X-Forwarded-For names the
                              client for the login throttle; none by default
     OCP_RESTART_SERVER, OCP_RESTART_USER, OCP_RESTART_PASSWORD   ``run --server``: where and as whom
+    OCP_RESTART_PROCESS_TIMEOUT_SECONDS  the deadline of one process's restart or stop (60)
+    OCP_RESTART_STATUS_OK, OCP_RESTART_STATUS_BAD  what ``GET /api/status`` answers when every module is up, or not
+                             (OCP's ocp.health-check.status.available-keyword / unavailable-keyword: okay, bad)
 """
 
 from __future__ import annotations
@@ -55,6 +58,9 @@ class Settings(BaseSettings):
     server: str | None = None
     user: str | None = None
     password: SecretStr | None = None
+    process_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    status_ok: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^\S+$")] = "okay"
+    status_bad: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^\S+$")] = "bad"
 
     @property
     def home_dir(self) -> Path:

@@ -4,7 +4,7 @@ task_instance          what POST batchRestartAgents answers (the seed's shape: `
 wrapped_task_instance  what GET, retry and rollback answer (OCP's WrappedTaskInstance: ``creator {id, name}``,
                        times, ``prohibitRollback``; subtasks with times and ``executor``)
 basic_task_instance    an item of the task list (OCP's BasicTaskInstance)
-host_agent             GET /compute/hosts/{hostId}/agent: the agent's status and pids as last seen on the host
+(the host's agent, read live: flows/agent_view.py)
 """
 
 from __future__ import annotations
@@ -14,15 +14,11 @@ import math
 from collections.abc import Mapping
 from datetime import datetime
 
-from steps.agent import PROCESSES
-
 from .machine import new_task
 from .models import (
     BasicSubtaskInstance,
     BasicTaskInstance,
     Creator,
-    HostAgent,
-    HostAgentProcess,
     Page,
     Subtask,
     SubtaskInstance,
@@ -190,54 +186,3 @@ def spring_sort(values: list[str], fields: Mapping[str, str]) -> list[tuple[str,
             )
         order += [(fields[part], ascending) for part in parts]
     return order
-
-
-PORTS = {"ocp_mgragent": "62888", "ocp_monagent": "62889"}  # OCP's defaults: management and monitoring
-
-
-def host_agent(
-    *,
-    host_id: int,
-    address: str,
-    user: str,
-    agent_home: str,
-    status: str | None,
-    pids: Mapping[str, int],
-    seen: str | None,
-    stopped: bool,
-    available: str | None,
-) -> HostAgent:
-    """The host's agent as we last saw it: ``pids`` at ``seen`` (the latest restart's Finish, else its Prepare);
-    ``stopped`` when that restart's Stop began and it has not finished since. A process we did not see running, or
-    that was stopped since, is STOPPED with pid 0 (as OCP shows a stopped process)."""
-    home = agent_home.rstrip("/") or "/"
-    processes = []
-    for index, name in enumerate(PROCESSES, start=1):
-        pid = 0 if stopped else int(pids.get(name) or 0)
-        processes.append(
-            HostAgentProcess(
-                id=index,
-                host_id=host_id,
-                alias=name,
-                pid=pid,
-                user=user,
-                start_command=f"{home}/bin/{name}",
-                ports=PORTS.get(name, ""),
-                last_active_time=seen if pid else None,
-                status="STARTED" if pid else "STOPPED",
-                operable=False,
-                log_file_pattern=f"{home}/log/{name}.log*",
-                update_time=seen,
-            )
-        )
-    return HostAgent(
-        id=host_id,
-        install_home=home,
-        log_home=f"{home}/log",
-        last_available_time=available,
-        host_id=host_id,
-        host_inner_ip_address=address,
-        status=status,
-        processes=processes if seen else [],
-        update_time=seen,
-    )

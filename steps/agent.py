@@ -64,7 +64,20 @@ LIVE = Script("live", f"set -f; {_LIVE_LOOP}; true")  # $@: the pids
 LIVE_THEN_STATUS = Script("live_then_status", f'set -f; ctl=$1; shift; {_LIVE_LOOP}; echo {MARK}; exec "$ctl" status')
 # Sends a signal to processes, quietly (some may be gone already). $1: the signal name, the rest: the pids.
 SIGNAL = Script("signal", 'sig=$1; shift; kill -s "$sig" "$@" 2>/dev/null; true')
-SCRIPTS = (STATUS_IF_CLI, STOP_ALL, START_TIMES, LIVE, LIVE_THEN_STATUS, SIGNAL)
+# What the agent looks like now, in one round trip: `uptime SECONDS` (/proc/uptime), then `name pid start-time` for
+# each run/<name>.pid holding a number (start time as in STOP_ALL, `-` when that process is gone), then MARK, then
+# `ocp_agentctl status` (whose exit status is the command's). $1: the CLI, $2: the run directory, the rest: names.
+OBSERVE = Script(
+    "observe",
+    'set -f; ctl=$1 run=$2; shift 2; up=0; { read -r up _ </proc/uptime; } 2>/dev/null; echo "uptime $up"; '
+    'for n in "$@"; do p=; { read -r p <"$run/$n.pid"; } 2>/dev/null; '
+    "case $p in ''|*[!0-9]*) continue;; esac; "
+    f's=-; {_READ_STAT}; if [ -n "$st" ]; then set -- ${{st##*) }}; s=${{20:--}}; fi; '
+    f'echo "$n $p $s"; done; echo {MARK}; exec "$ctl" status',
+)
+SCRIPTS = (STATUS_IF_CLI, STOP_ALL, START_TIMES, LIVE, LIVE_THEN_STATUS, SIGNAL)  # what a restart's steps send
+VIEW_SCRIPTS = (OBSERVE,)  # what reading the agent sends (the API's GET .../agent); no restart step sends it
+CLOCK_TICKS = 100  # USER_HZ: the unit of /proc/PID/stat's start time on Linux (sysconf(_SC_CLK_TCK))
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,17 @@ class AgentStatus:
             return "agent not running"
         pids = ", ".join(f"{name}={self.pids.get(name, '-')}" for name in PROCESSES)
         return f"{'ready' if self.ready else 'not ready'} ({pids})"
+
+
+@dataclass(frozen=True)
+class AgentObservation:
+    """The agent as one ``observe`` saw it: its status, and for each process ``ocp_agentctl status`` names running,
+    how long it has run (seconds; None when its pid file did not name that process) and its ports."""
+
+    status: AgentStatus
+    elapsed: dict[str, float] = field(default_factory=dict)
+    ports: dict[str, str] = field(default_factory=dict)
+    output: str = ""
 
 
 class AgentControl:
@@ -205,6 +229,19 @@ class AgentControl:
                 found[int(parts[0])] = int(parts[1])
         return found
 
+    def observe(self, deadline: float) -> AgentObservation:
+        """The agent's status, its processes' running times (from their pid files and /proc) and ports (as its
+        status names them), in one round trip; nothing is logged."""
+        result = self._exec(OBSERVE.render(self.ctl, self.run_dir, *PROCESSES), deadline)
+        head, _, answer = result.stdout.partition(f"{MARK}\n")
+        status = parse_status(result.ok, answer)
+        return AgentObservation(
+            status=status,
+            elapsed=parse_elapsed(head, status.pids),
+            ports=parse_ports(answer) if result.ok else {},
+            output=result.output,
+        )
+
     def signal(self, pids: set[int], sig: str, deadline: float) -> None:
         """``kill -SIG PIDS``, quietly (some may be gone already). ``sig``: TERM or KILL."""
         if sig not in SIGNALS:
@@ -230,6 +267,41 @@ def parse_identities(stdout: str) -> dict[str, tuple[int, int | None]]:
         parts = line.split()
         if len(parts) == 3 and parts[0] in PROCESSES and is_decimal(parts[1]):
             found[parts[0]] = (int(parts[1]), int(parts[2]) if is_decimal(parts[2]) else None)
+    return found
+
+
+def parse_elapsed(stdout: str, pids: dict[str, int]) -> dict[str, float]:
+    """``OBSERVE``'s head (``uptime S`` and ``name pid start-time`` lines) -> name: seconds it has run, for the
+    processes whose pid file names the pid ``status`` gave."""
+    uptime, starts = None, parse_identities(stdout)
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == "uptime":
+            try:
+                uptime = float(parts[1])
+            except ValueError:
+                uptime = None
+    if not uptime:
+        return {}
+    return {
+        name: max(0.0, uptime - start / CLOCK_TICKS)
+        for name, (pid, start) in starts.items()
+        if start is not None and pids.get(name) == pid
+    }
+
+
+def parse_ports(stdout: str) -> dict[str, str]:
+    """name -> its ports as text (``"62888"``; several comma-separated), where ``status`` lists them (obagent's
+    services carry ``ports``); nothing for an answer without them."""
+    try:
+        services = json.loads(stdout)["message"].get("services") or {}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    found: dict[str, str] = {}
+    for name, svc in services.items():
+        ports = svc.get("ports") if isinstance(svc, dict) else None
+        if isinstance(ports, list) and ports and all(isinstance(p, int) and not isinstance(p, bool) for p in ports):
+            found[name] = ",".join(str(p) for p in ports)
     return found
 
 

@@ -9,6 +9,7 @@ from functools import partial
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from flows.agent_view import AgentViews
 from flows.settings import Settings
 from flows.store import TaskStore
 from steps.inventory import Inventory
@@ -19,7 +20,7 @@ from .envelope import add_error_answers, stamp
 from .limits import BodyLimits
 from .params import one_value_each
 from .reaper import reaping
-from .routers import hosts, probes, restart, tasks
+from .routers import agent, hosts, probes, restart, tasks
 from .routers.probes import VERSION
 from .state import REAP_SECONDS, ApiState
 
@@ -30,11 +31,13 @@ def create_app(
     launcher: Launcher | None = None,
     store: TaskStore | None = None,
     inventory: Inventory | None = None,
+    agents: AgentViews | None = None,
     reap_seconds: float = REAP_SECONDS,
 ) -> FastAPI:
     """The API for ``settings`` (built by the caller: the CLI's ``serve``, or a test). A test may pass its own
-    launcher, store or inventory (a launcher made from ``settings`` runs flows on ``settings.store_url``: pass a
-    launcher with a store). The caller closes the store and shuts the launcher down after the server stops."""
+    launcher, store, inventory or live agent reader (a launcher made from ``settings`` runs flows on
+    ``settings.store_url``: pass a launcher with a store). The caller closes the store and shuts the launcher down
+    after the server stops."""
     app = FastAPI(
         title="ocp-agent-restart",
         version=VERSION,
@@ -44,15 +47,17 @@ def create_app(
         dependencies=[Depends(one_value_each)],
     )
     app.state.api = ApiState.build(
-        settings, launcher=launcher, store=store, inventory=inventory, reap_seconds=reap_seconds
+        settings, launcher=launcher, store=store, inventory=inventory, agents=agents, reap_seconds=reap_seconds
     )
     # The body limits run inside stamp (the middleware added last runs first): stamp is a BaseHTTPMiddleware, and a
     # limit's error raised through its receive would arrive as an ExceptionGroup, a 500; inside, it is a 413/408.
     app.add_middleware(BodyLimits)
     app.middleware("http")(stamp)
     add_error_answers(app)
-    for module in (restart, tasks, hosts, probes):  # in this order: a path is matched against the first routes first
+    # In this order: a path is matched against the first routes first.
+    for module in (restart, tasks, agent, hosts, probes):
         app.include_router(module.router)
+    app.include_router(probes.status_router)
     app.openapi = partial(_openapi, app)
     return app
 

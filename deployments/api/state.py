@@ -1,5 +1,6 @@
-"""What the routes share — settings, store, inventory, users, login throttle, launcher — built once per app and
-read through FastAPI dependencies, so a test can replace any of them with ``app.dependency_overrides``."""
+"""What the routes share — settings, store, inventory, users, login throttle, launcher, live agent reads — built
+once per app and read through FastAPI dependencies, so a test can replace any of them with
+``app.dependency_overrides``."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from flows.agent_view import AgentViews
 from flows.settings import Settings
 from flows.store import TaskStore
 from steps.inventory import Inventory, load_inventory
 
 from ..auth import LoginThrottle, Users, trusted_networks
 from ..launch import Launcher, make_launcher
+from .health import Health, prefect_check, store_check
 
 REAP_SECONDS = 1.0  # how often the server marks FAILED the tasks whose runner stopped renewing its lease
 
@@ -31,6 +34,8 @@ class ApiState:
     launcher: Launcher
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     server: str  # this machine's address: the ``server`` field of every answer
+    agents: AgentViews  # the hosts' agents read live (cached a few seconds per host)
+    health: Health  # GET /api/status's checks
     reap_seconds: float = REAP_SECONDS
 
     @classmethod
@@ -41,6 +46,7 @@ class ApiState:
         launcher: Launcher | None = None,
         store: TaskStore | None = None,
         inventory: Inventory | None = None,
+        agents: AgentViews | None = None,
         reap_seconds: float = REAP_SECONDS,
     ) -> ApiState:
         """Everything from ``settings``, except what is given. A bad inventory, users file or proxy list fails
@@ -60,6 +66,11 @@ class ApiState:
             launcher=launcher,
             trusted_proxies=proxies,
             server=settings.executor_address,
+            agents=agents or AgentViews(),
+            health=Health(
+                {"store": store_check(store)}
+                | ({"prefect": prefect_check()} if settings.launcher == "deployment" else {})
+            ),
             reap_seconds=reap_seconds,
         )
 
@@ -87,6 +98,11 @@ async def get_launcher(state: StateDep) -> Launcher:
     return state.launcher
 
 
+async def get_agents(state: StateDep) -> AgentViews:
+    return state.agents
+
+
 StoreDep = Annotated[TaskStore, Depends(get_store)]
+AgentsDep = Annotated[AgentViews, Depends(get_agents)]
 InventoryDep = Annotated[Inventory, Depends(get_inventory)]
 LauncherDep = Annotated[Launcher, Depends(get_launcher)]

@@ -19,6 +19,7 @@ reaps); the store's methods are the parts' own, under the names the rest of the 
     leases.py       Leases: claim and renew a runner's lease; reap lapsed ones
     logs.py         Logs: subtask logs
     hosts.py        Hosts: host locks, agent status, pid snapshots
+    processes.py    ProcessOperations: one agent process restarted or stopped, holding its host meanwhile
     prune.py        Prune: deleting finished tasks older than a cut-off
 """
 
@@ -32,6 +33,7 @@ from .hosts import Hosts
 from .leases import Leases
 from .logs import Logs
 from .operations import Operations
+from .processes import ProcessOperation, ProcessOperations
 from .prune import Prune
 from .tasks import Tasks
 from .transitions import Transitions
@@ -50,6 +52,7 @@ class TaskStore:
         self.logs = Logs(self.db)
         self.hosts = Hosts(self.db)
         self.pruning = Prune(self.db)
+        self.processes = ProcessOperations(self.db)
         # The parts' methods under the store's names: the callers' API, with no extra call on the runner's hot path.
         self.create_task = self.tasks.create_task
         self.load = self.tasks.load
@@ -102,4 +105,4 @@ class TaskStore:
         self.close()
 
 
-__all__ = ["Subtask", "Task", "TaskRecord", "TaskStore"]
+__all__ = ["ProcessOperation", "Subtask", "Task", "TaskRecord", "TaskStore"]

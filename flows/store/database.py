@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -12,6 +13,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import StoreUnavailableError
 from .migrate import SHIPPED, Migrations, Upgrade
+
+OPEN_SECONDS = 30.0  # as SQLite's busy timeout below
 
 
 class Database:
@@ -32,11 +35,24 @@ class Database:
         self.upgraded: Upgrade | None = None  # what opening it did to the schema: (from, to), or None
         if migrations is not None:
             try:
-                with self.available():
-                    self.upgraded = migrations.upgrade(self.engine, self.safe_url)
+                self.upgraded = self._open(migrations)
             except BaseException:
                 self.engine.dispose()
                 raise
+
+    def _open(self, migrations: Migrations) -> Upgrade | None:
+        """Bring the schema to the code's head. Several processes opening a new SQLite file at once can meet
+        SQLite's "database is locked" without its busy timeout being applied (switching the file to WAL needs it
+        alone for a moment): that is retried for up to OPEN_SECONDS; any other failure is raised at once."""
+        deadline = time.monotonic() + OPEN_SECONDS
+        while True:
+            try:
+                with self.available():
+                    return migrations.upgrade(self.engine, self.safe_url)
+            except StoreUnavailableError as exc:
+                if not self._sqlite or "database is locked" not in exc.message or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @property
     def safe_url(self) -> str:

@@ -82,11 +82,14 @@ class Hosts:
             return {r.host_id: r.task_id for r in conn.execute(sa.select(host_locks))}
 
     def held_agent_statuses(self) -> dict[int, str]:
-        """host id -> the agent status the task holding it gives it: its template's ``busy_status`` (RESTARTING
-        for a restart, STOPPING for a stop)."""
-        query = sa.select(host_locks.c.host_id, tasks.c.template).join(tasks, tasks.c.id == host_locks.c.task_id)
+        """host id -> the agent status while something holds it: the holding task's template's ``busy_status``
+        (RESTARTING for a restart, STOPPING for a stop); RESTARTING for a process operation (no task row)."""
+        query = sa.select(host_locks.c.host_id, tasks.c.template).outerjoin(tasks, tasks.c.id == host_locks.c.task_id)
         with self.db.read() as conn:
-            return {r.host_id: template_of(r.template).busy_status for r in conn.execute(query)}
+            return {
+                r.host_id: template_of(r.template).busy_status if r.template else "RESTARTING"
+                for r in conn.execute(query)
+            }
 
     def set_host_agent_status(self, host_id: int, status: str) -> None:
         stamp = format_time(now())

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 from .. import machine
 from ..models import TaskStatus, format_time, now
 from .database import Database
+from .processes import reap_operations
 from .schema import tasks
 from .tasks import load_record
 from .transitions import write_transition
@@ -77,6 +78,7 @@ class Leases:
                 "from here."
             )
             write_transition(conn, machine.abort(load_record(conn, task_id, for_update=True), stamp, why), None)
+        reap_operations(conn)  # process operations whose process died hold their host no longer
         return [row.id for row in expired]
 
 

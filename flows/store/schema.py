@@ -91,3 +91,22 @@ host_agent_status = sa.Table(
     sa.Column("status", sa.String(20), nullable=False),  # OCP's hostAgentStatus: AVAILABLE, OFFLINE, ...
     sa.Column("updated", sa.String(40), nullable=False),
 )
+
+process_operations = sa.Table(
+    "process_operations",
+    metadata,  # a restart or stop of one agent process; while RUNNING it holds its host (host_locks.task_id = -id)
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("host_id", sa.BigInteger, nullable=False),
+    sa.Column("alias", sa.String(40), nullable=False),
+    sa.Column("action", sa.String(10), nullable=False),  # restart | stop
+    sa.Column("creator", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # RUNNING | SUCCESSFUL | FAILED
+    sa.Column("start_time", sa.String(40), nullable=False),
+    sa.Column("finish_time", sa.String(40)),
+    sa.Column("lease_until", sa.Float, nullable=False),  # past it, a RUNNING one was abandoned: reaped FAILED
+    sa.Column("pid_before", sa.BigInteger),
+    sa.Column("pid_after", sa.BigInteger),
+    sa.Column("output", sa.Text, nullable=False),  # the commands and what they printed
+    sqlite_autoincrement=True,
+)
+process_operations_host_index = sa.Index("ix_process_operations_host_id", process_operations.c.host_id)

@@ -183,6 +183,7 @@ class TestReadsNeverWrite:
             "task_ids",
             "locks",
             "host_agent_statuses",
+            "held_agent_statuses",
             "host_agent_status",
             "last_pids",
             "log",

@@ -36,7 +36,6 @@ from flows.store import TaskStore
 from flows.view import (
     basic_task_instance,
     creator,
-    host_agent,
     spring_page,
     spring_sort,
     task_instance,
@@ -154,47 +153,6 @@ class TestSpringPaging:
         assert spring_sort(["startTime,name,ASC", "id"], fields) == [("start_time", True), ("name", True), ("id", True)]
         with pytest.raises(ValueError, match="cannot sort by password"):
             spring_sort(["password,asc"], fields)
-
-
-class TestHostAgentView:
-    HOST = {"host_id": 5, "address": "a", "user": "u", "agent_home": "/h"}
-
-    def test_after_a_finished_restart_every_process_is_started(self):
-        pids = {"ocp_agentd": 11, "ocp_mgragent": 12, "ocp_monagent": 13}
-        agent = host_agent(
-            host_id=5,
-            address="10.0.0.5",
-            user="admin",
-            agent_home="/home/admin/ocp_agent/",
-            status="AVAILABLE",
-            pids=pids,
-            seen="t1",
-            stopped=False,
-            available="t1",
-        )
-        wire = agent.to_wire()
-        assert wire["status"] == "AVAILABLE" and wire["installHome"] == "/home/admin/ocp_agent"
-        assert {p["alias"]: (p["pid"], p["status"]) for p in wire["processes"]} == {
-            "ocp_agentd": (11, "STARTED"),
-            "ocp_mgragent": (12, "STARTED"),
-            "ocp_monagent": (13, "STARTED"),
-        }
-        assert wire["processes"][1]["ports"] == "62888" and wire["processes"][0]["logFilePattern"].endswith(".log*")
-
-    def test_stopped_or_unseen_processes_are_stopped_with_pid_0(self):
-        """After a Stop with no Finish since, or a process missing from what was seen: STOPPED, pid 0."""
-        stopped = host_agent(
-            **self.HOST, status="OFFLINE", pids={"ocp_agentd": 11}, seen="t", stopped=True, available=None
-        ).to_wire()
-        assert {(p["pid"], p["status"]) for p in stopped["processes"]} == {(0, "STOPPED")}
-        partial = host_agent(
-            **self.HOST, status="OFFLINE", pids={"ocp_agentd": 11}, seen="t", stopped=False, available=None
-        ).to_wire()
-        assert [p["status"] for p in partial["processes"]] == ["STARTED", "STOPPED", "STOPPED"]
-
-    def test_before_any_restart_nothing_is_known(self):
-        unseen = host_agent(**self.HOST, status=None, pids={}, seen=None, stopped=False, available=None).to_wire()
-        assert unseen["processes"] == []
 
 
 # ---- request values ------------------------------------------------------------------------------------------

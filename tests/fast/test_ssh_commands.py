@@ -17,7 +17,7 @@ import pytest
 from deployments.sandbox.fake_shell import split_commands
 from deployments.sandbox.local import LocalRunner
 from steps import agent as agent_module
-from steps.agent import PROCESSES, SCRIPTS, STATUS_IF_CLI, STOP_ALL, AgentControl
+from steps.agent import PROCESSES, SCRIPTS, STATUS_IF_CLI, STOP_ALL, VIEW_SCRIPTS, AgentControl
 from steps.errors import CommandTimeout, SSHError
 from steps.inventory import Host
 from steps.runner import Script, integers, sh
@@ -125,7 +125,7 @@ class TestScript:
 
     def test_every_script_body_is_valid_sh(self, tmp_path):
         """`sh -n` accepts every script the agent and the SSH layer render."""
-        for script in (*SCRIPTS, KILL_GROUP):
+        for script in (*SCRIPTS, *VIEW_SCRIPTS, KILL_GROUP):
             done = subprocess.run(["/bin/sh", "-n", "-c", script.render("x")], capture_output=True, text=True)
             assert done.returncode == 0, (script.name, done.stderr)
 

@@ -165,12 +165,12 @@ def _fresh(tmp_path: Path) -> Path:
     return path
 
 
-NEXT = f"{int(SHIPPED.head) + 1:04d}"  # the revision a later ocp-restart would add
+NEXT = f"{int(SHIPPED.head) + 1:04d}"  # the revision a later ocp-restart would ship
 
 
 class TestAnotherRevision:
     @pytest.fixture
-    def with_0002(self, tmp_path) -> Migrations:
+    def with_next(self, tmp_path) -> Migrations:
         """The shipped revisions and the next one (an index), as a later ocp-restart would ship them."""
         location = tmp_path / "migrations"
         shutil.copytree(SHIPPED.location, location, ignore=shutil.ignore_patterns("__pycache__"))
@@ -181,14 +181,13 @@ class TestAnotherRevision:
         )
         return Migrations(location)
 
-    def test_a_store_is_upgraded_to_it_in_place_with_one_log_line(self, tmp_path, caplog, with_0002):
-        """A store at the shipped head goes to the next revision when it is given, its rows kept; the line names
-        both."""
+    def test_a_store_is_upgraded_to_it_in_place_with_one_log_line(self, tmp_path, caplog, with_next):
+        """A store at the shipped head goes to the next revision, its rows kept; the line names both."""
         url = load_0_1_0(tmp_path / "tasks.db")
         TaskStore(url).close()
         before = every_row(sa.create_engine(url))
         caplog.clear()
-        db = Database(url, with_0002)
+        db = Database(url, with_next)
         db.close()
         assert db.upgraded == (SHIPPED.head, NEXT)
         assert upgrade_lines(caplog) == [
@@ -198,11 +197,10 @@ class TestAnotherRevision:
         with sqlite3.connect(tmp_path / "tasks.db") as conn:
             assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'ix_host_snapshots_host_id'").fetchone()
 
-    def test_a_store_newer_than_the_code_is_refused_and_left_alone(self, tmp_path, with_0002):
-        """This code refuses a store at a revision after its head: StoreVersionError, a StoreUnavailableError naming
-        both."""
+    def test_a_store_newer_than_the_code_is_refused_and_left_alone(self, tmp_path, with_next):
+        """This code refuses a store at the next revision: StoreVersionError (a StoreUnavailableError) naming both."""
         url = f"sqlite:///{tmp_path / 'tasks.db'}"
-        Database(url, with_0002).close()
+        Database(url, with_next).close()
         with pytest.raises(StoreVersionError) as refused:
             TaskStore(url)
         assert isinstance(refused.value, StoreUnavailableError)

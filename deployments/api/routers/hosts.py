@@ -1,4 +1,4 @@
-"""OCP's host routes over the inventory: the host list, a host, and the OCP agent on a host with its processes."""
+"""OCP's host routes over the inventory: the host list and a host (the agent on a host: routers/agent.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from flows.errors import UnknownHostError
-from flows.models import Envelope, HostAgent, HostAgentProcessPage, format_time, now
+from flows.models import Envelope
 from flows.store import TaskStore
-from flows.view import DEFAULT_PAGE_SIZE, host_agent, page, spring_page
+from flows.view import DEFAULT_PAGE_SIZE, page, spring_page
 from steps.inventory import Host, Inventory
 
 from ..envelope import documented, envelope
@@ -30,7 +30,6 @@ from ..security import HostReader
 from ..state import InventoryDep, StoreDep
 
 router = APIRouter(tags=["hosts"])
-AGENT_PREFIXES = ("/api/v2", "")  # OCP's agent pages write the path without /api/v2, their samples with it
 
 
 @router.get(
@@ -74,60 +73,23 @@ def list_hosts(
     responses=documented(401, 403, 404),
 )
 def get_host(request: Request, host_id: HostId, user: HostReader, store: StoreDep, inventory: InventoryDep):
-    return envelope(request, _host_views(store, [_known_host(inventory, host_id)])[0])
+    return envelope(request, _host_views(store, [known_host(inventory, host_id)])[0])
 
 
-def get_agent(request: Request, host_id: HostId, user: HostReader, store: StoreDep, inventory: InventoryDep):
-    return envelope(request, _agent_of(store, _known_host(inventory, host_id)).to_wire())
-
-
-def list_agent_processes(
-    request: Request,
-    host_id: HostId,
-    user: HostReader,
-    store: StoreDep,
-    inventory: InventoryDep,
-    page_: PageNumber = 1,
-    size: PageSize = DEFAULT_PAGE_SIZE,
-):
-    number, size = spring_page(page_, size)
-    processes = _agent_of(store, _known_host(inventory, host_id)).to_wire()["processes"]
-    chunk = processes[(number - 1) * size : number * size]
-    return envelope(request, {"contents": chunk, "page": page(number, size, len(processes)).to_wire()})
-
-
-for _prefix in AGENT_PREFIXES:
-    router.add_api_route(
-        f"{_prefix}/compute/hosts/{{host_id:int}}/agent",
-        get_agent,
-        methods=["GET"],
-        response_model=Envelope[HostAgent],
-        responses=documented(401, 403, 404),
-        summary="Query OCP Agent details on a host: its status, and its processes' pids as last seen on the host",
-    )
-    router.add_api_route(
-        f"{_prefix}/compute/hosts/{{host_id:int}}/agent/processes",
-        list_agent_processes,
-        methods=["GET"],
-        response_model=Envelope[HostAgentProcessPage],
-        responses=documented(400, 401, 403, 404),
-        summary="Query OCP Agent processes on a host",
-    )
-
-
-def _known_host(inventory: Inventory, host_id: int) -> Host:
+def known_host(inventory: Inventory, host_id: int) -> Host:
     if host_id not in inventory.hosts:
         raise UnknownHostError([host_id], "the inventory")
     return inventory.hosts[host_id]
 
 
-def _agent_status(host_id: int, locks: dict[int, int], statuses: dict[int, str]) -> str | None:
-    """RESTARTING while a task holds the host, else the last status a restart saw (None before the first)."""
-    return "RESTARTING" if host_id in locks else statuses.get(host_id)
+def _agent_status(host_id: int, held: dict[int, str], statuses: dict[int, str]) -> str | None:
+    """While a task holds the host, the status its template gives (RESTARTING, STOPPING); else the last status an
+    operation left (None before the first)."""
+    return held.get(host_id) or statuses.get(host_id)
 
 
 def _host_views(store: TaskStore, hosts: list[Host]) -> list[dict]:
-    locks, statuses = store.locks(), store.host_agent_statuses()
+    held, statuses = store.held_agent_statuses(), store.host_agent_statuses()
     return [
         HostView(
             id=h.id,
@@ -135,29 +97,11 @@ def _host_views(store: TaskStore, hosts: list[Host]) -> list[dict]:
             innerIpAddress=h.address,
             sshPort=h.ssh_port,
             status="ONLINE",
-            hostAgentStatus=_agent_status(h.id, locks, statuses),
+            hostAgentStatus=_agent_status(h.id, held, statuses),
             services=[AGENT_SERVICE],
         ).model_dump()
         for h in hosts
     ]
-
-
-def _agent_of(store: TaskStore, host: Host) -> HostAgent:
-    """The host's agent as the last restart of the host saw it."""
-    locks, statuses = store.locks(), store.host_agent_statuses()
-    stored = store.host_agent_status(host.id)
-    sighting = store.last_pids(host.id)
-    return host_agent(
-        host_id=host.id,
-        address=host.address,
-        user=host.user,
-        agent_home=host.agent_home,
-        status=_agent_status(host.id, locks, statuses),
-        pids=sighting.pids if sighting else {},
-        seen=(sighting.seen or format_time(now())) if sighting else None,
-        stopped=bool(sighting and sighting.stopped),
-        available=stored.updated if stored and stored.status == "AVAILABLE" else None,
-    )
 
 
 def _sorted_hosts(hosts: list[Host], order: list[tuple[str, bool]]) -> list[Host]:
