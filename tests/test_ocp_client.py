@@ -10,6 +10,7 @@ fields and signature, and nothing else. Reference pages, by short name:
     host agent    1300.ocpagent-management/100.queries-the-details-of-the-ocp-agent-on-a-host.md
     time, info    1600.other/200.query-ocp-server-time.md, 100.query-the-basic-information-of-an-ocp-application.md
     batch restart 1300.ocpagent-management/500.restarts-the-basic-processes-of-the-ocp-agent-on-multiple.md
+    agent ops     1300.ocpagent-management/200-800: stop, batch stop, restart, processes, restart/stop a process
     access keys   OCP's "API authentication" page (OCP-ACCESS-KEY-HMACSHA1, Date, toSignString) and
                   mcp-oceanbase src/ocp_mcp_server/server.py (query_ocp_api)
 """
@@ -478,3 +479,50 @@ class TestStrictInputs:
         """maxFailedPercent: false is refused (400 naming the field), not read as 0."""
         response = ocp.request("POST", RESTART, body={"hostIds": [1001], "maxFailedPercent": False})
         assert response.status_code == 400 and "maxFailedPercent" in response.json()["error"]["message"]
+
+
+class TestAllEightOperations:
+    """The eight operations of the reference's OCP Agent management pages (1300.ocpagent-management/100-800), called
+    as that reference writes them, on one host (#21)."""
+
+    def test_each_answers_as_documented_and_does_what_it_says(self, ocp, box):
+        """100/600 read the agent; 800/700 stop and restart one worker process; 200/400 stop and restart the
+        agent; 300/500 the same in batch: each task named and shaped as its sample, and the agent as expected."""
+        host = 1003
+        agent = ocp.data("GET", f"/compute/hosts/{host}/agent")  # 100
+        assert agent["status"] == "AVAILABLE" and {p["alias"] for p in agent["processes"]} == {
+            "ocp_agentd",
+            "ocp_mgragent",
+            "ocp_monagent",
+        }
+        page = ocp.data("GET", f"/compute/hosts/{host}/agent/processes", params={"page": 1, "size": 10})  # 600
+        worker = next(p for p in page["contents"] if p["operable"])
+        assert all(not p["operable"] for p in page["contents"] if p["alias"] != worker["alias"])
+
+        stopped = ocp.data("POST", f"/compute/hosts/{host}/agent/processes/{worker['id']}/stop")  # 800
+        assert stopped["id"] == worker["id"] and stopped["pid"] == 0 and stopped["status"] == "STOPPED"
+        started = ocp.data("POST", f"/compute/hosts/{host}/agent/processes/{worker['id']}/restart")  # 700
+        assert started["status"] == "STARTED" and started["pid"] not in (0, worker["pid"])
+
+        def task(method_path: str, body: dict | None, name: str, nodes: int, single: bool) -> dict:
+            submitted = ocp.data("POST", method_path, **({"body": body} if body is not None else {}))
+            assert submitted["name"] == name and len(submitted["subtasks"]) == nodes
+            if single:  # the single-host samples: task-level hostId, context.stringMap.host_id, listMap {}
+                assert submitted["hostId"] == host and submitted["context"]["stringMap"]["host_id"] == str(host)
+                assert submitted["context"]["listMap"] == {}
+            else:
+                assert submitted["context"]["listMap"] == {"host_ids": [str(host)]}
+            done = ocp.follow(submitted["id"])
+            assert done["status"] == "SUCCESSFUL", done
+            return done
+
+        task(f"/compute/hosts/{host}/agent/stop", None, "Stop OCP agent", 3, True)  # 200
+        assert not any(box.host(host).agent_pids().values())
+        assert ocp.data("GET", f"/compute/hosts/{host}/agent")["status"] == "OFFLINE"
+        task(f"/compute/hosts/{host}/agent/restart", None, "Restart OCP agent", 5, True)  # 400
+        assert all(box.host(host).agent_pids().values())
+        task("/compute/hosts/batchStopAgents", {"hostIds": [host]}, "Batch stop OCP agent", 5, False)  # 300
+        assert not any(box.host(host).agent_pids().values())
+        task(RESTART, {"hostIds": [host]}, "Batch restart OCP agent", 9, False)  # 500
+        assert all(box.host(host).agent_pids().values())
+        assert ocp.data("GET", f"/api/v2/compute/hosts/{host}/agent")["status"] == "AVAILABLE"
