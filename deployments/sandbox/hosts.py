@@ -156,6 +156,11 @@ class SandboxHost:
         """
         return self.home.processes(uid=self._sandbox.login.uid)
 
+    def start_duplicate(self, name: str) -> int:
+        """A second ``name`` (ocp_mgragent or ocp_monagent) of this host's agent, started by hand beside the one its
+        pid file names, as the login user; its pid."""
+        return self.home.start_duplicate(name, as_user=self._sandbox._as_user([]))
+
     def agentctl(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
         """Run ``ocp_agentctl ARGS`` locally as the login user (not over SSH); text output."""
         return subprocess.run(
