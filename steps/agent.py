@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from .errors import AgentError, SubtaskCancelled
+from .errors import AgentError, CommandTimeout, SubtaskCancelled
 from .runner import CommandResult, Runner, Script, integers, sh
 
 AGENTD = "ocp_agentd"
@@ -57,7 +57,8 @@ STOP_ALL = Script(
 )
 # Prepare's probe of what a restart cannot fix, then MARK, then `ocp_agentctl status` (exit 127 first if the CLI is
 # not there). Prints `disk KB` (free space of the agent home's filesystem, df), `memory KB` (MemAvailable),
-# `writable yes|no` (a file can be created in run/), `owner NAME` (the agent home's owner, the agent's user:
+# `writable yes|no` (a file can be created in run/: `true`, not the special builtin `:`, whose failed
+# redirection would end the script), `owner NAME` (the agent home's owner, the agent's user:
 # UNKNOWN when it has no account), and `listen LINE` per TCP listener on the agent's port (ss, with its process;
 # `listen ?` when ss is missing). SANDBOX ONLY: the files {home}/faults/free_disk_mb and free_memory_mb, when
 # present, stand in for the measurement (`disk KB simulated`), so that tests can put a host "out of disk" without
@@ -69,7 +70,7 @@ PREPARE_PROBE = Script(
     'else df -Pk "$home" 2>/dev/null | { read -r _; read -r _ _ _ a _; echo "disk ${a:-?}"; }; fi; '
     'f=$home/faults/free_memory_mb; if [ -r "$f" ]; then read -r v <"$f"; echo "memory $((v * 1024)) simulated"; '
     'else while read -r k v _; do [ "$k" = MemAvailable: ] && echo "memory $v" && break; done </proc/meminfo; fi; '
-    'if { : >>"$home/run/.ocp-restart-probe"; } 2>/dev/null; then echo "writable yes"; else echo "writable no"; fi; '
+    'if { true >>"$home/run/.ocp-restart-probe"; } 2>/dev/null; then echo "writable yes"; else echo "writable no"; fi; '
     'echo "owner $(stat -c %U "$home" 2>/dev/null)"; '
     'if command -v ss >/dev/null; then ss -Hltnp "sport = :$port" 2>/dev/null | while read -r l; do echo "listen $l"; '
     'done; else echo "listen ?"; fi; '
@@ -174,7 +175,7 @@ class Probe:
                 f"too little free memory: {self.memory_kb // 1024} MB available{sim['memory']}, "
                 f"{limits.min_free_memory_mb} MB required (min_free_memory_mb)"
             )
-        if self.owner in ("UNKNOWN", ""):
+        if self.owner == "UNKNOWN":  # stat's name for a uid without an account ('': not read, no check)
             found.append("the agent's user (the agent home's owner) has no account on the host")
         for line in self.listeners:
             holder = _foreign_listener(line, limits.port, address, agent_pids)
@@ -386,7 +387,10 @@ class AgentControl:
             if self.stop is not None and self.stop():
                 raise SubtaskCancelled("cancelled by an operator while waiting until the agent serves")
             time.sleep(POLL_SECONDS)
-            last = self.health(deadline, quiet=True)
+            try:
+                last = self.health(deadline, quiet=True)
+            except CommandTimeout:  # the deadline came during a poll: the last problem is the answer
+                raise AgentError(f"timed out waiting until the agent serves: {problem}") from None
         serving = last.serving or {}
         self.log(
             f"agent {last.status.describe()}; {POS_PROXY} serves (pid {serving.get('pid')}, "
