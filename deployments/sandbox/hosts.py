@@ -71,8 +71,7 @@ class SandboxHost:
 
     # --- faults and delays -----------------------------------------------------------------------------
     def set_fault(self, name: str, value: str = "1") -> None:
-        """Switch a fault on: writes {agent_home}/faults/{name}. Known: start_fail, stop_hang, flood,
-        service_ignore_term (see README.md)."""
+        """Switch a fault on: writes {agent_home}/faults/{name}. Known: ``agent_home.FAULTS`` (see README.md)."""
         self.home.set_fault(name, value)
 
     def clear_fault(self, name: str) -> None:
