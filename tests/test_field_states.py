@@ -143,6 +143,8 @@ def field():
         for h in box.hosts:
             h.set_delays(wait_seconds=2)
         hosts = dict(zip(states, box.hosts, strict=True))
+        for h in box.hosts:  # each mgragent serving (it listens a moment after start) before any state is made
+            wait(lambda h=h: (h.home.run_dir / f"ocp_mgragent.{h.agent_pids()['ocp_mgragent']}.sock").exists())
         setup = States(box)
         try:
             strangers = {state: setup.apply(state, host) for state, host in hosts.items()}
