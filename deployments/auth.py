@@ -60,8 +60,8 @@ ROLES: dict[str, frozenset[str]] = {
     "TASK_VIEWER": frozenset({TASK_READ}),  # OCP's docs cite it; it stands for TASK:*:READ
     "PROFILE": frozenset(),
 }
-_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-_KEY = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+_KEY = re.compile(r"[A-Za-z0-9_-]{16,128}")
 _CACHE_SECONDS = 300.0
 SIGNED_SCHEME = "OCP-ACCESS-KEY-HMACSHA1"
 MAX_CLOCK_SKEW = 15 * 60.0  # seconds between a signed request's Date and our clock: OCP's "less than 15 minutes"
@@ -360,7 +360,7 @@ def _read(path: Path) -> tuple[dict[str, tuple[bytes, User]], dict[str, tuple[st
     users: dict[str, tuple[bytes, User]] = {}
     keys: dict[str, tuple[str, str]] = {}
     for name, entry in (raw.get("users") or {}).items():
-        if not _NAME.match(name) or not isinstance(entry, dict):
+        if not _NAME.fullmatch(name) or not isinstance(entry, dict):
             raise UsersFileError(f"{path}: user {name!r}: invalid name or entry")
         digest = entry.get("password_hash", "")
         if not isinstance(digest, str) or not digest.startswith(("$2a$", "$2b$", "$2y$")):
@@ -395,7 +395,9 @@ def _access_keys(path: Path, name: str, entries: object) -> list[tuple[str, str]
     for index, entry in enumerate(entries):
         key_id = entry.get("id") if isinstance(entry, dict) else None
         secret = entry.get("secret") if isinstance(entry, dict) else None
-        if not (isinstance(key_id, str) and _KEY.match(key_id) and isinstance(secret, str) and _KEY.match(secret)):
+        if not (
+            isinstance(key_id, str) and _KEY.fullmatch(key_id) and isinstance(secret, str) and _KEY.fullmatch(secret)
+        ):
             raise UsersFileError(
                 f"{path}: user {name!r}: access key #{index + 1}: 'id' and 'secret' must be strings "
                 "of 16-128 letters, digits, '-' or '_' (create keys with "
@@ -409,7 +411,7 @@ def add_user(path: str | Path, name: str, password: str, roles: list[str]) -> No
     """Add or replace a user in the users file (created 0600), storing only a bcrypt hash; the user's access keys
     are kept."""
     path = Path(path).expanduser()
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise UsersFileError(f"user name must match {_NAME.pattern}, got {name!r}")
     unknown = [r for r in roles if r not in ROLES]
     if unknown or not roles:

@@ -23,8 +23,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from flows.settings import Settings
+from steps.runner import is_decimal
 
-from . import console
+from . import cli_ops, console
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_RUNNING, EXIT_BUSY, EXIT_STORE, EXIT_FENCED = 0, 1, 2, 3, 4, 5, 6
 EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130  # 70: EX_SOFTWARE (sysexits.h)
@@ -34,7 +35,7 @@ def _host_ids(text: str) -> list[int]:
     ids = []
     for part in text.split(","):
         part = part.strip()
-        if not part.isdigit() or int(part) <= 0:
+        if not is_decimal(part) or int(part) <= 0:
             raise argparse.ArgumentTypeError(
                 f"host ids must be positive integers separated by commas, got {part!r} in {text!r}"
             )
@@ -44,7 +45,7 @@ def _host_ids(text: str) -> list[int]:
 
 def _timeout(text: str) -> tuple[str, int]:
     kind, _, seconds = text.partition("=")
-    if not seconds.isdigit():
+    if not is_decimal(seconds):
         raise argparse.ArgumentTypeError(f"expected STAGE=SECONDS (e.g. stop_all=120), got {text!r}")
     return kind, int(seconds)
 
@@ -54,6 +55,7 @@ def build_parser(config: Settings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ocp-restart", description="Restart OceanBase OCP agents, OCP's way.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_restart_commands(sub, config)
+    cli_ops.add_commands(sub, _host_ids, _run_options, config)
     _add_serve_command(sub, config)
     _add_task_commands(sub)
     _add_deploy_command(sub)
@@ -88,6 +90,11 @@ def _add_restart_commands(sub: Subcommands, config: Settings) -> None:
     status = sub.add_parser("status", help="show a task instance from the task store")
     status.add_argument("task_id", type=int)
     status.add_argument("--json", action="store_true")
+
+    log = sub.add_parser("log", help="print a subtask's log, or every subtask's log of a task")
+    log.add_argument("task_id", type=int)
+    log.add_argument("subtask_id", type=int, nargs="?", help="one subtask (default: all of them, in plan order)")
+    log.add_argument("--failed", action="store_true", help="only the FAILED subtasks")
 
 
 def _add_serve_command(sub: Subcommands, config: Settings) -> None:
@@ -139,6 +146,9 @@ def _add_deploy_command(sub: Subcommands) -> None:
     deploy.add_argument("--host-ids", type=_host_ids, metavar="ID,ID,...", help="default parameter: the hosts")
     deploy.add_argument("--inventory", type=Path, help="default parameter: the inventory (absolute path)")
     deploy.add_argument("--cron", help="maintenance window, e.g. '0 3 * * 6' (Saturdays 03:00)")
+    deploy.add_argument(
+        "--stop-cron", help="schedule batch-stop-agents/NAME on the same hosts, e.g. before the window ('50 2 * * 6')"
+    )
     deploy.add_argument("--interval", type=float, metavar="SECONDS", help="or run every SECONDS")
     deploy.add_argument("--timezone", help="IANA timezone of the schedule, e.g. Asia/Shanghai (default UTC)")
     deploy.add_argument("--batch-size", type=int, metavar="K")
@@ -285,7 +295,10 @@ def _main(argv: list[str] | None) -> int:
         commands = {
             "plan": cmd_plan,
             "run": cmd_run,
+            "stop": cli_ops.cmd_agent_operation,
+            "restart": cli_ops.cmd_agent_operation,
             "status": cmd_status,
+            "log": cmd_log,
             "demo": cmd_demo,
             "serve": cmd_serve,
             "user": cmd_user,
@@ -324,15 +337,19 @@ def _main(argv: list[str] | None) -> int:
 
 
 def cmd_plan(args: argparse.Namespace, config: Settings) -> int:
+    return print_plan(args.host_ids, args.json, config)
+
+
+def print_plan(host_ids: list[int], as_json: bool, config: Settings, template=None) -> int:
+    """Dry run: print the task instance ``template`` (default: the batch restart) would create; touch nothing."""
     from flows.models import now
-    from flows.plan import build_plan
+    from flows.plan import BATCH_RESTART, build_plan
     from flows.view import preview
 
-    request = _request(args.host_ids)
-    instance = preview(
-        build_plan(request.host_ids), creator=getpass.getuser(), executor=config.executor_address, start_time=now()
-    )
-    if args.json:
+    request = _request(host_ids)
+    plan = build_plan(request.host_ids, template=template or BATCH_RESTART)
+    instance = preview(plan, creator=getpass.getuser(), executor=config.executor_address, start_time=now())
+    if as_json:
         print(json.dumps(instance.to_wire(), indent=2))
     else:
         from rich.console import Console
@@ -388,12 +405,18 @@ def cmd_demo(args: argparse.Namespace, config: Settings) -> int:
         return code
 
 
-def _run(args: argparse.Namespace, config: Settings, inventory_path: Path, host_ids: list[int] | None) -> int:
+def _run(
+    args: argparse.Namespace, config: Settings, inventory_path: Path, host_ids: list[int] | None, template=None
+) -> int:
+    """Record a task of ``template`` (default: the batch restart) and run its flow here."""
     from flows.errors import RequestError
     from flows.options import RestartOptions
+    from flows.plan import BATCH_RESTART
     from flows.store import TaskStore
     from flows.submit import create_task
     from steps.inventory import load_inventory
+
+    template = template or BATCH_RESTART
 
     inventory = load_inventory(inventory_path)
     ids = host_ids or list(inventory.hosts)
@@ -411,18 +434,25 @@ def _run(args: argparse.Namespace, config: Settings, inventory_path: Path, host_
         raise RequestError(_validation_message(exc)) from None
     with TaskStore(config.store_url) as store:
         task_id = create_task(
-            store, inventory, ids, options, creator=getpass.getuser(), executor=config.executor_address
+            store,
+            inventory,
+            ids,
+            options,
+            creator=getpass.getuser(),
+            executor=config.executor_address,
+            template=template,
         )
-        print(f"task {task_id}: restarting the OCP agent on {len(ids)} host(s)", file=sys.stderr)
+        doing = "restarting the OCP agent" if template is BATCH_RESTART else f"'{template.task_name}'"
+        print(f"task {task_id}: {doing} on {len(ids)} host(s)", file=sys.stderr)
         return _execute(store, config, task_id, inventory_path, options, args.json)
 
 
 def _execute(store, config: Settings, task_id: int, inventory_path, options, as_json: bool) -> int:
-    """Run the flow for a recorded task in this process, with progress on stderr; report the result."""
+    """Run the flow of a recorded task's template in this process, with progress on stderr; report the result."""
     from . import local_prefect
 
     local_prefect.ensure(config)  # before Prefect is imported: it reads PREFECT_API_URL once
-    from flows.restart import restart_agents
+    from flows.agent_ops import run_operation
 
     started = time.monotonic()
     record = store.load(task_id)
@@ -434,17 +464,41 @@ def _execute(store, config: Settings, task_id: int, inventory_path, options, as_
     with ExitStack() as stack:
         if not as_json or sys.stderr.isatty():
             stack.enter_context(console.Progress(load))
-        restart_agents(
-            task_id=task_id, host_ids=list(record.task.host_ids), inventory=str(inventory_path), options=options
+        run_operation(
+            record.task.template,
+            task_id=task_id,
+            host_ids=list(record.task.host_ids),
+            inventory=str(inventory_path),
+            options=options,
         )
-    return _report(store.load(task_id), as_json, time.monotonic() - started)
+    return _report(store, store.load(task_id), as_json, time.monotonic() - started)
 
 
 def _run_remote(args: argparse.Namespace, config: Settings, url: str) -> int:
     """``run --server``: POST the restart to a running ocp-restart server and follow it there."""
-    from flows.errors import RequestError
-
     from .remote import RemoteServer
+
+    refuse_local_only(args, url)
+    started = time.monotonic()
+    password = config.password
+    with RemoteServer(url, args.user, password.get_secret_value() if password else None) as server:
+        ids = args.host_ids or server.host_ids()
+        instance = server.restart(
+            ids,
+            batchSize=args.batch_size,
+            maxFailedHosts=args.max_failed_hosts,
+            maxFailedPercent=args.max_failed_percent,
+        )
+        print(
+            f"task {instance['id']}: restarting the OCP agent on {len(ids)} host(s) through {server.url}",
+            file=sys.stderr,
+        )
+        return follow_remote(args, server, instance, url, started)
+
+
+def refuse_local_only(args: argparse.Namespace, url: str) -> None:
+    """RequestError if options that only a local run can honour are given with --server."""
+    from flows.errors import RequestError
 
     local_only = [
         flag
@@ -461,33 +515,26 @@ def _run_remote(args: argparse.Namespace, config: Settings, url: str) -> int:
             f"{', '.join(local_only)} cannot be used with --server {url}: the server restarts hosts "
             "with its own inventory and settings"
         )
-    started = time.monotonic()
-    password = config.password
-    with RemoteServer(url, args.user, password.get_secret_value() if password else None) as server:
-        ids = args.host_ids or server.host_ids()
-        instance = server.restart(
-            ids,
-            batchSize=args.batch_size,
-            maxFailedHosts=args.max_failed_hosts,
-            maxFailedPercent=args.max_failed_percent,
-        )
-        task_id = instance["id"]
-        print(f"task {task_id}: restarting the OCP agent on {len(ids)} host(s) through {server.url}", file=sys.stderr)
-        # Each GET loads and renders the whole task (~10 ms of the server's CPU at 100 hosts, taken from the run it
-        # is doing): poll big tasks less often.
-        interval = 0.25 if len(instance["subtasks"]) <= 100 else 0.5
-        latest = [instance]
 
-        def load() -> tuple[list[console.Row], bool]:
-            latest[0] = server.task(task_id)
-            return console.rows_from_wire(latest[0]), latest[0]["status"] != "RUNNING"
 
-        if not args.json or sys.stderr.isatty():
-            with console.Progress(load, interval) as progress:
-                progress.finished.wait()
-        else:
-            for latest[0] in server.follow(task_id, interval):
-                pass
+def follow_remote(args: argparse.Namespace, server, instance: dict, url: str, started: float) -> int:
+    """Follow a task a server has just recorded until it ends, with progress on stderr; report it as `run` does."""
+    task_id = instance["id"]
+    # Each GET loads and renders the whole task (~10 ms of the server's CPU at 100 hosts, taken from the run it
+    # is doing): poll big tasks less often.
+    interval = 0.25 if len(instance["subtasks"]) <= 100 else 0.5
+    latest = [instance]
+
+    def load() -> tuple[list[console.Row], bool]:
+        latest[0] = server.task(task_id)
+        return console.rows_from_wire(latest[0]), latest[0]["status"] != "RUNNING"
+
+    if not args.json or sys.stderr.isatty():
+        with console.Progress(load, interval) as progress:
+            progress.finished.wait()
+    else:
+        for latest[0] in server.follow(task_id, interval):
+            pass
     instance = latest[0]
     if args.json:
         print(json.dumps(instance, indent=2))
@@ -680,6 +727,7 @@ def cmd_deploy(args: argparse.Namespace, config: Settings) -> int:
         cron=args.cron,
         interval=args.interval,
         timezone=args.timezone,
+        stop_cron=args.stop_cron,
     )
     if args.serve:
         if args.notify_webhook:
@@ -693,8 +741,9 @@ def cmd_deploy(args: argparse.Namespace, config: Settings) -> int:
         pool=args.pool, paused=args.paused, notify_webhook=args.notify_webhook, **common
     )
     print(
-        f"deployments batch-restart-agents/{args.name} ({deployment_id}) and ocp-task-operation/"
-        f"{prefect_deploy.operation_name(args.name)} in work pool {args.pool}; "
+        f"deployments batch-restart-agents/{args.name} ({deployment_id}), ocp-task-operation/"
+        f"{prefect_deploy.operation_name(args.name)}, restart-agent/{args.name}, stop-agent/{args.name} and "
+        f"batch-stop-agents/{args.name} in work pool {args.pool}; "
         "start workers with: prefect worker start "
         f"--pool {args.pool}",
         file=sys.stderr,
@@ -739,10 +788,11 @@ def cmd_status(args: argparse.Namespace, config: Settings) -> int:
         # No server may be running to reap lapsed leases: a task whose runner died shows as FAILED here too.
         store.reap_expired()
         record = store.load(args.task_id)
-    return _report(record, args.json, None)
+        return _report(store, record, args.json, None)
 
 
-def _report(record, as_json: bool, seconds: float | None) -> int:
+def _report(store, record, as_json: bool, seconds: float | None) -> int:
+    """The task instance (``--json``), or the table, each failed subtask's last log lines and the verdict."""
     from flows.view import task_instance
 
     instance = task_instance(record)
@@ -756,9 +806,34 @@ def _report(record, as_json: bool, seconds: float | None) -> int:
                 record.task.id, record.task.name, record.task.status.value, console.rows_from_record(record)
             )
         )
+        failures = console.failure_report(record, store.log)
+        if failures:
+            print(failures)
         took = f" in {seconds:.1f} s" if seconds is not None else ""
         print(f"task {instance.id} {instance.status.value}{took}")
     return {"SUCCESSFUL": EXIT_OK, "FAILED": EXIT_FAILED}.get(instance.status.value, EXIT_RUNNING)
+
+
+def cmd_log(args: argparse.Namespace, config: Settings) -> int:
+    """``log TASK [SUBTASK]``: a subtask's log, or every subtask's (``--failed``: the FAILED ones) in plan order."""
+    from flows.errors import RequestError
+    from flows.store import TaskStore
+
+    with TaskStore(config.store_url) as store:
+        record = store.load(args.task_id)
+        if args.subtask_id is not None:
+            if not record.has(args.subtask_id):
+                raise RequestError(f"task {args.task_id} has no subtask {args.subtask_id}")
+            subtasks = [record.subtask(args.subtask_id)]
+        else:
+            subtasks = [s for s in record.subtasks if not args.failed or s.status.value == "FAILED"]
+        for sub in subtasks:
+            if args.subtask_id is None:
+                where = f" @ host {sub.host_id}" if sub.host_id is not None else ""
+                print(f"== subtask {sub.id} {sub.name}{where} [{sub.status.value}]")
+            text = store.log(sub.id)
+            print(text.rstrip("\n") if text else "(no log)")
+    return EXIT_OK
 
 
 if __name__ == "__main__":

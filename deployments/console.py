@@ -42,12 +42,17 @@ def rows_from_record(record: TaskRecord) -> list[Row]:
 def rows_from_wire(instance: dict[str, Any]) -> list[Row]:
     """A task instance's subtasks (OCP's JSON, from a server) as rows; it carries no times per host."""
     hosts = instance["context"]["listMap"].get("host_ids", [])
+    single = instance.get("hostId")  # a single-host operation: every subtask is that host's (parallelIdx -1)
     return [
         Row(
             s["id"],
             s["name"],
             s["status"],
-            int(hosts[s["parallelIdx"]]) if 0 <= s["parallelIdx"] < len(hosts) else None,
+            single
+            if single is not None
+            else int(hosts[s["parallelIdx"]])
+            if 0 <= s["parallelIdx"] < len(hosts)
+            else None,
         )
         for s in instance["subtasks"]
     ]
@@ -104,15 +109,44 @@ def _subtask_table(task_id: int, name: str, status: str, rows: list[Row]):
     return table
 
 
+FAILURES_SHOWN, LINES_SHOWN = 10, 8  # a failed run's report: so many failed subtasks, so many last log lines each
+
+
+def failure_report(record: TaskRecord, log_of: Callable[[int], str]) -> str:
+    """For a task with FAILED subtasks: each one's host and last log lines (at most FAILURES_SHOWN of them), then
+    what to run next; "" when nothing failed. ``log_of(subtask_id)`` reads a subtask's log."""
+    from flows.outcome import next_steps
+
+    failed = [s for s in record.subtasks if s.status.value == "FAILED"]
+    if not failed:
+        return ""
+    task_id = record.task.id
+    parts = []
+    for sub in failed[:FAILURES_SHOWN]:
+        where = f" @ host {sub.host_id}" if sub.host_id is not None else ""
+        lines = [line for line in log_of(sub.id).splitlines() if line.strip()][-LINES_SHOWN:]
+        parts.append(f"FAILED subtask {sub.id} {sub.name}{where}, its last log lines:")
+        parts += [f"    {line}" for line in lines] or ["    (no log)"]
+    if len(failed) > FAILURES_SHOWN:
+        parts.append(
+            f"... and {len(failed) - FAILURES_SHOWN} more FAILED subtasks: `ocp-restart log {task_id} --failed`"
+        )
+    parts.append(f"Whole logs: `ocp-restart log {task_id} SUBTASK_ID`.")
+    if record.task.status.value == "FAILED":
+        parts.append(next_steps(record))
+    return "\n".join(parts)
+
+
 def plan_table(instance: TaskInstance):
     from rich.table import Table
 
-    hosts = instance.context.list_map["host_ids"]
+    hosts = instance.context.list_map.get("host_ids", [])
+    single = str(instance.host_id) if instance.host_id is not None else None  # all its subtasks are on that host
     table = Table(title=f"{instance.name} (dry run)")
     for col in ("subtask", "step", "host", "status", "timeout s", "upstreams"):
         table.add_column(col)
     for sub in instance.subtasks:
-        host = hosts[sub.parallel_idx] if sub.parallel_idx >= 0 else ""
+        host = single or (hosts[sub.parallel_idx] if sub.parallel_idx >= 0 else "")
         table.add_row(
             str(sub.id), sub.name, host, sub.status.value, str(sub.timeout), ",".join(map(str, sub.upstreams))
         )

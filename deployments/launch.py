@@ -3,6 +3,11 @@
 - ``embedded`` (default): the flow runs in a thread of the API process.
 - ``deployment``: a flow run of the Prefect deployment ``OCP_RESTART_DEPLOYMENT`` (default
   ``batch-restart-agents/batch-restart``) is created for a worker to pick up; needs a real Prefect server.
+  The other operations' tasks go to the deployment of the same name of their own flow (``restart-agent/...``,
+  ``stop-agent/...``, ``batch-stop-agents/...``), as ``ocp-restart deploy`` registers them.
+
+Either way the flow is the task's template's (``flows/agent_ops.py`` FLOWS), whether the task is new or was
+reopened by an operation (retry, rollback, ...).
 Chosen by ``OCP_RESTART_LAUNCHER`` or ``ocp-restart serve --launcher``.
 """
 
@@ -21,7 +26,9 @@ log = logging.getLogger(__name__)
 
 
 class Launcher(Protocol):
-    def launch(self, task_id: int, host_ids: list[int], options: RestartOptions) -> None: ...
+    def launch(
+        self, task_id: int, host_ids: list[int], options: RestartOptions, *, template: str = "batch_restart"
+    ) -> None: ...
 
     def shutdown(self, reason: str, grace: float) -> None: ...
 
@@ -52,18 +59,20 @@ class EmbeddedLauncher:
         for thread in list(self.threads.values()):
             thread.join(timeout=30)
 
-    def launch(self, task_id: int, host_ids: list[int], options: RestartOptions) -> None:
+    def launch(
+        self, task_id: int, host_ids: list[int], options: RestartOptions, *, template: str = "batch_restart"
+    ) -> None:
         if self.closed:
             raise RuntimeError(self.closed)
         thread = threading.Thread(
-            target=self._run, args=(task_id, host_ids, options), name=f"ocp-task-{task_id}", daemon=True
+            target=self._run, args=(task_id, host_ids, options, template), name=f"ocp-task-{task_id}", daemon=True
         )
         self.threads[task_id] = thread
         thread.start()
 
-    def _run(self, task_id: int, host_ids: list[int], options: RestartOptions) -> None:
+    def _run(self, task_id: int, host_ids: list[int], options: RestartOptions, template: str) -> None:
+        from flows.agent_ops import run_operation
         from flows.lease import launch_grace
-        from flows.restart import restart_agents
         from flows.store import TaskStore
 
         try:
@@ -72,7 +81,9 @@ class EmbeddedLauncher:
             with TaskStore(self.store_url) as store, launch_grace(store, task_id, self.lease_seconds), self.slots:
                 for attempt in range(1, self.START_ATTEMPTS + 1):
                     try:
-                        restart_agents(task_id=task_id, host_ids=host_ids, inventory=self.inventory, options=options)
+                        run_operation(
+                            template, task_id=task_id, host_ids=host_ids, inventory=self.inventory, options=options
+                        )
                         return
                     except Exception as exc:
                         if _started(store, task_id):
@@ -109,19 +120,38 @@ class DeploymentLauncher:
     def shutdown(self, reason: str, grace: float) -> None:
         """Nothing runs here: workers run the flows."""
 
-    def launch(self, task_id: int, host_ids: list[int], options: RestartOptions) -> None:
+    def launch(
+        self, task_id: int, host_ids: list[int], options: RestartOptions, *, template: str = "batch_restart"
+    ) -> None:
         from prefect.deployments import run_deployment
+
+        from flows.agent_ops import flow_parameters
 
         # The task travels as the run's tag, not as a parameter; the store's URL not at all (it can hold a
         # password): the worker resolves it from its own settings.
         run_deployment(
-            self.deployment,
-            parameters={"host_ids": host_ids, "inventory": self.inventory, "options": options.model_dump(mode="json")},
+            deployment_for(self.deployment, template),
+            parameters={
+                **flow_parameters(template, host_ids),
+                "inventory": self.inventory,
+                "options": options.model_dump(mode="json"),
+            },
             flow_run_name=f"ocp-task-{task_id}",
             tags=[f"{TAG_PREFIX}{task_id}", "ocp-agent"],
             timeout=0,  # return at once; progress is in the task store
             _sync=True,  # called from the API's event loop: force Prefect's sync implementation
         )
+
+
+def deployment_for(deployment: str, template: str) -> str:
+    """The deployment that runs ``template``'s tasks: ``deployment`` (``FLOW/NAME``, the batch restart's) with
+    the flow of the template: ``stop-agent/NAME`` for a stop."""
+    from flows.plan import template_of
+
+    if template == "batch_restart":
+        return deployment
+    _, _, name = deployment.rpartition("/")
+    return f"{template_of(template).flow_name}/{name}"
 
 
 def make_launcher(config: Settings) -> Launcher:

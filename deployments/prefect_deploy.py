@@ -5,8 +5,11 @@
   same task store URL) then runs its flow runs.
 - ``serve(...)`` is the single-machine mode: one long-lived process that schedules and runs the flow itself.
 
-Two deployments: ``batch-restart-agents/<name>`` (the restart, with its schedule and default parameters) and
-``ocp-task-operation/task-operation`` (retry, skip, cancel, roll back a task from the UI). Entrypoints are module
+The deployments: ``batch-restart-agents/<name>`` (the restart, with its schedule and default parameters),
+``ocp-task-operation/<name>-operations`` (retry, skip, cancel, roll back a task from the UI), and one per other
+agent operation, same name: ``restart-agent/<name>``, ``stop-agent/<name>``, ``batch-stop-agents/<name>`` (the
+last with the same default hosts and its own schedule, ``stop_cron``: a stop before a maintenance window, the
+batch restart's ``cron`` after it). The API's deployment launcher finds them by that name. Entrypoints are module
 paths (``flows.restart.batch_restart_agents``, ``flows.operations.task_operation``), so a worker needs the
 package installed, not a copy of this checkout.
 """
@@ -97,6 +100,7 @@ def _deployments(
     interval: float | None,
     timezone: str | None,
     paused: bool = False,
+    stop_cron: str | None = None,
 ) -> list:
     """The restart deployment (schedule, default parameters) and the task-operation one (retry, skip, rollback,
     cancel from the UI), both by module path: a served run imports the real module (a flow pickled by value
@@ -118,7 +122,50 @@ def _deployments(
         tags=["ocp-agent"],
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
-    return [restart, operation]
+    return [
+        restart,
+        operation,
+        *_operation_deployments(name, host_ids, inventory, options, stop_cron, timezone, paused),
+    ]
+
+
+def _operation_deployments(
+    name: str,
+    host_ids: list[int] | None,
+    inventory: str | None,
+    options: RestartOptions | None,
+    stop_cron: str | None,
+    timezone: str | None,
+    paused: bool,
+) -> list:
+    """restart-agent, stop-agent (one host, asked for at each run) and batch-stop-agents (the default hosts and
+    ``stop_cron``), under the batch restart's deployment name."""
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.agent_ops import batch_stop_agents, restart_agent, stop_agent
+
+    out = []
+    for flow_, description in (
+        (
+            restart_agent,
+            "Restart OCP agent on one host: Prepare -> Restart pos proxy -> Stop all -> Start all -> Finish.",
+        ),
+        (stop_agent, "Stop OCP agent on one host: Prepare stop -> Stop all -> Finish."),
+        (batch_stop_agents, "Batch stop OCP agent: Prepare stop -> Stop all -> Finish, a Wait node between stages."),
+    ):
+        batch = flow_ is batch_stop_agents
+        out.append(
+            flow_.to_deployment(
+                name=name,
+                schedules=schedules(stop_cron, None, timezone) if batch else [],
+                parameters=parameters(host_ids if batch else None, inventory, options),
+                description=description,
+                tags=["ocp-agent"],
+                paused=paused,
+                entrypoint_type=EntrypointType.MODULE_PATH,
+            )
+        )
+    return out
 
 
 def deploy(
@@ -133,13 +180,14 @@ def deploy(
     timezone: str | None = None,
     paused: bool = False,
     notify_webhook: str | None = None,
+    stop_cron: str | None = None,
 ):
     """Register the deployments in ``pool``; returns the restart deployment's id. Idempotent: a second call
     updates them. ``notify_webhook``: an automation POSTs there when a run of either fails."""
     ensure_work_pool(pool)
     ids = [
         d.apply(work_pool_name=pool)
-        for d in _deployments(name, host_ids, inventory, options, cron, interval, timezone, paused)
+        for d in _deployments(name, host_ids, inventory, options, cron, interval, timezone, paused, stop_cron)
     ]
     if notify_webhook:
         notify_on_failure(notify_webhook, ids, name)
@@ -155,11 +203,15 @@ def serve(
     cron: str | None = None,
     interval: float | None = None,
     timezone: str | None = None,
+    stop_cron: str | None = None,
 ) -> None:
     """Single machine: serve the deployments from this process (each flow run in a subprocess)."""
     from prefect import serve as prefect_serve
 
-    prefect_serve(*_deployments(name, host_ids, inventory, options, cron, interval, timezone), pause_on_shutdown=False)
+    prefect_serve(
+        *_deployments(name, host_ids, inventory, options, cron, interval, timezone, stop_cron=stop_cron),
+        pause_on_shutdown=False,
+    )
 
 
 WEBHOOK_PAYLOAD = (

@@ -17,9 +17,10 @@ class PrefectAlreadyImported(RuntimeError):
 
 
 def quiet_console() -> None:
-    """Our progress goes to the terminal; Prefect's INFO lines still reach its API and UI (``--verbose`` keeps
-    them on the terminal). Values the user set win."""
-    _set("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING", keep_existing=True)
+    """Only our own lines on the terminal: the progress, the final table, each failed subtask's last log lines.
+    Prefect's lines (its task-run ERRORs repeat our subtask logs, plus "Finished in state NotReady" per node that
+    never ran) still reach its API and UI; ``--verbose`` shows them here too. Values the user set win."""
+    _set("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL", keep_existing=True)
     # Prefect's throwaway server logs tracebacks while it drops its event backlog at exit.
     _set("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL", keep_existing=True)
 

@@ -45,6 +45,7 @@ class RemoteServer:
         auth = httpx.BasicAuth(user, password or "") if user else None  # None: httpx reads ~/.netrc
         self._client = httpx.Client(base_url=self.url, auth=auth, timeout=timeout, trust_env=True)
         self._contexts: dict[int, dict] = {}  # task id -> the context its POST answered with
+        self._hosts: dict[int, int] = {}  # task id -> the task-level hostId its POST answered with
 
     def __enter__(self) -> RemoteServer:
         return self
@@ -76,13 +77,22 @@ class RemoteServer:
     def restart(self, host_ids: list[int], **extensions: int | float | None) -> dict:
         """POST batchRestartAgents; the task instance as recorded (before anything ran)."""
         body = {"hostIds": host_ids, **{k: v for k, v in extensions.items() if v is not None}}
-        instance = self._call("POST", RESTART_PATH, json=body)
+        return self.submit(RESTART_PATH, body)
+
+    def submit(self, path: str, body: dict | None = None) -> dict:
+        """POST one of the agent's task operations (``path`` under the server); the task instance as recorded."""
+        instance = self._call("POST", path, **({"json": body} if body is not None else {}))
         self._contexts[instance["id"]] = instance["context"]
+        if "hostId" in instance:
+            self._hosts[instance["id"]] = instance["hostId"]
         return instance
 
     def task(self, task_id: int) -> dict:
         """The task as it is now, in the shape its POST answered with (what ``run --json`` prints either way)."""
-        return as_submitted(self._call("GET", f"/api/v2/tasks/instances/{task_id}"), self._contexts.get(task_id))
+        found = as_submitted(self._call("GET", f"/api/v2/tasks/instances/{task_id}"), self._contexts.get(task_id))
+        if task_id in self._hosts:  # a single-host operation's task-level hostId
+            found = {"id": found["id"], "hostId": self._hosts[task_id], **found}
+        return found
 
     def host_ids(self) -> list[int]:
         """Every host the server knows, by id."""

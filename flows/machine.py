@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 from .errors import TaskStateError, UnknownSubtaskError
 from .models import Operation, SubtaskStatus, TaskStatus, TaskType
-from .plan import TASK_NAME, Kind, Plan
+from .plan import Kind, Plan
 from .records import Subtask, Task, TaskRecord
 
 S, T = SubtaskStatus, TaskStatus
@@ -93,7 +93,7 @@ def new_task(
     creator: str,
     executor: str,
     type: TaskType = TaskType.MANUAL,
-    name: str = TASK_NAME,
+    name: str | None = None,
 ) -> TaskRecord:
     """The record a new task for ``plan`` starts as: RUNNING, its roots READY and the rest PENDING.
     ``subtask_ids`` gives each plan node (by key) its id."""
@@ -121,7 +121,7 @@ def new_task(
     )
     task = Task(
         id=task_id,
-        name=name,
+        name=name or plan.template.task_name,
         type=type,
         status=T.RUNNING,
         operation=Operation.EXECUTE,
@@ -131,6 +131,7 @@ def new_task(
         prohibit_rollback=False,
         create_time=at,
         start_time=at,
+        template=plan.template.key,
     )
     return TaskRecord(task=task, subtasks=subs)
 

@@ -16,7 +16,9 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SerializerFunctionWrapHandler,
     field_validator,
+    model_serializer,
 )
 from pydantic.alias_generators import to_camel
 
@@ -99,6 +101,7 @@ class Subtask(OcpModel):
 
 class TaskInstance(OcpModel):
     id: int
+    host_id: int | None = None  # the single-host operations' task-level hostId; absent from the batch ones
     name: str
     creator: str
     executor: str
@@ -109,6 +112,15 @@ class TaskInstance(OcpModel):
     task_definition_id: int = -1
     context: TaskContext
     subtasks: list[Subtask]
+
+    @model_serializer(mode="wrap")
+    def _without_absent_host(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """OCP's batch tasks have no task-level ``hostId`` at all (not a null)."""
+        data: dict[str, Any] = handler(self)
+        for key in ("hostId", "host_id"):
+            if key in data and data[key] is None:
+                del data[key]
+        return data
 
 
 # ---- what GET, retry and rollback answer: OCP's WrappedTaskInstance (task detail) and the task list ----------
@@ -290,14 +302,14 @@ def _integral(value: Any) -> Any:
     return value
 
 
-_DECIMAL = re.compile(r"^[1-9][0-9]*$")
+_DECIMAL = re.compile(r"[1-9][0-9]*")
 
 
 def _id_value(value: Any) -> Any:
     """A host id as OCP's JSON binding (Jackson) reads a Long: a JSON integer, or a string of decimal digits such as
     "2" (our own ``context.listMap.host_ids`` holds them so); never a boolean or another string."""
     if isinstance(value, str):
-        if not _DECIMAL.match(value):
+        if not _DECIMAL.fullmatch(value):
             raise ValueError(f"Input should be a valid integer or a string of decimal digits, got {value!r}")
         return int(value)
     return _integral(value)

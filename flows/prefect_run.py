@@ -20,12 +20,14 @@ from prefect.input import RunInput
 from prefect.states import Cancelled, Completed, Failed
 from pydantic import Field
 
+from steps.runner import is_decimal
+
 from .actions import Decision as DecisionName
 from .background import background
 from .errors import RequestError
-from .models import SubtaskStatus, TaskStatus
+from .models import TaskStatus
 from .options import RestartOptions
-from .plan import Kind
+from .outcome import failed_hosts, outcome_message
 from .records import TaskRecord
 from .settings import Settings
 
@@ -73,7 +75,7 @@ def linked_task() -> int | None:
         return attached_id
     run = _flow_run()
     for tag in run.tags if run is not None else ():
-        if tag.startswith(TAG_PREFIX) and tag[len(TAG_PREFIX) :].isdigit():
+        if tag.startswith(TAG_PREFIX) and is_decimal(tag[len(TAG_PREFIX) :]):
             return int(tag[len(TAG_PREFIX) :])
     return None
 
@@ -102,57 +104,12 @@ def link(task_id: int, suffix: str = "") -> None:
     try:
         with get_client(sync_client=True) as client:
             client.update_flow_run(run.id, name=f"ocp-task-{task_id}{suffix}", tags=tags)
-        run.tags = tags
+        run.tags, run.name = tags, f"ocp-task-{task_id}{suffix}"  # and in this process's log lines from now on
     except Exception as exc:  # cosmetic for this attempt; a retry would then start a new task
         log.warning("could not name and tag the flow run for task %s: %s", task_id, exc)
 
 
 # -- the run's final state ----------------------------------------------------------------------------------------
-
-
-def failed_hosts(record: TaskRecord) -> dict[int, list[str]]:
-    """host id -> "subtask id name" of its FAILED subtasks."""
-    out: dict[int, list[str]] = {}
-    for sub in record.subtasks:
-        if sub.status is SubtaskStatus.FAILED and sub.host_id is not None:
-            out.setdefault(sub.host_id, []).append(f"{sub.id} {sub.name}")
-    return out
-
-
-def stopped_hosts(record: TaskRecord) -> list[int]:
-    """Hosts whose agent this task may have left stopped: Stop all ran there and Start all has not succeeded."""
-    stop = {s.host_id: s for s in record.subtasks if s.kind is Kind.STOP_ALL and s.host_id is not None}
-    start = {s.host_id: s for s in record.subtasks if s.kind is Kind.START_ALL and s.host_id is not None}
-    return [h for h, s in stop.items() if s.start_time and start[h].status is not SubtaskStatus.SUCCESSFUL]
-
-
-def next_steps(record: TaskRecord) -> str:
-    task_id = record.task.id
-    failed = [s for s in record.subtasks if s.status is SubtaskStatus.FAILED]
-    skip = f"; skip one: `ocp-restart subtask skip {task_id} {failed[0].id}`" if failed else ""
-    return (
-        f"Next: retry (this run's Retry in Prefect, or `ocp-restart retry {task_id}`){skip}; "
-        f"or roll back: `ocp-restart rollback {task_id}`."
-    )
-
-
-def outcome_message(record: TaskRecord) -> str:
-    """One paragraph for the run's state and the summary's first line."""
-    task = record.task
-    failed = failed_hosts(record)
-    parts = [f"OCP task {task.id} {task.status.value}"]
-    if failed:
-        parts.append(
-            "failed: " + "; ".join(f"host {h} (subtask {', '.join(subs)})" for h, subs in sorted(failed.items()))
-        )
-    stopped = stopped_hosts(record)
-    if stopped and task.status is TaskStatus.FAILED:
-        parts.append(f"the agent may be left STOPPED on host(s) {', '.join(map(str, stopped))}")
-    if task.status is TaskStatus.FAILED:
-        parts.append(next_steps(record))
-    elif failed:
-        parts.append(f"{len(failed)} host(s) isolated under the failure threshold")
-    return ". ".join(parts)
 
 
 def final_state(record: TaskRecord, instance: dict[str, Any]) -> State | dict[str, Any]:

@@ -58,6 +58,7 @@ class Task:
     inventory: str = ""
     lease_until: float = 0.0
     runner: str = ""
+    template: str = "batch_restart"  # flows/plan.py TEMPLATES: which agent operation this task is
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from .plan import STAGES, Kind
+from .plan import Kind, template_of
 from .store import TaskRecord, TaskStore
 
 _SHORT = {
@@ -13,6 +13,8 @@ _SHORT = {
     Kind.STOP_ALL: "stop",
     Kind.START_ALL: "start",
     Kind.FINISH: "finish",
+    Kind.PREPARE_STOP: "prepare",
+    Kind.FINISH_STOP: "finish",
 }
 
 
@@ -65,7 +67,7 @@ def summary(record: TaskRecord, headline: str) -> str:
         "- subtasks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
         f"- failed hosts: {', '.join(map(str, failed)) if failed else 'none'}",
         "",
-        "Stages: " + " → ".join(t.name for t in STAGES),
+        "Stages: " + " → ".join(t.name for t in template_of(task.template).stages),
     ]
     return "\n".join(lines)
 

@@ -1,7 +1,8 @@
 """The batch-restart flow: one Prefect task run per DAG node, ordered by wait_for along the DAG's edges.
 
 The same flow executes a new task, continues one after retry or skip (only subtasks that are READY or never ran),
-and rolls one back (subtasks marked ROLLBACK, in reverse order).
+and rolls one back (subtasks marked ROLLBACK, in reverse order). Its machinery (``run_template``, ``run_and_ask``,
+``execute``, ``run_flow``) is every operation's: ``flows/agent_ops.py`` has the other operations' flows.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import getpass
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Annotated, Any
 
-from prefect import allow_failure, flow
+from prefect import Flow, allow_failure, flow
 from prefect.futures import PrefectFuture, wait
 from prefect.logging import get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -21,11 +22,13 @@ from steps.logline import format_time, now
 
 from . import machine, prefect_run, report
 from .actions import DECISIONS
-from .errors import Fenced, StaleWriteError
+from .errors import Fenced, RequestError, StaleWriteError
 from .lease import Lease
 from .machine import runnable
 from .models import Operation, TaskStatus, TaskType
 from .options import RestartOptions
+from .outcome import outcome_message
+from .plan import BATCH_RESTART, TaskTemplate
 from .records import TaskRecord
 from .run import RunContext
 from .settings import Settings
@@ -62,8 +65,16 @@ def batch_restart_agents(
         options: Concurrency, per-stage timeouts, rolling batches, failure threshold, host-key policy, asking the
             operator on failure.
     """
-    logger = get_run_logger()
     config = Settings()  # a flow run's entry point: here, on a worker, or in the CLI's and the API's processes
+    return run_template(BATCH_RESTART, host_ids, inventory, options, config)
+
+
+def run_template(
+    template: TaskTemplate, host_ids: list[int], inventory: str | None, options: RestartOptions, config: Settings
+) -> dict[str, Any]:
+    """The body every operation's flow shares: record the task of ``template`` (or take the one this run is
+    linked to; Prefect's Retry of a failed run is OCP's retry of it), run it, end in its state."""
+    logger = get_run_logger()
     prefect_run.guard(inventory, options, config)
     inv = load_inventory(inventory or config.inventory_path)
     with TaskStore(config.store_url) as store:
@@ -78,8 +89,11 @@ def batch_restart_agents(
                 creator="prefect-scheduler" if scheduled else getpass.getuser(),
                 executor=config.executor_address,
                 type=TaskType.SCHEDULED if scheduled else TaskType.MANUAL,
+                template=template,
             )
-        elif prefect_run.is_retry_of_this_run() and store.load(task_id).task.status is TaskStatus.FAILED:
+        elif (linked := store.load(task_id).task).template != template.key:
+            raise RequestError(f"task {task_id} is a '{linked.name}' task; this flow runs '{template.task_name}' tasks")
+        elif prefect_run.is_retry_of_this_run() and linked.status is TaskStatus.FAILED:
             logger.info(f"Prefect retries this flow run: OCP's retry of task {task_id}")
             store.retry_task(task_id)
         prefect_run.link(task_id)
@@ -151,9 +165,7 @@ def execute(store: TaskStore, task_id: int, inv: Inventory, options: RestartOpti
             if ended:
                 final = store.load(task_id)
                 try:
-                    report.publish(
-                        store, final, {h.id: h.name for h in hosts.values()}, prefect_run.outcome_message(final)
-                    )
+                    report.publish(store, final, {h.id: h.name for h in hosts.values()}, outcome_message(final))
                 except Exception as exc:  # the UI's extras must never fail a restart
                     logger.warning(f"could not publish the run's artifacts: {exc}")
     if not ended:
@@ -161,7 +173,7 @@ def execute(store: TaskStore, task_id: int, inv: Inventory, options: RestartOpti
             f"task {task_id}: this process lost its lease ({lease.lost}); another process may own "
             "the task now, so this one recorded nothing more"
         )
-    (logger.info if final.task.status is TaskStatus.SUCCESSFUL else logger.error)(prefect_run.outcome_message(final))
+    (logger.info if final.task.status is TaskStatus.SUCCESSFUL else logger.error)(outcome_message(final))
     return final
 
 
@@ -197,6 +209,11 @@ def end_run(store: TaskStore, ctx: RunContext, threshold: int | None, why: str) 
 
 
 def restart_agents(*, task_id: int | None = None, **parameters: Any) -> dict[str, Any]:
+    """The batch restart run in this process: ``run_flow`` of its flow (see there)."""
+    return run_flow(batch_restart_agents, task_id=task_id, **parameters)
+
+
+def run_flow(flow_: Flow[..., Any], *, task_id: int | None = None, **parameters: Any) -> dict[str, Any]:
     """Run the flow in this process and return the task instance whatever its outcome (the CLI, the API's
     embedded launcher, Python callers). ``task_id``: run that recorded task (attached, not a flow parameter).
 
@@ -210,7 +227,9 @@ def restart_agents(*, task_id: int | None = None, **parameters: Any) -> dict[str
         temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
         prefect_run.attached(task_id) if task_id is not None else nullcontext(),
     ):
-        state = batch_restart_agents(**parameters, return_state=True)
+        # Named after its task from its first log line (link() renames a run that starts unnamed).
+        named = flow_.with_options(flow_run_name=f"ocp-task-{task_id}") if task_id else flow_
+        state: State[Any] = named(**parameters, return_state=True)  # type: ignore[assignment]  # typed by the flow's return
     return _instance_of(state)
 
 

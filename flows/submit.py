@@ -6,7 +6,7 @@ from steps.inventory import Inventory
 
 from .models import BatchRestartRequest, TaskType
 from .options import RestartOptions
-from .plan import build_plan
+from .plan import BATCH_RESTART, TaskTemplate, build_plan
 from .store import TaskStore
 
 
@@ -19,15 +19,20 @@ def create_task(
     creator: str,
     executor: str,
     type: TaskType = TaskType.MANUAL,
+    template: TaskTemplate = BATCH_RESTART,
 ) -> int:
-    """Validate, plan and record a task (its hosts locked); nothing runs yet. Returns the task id.
+    """Validate, plan and record a task of ``template`` (its hosts locked); nothing runs yet. Returns the task id.
 
     ``executor``: this machine's address as OCP's ``executor`` field shows it (``Settings.executor_address``).
     """
     request = BatchRestartRequest.model_validate({"hostIds": host_ids})
     inventory.select(request.host_ids)  # unknown ids fail here, before anything is written
     plan = build_plan(
-        request.host_ids, options.timeouts, batch_size=options.batch_size, isolate=options.isolates_failures
+        request.host_ids,
+        options.timeouts,
+        batch_size=options.batch_size,
+        isolate=options.isolates_failures,
+        template=template,
     )
     return store.create_task(
         plan,

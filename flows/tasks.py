@@ -22,19 +22,31 @@ from . import machine
 from .errors import AgentError, CommandTimeout, Fenced, StepError, SubtaskCancelled
 from .logs import SubtaskLog
 from .models import Operation, SubtaskStatus
-from .plan import STAGES, WAIT, Kind
+from .plan import TEMPLATES, WAIT, Kind, template_of
 from .run import HostStep, RunContext, lookup
 
-_NAMES = {t.kind: t.name for t in (*STAGES, WAIT)}
+# A Prefect task's name: the first template's name for the kind (Prepare stop's is its own kind).
+_NAMES = {s.kind: s.name for t in reversed(TEMPLATES.values()) for s in (*t.stages, WAIT)}
 # A failure here may leave the agent unreachable or stopped: the host's agent shows OFFLINE until a restart succeeds.
-_AGENT_DOWN_WHEN_FAILED = {Kind.PREPARE, Kind.STOP_ALL, Kind.START_ALL, Kind.FINISH}
+_AGENT_DOWN_WHEN_FAILED = {
+    Kind.PREPARE,
+    Kind.PREPARE_STOP,
+    Kind.STOP_ALL,
+    Kind.START_ALL,
+    Kind.FINISH,
+    Kind.FINISH_STOP,
+}
+_FINISHES = {Kind.FINISH, Kind.FINISH_STOP}
+_STARTS_AGAIN = {Kind.STOP_ALL, Kind.START_ALL}  # their rollback leaves the agent running (ensure_running)
 
 ROLLBACK_STEPS: dict[Kind, Callable[[Step], None]] = {
     Kind.PREPARE: work.nothing_to_undo,
+    Kind.PREPARE_STOP: work.nothing_to_undo,
     Kind.RESTART_POS_PROXY: work.ensure_pos_proxy,
     Kind.STOP_ALL: work.ensure_running,
     Kind.START_ALL: work.ensure_running,
     Kind.FINISH: work.nothing_to_undo,
+    Kind.FINISH_STOP: work.nothing_to_undo,
 }
 
 
@@ -110,7 +122,7 @@ def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None] | No
             try:
                 (ROLLBACK_STEPS[sub.kind] if operation is Operation.ROLLBACK else execute)(step)
             finally:
-                if sub.kind is Kind.FINISH:
+                if sub.kind in _FINISHES:
                     ctx.close_session(host.id)
         if time.monotonic() > deadline:
             raise StepError(f"{sub.name} overran its timeout of {sub.timeout} s")
@@ -143,9 +155,21 @@ def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None] | No
     outcome = SubtaskStatus.PENDING if operation is Operation.ROLLBACK else SubtaskStatus.SUCCESSFUL
     if not _finish(ctx, logger, subtask_id, outcome, log):
         return Failed(message="this runner lost its lease")
-    if host is not None and sub.kind is Kind.FINISH and outcome is SubtaskStatus.SUCCESSFUL:
-        ctx.store.set_host_agent_status(host.id, "AVAILABLE")
+    if host is not None:
+        _agent_status_after(ctx, sub.kind, operation, host.id)
     return None
+
+
+def _agent_status_after(ctx: RunContext, kind: Kind, operation: Operation, host_id: int) -> None:
+    """The host's agent status (OCP's hostAgentStatus) as a node that succeeded leaves it: the template's done
+    status (AVAILABLE after a restart, OFFLINE after a stop) at its Finish; AVAILABLE after a rollback started the
+    agent again. (While a task holds the host, its lock says so: the template's ``busy_status``.)"""
+    template = template_of(ctx.record.task.template)
+    if operation is Operation.ROLLBACK:
+        if kind in _STARTS_AGAIN:
+            ctx.store.set_host_agent_status(host_id, "AVAILABLE")
+    elif kind is template.chain[-1]:
+        ctx.store.set_host_agent_status(host_id, template.done_status)
 
 
 def _finish(
@@ -170,6 +194,11 @@ def prepare(run_key: str, subtask_id: int, label: str) -> State | None:
     return run_node(run_key, subtask_id, work.prepare)
 
 
+@_node_task(Kind.PREPARE_STOP)
+def prepare_stop(run_key: str, subtask_id: int, label: str) -> State | None:
+    return run_node(run_key, subtask_id, work.prepare_stop)
+
+
 @_node_task(Kind.RESTART_POS_PROXY)
 def restart_pos_proxy(run_key: str, subtask_id: int, label: str) -> State | None:
     return run_node(run_key, subtask_id, work.restart_pos_proxy)
@@ -190,6 +219,11 @@ def finish(run_key: str, subtask_id: int, label: str) -> State | None:
     return run_node(run_key, subtask_id, work.finish)
 
 
+@_node_task(Kind.FINISH_STOP)
+def finish_stop(run_key: str, subtask_id: int, label: str) -> State | None:
+    return run_node(run_key, subtask_id, work.finish_stop)
+
+
 @_node_task(Kind.WAIT)
 def wait(run_key: str, subtask_id: int, label: str) -> State | None:
     return run_node(run_key, subtask_id, None)
@@ -202,4 +236,6 @@ TASKS = {
     Kind.START_ALL: start_all,
     Kind.FINISH: finish,
     Kind.WAIT: wait,
+    Kind.PREPARE_STOP: prepare_stop,
+    Kind.FINISH_STOP: finish_stop,
 }

@@ -31,15 +31,20 @@ from .models import (
     WrappedTaskInstance,
     format_time,
 )
-from .plan import Plan
+from .plan import Plan, template_of
 from .records import Subtask as SubtaskRecord
 from .records import TaskRecord
 
 
 def task_instance(record: TaskRecord) -> TaskInstance:
+    """The task as OCP answers its creation. Per template: a single-host operation has a task-level ``hostId``,
+    ``stringMap.host_id`` and an empty ``listMap``; a batch one ``listMap.host_ids`` (strings)."""
     task = record.task
+    prohibit = {"prohibit_rollback": "true" if task.prohibit_rollback else "false"}
+    single = template_of(task.template).single_host
     return TaskInstance(
         id=task.id,
+        host_id=task.host_ids[0] if single else None,
         name=task.name,
         creator=task.creator,
         executor=task.executor,
@@ -49,8 +54,8 @@ def task_instance(record: TaskRecord) -> TaskInstance:
         type=task.type,
         task_definition_id=-1,
         context=TaskContext(
-            list_map={"host_ids": [str(h) for h in task.host_ids]},
-            string_map={"prohibit_rollback": "true" if task.prohibit_rollback else "false"},
+            list_map={} if single else {"host_ids": [str(h) for h in task.host_ids]},
+            string_map={"host_id": str(task.host_ids[0]), **prohibit} if single else prohibit,
             parallel=False,
             parallel_idx=-1,
         ),

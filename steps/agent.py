@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from .errors import AgentError, CommandTimeout, SubtaskCancelled
-from .runner import CommandResult, Runner, Script, integers, sh
+from .runner import CommandResult, Runner, Script, integers, is_decimal, sh
 
 AGENTD = "ocp_agentd"
 POS_PROXY = "ocp_mgragent"  # 4.x: the command channel (port 62888) that OCP 3.x called pos_proxy
@@ -453,7 +453,7 @@ class AgentControl:
         found: dict[int, int] = {}
         for line in result.stdout.splitlines():
             parts = line.split()
-            if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+            if len(parts) == 2 and is_decimal(parts[0]) and is_decimal(parts[1]):
                 found[int(parts[0])] = int(parts[1])
         return found
 
@@ -470,7 +470,7 @@ def parse_live(stdout: str) -> dict[int, str]:
     alive: dict[int, str] = {}
     for line in stdout.splitlines():
         parts = line.split(None, 2)
-        if len(parts) == 3 and parts[0].isdigit() and parts[1][:1] not in ("Z", "X") and parts[2] in PROCESSES:
+        if len(parts) == 3 and is_decimal(parts[0]) and parts[1][:1] not in ("Z", "X") and parts[2] in PROCESSES:
             alive[int(parts[0])] = parts[2]
     return alive
 
@@ -480,8 +480,8 @@ def parse_identities(stdout: str) -> dict[str, tuple[int, int | None]]:
     found: dict[str, tuple[int, int | None]] = {}
     for line in stdout.splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[0] in PROCESSES and parts[1].isdigit():
-            found[parts[0]] = (int(parts[1]), int(parts[2]) if parts[2].isdigit() else None)
+        if len(parts) == 3 and parts[0] in PROCESSES and is_decimal(parts[1]):
+            found[parts[0]] = (int(parts[1]), int(parts[2]) if is_decimal(parts[2]) else None)
     return found
 
 
@@ -493,7 +493,7 @@ def parse_probe(stdout: str) -> Probe:
     for line in stdout.splitlines():
         key, _, rest = line.partition(" ")
         words = rest.split()
-        if key in ("disk", "memory") and words and words[0].isdigit():
+        if key in ("disk", "memory") and words and is_decimal(words[0]):
             fields[f"{key}_kb"] = int(words[0])
             if words[1:] == ["simulated"]:
                 simulated.append(key)
@@ -510,7 +510,7 @@ def parse_clock(stdout: str) -> int | None:
     """The ``clock SECONDS`` line of ``STOP_ALL`` (the host's ``date +%s``), if any."""
     for line in stdout.splitlines():
         parts = line.split()
-        if len(parts) == 2 and parts[0] == "clock" and parts[1].isdigit():
+        if len(parts) == 2 and parts[0] == "clock" and is_decimal(parts[1]):
             return int(parts[1])
     return None
 
@@ -520,7 +520,7 @@ def parse_stale(stdout: str) -> list[tuple[str, int]]:
     found = []
     for line in stdout.splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[0] == "stale" and parts[1] in PROCESSES and parts[2].isdigit():
+        if len(parts) == 3 and parts[0] == "stale" and parts[1] in PROCESSES and is_decimal(parts[2]):
             found.append((parts[1], int(parts[2])))
     return found
 

@@ -30,9 +30,9 @@ from .errors import InventoryError, UnknownHostError
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
-_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+_USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
 # Paths reach remote shell commands: quoted there, but restricted here too, so a typo cannot become a surprise.
-_REMOTE_PATH = re.compile(r"^/[A-Za-z0-9._/+-]*$")
+_REMOTE_PATH = re.compile(r"/[A-Za-z0-9._/+-]*")
 
 DEFAULT_AGENT_HOME = "/home/admin/ocp_agent"
 MAX_ID = 2**53 - 1  # ids must survive a JavaScript client
@@ -58,21 +58,21 @@ class Host(BaseModel):
         try:
             return str(ipaddress.ip_address(value))
         except ValueError:
-            if _HOSTNAME.match(value):
+            if _HOSTNAME.fullmatch(value):
                 return value
         raise ValueError(f"must be an IP address or a DNS host name, got {value!r}")
 
     @field_validator("user")
     @classmethod
     def _user(cls, value: str) -> str:
-        if not _USER.match(value):
+        if not _USER.fullmatch(value):
             raise ValueError(f"must be a POSIX user name (lower case letters, digits, _ . -), got {value!r}")
         return value
 
     @field_validator("agent_home")
     @classmethod
     def _agent_home(cls, value: str) -> str:
-        if not _REMOTE_PATH.match(value) or "/../" in f"{value}/":
+        if not _REMOTE_PATH.fullmatch(value) or "/../" in f"{value}/":
             raise ValueError(f"must be an absolute path of letters, digits and . _ / + -, without '..', got {value!r}")
         return value.rstrip("/") or "/"
 

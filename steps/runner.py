@@ -101,6 +101,11 @@ class Script:
         return words[2:] if words[:2] == ["set", "--"] else None
 
 
+def is_decimal(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also takes '²' (int() refuses it) and '٣' (int() reads it as 3)."""
+    return text.isascii() and text.isdigit()
+
+
 def integers(values: Iterable[int]) -> list[str]:
     """Integers (pids, process group ids) as words: ``str(int(x))``, sorted, so nothing else can pass as one."""
     return [str(value) for value in sorted(int(value) for value in values)]

@@ -36,6 +36,18 @@ def prepare(step: Step) -> None:
         step.log.warning("the agent is not running on this host; Start all will start it")
 
 
+def prepare_stop(step: Step) -> None:
+    """A stop's Prepare: connect (host key verified), check the agent CLI, snapshot the agent's pids. Restarts and
+    starts nothing; an agent that is already stopped is no error (Stop all then has nothing to stop)."""
+    agent = agent_of(step)
+    status = agent.status(step.deadline, require_cli=True)
+    step.record_pids("before", status.pids)
+    if status.running:
+        step.log.info(f"agent {status.describe()}")
+    else:
+        step.log.warning("the agent is not running on this host; there is nothing to stop")
+
+
 def restart_pos_proxy(step: Step) -> None:
     """Restart the command channel (4.x: ocp_mgragent) and wait until it runs with a new pid."""
     agent, deadline = agent_of(step), step.deadline
@@ -133,6 +145,16 @@ def finish(step: Step) -> None:
     )
 
 
+def finish_stop(step: Step) -> None:
+    """A stop's Finish: the agent must be stopped; a summary of what was stopped. Records no "after" pids: the
+    host's last sighting stays the stopped one."""
+    status = agent_of(step).status(step.deadline)
+    if status.running:
+        raise AgentError(f"the agent runs again at the end of the stop: {status.describe()}")
+    before = step.recorded_pids("before") or {}
+    step.log.info("stopped: " + ", ".join(f"{n} {before.get(n, '-')} -> -" for n in PROCESSES))
+
+
 # -- rollback ------------------------------------------------------------------------------------------------
 
 
@@ -176,10 +198,12 @@ def _describe(processes: dict[int, str]) -> str:
 __all__ = [
     "agent_of",
     "prepare",
+    "prepare_stop",
     "restart_pos_proxy",
     "stop_all",
     "start_all",
     "finish",
+    "finish_stop",
     "ensure_running",
     "ensure_pos_proxy",
     "nothing_to_undo",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,12 @@ import pytest  # noqa: E402
 from deployments.sandbox.procs import reap  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+# schemathesis' seed (tests/test_fuzz.py): new on every run, so each CI run explores further; printed in the header.
+FUZZ_SEED = os.environ.get("OCP_RESTART_FUZZ_SEED") or str(random.SystemRandom().randrange(1, 2**31))
+
+
+def pytest_report_header(config) -> str:
+    return f"fuzz seed: {FUZZ_SEED} (replay: OCP_RESTART_FUZZ_SEED={FUZZ_SEED})"
 
 
 @pytest.fixture(scope="session")

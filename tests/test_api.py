@@ -193,7 +193,10 @@ class TestAuth:
         with client(server, "viewer") as viewer:
             assert viewer.get("/api/v2/compute/hosts").status_code == 200
             assert viewer.get("/api/v2/compute/hosts/1001").json()["data"]["innerIpAddress"].startswith("127.0.")
-            assert viewer.get("/api/v2/tasks/instances/1").status_code == 403
+            # Another's task answers as a missing one: a viewer cannot learn which task ids exist (#22).
+            other, missing = viewer.get("/api/v2/tasks/instances/1"), viewer.get("/api/v2/tasks/instances/999999")
+            assert other.status_code == missing.status_code == 404
+            assert other.json()["error"]["code"] == missing.json()["error"]["code"] == 4001
         with client(server, "tasks") as tasks:
             assert tasks.get("/api/v2/tasks/instances").status_code == 200
             assert tasks.get("/api/v2/compute/hosts").status_code == 403

@@ -154,6 +154,27 @@ def test_the_api_in_deployment_mode_hands_the_run_to_a_worker(scale):
     assert all(after[n] != before[n] for n in after)
 
 
+def test_the_deployment_launcher_runs_each_operations_own_deployment(scale):
+    """POST agent/stop, then agent/restart, with --launcher deployment: each task goes to its template's deployment
+    (stop-agent/batch-restart, restart-agent/batch-restart, registered by `deploy`); a worker runs it."""
+    box, api = scale["box"], scale["api"]
+    with httpx.Client(base_url=api.url, auth=AUTH, timeout=30) as client:
+        for action, name in (("stop", "Stop OCP agent"), ("restart", "Restart OCP agent")):
+            response = client.post(f"/api/v2/compute/hosts/3003/agent/{action}")
+            assert response.status_code == 200, response.text
+            assert response.json()["data"]["name"] == name
+            task_id = response.json()["data"]["id"]
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                task = client.get(f"/api/v2/tasks/instances/{task_id}").json()["data"]
+                if task["status"] != "RUNNING":
+                    break
+                time.sleep(0.5)
+            assert task["status"] == "SUCCESSFUL", task
+            pids = box.host(3003).agent_pids().values()
+            assert (not any(pids)) if action == "stop" else all(pids)
+
+
 def test_a_scheduled_run_fires_and_is_listed_as_scheduled(scale):
     """An interval schedule fires; the run completes and the API lists its task with type SCHEDULED."""
     box, env = scale["box"], scale["env"]

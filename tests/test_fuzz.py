@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ApiServer
+from conftest import FUZZ_SEED, ApiServer
 
 from deployments.auth import add_user
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 EXAMPLES = "25"
-SEED = "20261127"  # fixed, so a failure reproduces; `st run --seed` with another value explores further
+SEED = FUZZ_SEED  # new on every run (#22); in pytest's header and every failure; OCP_RESTART_FUZZ_SEED=N replays it
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,8 @@ def test_fuzz_every_endpoint(server, credentials):
     if credentials:
         headers = ["-H", "Authorization: Basic " + base64.b64encode(b"fuzzer:fuzzer-pass-1").decode()]
     result = schemathesis(server.url + "/openapi.json", *headers)
-    assert result.returncode == 0, result.stdout[-6000:]
+    replay = f"seed {SEED}: replay with OCP_RESTART_FUZZ_SEED={SEED} pytest tests/test_fuzz.py\n"
+    assert result.returncode == 0, replay + result.stdout[-6000:]
     assert generated(result.stdout) > 200, result.stdout[-2000:]
-    print(f"schemathesis ({'admin' if credentials else 'anonymous'}): {generated(result.stdout)} examples, no failures")
+    who = "admin" if credentials else "anonymous"
+    print(f"schemathesis ({who}, seed {SEED}): {generated(result.stdout)} examples, no failures")

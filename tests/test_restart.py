@@ -57,6 +57,27 @@ class TestRunThroughTheCLI:
         assert result.stdout.strip().splitlines()[-1].startswith("task ") and "SUCCESSFUL" in result.stdout
 
 
+class TestAFailedRunSaysWhy:
+    def test_the_report_shows_each_failed_subtasks_last_lines_and_stderr_only_ours(self, sandbox, home, monkeypatch):
+        """A FAILED `run` (no --verbose): stdout ends with the failed subtask's last log lines and what to run next;
+        stderr has our progress only, none of Prefect's lines; `log` prints the subtask's whole log (#20)."""
+        monkeypatch.delenv("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", raising=False)  # as a user's shell has it
+        sandbox.hosts[1].set_fault("start_fail")
+        result = cli("run", "--inventory", str(sandbox.inventory_path), "--host-ids", "1001,1002")
+        assert result.returncode == 1, result.stderr
+        out = result.stdout
+        assert "FAILED subtask 11 Start all OCP agent processes @ host 1002, its last log lines:" in out
+        assert "agentd_exited_quickly" in out.split("its last log lines:")[1]
+        assert "Next: retry" in out and "`ocp-restart rollback 1`" in out
+        for prefects_own in ("| ERROR", "NotReady", "NoneType", "Finished in state", "Flow run '"):
+            assert prefects_own not in result.stderr, result.stderr
+        whole = cli("log", "1", "11")
+        assert whole.returncode == 0 and "agentd_exited_quickly" in whole.stdout, whole.stderr
+        failed = cli("log", "1", "--failed")
+        assert failed.stdout.count("== subtask ") == 1 and "[FAILED]" in failed.stdout
+        assert cli("log", "1", "99").returncode == 2
+
+
 class TestFailures:
     def test_an_agent_that_never_stops_fails_its_stop_within_the_deadline(self, sandbox, home):
         """stop hangs on one host: its Stop FAILED in ~its timeout, output logged, later nodes PENDING, exit 1."""

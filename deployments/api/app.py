@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from flows.settings import Settings
@@ -16,6 +16,8 @@ from steps.inventory import Inventory
 from ..auth import SIGNED_SCHEME
 from ..launch import Launcher
 from .envelope import add_error_answers, stamp
+from .limits import BodyLimits
+from .params import one_value_each
 from .reaper import reaping
 from .routers import hosts, probes, restart, tasks
 from .routers.probes import VERSION
@@ -39,10 +41,14 @@ def create_app(
         description="OCP-compatible batch restart of OCP agents. HTTP Basic auth or OCP's access-key signature "
         f"(Authorization: {SIGNED_SCHEME} AK:SIGNATURE, with Date); OCP's response envelope.",
         lifespan=_lifespan,
+        dependencies=[Depends(one_value_each)],
     )
     app.state.api = ApiState.build(
         settings, launcher=launcher, store=store, inventory=inventory, reap_seconds=reap_seconds
     )
+    # The body limits run inside stamp (the middleware added last runs first): stamp is a BaseHTTPMiddleware, and a
+    # limit's error raised through its receive would arrive as an ExceptionGroup, a 500; inside, it is a 413/408.
+    app.add_middleware(BodyLimits)
     app.middleware("http")(stamp)
     add_error_answers(app)
     for module in (restart, tasks, hosts, probes):  # in this order: a path is matched against the first routes first

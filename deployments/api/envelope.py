@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from flows.errors import OcpRestartError
 from flows.models import ApiError, Envelope, ErrorEnvelope, new_trace_id, now
 
-_TRACE = re.compile(r"^[0-9a-fA-F]{16}$")
+_TRACE = re.compile(r"[0-9a-fA-F]{16}")
 
 
 class ApiFailure(Exception):
@@ -38,7 +38,7 @@ async def stamp(request: Request, call_next):
     ``X-Trace-Id`` when it is 16 hex digits, else a new one)."""
     request.state.started = time.perf_counter()
     header = request.headers.get("x-trace-id", "")
-    request.state.trace_id = header.lower() if _TRACE.match(header) else new_trace_id()
+    request.state.trace_id = header.lower() if _TRACE.fullmatch(header) else new_trace_id()
     return await call_next(request)
 
 
@@ -72,9 +72,9 @@ def failure(request: Request, status: int, code: int, message: str, headers: dic
 
 
 def documented(*statuses: int) -> dict:
-    """A route's documented error answers: the given ones, 429 wherever credentials are checked, 503 (store down)
-    always."""
-    listed = set(statuses) | ({429} if 401 in statuses else set()) | {503}
+    """A route's documented error answers: the given ones, 429 wherever credentials are checked, 503 (store down),
+    408 and 413 (a request body too slow or too big: ``limits.py``) always."""
+    listed = set(statuses) | ({429} if 401 in statuses else set()) | {408, 413, 503}
     return {s: {"model": ErrorEnvelope, "description": "OCP's error envelope"} for s in sorted(listed)}
 
 
@@ -128,7 +128,9 @@ def add_error_answers(app: FastAPI) -> None:
 
 
 def _server(request: Request) -> str:
-    return request.app.state.api.server
+    """This machine's address, from the app's state (none yet when a middleware answers before the app)."""
+    state = getattr(request.scope.get("app"), "state", None)
+    return str(getattr(getattr(state, "api", None), "server", ""))
 
 
 def _elapsed_ms(request: Request) -> int:

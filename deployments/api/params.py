@@ -3,10 +3,13 @@ OCP's StringArray filters (repeated, or a comma list)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+import types
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from fastapi import Path, Query
-from pydantic import StringConstraints
+from fastapi import Path, Query, Request
+from pydantic import BeforeValidator, StringConstraints
 
 from flows.models import MAX_ID
 from flows.view import spring_sort
@@ -34,13 +37,43 @@ TaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
 SubtaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
 HostId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def _integer_text(value: Any) -> Any:
+    """A query integer as Spring binds one: decimal digits, optionally signed; not "5.0", "1e3" or " 5"."""
+    if isinstance(value, str) and not _INTEGER.fullmatch(value):
+        raise ValueError(f"Input should be an integer written in decimal digits, got {value!r}")
+    return value
+
+
 # OCP's paging parameters: Spring's one-indexed paging (see flows.view.spring_page); any 32-bit integer is taken.
 PageNumber = Annotated[
-    int, Query(alias="page", ge=-INT32 - 1, le=INT32, description="The page, from 1; 0 or less is the first page.")
+    int,
+    Query(alias="page", ge=-INT32 - 1, le=INT32, description="The page, from 1; 0 or less is the first page."),
+    BeforeValidator(_integer_text),  # after Query: before it, the bounds leave the OpenAPI schema
 ]
 PageSize = Annotated[
-    int, Query(ge=-INT32 - 1, le=INT32, description="Items per page (default 10); 0 or less is 10, above 2000 is 2000.")
+    int,
+    Query(ge=-INT32 - 1, le=INT32, description="Items per page (default 10); 0 or less is 10, above 2000 is 2000."),
+    BeforeValidator(_integer_text),
 ]
+
+
+async def one_value_each(request: Request) -> None:
+    """400 for a query parameter of the route given twice that takes one value: FastAPI would silently take the
+    last one (``size=abc&size=5`` passed, ``size=5&size=abc`` did not). OCP's StringArray parameters may repeat;
+    parameters the route does not know are ignored, as Spring ignores them."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    if dependant is None:
+        return
+    scalars = {field.alias for field in _query_fields(dependant) if not _is_list(field.field_info.annotation)}
+    for name in scalars:
+        count = len(request.query_params.getlist(name))
+        if count > 1:
+            raise ApiFailure(
+                400, 1001, f"You must specify a valid value for {name[:64]}: it takes one value, got {count}"
+            )
 
 
 def _comma_list(values: tuple[str, ...]) -> str:
@@ -78,6 +111,23 @@ HostStatuses = _list_param(HOST_STATUSES, "Host statuses")
 HostSort = _sort_param(HOST_SORT)
 IncludedServices = _list_param(SERVICE_TYPES, "Only hosts running a service of these types", "includedServiceType")
 ExcludedServices = _list_param(SERVICE_TYPES, "No hosts running a service of these types", "excludedServiceType")
+
+
+def _query_fields(dependant: Any) -> Iterator[Any]:
+    """The query parameters of a route (FastAPI's ``APIRoute.dependant``) and of its dependencies."""
+    yield from dependant.query_params
+    for sub in dependant.dependencies:
+        yield from _query_fields(sub)
+
+
+def _is_list(annotation: Any) -> bool:
+    """``list[str] | None`` and the like: a parameter that may be repeated."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _is_list(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return any(_is_list(arg) for arg in get_args(annotation))
+    return origin in (list, tuple, set, frozenset)
 
 
 def split(values: list[str] | None) -> list[str] | None:

@@ -16,6 +16,7 @@ from typing import Annotated, NoReturn
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
+from flows.errors import UnknownTaskError
 from flows.records import TaskRecord
 
 from ..auth import (
@@ -89,11 +90,10 @@ TaskWriter = Annotated[User, Depends(require(TASK_WRITE))]
 
 
 def may_read_task(user: User, record: TaskRecord) -> None:
-    """A user without TASK:READ sees the tasks they created, no other."""
+    """A user without TASK:READ sees the tasks they created, no other — and cannot tell another's task from a
+    missing one (a 403 told a HOST_VIEWER which task ids exist: #22), so both are OCP's 404 for a missing task."""
     if not user.can(TASK_READ) and record.task.creator != user.name:
-        raise ApiFailure(
-            403, 3100, f"You are not authorized to perform the corresponding operations ({TASK_READ} is needed)"
-        )
+        raise UnknownTaskError(record.task.id)
 
 
 # ---- logins --------------------------------------------------------------------------------------------------

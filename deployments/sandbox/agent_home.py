@@ -23,7 +23,7 @@ SERVICES = ("ocp_mgragent", "ocp_monagent")
 #: The fault switches the shell agent knows (files in ``{home}/faults``; see README.md).
 FAULTS = ("start_fail", "stop_hang", "flood", "service_ignore_term", "mgragent_mute", "free_disk_mb", "free_memory_mb")
 CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C"}
-_FAULT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_FAULT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 def seconds_text(value: float) -> str:
@@ -82,7 +82,7 @@ class AgentHome:
         self._fault_path(name).unlink(missing_ok=True)
 
     def _fault_path(self, name: str) -> Path:
-        if not _FAULT_NAME.match(name):
+        if not _FAULT_NAME.fullmatch(name):
             raise ValueError(f"bad fault name {name!r}")
         return self.path / "faults" / name
 

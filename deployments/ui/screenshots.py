@@ -37,6 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -331,13 +332,8 @@ class Shooter:
             self._playwright.stop()
 
 
-def take(out: Path) -> list[Path]:
-    from deployments.sandbox import Sandbox
-
-    base = Path(tempfile.mkdtemp(prefix="ocp-restart-ui-"))
-    port = free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    ui_url = f"http://127.0.0.1:{port}/v2"  # Prefect's UI v2 (the default one)
+def _environments(base: Path, api_url: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The environment of the Prefect server and CLI, and the worker's: all state under ``base``, nothing of ours."""
     env = {
         **os.environ,
         "PREFECT_HOME": str(base / "prefect-home"),
@@ -367,6 +363,109 @@ def take(out: Path) -> list[Path]:
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_WORKER_PREFETCH_SECONDS": "5",
     }
+    return env, worker_env
+
+
+def _deploy_and_start_worker(
+    children: Children, inventory: Path, env: dict[str, str], worker_env: dict[str, str], base: Path
+) -> None:
+    """``ocp-restart deploy`` the sandbox's hosts, then a process worker on its pool."""
+    deploy = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deployments.cli",
+            "deploy",
+            "--host-ids",
+            ",".join(map(str, HOSTS)),
+            "--inventory",
+            str(inventory),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if deploy.returncode != 0:
+        raise RuntimeError(f"ocp-restart deploy failed: {deploy.stderr[-3000:]}")
+    log(deploy.stderr.strip())
+    (base / "worker").mkdir()
+    children.start(
+        "prefect worker",
+        [
+            _bin("prefect"),
+            "worker",
+            "start",
+            "--pool",
+            "ocp-restart",
+            "--type",
+            "process",
+            "--name",
+            "screenshots",
+        ],
+        worker_env,
+        base / "worker.log",
+        base / "worker",
+    )
+
+
+def _shoot_a_failed_run_and_its_retry(
+    prefect: Prefect, deployment: dict[str, Any], box: Any, shooter: Shooter, out: Path
+) -> list[Path]:
+    """A run that FAILS on one host (its form shot meanwhile), its artifact, its Retry from the UI, COMPLETED."""
+    written: list[Path] = []
+    # The failing run first (it takes a while), the run form's screenshot meanwhile.
+    bad = box.host(FAILING)
+    bad.set_fault("start_fail")
+    run_id = prefect.create_run(deployment["id"], {"host_ids": HOSTS, "options": {"timeouts": {"start_all": 6}}})
+    log(f"flow run {run_id} created; host {FAILING} fails its start")
+    written.append(
+        shooter.shoot(
+            f"/deployments/deployment/{deployment['id']}/run",
+            out / "run-form.png",
+            ["host_ids", "inventory", "options"],
+        )
+    )
+
+    run = prefect.wait(run_id, _terminal)
+    if run["state"]["type"] != "FAILED":
+        raise RuntimeError(f"the run should have FAILED: {run['state']}")
+    log(f"{run['name']}: {run['state']['name']}: {run['state']['message']}")
+    written.append(
+        shooter.shoot(
+            f"/runs/flow-run/{run_id}?tab=Details",
+            out / "failed-run.png",
+            [run["name"], "Failed", f"host {FAILING}"],
+        )
+    )
+
+    artifact = prefect.table_artifact(run_id)
+    written.append(shoot_table(shooter, artifact, out / "artifact-failed.png"))
+
+    bad.clear_fault("start_fail")
+    prefect.set_state(run_id, "SCHEDULED", "AwaitingRetry", "Retry from the UI")
+    log("Retry: AwaitingRetry (forced)")
+    run = prefect.wait(run_id, _terminal)
+    if run["state"]["type"] != "COMPLETED":
+        raise RuntimeError(f"the retried run should be COMPLETED: {run['state']}")
+    log(f"{run['name']}: {run['state']['name']}: {run['state']['message']}")
+    written.append(
+        shooter.shoot(f"/runs/flow-run/{run_id}?tab=Details", out / "recovery.png", [run["name"], "Completed"])
+    )
+
+    written.append(shoot_table(shooter, prefect.table_artifact(run_id), out / "artifact.png"))
+    return written
+
+
+def take(out: Path) -> list[Path]:
+    from deployments.sandbox import Sandbox
+
+    base = Path(tempfile.mkdtemp(prefix="ocp-restart-ui-"))
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    ui_url = f"http://127.0.0.1:{port}/v2"  # Prefect's UI v2 (the default one)
+    env, worker_env = _environments(base, api_url)
     children = Children()
     shooter = None
     written: list[Path] = []
@@ -383,90 +482,12 @@ def take(out: Path) -> list[Path]:
         wait_healthy(api_url, server, server_log)
         log(f"prefect server up: {ui_url}")
         with Sandbox(len(HOSTS), first_host_id=HOSTS[0]) as box:
-            deploy = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "deployments.cli",
-                    "deploy",
-                    "--host-ids",
-                    ",".join(map(str, HOSTS)),
-                    "--inventory",
-                    str(box.inventory_path),
-                ],
-                env=env,
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            if deploy.returncode != 0:
-                raise RuntimeError(f"ocp-restart deploy failed: {deploy.stderr[-3000:]}")
-            log(deploy.stderr.strip())
-            (base / "worker").mkdir()
-            children.start(
-                "prefect worker",
-                [
-                    _bin("prefect"),
-                    "worker",
-                    "start",
-                    "--pool",
-                    "ocp-restart",
-                    "--type",
-                    "process",
-                    "--name",
-                    "screenshots",
-                ],
-                worker_env,
-                base / "worker.log",
-                base / "worker",
-            )
+            _deploy_and_start_worker(children, box.inventory_path, env, worker_env, base)
             prefect = Prefect(api_url)
             deployment = prefect.deployment(DEPLOYMENT)
 
-            # The failing run first (it takes a while), the run form's screenshot meanwhile.
-            bad = box.host(FAILING)
-            bad.set_fault("start_fail")
-            run_id = prefect.create_run(
-                deployment["id"], {"host_ids": HOSTS, "options": {"timeouts": {"start_all": 6}}}
-            )
-            log(f"flow run {run_id} created; host {FAILING} fails its start")
             shooter = Shooter(ui_url, base)
-            written.append(
-                shooter.shoot(
-                    f"/deployments/deployment/{deployment['id']}/run",
-                    out / "run-form.png",
-                    ["host_ids", "inventory", "options"],
-                )
-            )
-
-            run = prefect.wait(run_id, _terminal)
-            if run["state"]["type"] != "FAILED":
-                raise RuntimeError(f"the run should have FAILED: {run['state']}")
-            log(f"{run['name']}: {run['state']['name']}: {run['state']['message']}")
-            written.append(
-                shooter.shoot(
-                    f"/runs/flow-run/{run_id}?tab=Details",
-                    out / "failed-run.png",
-                    [run["name"], "Failed", f"host {FAILING}"],
-                )
-            )
-
-            artifact = prefect.table_artifact(run_id)
-            written.append(shoot_table(shooter, artifact, out / "artifact-failed.png"))
-
-            bad.clear_fault("start_fail")
-            prefect.set_state(run_id, "SCHEDULED", "AwaitingRetry", "Retry from the UI")
-            log("Retry: AwaitingRetry (forced)")
-            run = prefect.wait(run_id, _terminal)
-            if run["state"]["type"] != "COMPLETED":
-                raise RuntimeError(f"the retried run should be COMPLETED: {run['state']}")
-            log(f"{run['name']}: {run['state']['name']}: {run['state']['message']}")
-            written.append(
-                shooter.shoot(f"/runs/flow-run/{run_id}?tab=Details", out / "recovery.png", [run["name"], "Completed"])
-            )
-
-            written.append(shoot_table(shooter, prefect.table_artifact(run_id), out / "artifact.png"))
+            written += _shoot_a_failed_run_and_its_retry(prefect, deployment, box, shooter, out)
         ok = True
     finally:
         if shooter is not None:

@@ -70,6 +70,7 @@ class TaskStore:
         self.append_logs = self.logs.append_logs
         self.log = self.logs.log
         self.locks = self.hosts.locks
+        self.held_agent_statuses = self.hosts.held_agent_statuses
         self.set_host_agent_status = self.hosts.set_host_agent_status
         self.host_agent_statuses = self.hosts.host_agent_statuses
         self.host_agent_status = self.hosts.host_agent_status

@@ -11,9 +11,9 @@ from sqlalchemy.engine import Connection
 
 from ..errors import HostBusyError
 from ..models import format_time, now
-from ..plan import Kind
+from ..plan import Kind, template_of
 from .database import Database
-from .schema import host_agent_status, host_locks, host_snapshots, subtasks
+from .schema import host_agent_status, host_locks, host_snapshots, subtasks, tasks
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,13 @@ class Hosts:
         with self.db.read() as conn:
             return {r.host_id: r.task_id for r in conn.execute(sa.select(host_locks))}
 
+    def held_agent_statuses(self) -> dict[int, str]:
+        """host id -> the agent status the task holding it gives it: its template's ``busy_status`` (RESTARTING
+        for a restart, STOPPING for a stop)."""
+        query = sa.select(host_locks.c.host_id, tasks.c.template).join(tasks, tasks.c.id == host_locks.c.task_id)
+        with self.db.read() as conn:
+            return {r.host_id: template_of(r.template).busy_status for r in conn.execute(query)}
+
     def set_host_agent_status(self, host_id: int, status: str) -> None:
         stamp = format_time(now())
         with self.db.write() as conn:
@@ -133,11 +140,12 @@ class Hosts:
                 )
             }
             phase = "after" if "after" in phases else "before"
-            kind = Kind.FINISH if phase == "after" else Kind.PREPARE
+            # A stop records no "after": its pids stay "before" with the "starts" its Stop all read (stopped).
+            kinds = [Kind.FINISH.value] if phase == "after" else [Kind.PREPARE.value, Kind.PREPARE_STOP.value]
             when = sa.func.coalesce(subtasks.c.finish_time, subtasks.c.start_time)
             seen = conn.execute(
                 sa.select(when).where(
-                    subtasks.c.task_id == latest, subtasks.c.host_id == host_id, subtasks.c.kind == kind.value
+                    subtasks.c.task_id == latest, subtasks.c.host_id == host_id, subtasks.c.kind.in_(kinds)
                 )
             ).scalar()
         pids = json.loads(phases[phase]) if phase in phases else {}

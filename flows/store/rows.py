@@ -30,6 +30,7 @@ def task_from_row(row: Mapping[Any, Any]) -> Task:
         inventory=row["inventory"] or "",
         lease_until=float(row["lease_until"] or 0.0),
         runner=row["runner"] or "",
+        template=row["template"],
     )
 
 

@@ -27,6 +27,8 @@ tasks = sa.Table(
     # The lease: the runner (a unique id per run) renews it; once it lapses, any process may reap the task.
     sa.Column("lease_until", sa.Float, nullable=False, default=0.0),
     sa.Column("runner", sa.String(200), nullable=False, default=""),
+    # Which of OCP's agent operations (flows/plan.py TEMPLATES); revision 0002, older rows are batch restarts.
+    sa.Column("template", sa.String(40), nullable=False, server_default="batch_restart"),
     sqlite_autoincrement=True,
 )
 

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from ..errors import HostBusyError, UnknownTaskError
 from ..machine import LAUNCH_GRACE_SECONDS
 from ..models import Operation, SubtaskStatus, TaskStatus, TaskType, format_time, now
-from ..plan import TASK_NAME, Plan
+from ..plan import Plan
 from ..records import TaskRecord
 from .database import Database
 from .hosts import lock_hosts
@@ -55,7 +55,7 @@ class Tasks:
         type: TaskType = TaskType.MANUAL,
         options: dict[str, Any] | None = None,
         inventory: str = "",
-        name: str = TASK_NAME,
+        name: str | None = None,
     ) -> int:
         """Record a task for ``plan`` (roots READY, the rest PENDING) and lock its hosts, atomically.
 
@@ -69,7 +69,8 @@ class Tasks:
                     tasks.insert()
                     .returning(tasks.c.id)
                     .values(
-                        name=name,
+                        name=name or plan.template.task_name,
+                        template=plan.template.key,
                         type=type.value,
                         status=TaskStatus.RUNNING.value,
                         operation=Operation.EXECUTE.value,

@@ -40,7 +40,7 @@ class FakeLauncher:
     def __init__(self) -> None:
         self.launched: list[int] = []
 
-    def launch(self, task_id, host_ids, options) -> None:
+    def launch(self, task_id, host_ids, options, *, template="batch_restart") -> None:
         self.launched.append(task_id)
 
     def shutdown(self, reason, grace) -> None:
@@ -93,7 +93,7 @@ def poll(condition, timeout: float, what: str) -> None:
 
 class TestDependencyOverrides:
     def test_a_route_runs_as_an_overridden_user_on_an_overridden_store(self, settings, store):
-        """GET a task as a user without TASK:READ (no credentials sent): their own task 200, another's 403."""
+        """GET a task as a user without TASK:READ (no credentials sent): their own task 200, another's 404."""
         mine, theirs = task_by(store, "carol", [1001]), task_by(store, "dave", [1002])
         app = create_app(settings, launcher=FakeLauncher())
         app.dependency_overrides[current_user] = lambda: User("carol", ("PROFILE",))
@@ -102,7 +102,7 @@ class TestDependencyOverrides:
         own = client.get(f"/api/v2/tasks/instances/{mine}")
         assert own.status_code == 200 and own.json()["data"]["creator"]["name"] == "carol"
         other = client.get(f"/api/v2/tasks/instances/{theirs}")
-        assert other.status_code == 403 and other.json()["error"]["code"] == 3100
+        assert other.status_code == 404 and other.json()["error"]["code"] == 4001  # as a missing task (#22)
         listed = client.get("/api/v2/tasks/instances").json()["data"]["contents"]
         assert [task["id"] for task in listed] == [mine]
 

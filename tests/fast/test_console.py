@@ -83,3 +83,40 @@ class TestProgress:
             assert "went away" in str(exc)
         else:
             raise AssertionError("the load's error was swallowed")
+
+
+class TestFailureReport:
+    def _record(self, tmp_path, failures: int):
+        from flows import machine
+        from flows.models import SubtaskStatus
+        from flows.plan import build_plan
+        from flows.store import TaskStore
+
+        store = TaskStore(f"sqlite:///{tmp_path / 'tasks.db'}")
+        task_id = store.create_task(build_plan(list(range(1, failures + 2))), creator="a", executor="e")
+        for sub in store.load(task_id).subtasks[:failures]:
+            store.apply(machine.start_subtask(store.load(task_id), sub.id, "t", "--- attempt"))
+            lines = tuple(f"line {n} of {sub.id}" for n in range(12))
+            store.apply(machine.finish_subtask(store.load(task_id), sub.id, SubtaskStatus.FAILED, "t", lines))
+        store.apply(machine.end_run(store.load(task_id), "t"))
+        return store, store.load(task_id)
+
+    def test_a_failed_subtask_shows_its_host_its_last_lines_and_what_to_run_next(self, tmp_path):
+        """Each FAILED subtask: its host, its last LINES_SHOWN log lines; then `ocp-restart` commands to go on."""
+        store, record = self._record(tmp_path, 1)
+        text = console.failure_report(record, store.log)
+        assert text.startswith("FAILED subtask 1 Prepare restart OCP agent @ host 1, its last log lines:")
+        assert "line 11 of 1" in text and "line 3 of 1" not in text
+        assert "`ocp-restart log 1 SUBTASK_ID`" in text and "`ocp-restart retry 1`" in text
+
+    def test_many_failures_are_capped_with_the_command_that_shows_them_all(self, tmp_path):
+        """Past FAILURES_SHOWN failed subtasks, one line says how many more and how to see them."""
+        store, record = self._record(tmp_path, console.FAILURES_SHOWN + 2)
+        text = console.failure_report(record, store.log)
+        assert text.count("FAILED subtask ") == console.FAILURES_SHOWN
+        assert "... and 2 more FAILED subtasks: `ocp-restart log 1 --failed`" in text
+
+    def test_nothing_failed_says_nothing(self, tmp_path):
+        """A task without FAILED subtasks adds nothing to the report."""
+        store, record = self._record(tmp_path, 0)
+        assert console.failure_report(record, store.log) == ""

@@ -13,7 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from flows import machine
 from flows.errors import TaskStateError
 from flows.models import Operation, SubtaskStatus, TaskStatus
-from flows.plan import Kind, build_plan
+from flows.plan import TEMPLATES, Kind, build_plan
 from flows.records import TaskRecord
 
 S, T = SubtaskStatus, TaskStatus
@@ -80,11 +80,16 @@ class TaskWorld(RuleBasedStateMachine):
         hosts=st.lists(st.sampled_from(HOSTS), min_size=1, max_size=2, unique=True),
         threshold=st.one_of(st.none(), st.integers(0, 1)),
         batch=st.booleans(),
+        template=st.sampled_from(sorted(TEMPLATES)),
     )
-    def create(self, hosts, threshold, batch) -> None:
+    def create(self, hosts, threshold, batch, template) -> None:
+        """A task of any operation: batch restart, restart, stop, batch stop (a single-host one takes one host)."""
+        chosen = TEMPLATES[template]
+        if chosen.single_host:
+            hosts, threshold = hosts[:1], None
         if any(h in self.locks for h in hosts):
             return  # the store refuses it (HostBusyError) and writes nothing
-        plan = build_plan(hosts, batch_size=1 if batch else None, isolate=threshold is not None)
+        plan = build_plan(hosts, batch_size=1 if batch else None, isolate=threshold is not None, template=chosen)
         task_id = len(self.tasks) + 1
         ids = list(range(self.next_id, self.next_id + len(plan.nodes)))
         self.next_id += len(plan.nodes)

@@ -16,6 +16,9 @@ ENTRY_POINTS = {
     ("deployments/cli.py", "_main"),
     ("flows/restart.py", "batch_restart_agents"),
     ("flows/operations.py", "task_operation"),
+    ("flows/agent_ops.py", "restart_agent"),
+    ("flows/agent_ops.py", "stop_agent"),
+    ("flows/agent_ops.py", "batch_stop_agents"),
 }
 
 

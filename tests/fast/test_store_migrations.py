@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -26,10 +27,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def schema_sql(path: Path) -> list[str]:
-    """The DDL SQLite keeps for the store's tables and indexes (the version table aside), in name order."""
+    """The DDL SQLite keeps for the store's tables and indexes (the version table aside), in name order, its
+    whitespace normalised (a column added by ALTER TABLE is kept as ``\n, col ...)`` in SQLite's text)."""
     with sqlite3.connect(path) as conn:
         return [
-            sql
+            re.sub(r"\s*([,()])\s*", r"\1", re.sub(r"\s+", " ", sql))
             for (sql,) in conn.execute(
                 f"SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND tbl_name != '{VERSION_TABLE}' ORDER BY name"
             )
@@ -112,7 +114,9 @@ class TestStoreFrom0_1_0:
         assert all(before[table] for table in TABLES), "the fixture has rows in every table"
         with TaskStore(url) as store:
             assert store.db.upgraded == ("unversioned", SHIPPED.head)
-            assert every_row(engine) == before
+            after = every_row(engine)
+            assert {row.pop("template") for row in after["tasks"]} == {"batch_restart"}  # revision 0002's default
+            assert after == before
             running = store.load(3)
             assert running.task.status == "RUNNING" and running.task.runner == "pid 4242 on fixture-host [0a1b2c3d]"
             assert running.task.lease_until == before["tasks"][2]["lease_until"] > time.time() + 86400 * 365
@@ -161,44 +165,52 @@ def _fresh(tmp_path: Path) -> Path:
     return path
 
 
+NEXT = f"{int(SHIPPED.head) + 1:04d}"  # the revision a later ocp-restart would add
+
+
 class TestAnotherRevision:
     @pytest.fixture
     def with_0002(self, tmp_path) -> Migrations:
-        """The shipped revisions and a 0002 (an index), as a later ocp-restart would ship them."""
+        """The shipped revisions and the next one (an index), as a later ocp-restart would ship them."""
         location = tmp_path / "migrations"
         shutil.copytree(SHIPPED.location, location, ignore=shutil.ignore_patterns("__pycache__"))
-        (location / "versions" / "0002_snapshots_by_host.py").write_text(
-            '"""Snapshots by host."""\nfrom alembic import op\n\nrevision = "0002"\ndown_revision = "0001"\n\n\n'
+        (location / "versions" / f"{NEXT}_snapshots_by_host.py").write_text(
+            f'"""Snapshots by host."""\nfrom alembic import op\n\nrevision = "{NEXT}"\n'
+            f'down_revision = "{SHIPPED.head}"\n\n\n'
             'def upgrade():\n    op.create_index("ix_host_snapshots_host_id", "host_snapshots", ["host_id"])\n'
         )
         return Migrations(location)
 
     def test_a_store_is_upgraded_to_it_in_place_with_one_log_line(self, tmp_path, caplog, with_0002):
-        """A store at 0001 goes to 0002 when a newer head is given, its rows kept; the line names both."""
+        """A store at the shipped head goes to the next revision when it is given, its rows kept; the line names
+        both."""
         url = load_0_1_0(tmp_path / "tasks.db")
         TaskStore(url).close()
         before = every_row(sa.create_engine(url))
         caplog.clear()
         db = Database(url, with_0002)
         db.close()
-        assert db.upgraded == ("0001", "0002")
-        assert upgrade_lines(caplog) == [f"the task store {url} was upgraded from revision 0001 to revision 0002"]
-        assert version_rows(url) == ["0002"] and every_row(sa.create_engine(url)) == before
+        assert db.upgraded == (SHIPPED.head, NEXT)
+        assert upgrade_lines(caplog) == [
+            f"the task store {url} was upgraded from revision {SHIPPED.head} to revision {NEXT}"
+        ]
+        assert version_rows(url) == [NEXT] and every_row(sa.create_engine(url)) == before
         with sqlite3.connect(tmp_path / "tasks.db") as conn:
             assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'ix_host_snapshots_host_id'").fetchone()
 
     def test_a_store_newer_than_the_code_is_refused_and_left_alone(self, tmp_path, with_0002):
-        """This code (head 0001) refuses a store at 0002: StoreVersionError, a StoreUnavailableError naming both."""
+        """This code refuses a store at a revision after its head: StoreVersionError, a StoreUnavailableError naming
+        both."""
         url = f"sqlite:///{tmp_path / 'tasks.db'}"
         Database(url, with_0002).close()
         with pytest.raises(StoreVersionError) as refused:
             TaskStore(url)
         assert isinstance(refused.value, StoreUnavailableError)
         assert str(refused.value) == (
-            f"the task store {url} is at schema revision 0002, newer than this ocp-restart "
+            f"the task store {url} is at schema revision {NEXT}, newer than this ocp-restart "
             f"(head {SHIPPED.head}): upgrade ocp-restart"
         )
-        assert version_rows(url) == ["0002"]
+        assert version_rows(url) == [NEXT]
 
 
 CHILD = """

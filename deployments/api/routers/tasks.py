@@ -62,7 +62,7 @@ def _relaunch(store: TaskStore, launcher: Launcher, task_id: int) -> None:
     """Run the flow again for a task an operation has just reopened; if it cannot start, the task is FAILED."""
     task = store.load(task_id).task
     try:
-        launcher.launch(task_id, list(task.host_ids), task.options)
+        launcher.launch(task_id, list(task.host_ids), task.options, template=task.template)
     except Exception as exc:
         why = f"task {task_id} could not be launched: {type(exc).__name__}: {exc}"
         store.abort_task(task_id, why)
