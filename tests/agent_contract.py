@@ -615,6 +615,28 @@ class TestScripts:
         probe, _ = control(agent).prepare_probe(Limits(), deadline())
         assert (probe.disk_kb, probe.memory_kb, probe.simulated) == (10240, 3072, ("disk", "memory"))
 
+    def test_health_is_status_and_mgragents_own_answer_on_its_socket(self, agent):
+        """HEALTH: status, and ocp_mgragent's GET /api/v1/status on run/ocp_mgragent.<pid>.sock: state running, its
+        own pid, a startAt in ns; a restarted mgragent's startAt is after the host clock Stop all read."""
+        served = control(agent).wait_until_serving(deadline())
+        data = served.serving or {}
+        assert served.problem() == "" and data["state"] == "running" and data["version"] == VERSION
+        assert data["pid"] == pid_files(agent)[POS_PROXY] and data["ports"] == [62888]
+        assert isinstance(data["startAt"], int) and data["startAt"] > 1_600_000_000 * 10**9
+        agent_control = control(agent)
+        agent_control.stop_all(deadline())
+        assert agent_control.clock and agent_control.clock * 10**9 >= data["startAt"] - 10**9
+        now = agent_control.start_then_health(deadline())
+        again = agent_control.wait_until_serving(deadline(), since=agent_control.clock, first=now)
+        assert again.serving and again.serving["pid"] != data["pid"]
+
+    def test_a_silent_mgragent_is_ready_but_not_healthy(self, agent):
+        """Fault mgragent_mute: after a restart status says ready, yet mgragent never answers: no health."""
+        restart_with(agent, "mgragent_mute")
+        health = control(agent).health(deadline())
+        assert health.status.ready and health.serving is None
+        assert "does not answer on its unix socket" in health.problem()
+
     def test_signal_is_quiet_about_gone_processes(self, agent):
         """SIGNAL to a pid that is gone: exit 0, no output."""
         done = agent.runner.run(SIGNAL.render("TERM", str(DEAD)), deadline=deadline())
