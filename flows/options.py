@@ -51,6 +51,24 @@ class RestartOptions(BaseModel):
             "then it stays FAILED. Off by default.",
         ),
     ] = None
+    min_free_disk_mb: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=1_048_576,
+            description="Prepare refuses a host whose agent home's filesystem has less free space (MB) than this, "
+            "before anything is stopped.",
+        ),
+    ] = 64
+    min_free_memory_mb: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=1_048_576,
+            description="Prepare refuses a host with less available memory (MB, MemAvailable) than this, before "
+            "anything is stopped.",
+        ),
+    ] = 64
     accept_new_host_keys: Annotated[
         bool,
         Field(

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from steps.agent import Limits
 from steps.errors import Fenced, SubtaskCancelled
 from steps.fencing import FencedRunner
 from steps.inventory import Host
@@ -133,6 +134,11 @@ class HostStep:
     log: SubtaskLog
     deadline: float
     timeout: int
+
+    @property
+    def limits(self) -> Limits:
+        options = self.run.options
+        return Limits(min_free_disk_mb=options.min_free_disk_mb, min_free_memory_mb=options.min_free_memory_mb)
 
     def runner(self) -> Runner:
         # The lease is asked before every command; a command stopped by a lost lease is Fenced, not a cancel.

@@ -12,12 +12,13 @@ exactly these commands; ``tests/agent_contract.py`` holds it and the sandbox's s
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from .errors import AgentError, SubtaskCancelled
+from .errors import AgentError, CommandTimeout, SubtaskCancelled
 from .runner import CommandResult, Runner, Script, integers, is_decimal, sh
 
 AGENTD = "ocp_agentd"
@@ -30,20 +31,50 @@ SIGNALS = ("TERM", "KILL")
 
 # `ocp_agentctl status`, or exit 127 if the CLI is not there. $1: the CLI.
 STATUS_IF_CLI = Script("status_if_cli", '[ -x "$1" ] || exit 127; exec "$1" status')
-# Prints `name pid start-time` for each run/<name>.pid holding a number (the start time, clock ticks since boot,
-# field 22 of /proc/PID/stat, is `-` when that process is gone), then MARK, then runs `ocp_agentctl stop`. $1: the
-# CLI, $2: the run directory, the rest: the process names. Shell builtins only: it used to fork head, sed and cut
-# per process, 9 processes per host on the step where the hosts are busiest (#14). `set -f`: the unquoted
-# expansion that splits the stat line into fields must not glob. The comm field may hold spaces and ")": what
-# follows the last ") " is field 3 on.
+# Reads each run/<name>.pid holding a number and prints `name pid start-time` if that pid is a live agent process of
+# this home (see _OURS), `name pid -` if it is gone (or a zombie), or `stale name pid` if it is a live process that
+# is no agent's (a reused pid): that pid file is removed, so that the stop cannot signal that process and the next
+# start (whose agentd writes its pid file exclusively) can succeed. Then MARK, then `ocp_agentctl stop`. $1: the
+# CLI, $2: the agent home, the rest: the process names. Shell builtins only: it used to fork head, sed and cut per
+# process, 9 processes per host on the step where the hosts are busiest (#14). `set -f`: the unquoted expansion that
+# splits the stat line into fields must not glob. The comm field may hold spaces and ")": what follows the last ")
+# " is field 3 on.
 # st := the line of /proc/$p/stat ('' when that process is gone): what every script below reads a process from.
 _READ_STAT = 'st=; { read -r st <"/proc/$p/stat"; } 2>/dev/null'
+# An agent process of this home, named $n: its comm is $n and its command line starts with {home}/bin/$n (obagent
+# starts every program by its absolute path; the shell's read drops the NULs between the arguments). The
+# executable alone would not do: the sandbox's services are scripts and a symlink to sleep, one for every host.
+_OURS = 'l=; { read -r l <"/proc/$p/cmdline"; } 2>/dev/null; case $l in "$home/bin/$n"*) o=1;; *) o=;; esac'
 STOP_ALL = Script(
     "identities_then_stop",
-    'set -f; ctl=$1 run=$2; shift 2; for n in "$@"; do p=; { read -r p <"$run/$n.pid"; } 2>/dev/null; '
+    'set -f; ctl=$1 home=$2; shift 2; for n in "$@"; do p=; { read -r p <"$home/run/$n.pid"; } 2>/dev/null; '
     "case $p in ''|*[!0-9]*) continue;; esac; "
-    f's=-; {_READ_STAT}; if [ -n "$st" ]; then set -- ${{st##*) }}; s=${{20:--}}; fi; '
-    'echo "$n $p $s"; done; echo @@ocp-restart@@; exec "$ctl" stop',
+    f"{_READ_STAT}; s=${{st##*) }}; case $s in ''|Z*|X*) echo \"$n $p -\"; continue;; esac; "
+    f"c=${{st#*(}}; c=${{c%) *}}; {_OURS}; "
+    'if [ "$c" = "$n" ] && [ -n "$o" ]; then set -- ${st##*) }; echo "$n $p ${20}"; '
+    'else rm -f "$home/run/$n.pid"; echo "stale $n $p"; fi; done; echo "clock $(date +%s)"; echo @@ocp-restart@@; '
+    'exec "$ctl" stop',
+)
+# Prepare's probe of what a restart cannot fix, then MARK, then `ocp_agentctl status` (exit 127 first if the CLI is
+# not there). Prints `disk KB` (free space of the agent home's filesystem, df), `memory KB` (MemAvailable),
+# `writable yes|no` (a file can be created in run/: `true`, not the special builtin `:`, whose failed
+# redirection would end the script), `owner NAME` (the agent home's owner, the agent's user:
+# UNKNOWN when it has no account), and `listen LINE` per TCP listener on the agent's port (ss, with its process;
+# `listen ?` when ss is missing). SANDBOX ONLY: the files {home}/faults/free_disk_mb and free_memory_mb, when
+# present, stand in for the measurement (`disk KB simulated`), so that tests can put a host "out of disk" without
+# filling one; no real agent home has a faults/ directory. $1: the CLI, $2: the agent home, $3: the agent's port.
+PREPARE_PROBE = Script(
+    "prepare_probe",
+    '[ -x "$1" ] || exit 127; ctl=$1 home=$2 port=$3; '
+    'f=$home/faults/free_disk_mb; if [ -r "$f" ]; then read -r v <"$f"; echo "disk $((v * 1024)) simulated"; '
+    'else df -Pk "$home" 2>/dev/null | { read -r _; read -r _ _ _ a _; echo "disk ${a:-?}"; }; fi; '
+    'f=$home/faults/free_memory_mb; if [ -r "$f" ]; then read -r v <"$f"; echo "memory $((v * 1024)) simulated"; '
+    'else while read -r k v _; do [ "$k" = MemAvailable: ] && echo "memory $v" && break; done </proc/meminfo; fi; '
+    'if { true >>"$home/run/.ocp-restart-probe"; } 2>/dev/null; then echo "writable yes"; else echo "writable no"; fi; '
+    'echo "owner $(stat -c %U "$home" 2>/dev/null)"; '
+    'if command -v ss >/dev/null; then ss -Hltnp "sport = :$port" 2>/dev/null | while read -r l; do echo "listen $l"; '
+    'done; else echo "listen ?"; fi; '
+    f'echo {MARK}; exec "$ctl" status',
 )
 # Prints `pid start-time` for each live pid given. $@: the pids. Builtins only, as above.
 START_TIMES = Script(
@@ -62,6 +93,35 @@ _LIVE_LOOP = (
 LIVE = Script("live", f"set -f; {_LIVE_LOOP}; true")  # $@: the pids
 # The same, then MARK, then `ocp_agentctl status` (whose exit status is the command's). $1: the CLI, the rest: pids.
 LIVE_THEN_STATUS = Script("live_then_status", f'set -f; ctl=$1; shift; {_LIVE_LOOP}; echo {MARK}; exec "$ctl" status')
+# Prints `pid state comm` (as LIVE) for every process of the host that is an agent process of this home (_OURS),
+# whatever its pid file says: duplicates, the orphans of a killed agentd. One pass over /proc/*/comm with builtins
+# (~30 ms of CPU with 3,000 processes on the host: the sandbox's 1,000 hosts share one /proc), the command line read
+# only for processes with an agent's name; then MARK, then `ocp_agentctl status`. $1: the CLI, $2: the agent home,
+# the rest: the process names.
+SCAN_THEN_STATUS = Script(
+    "scan_then_status",
+    'ctl=$1 home=$2; shift 2; for f in /proc/[0-9]*/comm; do n=; { read -r n <"$f"; } 2>/dev/null; '
+    'case " $* " in *" $n "*) ;; *) continue;; esac; p=${f#/proc/}; p=${p%/comm}; '
+    f'{_OURS}; [ -n "$o" ] || continue; {_READ_STAT}; s=${{st##*) }}; echo "$p ${{s%% *}} $n"; done; '
+    f'echo {MARK}; exec "$ctl" status',
+)
+# Health: `ocp_agentctl status`, then MARK on a line of its own (status prints no trailing newline), then what
+# ocp_mgragent answers on its unix socket run/ocp_mgragent.<pid>.sock (the pid its pid file holds) for
+# GET /api/v1/status, by curl (the hosts have it; its error text when it fails, e.g. no socket yet); the exit status
+# is status's. $1: the CLI, $2: the agent home.
+_HEALTH = (
+    "\"$ctl\" status; r=$?; printf '\\n%s\\n' @@ocp-restart@@; p=; "
+    '{ read -r p <"$home/run/ocp_mgragent.pid"; } 2>/dev/null; '
+    "case $p in ''|*[!0-9]*) echo 'no pid file'; exit $r;; esac; "
+    'curl -sS -m 2 --unix-socket "$home/run/ocp_mgragent.$p.sock" http://localhost/api/v1/status 2>&1; exit $r'
+)
+HEALTH = Script("health", f"ctl=$1 home=$2; {_HEALTH}")
+# `ocp_agentctl start` (its failure ends the script with its exit status), then MARK on a line of its own, then
+# HEALTH: Start all's one round trip when the agent serves at once. $1: the CLI, $2: the agent home.
+START_THEN_HEALTH = Script(
+    "start_then_health",
+    f"ctl=$1 home=$2; \"$ctl\" start || exit $?; printf '\\n%s\\n' {MARK}; {_HEALTH}",
+)
 # Sends a signal to processes, quietly (some may be gone already). $1: the signal name, the rest: the pids.
 SIGNAL = Script("signal", 'sig=$1; shift; kill -s "$sig" "$@" 2>/dev/null; true')
 # What the agent looks like now, in one round trip: `uptime SECONDS` (/proc/uptime), then `name pid start-time` for
@@ -75,9 +135,113 @@ OBSERVE = Script(
     f's=-; {_READ_STAT}; if [ -n "$st" ]; then set -- ${{st##*) }}; s=${{20:--}}; fi; '
     f'echo "$n $p $s"; done; echo {MARK}; exec "$ctl" status',
 )
-SCRIPTS = (STATUS_IF_CLI, STOP_ALL, START_TIMES, LIVE, LIVE_THEN_STATUS, SIGNAL)  # what a restart's steps send
+SCRIPTS = (  # what a restart's steps send
+    STATUS_IF_CLI,
+    STOP_ALL,
+    START_TIMES,
+    LIVE,
+    LIVE_THEN_STATUS,
+    SCAN_THEN_STATUS,
+    HEALTH,
+    START_THEN_HEALTH,
+    PREPARE_PROBE,
+    SIGNAL,
+)
 VIEW_SCRIPTS = (OBSERVE,)  # what reading the agent sends (the API's GET .../agent); no restart step sends it
 CLOCK_TICKS = 100  # USER_HZ: the unit of /proc/PID/stat's start time on Linux (sysconf(_SC_CLK_TCK))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What Prepare requires of a host before anything is stopped (RestartOptions sets them for a run)."""
+
+    min_free_disk_mb: int = 64  # free space on the agent home's filesystem
+    min_free_memory_mb: int = 64  # MemAvailable
+    port: int = 62888  # ocp_mgragent's: no other process may listen on it
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What Prepare's probe found on the host (``PREPARE_PROBE``)."""
+
+    disk_kb: int | None = None
+    memory_kb: int | None = None
+    simulated: tuple[str, ...] = ()  # the sandbox's stand-ins: "disk", "memory"
+    writable: bool = True
+    owner: str = ""
+    listeners: tuple[str, ...] = ()  # ss lines for the port ("?": ss missing)
+
+    def problems(self, limits: Limits, address: str, agent_pids: set[int]) -> list[str]:
+        """Why a restart cannot fix this host ([] if none): each a sentence for the subtask's message."""
+        found = []
+        sim = {"disk": " (simulated)" if "disk" in self.simulated else "", "memory": ""}
+        sim["memory"] = " (simulated)" if "memory" in self.simulated else ""
+        if self.disk_kb is not None and self.disk_kb < limits.min_free_disk_mb * 1024:
+            found.append(
+                f"the agent home's filesystem is full: {self.disk_kb // 1024} MB free{sim['disk']}, "
+                f"{limits.min_free_disk_mb} MB required (min_free_disk_mb)"
+            )
+        if not self.writable:
+            found.append("the agent home is not writable: cannot create a file in its run/ directory")
+        if self.memory_kb is not None and self.memory_kb < limits.min_free_memory_mb * 1024:
+            found.append(
+                f"too little free memory: {self.memory_kb // 1024} MB available{sim['memory']}, "
+                f"{limits.min_free_memory_mb} MB required (min_free_memory_mb)"
+            )
+        if self.owner == "UNKNOWN":  # stat's name for a uid without an account ('': not read, no check)
+            found.append("the agent's user (the agent home's owner) has no account on the host")
+        for line in self.listeners:
+            holder = _foreign_listener(line, limits.port, address, agent_pids)
+            if holder:
+                found.append(f"port {limits.port} is held by a process that is not the agent: {holder}")
+        return found
+
+
+def _foreign_listener(line: str, port: int, address: str, agent_pids: set[int]) -> str:
+    """An ``ss -Hltnp`` line -> who holds ``port`` if it is not the agent and blocks it on this host ('' if not).
+    A listener bound to another specific loopback address does not block the agent's (it binds the wildcard
+    address; the sandbox's hosts are loopback addresses of one machine)."""
+    parts = line.split()
+    if len(parts) < 4:
+        return ""
+    local = parts[3]
+    host, _, local_port = local.rpartition(":")
+    host = host.strip("[]").split("%")[0]
+    if local_port != str(port):
+        return ""
+    if host not in ("*", "0.0.0.0", "::", address) and host.startswith("127."):
+        return ""
+    users = re.findall(r'\("([^"]*)",pid=(\d+)', line)
+    if users and all(int(pid) in agent_pids for _, pid in users):
+        return ""
+    who = ", ".join(f"{name} (pid {pid})" for name, pid in users) or "a process of another user"
+    return f"{who} listening on {local}"
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether the agent serves: ``ocp_agentctl status`` and what ocp_mgragent answered on its unix socket for
+    ``GET /api/v1/status`` (its ``data``: state, version, pid, startAt in ns since the epoch, ports)."""
+
+    status: AgentStatus
+    serving: dict[str, object] | None = None
+    answer: str = ""  # mgragent's answer (or curl's error) as text, for the log
+
+    def problem(self, since: int | None = None) -> str:
+        """Why this is not a healthy agent ('' if it is): both services running (status ready) and mgragent, with
+        the pid status gives it, answering ``state: running`` with a ``startAt`` after ``since`` (epoch seconds,
+        the host's clock) when given."""
+        if not self.status.ready:
+            return f"the agent is not ready ({self.status.describe()})"
+        data = self.serving
+        if data is None:
+            return f"{POS_PROXY} does not answer on its unix socket: {self.answer.strip()[-300:] or '(nothing)'}"
+        if data.get("state") != "running" or data.get("pid") != self.status.pids.get(POS_PROXY):
+            return f"{POS_PROXY} answers, but not as the running {POS_PROXY} of this agent: {data}"
+        start_at = data.get("startAt")
+        if since is not None and not (isinstance(start_at, int) and start_at > since * 1_000_000_000):
+            return f"{POS_PROXY} answers with startAt {start_at}, not after the restart began (host clock {since} s)"
+        return ""
 
 
 @dataclass(frozen=True)
@@ -117,6 +281,7 @@ class AgentControl:
         self.log = log
         self.stop = stop
         self.ctl = f"{agent_home}/bin/ocp_agentctl"  # a path, an argv element; quoted where rendered
+        self.clock: int | None = None  # the host's clock (epoch seconds) as the last stop_all began
         self.run_dir = f"{agent_home}/run"
 
     def _exec(self, command: str, deadline: float) -> CommandResult:
@@ -188,6 +353,75 @@ class AgentControl:
             time.sleep(POLL_SECONDS)
         raise AgentError(f"timed out waiting until {what}; last status: {last.describe()}")
 
+    def prepare_probe(self, limits: Limits, deadline: float) -> tuple[Probe, AgentStatus]:
+        """Prepare's round trip: the CLI is there (AgentError if not), the host's probe (``PREPARE_PROBE``) and
+        ``ocp_agentctl status``."""
+        result = self._run(
+            PREPARE_PROBE.render(self.ctl, self.home, str(limits.port)),
+            deadline,
+            shown=f"{sh([self.ctl, 'status'])}   # if it is executable, after df, /proc/meminfo, ss :{limits.port}",
+        )
+        if result.exit_status == 127 and MARK not in result.stdout:
+            raise AgentError(f"agent CLI {self.ctl} is missing or not executable")
+        probe_text, _, status = result.stdout.partition(f"{MARK}\n")
+        return parse_probe(probe_text), parse_status(result.ok, status)
+
+    def health(self, deadline: float, *, quiet: bool = False) -> Health:
+        """One round trip: ``ocp_agentctl status`` and ocp_mgragent's own ``/api/v1/status`` on its unix socket."""
+        command = HEALTH.render(self.ctl, self.home)
+        shown = f"{sh([self.ctl, 'status'])}   # and GET /api/v1/status on {self.run_dir}/ocp_mgragent.<pid>.sock"
+        result = self._exec(command, deadline) if quiet else self._run(command, deadline, shown=shown)
+        return self._health_of(result)
+
+    @staticmethod
+    def _health_of(result: CommandResult) -> Health:
+        status_text, _, answer = result.stdout.partition(f"\n{MARK}\n")
+        status = parse_status(result.ok, status_text)
+        try:
+            data = json.loads(answer)["data"]
+            serving = data if isinstance(data, dict) else None
+        except (ValueError, KeyError, TypeError):
+            serving = None
+        return Health(status, serving, answer)
+
+    def start_then_health(self, deadline: float) -> Health:
+        """``ocp_agentctl start`` and, if it succeeded, ``health`` in the same round trip; AgentError with the
+        agent's own error if the start failed."""
+        result = self._run(
+            START_THEN_HEALTH.render(self.ctl, self.home),
+            deadline,
+            shown=f"{sh([self.ctl, 'start'], [self.ctl, 'status'])}   # and GET /api/v1/status on mgragent's socket",
+        )
+        answer, mark, rest = result.stdout.partition(f"\n{MARK}\n")
+        if not mark:
+            failed = replace(result, stdout=answer)
+            raise AgentError(
+                f"starting the agent failed: ocp_agentctl start exited {result.exit_status}: {error_of(failed)}"
+            )
+        return self._health_of(replace(result, stdout=rest))
+
+    def wait_until_serving(self, deadline: float, *, since: int | None = None, first: Health | None = None) -> Health:
+        """Poll ``health`` until the agent is healthy (``Health.problem``; ``first``: one just read, checked before
+        polling); AgentError with the last problem at the deadline. ``ready`` alone is not enough: mgragent answers
+        a moment after agentd reports it running."""
+        last = first or self.health(deadline)
+        while problem := last.problem(since):
+            if time.monotonic() + POLL_SECONDS >= deadline:
+                raise AgentError(f"timed out waiting until the agent serves: {problem}")
+            if self.stop is not None and self.stop():
+                raise SubtaskCancelled("cancelled by an operator while waiting until the agent serves")
+            time.sleep(POLL_SECONDS)
+            try:
+                last = self.health(deadline, quiet=True)
+            except CommandTimeout:  # the deadline came during a poll: the last problem is the answer
+                raise AgentError(f"timed out waiting until the agent serves: {problem}") from None
+        serving = last.serving or {}
+        self.log(
+            f"agent {last.status.describe()}; {POS_PROXY} serves (pid {serving.get('pid')}, "
+            f"startAt {serving.get('startAt')})"
+        )
+        return last
+
     def live_processes(self, pids: set[int], deadline: float) -> dict[int, str]:
         """Which of ``pids`` are still live agent processes (zombies and reused pids do not count)."""
         if not pids:
@@ -196,15 +430,33 @@ class AgentControl:
 
     def stop_all(self, deadline: float) -> tuple[dict[str, tuple[int, int | None]], CommandResult]:
         """``ocp_agentctl stop``, preceded in the same round trip by the identities of the processes it is about to
-        stop: name -> (pid, start time or None). Returns them and the stop's result (its exit status is the
-        command's)."""
+        stop: name -> (pid, start time or None). A pid file naming a live process that is no agent process of this
+        home is removed first (logged): the stop must not signal it, and the next start could not write its own.
+        Returns the identities and the stop's result (its exit status is the command's)."""
         result = self._run(
-            STOP_ALL.render(self.ctl, self.run_dir, *PROCESSES),
+            STOP_ALL.render(self.ctl, self.home, *PROCESSES),
             deadline,
             shown=f"{sh([self.ctl, 'stop'])}   # after reading {self.run_dir}/*.pid and those processes' start times",
         )
         identities, _, stop_output = result.stdout.partition(f"{MARK}\n")
+        self.clock = parse_clock(identities)
+        for name, pid in parse_stale(identities):
+            self.log(
+                f"removed {self.run_dir}/{name}.pid: its pid {pid} is a live process that is not {name} of this "
+                "agent home (a reused pid); that process is left alone"
+            )
         return parse_identities(identities), replace(result, stdout=stop_output)
+
+    def scan_then_status(self, deadline: float) -> tuple[dict[int, str], AgentStatus]:
+        """In one round trip: every live agent process of this home found in /proc (pid -> name), whatever the pid
+        files say (duplicates, a killed agentd's orphans), and what ``ocp_agentctl status`` says."""
+        result = self._run(
+            SCAN_THEN_STATUS.render(self.ctl, self.home, *PROCESSES),
+            deadline,
+            shown=f"{sh([self.ctl, 'status'])}   # after finding {self.home}/bin/ocp_* processes in /proc",
+        )
+        live, _, status = result.stdout.partition(f"{MARK}\n")
+        return parse_live(live), parse_status(result.ok, status)
 
     def check_stopped(self, pids: set[int], deadline: float) -> tuple[dict[int, str], AgentStatus]:
         """After a stop, in one round trip: which of ``pids`` still live, and what ``ocp_agentctl status`` says."""
@@ -305,6 +557,46 @@ def parse_ports(stdout: str) -> dict[str, str]:
     return found
 
 
+def parse_probe(stdout: str) -> Probe:
+    """``PREPARE_PROBE``'s lines -> Probe (a value it could not read stays None: no check)."""
+    fields: dict[str, object] = {}
+    simulated: list[str] = []
+    listeners: list[str] = []
+    for line in stdout.splitlines():
+        key, _, rest = line.partition(" ")
+        words = rest.split()
+        if key in ("disk", "memory") and words and is_decimal(words[0]):
+            fields[f"{key}_kb"] = int(words[0])
+            if words[1:] == ["simulated"]:
+                simulated.append(key)
+        elif key == "writable":
+            fields["writable"] = rest.strip() != "no"
+        elif key == "owner":
+            fields["owner"] = rest.strip()
+        elif key == "listen" and rest.strip() != "?":
+            listeners.append(rest.strip())
+    return Probe(simulated=tuple(simulated), listeners=tuple(listeners), **fields)  # type: ignore[arg-type]
+
+
+def parse_clock(stdout: str) -> int | None:
+    """The ``clock SECONDS`` line of ``STOP_ALL`` (the host's ``date +%s``), if any."""
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == "clock" and is_decimal(parts[1]):
+            return int(parts[1])
+    return None
+
+
+def parse_stale(stdout: str) -> list[tuple[str, int]]:
+    """``stale name pid`` lines (``STOP_ALL``: pid files removed because they named no agent process)."""
+    found = []
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "stale" and parts[1] in PROCESSES and is_decimal(parts[2]):
+            found.append((parts[1], int(parts[2])))
+    return found
+
+
 def parse_status(ok: bool, stdout: str) -> AgentStatus:
     """``ocp_agentctl status``'s answer; a failed status means agentd is not running. AgentError, quoting the
     output, if a successful status cannot be read."""
@@ -336,7 +628,7 @@ def _pid(value: object, *, zero: bool = False) -> int:
 def error_of(result: CommandResult) -> str:
     for stream in (result.stderr, result.stdout):
         try:
-            return str(json.loads(stream)["error"])
+            return str(json.loads(stream)["error"]).rstrip("; ")  # obagent's ends "...; "
         except (ValueError, KeyError, TypeError):
             continue
     return result.output[-500:] or "(no output)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .agent import Limits
 from .inventory import Host
 from .runner import Runner
 
@@ -38,6 +39,9 @@ class Step(Protocol):
 
     @property
     def log(self) -> Log: ...  # read-only, so a step may keep a richer log (e.g. one that also mirrors to Prefect)
+
+    @property
+    def limits(self) -> Limits: ...  # what Prepare requires of the host (the run's options)
 
     def runner(self) -> Runner:
         """The host's connection, opened (host key verified) on first use. Every command sent through it is

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from .agent import Limits
 from .errors import CommandTimeout, Fenced, SubtaskCancelled
 from .fencing import FencedRunner
 from .inventory import DEFAULT_AGENT_HOME, Host
@@ -147,6 +148,7 @@ class FakeStep:
     cancel: bool = False
     fenced: str | None = None
     pids: dict[str, dict[str, int]] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         if not self.deadline:

@@ -21,9 +21,14 @@ def agent_of(step: Step) -> AgentControl:
 
 
 def prepare(step: Step) -> None:
-    """Connect (host key verified), check the agent CLI, snapshot the agent's pids."""
+    """Connect (host key verified), check the agent CLI, refuse what a restart cannot fix (a full or read-only agent
+    home, too little memory, the agent's port held by another process, the agent's user gone: AgentError naming
+    each, before anything is stopped), snapshot the agent's pids."""
     agent = agent_of(step)
-    status = agent.status(step.deadline, require_cli=True)
+    probe, status = agent.prepare_probe(step.limits, step.deadline)
+    problems = probe.problems(step.limits, step.host.address, set(status.pids.values()))
+    if problems:
+        raise AgentError("a restart cannot fix this host, nothing was stopped: " + "; ".join(problems))
     step.record_pids("before", status.pids)
     if status.running:
         step.log.info(f"agent {status.describe()}")
@@ -66,7 +71,9 @@ def restart_pos_proxy(step: Step) -> None:
 
 
 def stop_all(step: Step) -> None:
-    """``ocp_agentctl stop``; then make sure no agent process is left, escalating TERM -> KILL on leftovers.
+    """``ocp_agentctl stop``; then make sure no agent process of this home is left (found in /proc by its name and
+    path, whatever the pid files say), escalating TERM -> KILL on leftovers. A pid file naming a process that is not
+    the agent's is removed before the stop; that process is never signalled.
 
     If the CLI hangs past its share of the deadline, its process group is killed on the host and the subtask
     fails: a wedged agent CLI needs a human, not more signals.
@@ -77,6 +84,8 @@ def stop_all(step: Step) -> None:
     # the stop's round trip first reads the identities of the processes it is about to stop.
     current, stopped = agent.stop_all(deadline - reserve)
     step.record_pids("starts", {n: start for n, (_, start) in current.items() if start is not None})
+    if agent.clock is not None:  # Start all and Finish want an mgragent started after this (by the host's clock)
+        step.record_pids("clock", {"stop": agent.clock})
     known = set((step.recorded_pids("before") or {}).values()) | {pid for pid, _ in current.values()}
     if not stopped.ok:
         # The CLI gave up (e.g. wait_for_exit_timeout) but answered: its leftovers are ours to TERM/KILL.
@@ -85,7 +94,9 @@ def stop_all(step: Step) -> None:
             f"stopping the agent failed: ocp_agentctl stop exited {stopped.exit_status}: "
             f"{error_of(stopped)}; checking for leftover agent processes"
         )
-    left, status = agent.check_stopped(known, deadline)
+    # Every agent process of this home, found by what it is (its name and {home}/bin/ path), not by the pid files:
+    # a killed agentd's orphans and duplicates are ours to end too; a stranger named by a pid file is not.
+    left, status = agent.scan_then_status(deadline)
     for sig in ("TERM", "KILL"):
         if not left:
             break
@@ -106,10 +117,11 @@ def stop_all(step: Step) -> None:
 
 
 def start_all(step: Step) -> None:
-    """``ocp_agentctl start``; wait until ready; every process must have a new pid."""
+    """``ocp_agentctl start``; wait until the agent serves (``Health``: ready, and mgragent answering on its unix
+    socket with a startAt after Stop all began); every process must have a new pid."""
     agent = agent_of(step)
-    now = agent.ctl_then_status(("start",), deadline=step.deadline, doing="starting the agent")
-    status = agent.wait_until(lambda s: s.ready, step.deadline, what="the agent is ready", first=now)
+    first = agent.start_then_health(step.deadline)
+    status = agent.wait_until_serving(step.deadline, since=_stopped_at(step), first=first).status
     old = step.recorded_pids("before") or {}
     kept = [name for name in PROCESSES if name in old and status.pids.get(name) == old[name]]
     if kept:  # the same pid may be a new process (pids are reused): compare start times too
@@ -123,10 +135,9 @@ def start_all(step: Step) -> None:
 
 
 def finish(step: Step) -> None:
-    """Final status check and a before/after summary."""
-    status = agent_of(step).status(step.deadline)
-    if not status.ready:
-        raise AgentError(f"the agent is not ready at the end of the restart: {status.describe()}")
+    """Final check that the agent serves (as in Start all, retried within the deadline) and a before/after
+    summary."""
+    status = agent_of(step).wait_until_serving(step.deadline, since=_stopped_at(step)).status
     before = step.recorded_pids("before") or {}
     step.record_pids("after", status.pids)
     step.log.info(
@@ -173,6 +184,11 @@ def ensure_pos_proxy(step: Step) -> None:
 def nothing_to_undo(step: Step) -> None:
     """Rollback of Prepare and Finish: they changed nothing on the host."""
     step.log.info("nothing to undo")
+
+
+def _stopped_at(step: Step) -> int | None:
+    """The host's clock as Stop all began (epoch seconds), if Stop all recorded it for this task."""
+    return (step.recorded_pids("clock") or {}).get("stop")
 
 
 def _describe(processes: dict[int, str]) -> str:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import time
@@ -35,6 +37,7 @@ from steps.agent import (
     STOP_ALL,
     AgentControl,
     AgentStatus,
+    Limits,
 )
 from steps.errors import AgentError, CommandTimeout
 from steps.inventory import DEFAULT_AGENT_HOME, Host
@@ -43,8 +46,9 @@ from steps.testing import FakeRunner, FakeStep
 
 SECONDS = 20.0  # each command's deadline: far beyond what a healthy agent needs
 DEAD = 4_194_304  # PID_MAX_LIMIT: no process ever has this pid
-OK = '{"successful":true,"message":"ok"}\n'
-USAGE = "usage: ocp_agentctl status|start|stop|service start|stop ocp_mgragent|ocp_monagent"
+OK = '{"successful":true,"message":"ok","error":""}'  # obagent's: no trailing newline
+USAGE = "usage: ocp_agentctl status|start|stop|restart|version|service start|stop ocp_mgragent|ocp_monagent\n"
+VERSION = "4.2.1-sandbox"
 
 
 # -- the agents under test --------------------------------------------------------------------------------------
@@ -85,6 +89,10 @@ class AgentDriver:
         """A live process of the agent's user that is no agent's (e.g. one that got an old agent pid)."""
         raise NotImplementedError
 
+    def duplicate(self, name: str) -> int:
+        """A second ``name`` of this agent home, beside the one its pid file names (started by hand, say)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Leave nothing running."""
 
@@ -117,6 +125,9 @@ class FakeAgentDriver(AgentDriver):
 
     def stranger(self) -> int:
         return self.agent.other_process()
+
+    def duplicate(self, name: str) -> int:
+        return self.agent.duplicate(name)
 
 
 class ShellAgentDriver(AgentDriver):
@@ -165,6 +176,11 @@ class ShellAgentDriver(AgentDriver):
         self._strangers.append(proc)
         return proc.pid
 
+    def duplicate(self, name: str) -> int:
+        runuser = shutil.which("runuser", path="/usr/sbin:/usr/bin:/sbin:/bin") or "runuser"
+        as_user = [] if self.uid is None else [runuser, "-u", pwd.getpwuid(self.uid).pw_name, "--"]
+        return self.agent_home.start_duplicate(name, as_user=as_user)
+
     def close(self) -> None:
         self.agent_home.terminate(self.uid, grace=0)
         for proc in self._strangers:
@@ -190,8 +206,9 @@ def compact(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def failed(error: str) -> str:
-    return compact({"successful": False, "error": error}) + "\n"
+def failed(kind: str, code: str) -> str:
+    """obagent's handled error, as printed on stderr (exit 255)."""
+    return compact({"successful": False, "message": None, "error": f"Module=agent, kind={kind}, code={code}; "})
 
 
 def deadline(seconds: float = SECONDS) -> float:
@@ -242,28 +259,77 @@ def restart_with(agent: AgentDriver, fault: str) -> dict[str, int]:
     return status(agent).pids
 
 
+def _stopped(agent: AgentDriver) -> None:
+    ctl(agent, "stop")
+
+
+def _agentd_killed(agent: AgentDriver) -> None:
+    """agentd SIGKILLed: its services run on, orphaned, their pid files still naming them."""
+    agentd = pid_files(agent)[AGENTD]
+    agent.kill(agentd, "KILL")
+    eventually(lambda: AGENTD not in control(agent).live_processes({agentd}, deadline()))
+
+
+def _stale_pid_file(agent: AgentDriver) -> int:
+    """The agent stopped, and run/ocp_agentd.pid naming a live process that is no agent's (a reused pid)."""
+    ctl(agent, "stop")
+    other = agent.stranger()
+    agent.write_pid_file(AGENTD, f"{other}\n")
+    return other
+
+
+def _duplicate_service(agent: AgentDriver) -> None:
+    """A second ocp_monagent of this home beside the one its pid file names."""
+    agent.duplicate("ocp_monagent")
+
+
+def _service_stopped(agent: AgentDriver) -> None:
+    ctl(agent, "service", "stop", "ocp_monagent")
+
+
+#: The states a restart meets in the field (issue #20), each set up on a running agent; a stranger's pid, if any.
+STATES: dict[str, Callable[[AgentDriver], int | None]] = {
+    "running": lambda agent: None,
+    "stopped": _stopped,  # type: ignore[dict-item]
+    "agentd-killed": _agentd_killed,  # type: ignore[dict-item]
+    "stale-pid-file": _stale_pid_file,
+    "duplicate-service": _duplicate_service,  # type: ignore[dict-item]
+    "service-stopped": _service_stopped,  # type: ignore[dict-item]
+}
+
+
 # -- the contract ---------------------------------------------------------------------------------------------------
 
 
 class TestStatus:
     def test_a_running_agent_answers_ready_with_its_pid_files_pids(self, agent):
-        """status: exit 0, nothing on stderr, one line of JSON: running, ready, the pids the pid files hold."""
+        """status: exit 0, nothing on stderr, JSON without a trailing newline: running, ready, the version, the
+        pids the pid files hold."""
         done = ctl(agent, "status")
         pids = pid_files(agent)
         services = {name: {"state": "running", "pid": pids[name]} for name in SERVICES}
-        message = {"state": "running", "ready": True, "pid": pids[AGENTD], "services": services}
+        message = {"state": "running", "ready": True, "version": VERSION, "pid": pids[AGENTD], "services": services}
         assert (done.exit_status, done.stdout, done.stderr) == (
             0,
-            compact({"successful": True, "message": message}) + "\n",
+            compact({"successful": True, "message": message, "error": ""}),
             "",
         )
         assert agent_processes(agent) == sorted((pid, name) for name, pid in pids.items())
 
     def test_a_stopped_agent_answers_agentd_is_not_running(self, agent):
-        """status with agentd down: exit 1, nothing on stdout, the error as JSON on stderr."""
+        """status with agentd down: exit 255, nothing on stdout, obagent's error JSON on stderr."""
         ctl(agent, "stop")
         done = ctl(agent, "status")
-        assert (done.exit_status, done.stdout, done.stderr) == (1, "", failed("agentd is not running"))
+        assert (done.exit_status, done.stdout, done.stderr) == (255, "", failed("UNAVAILABLE", "agentd_not_running"))
+
+    def test_version_answers_the_agents_version(self, agent):
+        """version: exit 0, the version as the message."""
+        done = ctl(agent, "version")
+        assert (done.exit_status, done.stdout, done.stderr) == (
+            0,
+            compact({"successful": True, "message": VERSION, "error": ""}),
+            "",
+        )
 
     def test_status_if_cli_is_status_or_exit_127(self, agent):
         """The CLI-checking status answers as status; without the CLI it exits 127 silently (AgentError)."""
@@ -276,12 +342,17 @@ class TestStatus:
 
     def test_an_agentd_pid_file_naming_another_process_is_no_agent(self, agent):
         """run/ocp_agentd.pid names a live process that is not agentd (a reused pid): status says not running,
-        stop leaves that process alone, start starts an agent over the stale file."""
+        stop leaves that process alone, and start fails as obagent's does (its agentd writes the pid file
+        exclusively): agentd_exited_quickly, the stranger untouched; without the stale file start works."""
         ctl(agent, "stop")
         other = agent.stranger()
         agent.write_pid_file(AGENTD, f"{other}\n")
-        assert ctl(agent, "status").exit_status == 1
+        assert ctl(agent, "status").exit_status == 255
         assert ctl(agent, "stop").stdout == OK and other in control(agent).start_times({other}, deadline())
+        done = ctl(agent, "start")
+        assert (done.exit_status, done.stderr) == (255, failed("INTERNAL", "agentd_exited_quickly"))
+        assert other in control(agent).start_times({other}, deadline()) and agent_processes(agent) == []
+        agent.write_pid_file(AGENTD, "")
         assert ctl(agent, "start").stdout == OK
         assert status(agent).ready and pid_files(agent)[AGENTD] != other
 
@@ -289,7 +360,7 @@ class TestStatus:
     def test_an_agentd_pid_file_without_a_pid_is_no_agent(self, agent, content):
         """run/ocp_agentd.pid holds no live pid: status says not running."""
         agent.write_pid_file(AGENTD, content)
-        assert ctl(agent, "status").exit_status == 1
+        assert ctl(agent, "status").exit_status == 255
 
     def test_only_the_first_line_of_a_pid_file_counts_blanks_aside(self, agent):
         """A pid file is read as sh's ``read -r`` reads it: its first line, blanks around it dropped."""
@@ -319,13 +390,21 @@ class TestStopAndStart:
         assert all(after.pids[name] != before[name] for name in PROCESSES)
         assert ctl(agent, "start").stdout == OK and status(agent) == after
 
+    def test_restart_gives_every_process_a_new_pid(self, agent):
+        """restart: ok, ready, three new pids (the sandbox's restart is stop then start)."""
+        before = pid_files(agent)
+        done = ctl(agent, "restart")
+        assert (done.exit_status, done.stdout, done.stderr) == (0, OK, "")
+        after = status(agent)
+        assert after.ready and all(after.pids[name] != before[name] for name in PROCESSES)
+
     def test_start_fail_fails_the_start_of_a_stopped_agent(self, agent):
         """Fault start_fail: start of a running agent is still a no-op; of a stopped one, agentd_exited_quickly."""
         agent.set_fault("start_fail")
         assert ctl(agent, "start").stdout == OK
         ctl(agent, "stop")
         done = ctl(agent, "start")
-        assert (done.exit_status, done.stdout, done.stderr) == (1, "", failed("agentd_exited_quickly"))
+        assert (done.exit_status, done.stdout, done.stderr) == (255, "", failed("INTERNAL", "agentd_exited_quickly"))
         assert agent.processes() == []
 
     def test_a_hung_stop_is_killed_at_the_deadline_and_leaves_the_agent_as_it_was(self, agent):
@@ -334,7 +413,7 @@ class TestStopAndStart:
         agent.set_fault("stop_hang")
         before, pids = sorted(agent.processes()), pid_files(agent)
         with pytest.raises(CommandTimeout) as raised:
-            control(agent).stop_all(deadline(0.5))
+            control(agent).stop_all(deadline(1.0))
         assert f"stopping ocp_agentd (pid {pids[AGENTD]})" in raised.value.output
         assert f"{MARK}\n" in raised.value.output
         assert sorted(agent.processes()) == before
@@ -352,7 +431,11 @@ class TestStopAndStart:
         files kept; SIGTERM changes nothing, SIGKILL ends them; then status says not running."""
         pids = restart_with(agent, "service_ignore_term")
         done = ctl(agent, "stop")
-        assert (done.exit_status, done.stdout, done.stderr) == (1, "", failed("wait_for_exit_timeout"))
+        assert (done.exit_status, done.stdout, done.stderr) == (
+            255,
+            "",
+            failed("DEADLINE_EXCEEDED", "wait_for_exit_timeout"),
+        )
         agent_control = control(agent)
         assert agent_control.live_processes(set(pids.values()), deadline()) == {p: n for n, p in pids.items()}
         assert pid_files(agent) == pids and status(agent).ready
@@ -363,9 +446,10 @@ class TestStopAndStart:
         eventually(lambda: not agent_control.live_processes(set(pids.values()), deadline()))
         assert not status(agent).running
 
-    def test_a_killed_agentd_leaves_its_services_to_the_restart(self, agent):
+    def test_a_killed_agentd_leaves_its_services_to_the_next_agentd(self, agent):
         """agentd SIGKILLed: its services live on; status says not running; stop is ok and leaves them (their
-        identities still read from the pid files); start starts three new processes beside them."""
+        identities still read from the pid files); start's new agentd ends them (dangling) and starts three new
+        processes: exactly one of each."""
         old = pid_files(agent)
         agent.kill(old[AGENTD], "KILL")
         agent_control = control(agent)
@@ -379,6 +463,7 @@ class TestStopAndStart:
         assert ctl(agent, "start").stdout == OK
         new = status(agent)
         assert new.ready and all(new.pids[name] != old[name] for name in PROCESSES)
+        assert eventually(lambda: agent_processes(agent) == sorted((p, n) for n, p in new.pids.items()))
 
     def test_sigterm_to_agentd_stops_the_whole_agent(self, agent):
         """SIGTERM to a running agentd is a clean stop: it ends its services, removes the pid files and exits."""
@@ -427,20 +512,20 @@ class TestServices:
         ids=["unknown", "extra", "restart", "no-name"],
     )
     def test_bad_arguments_are_a_usage_error(self, agent, args):
-        """Anything but status|start|stop|service start|stop NAME: exit 2 with the usage as the error."""
+        """Anything but status|start|stop|restart|version|service start|stop NAME: exit 1, the usage on stderr."""
         done = ctl(agent, *args)
-        assert (done.exit_status, done.stdout, done.stderr) == (2, "", failed(USAGE))
+        assert (done.exit_status, done.stdout, done.stderr) == (1, "", USAGE)
 
     def test_an_unknown_service_is_refused(self, agent):
-        """service stop ocp_agentd: exit 1, unknown service (agentd is no service)."""
+        """service stop ocp_agentd: exit 255, service_not_found (agentd is no service)."""
         done = ctl(agent, "service", "stop", AGENTD)
-        assert (done.exit_status, done.stdout, done.stderr) == (1, "", failed(f"unknown service: {AGENTD}"))
+        assert (done.exit_status, done.stdout, done.stderr) == (255, "", failed("NOT_FOUND", "service_not_found"))
 
     def test_service_commands_need_agentd(self, agent):
-        """service start NAME with agentd down: exit 1, agentd is not running."""
+        """service start NAME with agentd down: exit 255, agentd_not_running."""
         ctl(agent, "stop")
         done = ctl(agent, "service", "start", POS_PROXY)
-        assert (done.exit_status, done.stdout, done.stderr) == (1, "", failed("agentd is not running"))
+        assert (done.exit_status, done.stdout, done.stderr) == (255, "", failed("UNAVAILABLE", "agentd_not_running"))
 
     def test_start_does_not_bring_back_a_stopped_service(self, agent):
         """start with agentd running is a no-op even when a service was stopped: it stays stopped."""
@@ -453,7 +538,11 @@ class TestServices:
         """Fault service_ignore_term: service stop gives up (wait_for_service_exit_timeout); it still runs."""
         pids = restart_with(agent, "service_ignore_term")
         done = ctl(agent, "service", "stop", POS_PROXY)
-        assert (done.exit_status, done.stdout, done.stderr) == (1, "", failed("wait_for_service_exit_timeout"))
+        assert (done.exit_status, done.stdout, done.stderr) == (
+            255,
+            "",
+            failed("DEADLINE_EXCEEDED", "wait_for_service_exit_timeout"),
+        )
         assert status(agent).pids[POS_PROXY] == pids[POS_PROXY]
 
 
@@ -470,17 +559,19 @@ class TestScripts:
 
     def test_stop_all_skips_junk_and_marks_gone_processes(self, agent):
         """STOP_ALL with a junk pid file, a dead pid and a live stranger: the junk is skipped, the dead pid has no
-        start time (``-``), the stranger its own."""
+        start time (``-``), the stranger's pid file is removed (``stale``) and the stranger left alone."""
         ctl(agent, "stop")
         other = agent.stranger()
         agent.write_pid_file(AGENTD, "junk\n")
         agent.write_pid_file("ocp_mgragent", f"{DEAD}\n")
         agent.write_pid_file("ocp_monagent", f"{other}\n")
         done = agent.runner.run(
-            STOP_ALL.render(f"{agent.home}/bin/ocp_agentctl", f"{agent.home}/run", *PROCESSES), deadline=deadline()
+            STOP_ALL.render(f"{agent.home}/bin/ocp_agentctl", agent.home, *PROCESSES), deadline=deadline()
         )
-        start = control(agent).start_times({other}, deadline())[other]
-        assert done.stdout == f"ocp_mgragent {DEAD} -\nocp_monagent {other} {start}\n{MARK}\n{OK}"
+        head, clock, tail = done.stdout.partition("clock ")
+        assert head + tail.partition("\n")[2] == f"ocp_mgragent {DEAD} -\nstale ocp_monagent {other}\n{MARK}\n{OK}"
+        assert clock and tail.partition("\n")[0].isdigit()
+        assert agent.pid_file("ocp_monagent") is None and other in control(agent).start_times({other}, deadline())
 
     def test_start_times_are_read_for_live_processes_only(self, agent):
         """START_TIMES: clock ticks since boot for each live pid, nothing for a dead one; a new process started
@@ -512,6 +603,39 @@ class TestScripts:
         pids = set(pid_files(agent).values())
         ctl(agent, "stop")
         assert control(agent).check_stopped(pids, deadline()) == ({}, AgentStatus(running=False))
+
+    def test_prepare_probe_reads_the_hosts_disk_memory_and_owner(self, agent):
+        """PREPARE_PROBE: free disk and memory (real, > 0), run/ writable, the home's owner an account, then
+        status; the sandbox's fault files free_disk_mb/free_memory_mb stand in for the measurements."""
+        probe, now = control(agent).prepare_probe(Limits(), deadline())
+        assert now.ready and probe.writable and probe.owner not in ("", "UNKNOWN") and probe.simulated == ()
+        assert probe.disk_kb and probe.disk_kb > 0 and probe.memory_kb and probe.memory_kb > 0
+        agent.set_fault("free_disk_mb", "10")
+        agent.set_fault("free_memory_mb", "3")
+        probe, _ = control(agent).prepare_probe(Limits(), deadline())
+        assert (probe.disk_kb, probe.memory_kb, probe.simulated) == (10240, 3072, ("disk", "memory"))
+
+    def test_health_is_status_and_mgragents_own_answer_on_its_socket(self, agent):
+        """HEALTH: status, and ocp_mgragent's GET /api/v1/status on run/ocp_mgragent.<pid>.sock: state running, its
+        own pid, a startAt in ns; a restarted mgragent's startAt is after the host clock Stop all read."""
+        served = control(agent).wait_until_serving(deadline())
+        data = served.serving or {}
+        assert served.problem() == "" and data["state"] == "running" and data["version"] == VERSION
+        assert data["pid"] == pid_files(agent)[POS_PROXY] and data["ports"] == [62888]
+        assert isinstance(data["startAt"], int) and data["startAt"] > 1_600_000_000 * 10**9
+        agent_control = control(agent)
+        agent_control.stop_all(deadline())
+        assert agent_control.clock and agent_control.clock * 10**9 >= data["startAt"] - 10**9
+        now = agent_control.start_then_health(deadline())
+        again = agent_control.wait_until_serving(deadline(), since=agent_control.clock, first=now)
+        assert again.serving and again.serving["pid"] != data["pid"]
+
+    def test_a_silent_mgragent_is_ready_but_not_healthy(self, agent):
+        """Fault mgragent_mute: after a restart status says ready, yet mgragent never answers: no health."""
+        restart_with(agent, "mgragent_mute")
+        health = control(agent).health(deadline())
+        assert health.status.ready and health.serving is None
+        assert "does not answer on its unix socket" in health.problem()
 
     def test_signal_is_quiet_about_gone_processes(self, agent):
         """SIGNAL to a pid that is gone: exit 0, no output."""
@@ -547,6 +671,21 @@ class TestTheSteps:
             run(self.step(agent, pids))
         assert pids["before"] == before and pids["after"] == pid_files(agent)
         assert all(pids["after"][name] != before[name] for name in PROCESSES)
+
+    @pytest.mark.parametrize("state", sorted(STATES))
+    def test_a_restart_from_each_state_leaves_exactly_one_new_agent(self, agent, state):
+        """From each state a host meets in the field, the five steps leave one ocp_agentd, one ocp_mgragent and one
+        ocp_monagent, every one new; a stranger named by a stale pid file is never signalled."""
+        stranger = STATES[state](agent)
+        old = {pid for pid, _ in agent_processes(agent)}
+        pids: dict = {}
+        for run in (work.prepare, work.restart_pos_proxy, work.stop_all, work.start_all, work.finish):
+            run(self.step(agent, pids))
+        now = agent_processes(agent)
+        assert sorted(name for _, name in now) == sorted(PROCESSES), now
+        assert not old & {pid for pid, _ in now}
+        if stranger is not None:
+            assert stranger in control(agent).start_times({stranger}, deadline()), "the stranger was signalled"
 
     @waits_for_the_agent
     def test_stop_all_ends_services_that_ignore_sigterm_with_sigkill(self, agent):

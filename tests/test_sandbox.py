@@ -123,14 +123,19 @@ def test_stop_then_start_over_ssh_gives_new_pids(sandbox):
     h = sandbox.hosts[0]
     before = h.agent_pids()
     with connect(sandbox, h) as client:
-        assert run(client, ctl(h, "stop")) == (0, '{"successful":true,"message":"ok"}\n', "")
+        assert run(client, ctl(h, "stop")) == (0, '{"successful":true,"message":"ok","error":""}', "")
         assert h.agent_pids() == dict.fromkeys(before)
         status, out, err = run(client, ctl(h, "status"))
-        assert status == 1 and out == "" and json.loads(err) == {"successful": False, "error": "agentd is not running"}
+        assert status == 255 and out == ""
+        assert json.loads(err) == {
+            "successful": False,
+            "message": None,
+            "error": "Module=agent, kind=UNAVAILABLE, code=agentd_not_running; ",
+        }
         t0 = time.monotonic()
         status, out, _ = run(client, ctl(h, "start"), timeout=10)
         assert time.monotonic() - t0 < 3.0
-        assert status == 0 and json.loads(out) == {"successful": True, "message": "ok"}
+        assert status == 0 and json.loads(out) == {"successful": True, "message": "ok", "error": ""}
         status, out, _ = run(client, ctl(h, "status"))
     after = status_pids(json.loads(out)["message"])
     assert after == h.agent_pids()
@@ -163,9 +168,9 @@ def test_service_stop_start_restarts_only_that_service(sandbox):
         assert h.agent_pids()["ocp_mgragent"] is None  # not respawned while stopped
         assert run(client, ctl(h, "service", "start", "ocp_mgragent"))[0] == 0
         status, out, err = run(client, ctl(h, "service", "stop", "ocp_agentd"))
-        assert status == 1 and json.loads(err)["successful"] is False
+        assert status == 255 and json.loads(err)["successful"] is False
         status, out, err = run(client, ctl(h, "bogus"))
-        assert status == 2 and json.loads(err)["successful"] is False
+        assert status == 1 and err.startswith("usage: ocp_agentctl ")  # an argument error: exit 1
     after = h.agent_pids()
     assert after["ocp_agentd"] == before["ocp_agentd"] and after["ocp_monagent"] == before["ocp_monagent"]
     assert after["ocp_mgragent"] not in (None, before["ocp_mgragent"])
@@ -185,15 +190,19 @@ def test_stop_hang_blocks(sandbox):
 
 
 def test_start_fail(sandbox):
-    """Fault start_fail: `start` of a stopped agent exits 1 with the agentd_exited_quickly JSON error."""
+    """Fault start_fail: `start` of a stopped agent exits 255 with the agentd_exited_quickly JSON error."""
     h = sandbox.hosts[0]
     h.set_fault("start_fail")
     with connect(sandbox, h) as client:
         assert run(client, ctl(h, "start"))[0] == 0  # already running: a no-op success
         assert run(client, ctl(h, "stop"))[0] == 0
         status, out, err = run(client, ctl(h, "start"))
-        assert (status, out) == (1, "")
-        assert json.loads(err) == {"successful": False, "error": "agentd_exited_quickly"}
+        assert (status, out) == (255, "")
+        assert json.loads(err) == {
+            "successful": False,
+            "message": None,
+            "error": "Module=agent, kind=INTERNAL, code=agentd_exited_quickly; ",
+        }
         h.clear_fault("start_fail")
         assert run(client, ctl(h, "start"))[0] == 0
     assert all(h.agent_pids().values())

@@ -2,14 +2,16 @@
 
 Every sandbox host has one (``hosts.py``); the agent contract tests install one in a temp dir and drive it with a
 ``LocalRunner`` (``local.py``), no sshd needed. Layout: ``{home}/{bin,run,log,conf,faults}``; ``bin/`` holds copies
-of ``agent/ocp_agentctl`` and ``agent/ocp_agentd`` and symlinks ``ocp_mgragent``, ``ocp_monagent`` -> sleep
-(``bin/ocp_mgragent infinity`` has comm ``ocp_mgragent``: a service that costs no CPU).
+of ``agent/ocp_agentctl`` (sh), ``agent/ocp_agentd`` (bash) and ``agent/ocp_mgragent`` (perl: an HTTP responder on
+its unix socket), and a symlink ``ocp_monagent`` -> sleep (``bin/ocp_monagent infinity`` has comm
+``ocp_monagent``: a service that costs no CPU).
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +21,7 @@ AGENT_SOURCE = Path(__file__).resolve().parent / "agent"
 AGENT_PROCESSES = ("ocp_agentd", "ocp_mgragent", "ocp_monagent")
 SERVICES = ("ocp_mgragent", "ocp_monagent")
 #: The fault switches the shell agent knows (files in ``{home}/faults``; see README.md).
-FAULTS = ("start_fail", "stop_hang", "flood", "service_ignore_term")
+FAULTS = ("start_fail", "stop_hang", "flood", "service_ignore_term", "mgragent_mute", "free_disk_mb", "free_memory_mb")
 CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C"}
 _FAULT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
@@ -55,14 +57,14 @@ class AgentHome:
         """Lay out the home (see the module docstring), the agent not started."""
         for sub in ("bin", "run", "log", "conf", "faults"):
             (self.path / sub).mkdir(parents=True, exist_ok=True)
-        for script in ("ocp_agentctl", "ocp_agentd"):
+        for script in ("ocp_agentctl", "ocp_agentd", "ocp_mgragent"):
+            (self.path / "bin" / script).unlink(missing_ok=True)
             shutil.copyfile(AGENT_SOURCE / script, self.path / "bin" / script)
             (self.path / "bin" / script).chmod(0o755)
         sleep = shutil.which("sleep", path=CLEAN_ENV["PATH"]) or "/bin/sleep"
-        for service in SERVICES:
-            link = self.path / "bin" / service
-            link.unlink(missing_ok=True)
-            link.symlink_to(sleep)
+        link = self.path / "bin" / "ocp_monagent"
+        link.unlink(missing_ok=True)
+        link.symlink_to(sleep)
         (self.path / "conf" / "stop_seconds").write_text(seconds_text(stop_seconds) + "\n")
         (self.path / "conf" / "start_seconds").write_text(seconds_text(start_seconds) + "\n")
         for path in [self.path, *self.path.rglob("*")]:
@@ -116,6 +118,24 @@ class AgentHome:
         """(pid, comm) of every live process (of ``uid`` when given) that belongs to this home, by the rule of
         ``procs.marked_processes``."""
         return procs.marked_processes([str(self.path)], uid=uid)[str(self.path).rstrip("/")]
+
+    def start_duplicate(self, name: str, as_user: list[str] | None = None) -> int:
+        """Start one more ``bin/NAME`` of this home beside the agent's own (as an operator who ran it by hand would),
+        detached and not our child, its argv[0] the absolute path as agentd gives it; its pid. ``as_user``: a
+        prefix such as ``runuser -u USER --`` when the agent's user is not ours."""
+        if name not in SERVICES:
+            raise ValueError(f"not a service: {name!r}")
+        program = str(self.path / "bin" / name)
+        args = ["infinity"] if name == "ocp_monagent" else []
+        started = subprocess.run(
+            [*(as_user or []), "/bin/sh", "-c", '"$0" "$@" </dev/null >/dev/null 2>&1 & echo $!', program, *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=self.path,
+            env={**CLEAN_ENV, procs.MARKER: str(self.path)},
+        )
+        return int(started.stdout.strip())
 
     def audit(self) -> list[tuple[float, str, str]]:
         """The agent CLI's own record: (epoch seconds, 'begin'|'end', command) per stop/start/service."""

@@ -10,12 +10,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from steps.agent import AGENTD, MARK, SCRIPTS, SERVICES, SIGNALS
+from steps.agent import AGENTD, MARK, POS_PROXY, SCRIPTS, SERVICES, SIGNALS
 from steps.inventory import DEFAULT_AGENT_HOME
+from steps.runner import CommandResult
 from steps.testing import Answer, Hang, UnexpectedCommand, result
 
 from .agent_home import FAULTS
 from .fake_shell import Hanging, run_list
+
+VERSION = "4.2.1-sandbox"
+EPOCH = 1_700_000_000  # the fake clock's epoch seconds at tick 0
+CLOCK_TICKS = 100  # clock ticks per second (/proc/PID/stat's unit)
+USAGE = "usage: ocp_agentctl status|start|stop|restart|version|service start|stop ocp_mgragent|ocp_monagent"
 
 
 @dataclass
@@ -26,6 +32,7 @@ class FakeProcess:
     parent: int = 0  # a service: the pid of the agentd that started it
     ignores_term: bool = False
     zombie: bool = False
+    ours: bool = True  # its command line starts with {home}/bin/NAME (an agent process of this home)
 
 
 class FakeAgent:
@@ -34,9 +41,12 @@ class FakeAgent:
     State: ``processes`` (pid -> FakeProcess), ``pid_files`` (name -> the file's content, read as sh's ``read -r``
     reads it; set one to junk to test parsing), ``disabled`` services. Processes behave as the shell agent's:
     agentd starts a service again when it dies, unless ``service stop`` disabled it; SIGTERM to agentd is a clean
-    stop (its services first); SIGKILL to agentd leaves its services running without it, and ``start`` then starts
-    three new processes beside them. ``kill(pid, sig)`` sends a signal from outside our commands,
-    ``other_process()`` starts a process that is no agent's (one that got an old agent pid, say).
+    stop (its services first); SIGKILL to agentd leaves its services running without it, and the next ``start``'s
+    agentd SIGTERMs those its pid files name (dangling) before it starts new ones. agentd writes its pid file
+    exclusively: a pid file naming any live process makes ``start`` fail (agentd_exited_quickly).
+    ``kill(pid, sig)`` sends a signal from outside our commands, ``other_process()`` starts a process that is no
+    agent's (one that got an old agent pid, say), ``duplicate(name)`` a second agent process of this home beside
+    the one in the pid file.
 
     The shell agent's fault switches, by its names (``set_fault(name, value)``/``clear_fault(name)``, as
     ``SandboxHost.set_fault`` writes ``{agent_home}/faults/NAME``):
@@ -44,6 +54,7 @@ class FakeAgent:
     * ``start_fail``: ``start`` of a stopped agent fails with ``agentd_exited_quickly``.
     * ``stop_hang``: ``stop`` prints ``stopping ocp_agentd (pid N)`` and never returns.
     * ``flood`` (value N): ``stop`` first prints N x's and a newline.
+    * ``mgragent_mute``: ocp_mgragent runs but never answers on its unix socket (the health check fails).
     * ``service_ignore_term``: services started while it is on ignore SIGTERM: ``service stop`` of one fails with
       ``wait_for_service_exit_timeout``; ``stop`` fails with ``wait_for_exit_timeout``, leaving agentd waiting for
       them and ignoring SIGTERM itself; SIGKILL ends them.
@@ -77,6 +88,12 @@ class FakeAgent:
         self.lagging_statuses = 0
         self.reuse_pids = False
         self.zombies = False
+        self.mgragent_mute = False
+        self.free_disk_mb: int | None = None  # the sandbox's stand-ins (fault files of those names)
+        self.free_memory_mb: int | None = None
+        self.writable = True  # run/ accepts a new file
+        self.owner = "admin"  # the agent home's owner ("UNKNOWN": no such account)
+        self.listeners: list[str] = []  # `ss -Hltnp` lines for the agent's port
         self.processes: dict[int, FakeProcess] = {}
         self.pid_files: dict[str, str] = {}
         self.disabled: set[str] = set()
@@ -99,6 +116,14 @@ class FakeAgent:
     def run_dir(self) -> str:
         return f"{self.home}/run"
 
+    def clock(self) -> int:
+        """The host's clock now, epoch seconds (``date +%s``): a fake one that advances with the process ticks."""
+        return EPOCH + self._ticks // CLOCK_TICKS
+
+    def start_at(self, proc: FakeProcess) -> int:
+        """When ``proc`` started, ns since the epoch (mgragent's ``startAt``), on the same fake clock."""
+        return (EPOCH * CLOCK_TICKS + proc.start) * (1_000_000_000 // CLOCK_TICKS)
+
     def pids(self) -> dict[str, int]:
         """The live agent processes by name (the process table's view, not the pid files')."""
         return {p.name: p.pid for p in sorted(self.processes.values(), key=lambda p: p.pid) if not p.zombie}
@@ -120,6 +145,12 @@ class FakeAgent:
             self.flood = int(line) if line else 1_000_000  # the shell agent's default for an empty file
         elif name == "service_ignore_term":
             self.services_ignore_term = True
+        elif name == "mgragent_mute":
+            self.mgragent_mute = True
+        elif name == "free_disk_mb":
+            self.free_disk_mb = int(_first_line(value))
+        elif name == "free_memory_mb":
+            self.free_memory_mb = int(_first_line(value))
         else:
             raise ValueError(f"unknown fault {name!r}; the shell agent's are {FAULTS}")
 
@@ -132,6 +163,12 @@ class FakeAgent:
             self.flood = 0
         elif name == "service_ignore_term":
             self.services_ignore_term = False
+        elif name == "mgragent_mute":
+            self.mgragent_mute = False
+        elif name == "free_disk_mb":
+            self.free_disk_mb = None
+        elif name == "free_memory_mb":
+            self.free_memory_mb = None
         else:
             raise ValueError(f"unknown fault {name!r}; the shell agent's are {FAULTS}")
 
@@ -143,6 +180,12 @@ class FakeAgent:
 
     def other_process(self, name: str = "sleep") -> int:
         """Start a live process of the agent's user that is no agent's; its pid."""
+        proc = self._new_process(name)
+        proc.ours = False
+        return proc.pid
+
+    def duplicate(self, name: str) -> int:
+        """Start a second ``name`` of this home (started by hand, say) that no pid file names and no agentd owns."""
         return self._new_process(name).pid
 
     # -- the handler ----------------------------------------------------------------------------------------
@@ -194,14 +237,21 @@ class FakeAgent:
         return result(command, stdout, stderr, status)
 
     def _script_identities_then_stop(self, command: str, args: list[str]) -> Answer:
-        path, run, *names = args
+        path, home, *names = args
         lines = []
         for name in names:
-            value = self._read_pid(name) if run == self.run_dir else ""
+            value = self._read_pid(name) if home == self.home else ""
             if not _digits(value):
                 continue
-            proc = self._proc(value)  # a zombie too: its /proc/PID/stat is still there
-            lines.append(f"{name} {value} {proc.start if proc is not None else '-'}\n")
+            proc = self._proc(value)
+            if proc is None or proc.zombie:
+                lines.append(f"{name} {value} -\n")
+            elif proc.name == name and proc.ours:
+                lines.append(f"{name} {value} {proc.start}\n")
+            else:  # a live stranger: its pid file goes, it is left alone
+                self.pid_files.pop(name, None)
+                lines.append(f"stale {name} {value}\n")
+        lines.append(f"clock {self.clock()}\n")
         head = "".join(lines) + MARK + "\n"
         try:
             status, stdout, stderr = self._ctl_at(path, ["stop"], exec_=True)
@@ -224,6 +274,57 @@ class FakeAgent:
         status, stdout, stderr = self._ctl_at(path, ["status"], exec_=True)
         return result(command, listed + stdout, stderr, status)
 
+    def _script_scan_then_status(self, command: str, args: list[str]) -> Answer:
+        path, home, *names = args
+        found = [
+            p
+            for p in sorted(self.processes.values(), key=lambda p: p.pid)
+            if p.ours and p.name in names and home == self.home
+        ]
+        listed = "".join(f"{p.pid} {'Z' if p.zombie else 'S'} {p.name}\n" for p in found) + f"{MARK}\n"
+        status, stdout, stderr = self._ctl_at(path, ["status"], exec_=True)
+        return result(command, listed + stdout, stderr, status)
+
+    def _script_prepare_probe(self, command: str, args: list[str]) -> Answer:
+        path, home, _port = args
+        if path != self.ctl or not self.cli:
+            return result(command, exit_status=127)
+        disk = f"{self.free_disk_mb * 1024} simulated" if self.free_disk_mb is not None else "80000000"
+        memory = f"{self.free_memory_mb * 1024} simulated" if self.free_memory_mb is not None else "16000000"
+        lines = [f"disk {disk}", f"memory {memory}", f"writable {'yes' if self.writable else 'no'}"]
+        lines += [f"owner {self.owner}", *(f"listen {line}" for line in self.listeners), MARK]
+        status, stdout, stderr = self._ctl_at(path, ["status"], exec_=True)
+        return result(command, "\n".join(lines) + "\n" + stdout, stderr, status)
+
+    def _script_health(self, command: str, args: list[str]) -> CommandResult:
+        path, home = args
+        status, stdout, stderr = self._ctl_at(path, ["status"], exec_=True)
+        out = stdout + f"\n{MARK}\n"
+        value = self._read_pid(POS_PROXY) if home == self.home else ""
+        if not _digits(value):
+            return result(command, out + "no pid file\n", stderr, status)
+        proc = self._proc(value)
+        if proc is None or proc.zombie or proc.name != POS_PROXY or self.mgragent_mute:
+            socket = f"{self.run_dir}/ocp_mgragent.{value}.sock"
+            return result(command, out + f"curl: (7) Failed to connect to {socket}: No such file\n", stderr, status)
+        data = {
+            "state": "running",
+            "version": VERSION,
+            "pid": proc.pid,
+            "startAt": self.start_at(proc),
+            "ports": [62888],
+        }
+        answer = {"successful": True, "status": 200, "data": data}
+        return result(command, out + _json(answer), stderr, status)
+
+    def _script_start_then_health(self, command: str, args: list[str]) -> Answer:
+        path, home = args
+        status, stdout, stderr = self._ctl_at(path, ["start"], exec_=False)
+        if status:
+            return result(command, stdout, stderr, status)
+        health = self._script_health(command, args)
+        return result(command, stdout + f"\n{MARK}\n" + health.stdout, stderr + health.stderr, health.exit_status)
+
     def _script_signal(self, command: str, args: list[str]) -> Answer:
         sig, *pids = args
         if sig not in SIGNALS or not all(p.isdigit() for p in pids):
@@ -239,22 +340,32 @@ class FakeAgent:
         if args == ["status"]:
             return self._status()
         if args == ["start"]:
-            if self._agentd() is not None:
-                return _ok()
-            if self.start_error:
-                return _fail(self.start_error)
-            self._start_agent()
-            return _ok()
+            return self._start()
         if args == ["stop"]:
             return self._stop()
+        if args == ["restart"]:  # the sandbox's: stop, then start
+            status, stdout, stderr = self._stop()
+            return (status, stdout, stderr) if status else self._start()
+        if args == ["version"]:
+            return 0, _json({"successful": True, "message": VERSION, "error": ""}), ""
         if len(args) == 3 and args[0] == "service" and args[1] in ("start", "stop"):
             return self._service(args[1], args[2])
-        return _fail("usage: ocp_agentctl status|start|stop|service start|stop ocp_mgragent|ocp_monagent", 2)
+        return 1, "", USAGE + "\n"
+
+    def _start(self) -> tuple[int, str, str]:
+        if self._agentd() is not None:
+            return _ok()
+        if self.start_error:
+            return _fail("INTERNAL", self.start_error)
+        if self._proc(self._read_pid(AGENTD)) is not None and self.alive(int(self._read_pid(AGENTD))):
+            return _fail("INTERNAL", "agentd_exited_quickly")  # the new agentd's exclusive pid file: taken
+        self._start_agent()
+        return _ok()
 
     def _status(self) -> tuple[int, str, str]:
         agentd = self._agentd()
         if agentd is None:
-            return _fail("agentd is not running")
+            return _fail("UNAVAILABLE", "agentd_not_running")
         if self._pending:
             self._pending -= 1
             if not self._pending:
@@ -264,8 +375,8 @@ class FakeAgent:
             pid = self._running(name)
             services[name] = {"state": "running" if pid else "stopped", "pid": pid or 0}
         ready = all(s["state"] == "running" for s in services.values())
-        message = {"state": "running", "ready": ready, "pid": agentd, "services": services}
-        return 0, _json({"successful": True, "message": message}), ""
+        message = {"state": "running", "ready": ready, "version": VERSION, "pid": agentd, "services": services}
+        return 0, _json({"successful": True, "message": message, "error": ""}), ""
 
     def _stop(self) -> tuple[int, str, str]:
         agentd = self._agentd()
@@ -280,7 +391,7 @@ class FakeAgent:
         else:
             self._terminate(self.processes[agentd])
         if self._agentd() is not None:
-            status, stdout, stderr = _fail("wait_for_exit_timeout")
+            status, stdout, stderr = _fail("DEADLINE_EXCEEDED", "wait_for_exit_timeout")
             return status, flood + stdout, stderr
         return 0, flood + _ok()[1], ""
 
@@ -296,17 +407,17 @@ class FakeAgent:
 
     def _service(self, action: str, name: str) -> tuple[int, str, str]:
         if name not in SERVICES:
-            return _fail(f"unknown service: {name}")
+            return _fail("NOT_FOUND", "service_not_found")
         if self._agentd() is None:
-            return _fail("agentd is not running")
+            return _fail("UNAVAILABLE", "agentd_not_running")
         if self.service_error:
-            return _fail(self.service_error)
+            return _fail("INTERNAL", self.service_error)
         if action == "stop":
             self.disabled.add(name)
             pid = self._running(name)
             if pid:
                 if self.processes[pid].ignores_term:  # the CLI TERMs it and gives up waiting
-                    return _fail("wait_for_service_exit_timeout")
+                    return _fail("DEADLINE_EXCEEDED", "wait_for_service_exit_timeout")
                 self._kill(self.processes[pid])
                 self.pid_files.pop(name, None)
         else:
@@ -334,18 +445,22 @@ class FakeAgent:
         """The pid in run/NAME.pid if that is a live process (for agentd, one named ocp_agentd), else 0: what the
         CLI checks (a service's pid file is trusted without its name)."""
         proc = self._proc(self._read_pid(name))
-        if proc is None or proc.zombie or (name == AGENTD and proc.name != AGENTD):
+        if proc is None or proc.zombie or (name == AGENTD and (proc.name != AGENTD or not proc.ours)):
             return 0
         return proc.pid
 
     def _start_agent(self) -> None:
-        """``ocp_agentctl start`` of a stopped agent: the services' pid files go (a dead agentd's services are not
-        the new one's: they run on beside it), a new agentd starts, and it starts the services."""
+        """``ocp_agentctl start`` of a stopped agent: a new agentd starts (its pid file written), SIGTERMs the
+        services of this home the services' pid files name (a dead agentd's, dangling), removes those pid files
+        (a stranger named there is left alone), and starts the services."""
         self.disabled.clear()
-        for name in SERVICES:
-            self.pid_files.pop(name, None)
         self._stopping = False
         self._spawn(AGENTD)
+        for name in SERVICES:
+            proc = self._proc(self._read_pid(name))
+            if proc is not None and not proc.zombie and proc.name == name and proc.ours:
+                self._kill(proc)  # a sleep ignores nothing; agentd KILLs one that ignores SIGTERM after 5 s
+            self.pid_files.pop(name, None)
         if self.lagging_statuses:
             self._pending = self.lagging_statuses
         else:
@@ -432,15 +547,16 @@ def _digits(value: str) -> bool:
 
 
 def _json(value: object) -> str:
-    return json.dumps(value, separators=(",", ":")) + "\n"  # one line, no spaces: as the CLI's printf writes it
+    return json.dumps(value, separators=(",", ":"))  # one line, no spaces, no newline: as obagent's agentctl writes it
 
 
 def _ok() -> tuple[int, str, str]:
-    return 0, _json({"successful": True, "message": "ok"}), ""
+    return 0, _json({"successful": True, "message": "ok", "error": ""}), ""
 
 
-def _fail(error: str, status: int = 1) -> tuple[int, str, str]:
-    return status, "", _json({"successful": False, "error": error})
+def _fail(kind: str, code: str) -> tuple[int, str, str]:
+    """obagent's handled error: on stderr, exit 255."""
+    return 255, "", _json({"successful": False, "message": None, "error": f"Module=agent, kind={kind}, code={code}; "})
 
 
 __all__ = ["FakeAgent", "FakeProcess"]

@@ -71,8 +71,7 @@ class SandboxHost:
 
     # --- faults and delays -----------------------------------------------------------------------------
     def set_fault(self, name: str, value: str = "1") -> None:
-        """Switch a fault on: writes {agent_home}/faults/{name}. Known: start_fail, stop_hang, flood,
-        service_ignore_term (see README.md)."""
+        """Switch a fault on: writes {agent_home}/faults/{name}. Known: ``agent_home.FAULTS`` (see README.md)."""
         self.home.set_fault(name, value)
 
     def clear_fault(self, name: str) -> None:
@@ -155,6 +154,11 @@ class SandboxHost:
         ocp_agentctl for everything it starts), or an argument of /proc/PID/cmdline starts with <agent_home>/bin/.
         """
         return self.home.processes(uid=self._sandbox.login.uid)
+
+    def start_duplicate(self, name: str) -> int:
+        """A second ``name`` (ocp_mgragent or ocp_monagent) of this host's agent, started by hand beside the one its
+        pid file names, as the login user; its pid."""
+        return self.home.start_duplicate(name, as_user=self._sandbox._as_user([]))
 
     def agentctl(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
         """Run ``ocp_agentctl ARGS`` locally as the login user (not over SSH); text output."""

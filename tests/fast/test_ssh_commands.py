@@ -206,8 +206,8 @@ class TestAgentCommandsWithAHostileHome:
         assert list(tmp_path.iterdir()) == []
 
     def test_stop_all_reads_the_pid_files_under_the_hostile_path(self, hostile_home, tmp_path):
-        """The identities script reads run/<name>.pid under the hostile path: a live pid gets its start time, a
-        dead one `-`, junk is skipped."""
+        """The identities script reads run/<name>.pid under the hostile path: a dead pid gets `-`, junk is skipped,
+        and a live process that is no agent's (a sleep) is not an identity: its pid file is removed, it lives on."""
         sleeper = subprocess.Popen(["sleep", "30"])
         try:
             (hostile_home / "run" / "ocp_agentd.pid").write_text(f"{sleeper.pid}\n")
@@ -215,11 +215,12 @@ class TestAgentCommandsWithAHostileHome:
             (hostile_home / "run" / "ocp_monagent.pid").write_text("4000000")
             agent = AgentControl(LocalRunner(cwd=str(tmp_path)), str(hostile_home), lambda line: None)
             identities, _ = agent.stop_all(time.monotonic() + 10)
-            start = int(Path(f"/proc/{sleeper.pid}/stat").read_text().rpartition(")")[2].split()[19])
+            assert sleeper.poll() is None
         finally:
             sleeper.kill()
             sleeper.wait()
-        assert identities == {"ocp_agentd": (sleeper.pid, start), "ocp_monagent": (4000000, None)}
+        assert identities == {"ocp_monagent": (4000000, None)}
+        assert not (hostile_home / "run" / "ocp_agentd.pid").exists()
         assert not any(path.name == "PWNED" for path in tmp_path.rglob("*"))
 
     def test_every_command_is_an_argv_list_or_a_known_script(self):
@@ -245,7 +246,7 @@ class TestAgentCommandsWithAHostileHome:
         agent.start_times({5, 6}, deadline)
         agent.signal({5}, "KILL", deadline)
         agent.live_processes({5}, deadline)
-        assert STOP_ALL.parse(seen[1]) == [ctl, f"{home}/run", *PROCESSES]
+        assert STOP_ALL.parse(seen[1]) == [ctl, home, *PROCESSES]
         assert split_commands(seen[0]) == [(None, [ctl, "status"])]
         assert agent_module.START_TIMES.parse(seen[2]) == ["5", "6"]
         assert agent_module.SIGNAL.parse(seen[3]) == ["KILL", "5"]

@@ -10,7 +10,7 @@ import pytest
 from deployments.sandbox.fake_agent import FakeAgent
 from steps import agent as agent_module
 from steps import work
-from steps.agent import AGENTD, POS_PROXY, PROCESSES, SIGNAL
+from steps.agent import AGENTD, POS_PROXY, PROCESSES, SIGNAL, Limits
 from steps.errors import AgentError, CommandTimeout, Fenced, SubtaskCancelled
 from steps.testing import FakeRunner, FakeStep, Hang, result
 
@@ -77,6 +77,59 @@ class TestHappyPath:
         step = prepared(agent)
         assert step.pids["before"] == agent.pids()
         assert "agent ready" in step.log.text and "# if it is executable" in step.log.text
+
+
+class TestPrepareRefuses:
+    """Prepare refuses what a restart cannot fix, before anything is stopped, with the reason as its message."""
+
+    @pytest.mark.parametrize(
+        "setup, reason",
+        [
+            (lambda a: a.set_fault("free_disk_mb", "10"), "filesystem is full: 10 MB free .simulated., 64 MB required"),
+            (lambda a: a.set_fault("free_memory_mb", "3"), "too little free memory: 3 MB available .simulated."),
+            (lambda a: setattr(a, "writable", False), "the agent home is not writable"),
+            (lambda a: setattr(a, "owner", "UNKNOWN"), "the agent's user .the agent home's owner. has no account"),
+            (
+                lambda a: a.listeners.append('LISTEN 0 5 0.0.0.0:62888 0.0.0.0:* users:(("nc",pid=4242,fd=3))'),
+                r"port 62888 is held by a process that is not the agent: nc \(pid 4242\) listening on 0.0.0.0:62888",
+            ),
+        ],
+        ids=["disk-full", "low-memory", "read-only", "user-missing", "port-held"],
+    )
+    def test_a_host_a_restart_cannot_fix_fails_prepare_and_nothing_is_touched(self, setup, reason):
+        """AgentError naming the reason; no pids recorded; the only CLI call was a status."""
+        agent = FakeAgent()
+        setup(agent)
+        before = agent.pids()
+        step = FakeStep.on(agent)
+        with pytest.raises(AgentError, match=f"a restart cannot fix this host, nothing was stopped: .*{reason}"):
+            work.prepare(step)
+        assert step.pids == {} and agent.ctl_calls == [["status"]] and agent.pids() == before
+
+    @pytest.mark.parametrize(
+        "line",
+        [
+            'LISTEN 0 5 127.0.0.9:62888 0.0.0.0:* users:(("nc",pid=4242,fd=3))',
+            'LISTEN 0 5 0.0.0.0:62888 0.0.0.0:* users:(("ocp_mgragent",pid={mgr},fd=3))',
+        ],
+        ids=["another-loopback-address", "the-agents-own-mgragent"],
+    )
+    def test_a_listener_that_does_not_block_the_agent_is_no_reason(self, line):
+        """The port held by the agent's own mgragent, or bound to another host's loopback address (the sandbox's
+        hosts share one machine): Prepare goes on."""
+        agent = FakeAgent()
+        agent.listeners.append(line.format(mgr=agent.pids()["ocp_mgragent"]))
+        step = FakeStep.on(agent)
+        work.prepare(step)
+        assert step.pids["before"] == agent.pids()
+
+    def test_the_thresholds_are_the_steps(self):
+        """A lower min_free_disk_mb lets the same host through."""
+        agent = FakeAgent()
+        agent.set_fault("free_disk_mb", "10")
+        step = FakeStep.on(agent, limits=Limits(min_free_disk_mb=5))
+        work.prepare(step)
+        assert "before" in step.pids
 
 
 class TestPrepare:
@@ -150,7 +203,7 @@ class TestRestartPosProxy:
         with pytest.raises(
             AgentError,
             match="restarting ocp_mgragent failed: ocp_agentctl service stop ocp_mgragent "
-            "&& ocp_agentctl service start ocp_mgragent exited 1: "
+            "&& ocp_agentctl service start ocp_mgragent exited 255: .*"
             "wait_for_service_exit_timeout",
         ):
             work.restart_pos_proxy(FakeStep.on(agent))
@@ -197,7 +250,10 @@ class TestStopAll:
         step = again(prepared(agent), timeout=4)
         work.stop_all(step)
         assert agent.pids() == {}
-        assert "ocp_agentctl stop exited 1: wait_for_exit_timeout" in step.log.text
+        assert (
+            "ocp_agentctl stop exited 255: Module=agent, kind=DEADLINE_EXCEEDED, code=wait_for_exit_timeout"
+            in step.log.text
+        )
 
     def test_processes_that_survive_everything_fail_the_step(self):
         """Signals that change nothing (e.g. another user's processes): AgentError naming the survivors."""
@@ -260,7 +316,7 @@ class TestStartAll:
         work.stop_all(again(step))
         agent.start_error = "agentd_exited_quickly"
         with pytest.raises(
-            AgentError, match="starting the agent failed: ocp_agentctl start exited 1: agentd_exited_quickly"
+            AgentError, match="starting the agent failed: ocp_agentctl start exited 255: .*code=agentd_exited_quickly"
         ):
             work.start_all(again(step))
         assert agent.pids() == {}
@@ -326,13 +382,31 @@ class TestFinish:
         assert f"ocp_agentd {before[AGENTD]} -> {after[AGENTD]}" in last.log.text
 
     def test_an_agent_not_ready_fails_finish(self):
-        """A service down at the end: AgentError naming the state; nothing recorded."""
+        """A service down at the end: retried until the deadline, then AgentError naming the state; nothing
+        recorded."""
         agent = FakeAgent()
         step = prepared(agent)
         agent._service("stop", "ocp_monagent")
-        with pytest.raises(AgentError, match="not ready at the end of the restart: not ready"):
-            work.finish(again(step))
+        with pytest.raises(AgentError, match="timed out waiting until the agent serves: the agent is not ready"):
+            work.finish(again(step, timeout=1))
         assert "after" not in step.pids
+
+    def test_ready_is_not_enough_mgragent_must_answer(self):
+        """Ready, but ocp_mgragent does not answer on its unix socket (fault mgragent_mute): Finish fails at its
+        deadline naming the socket's silence."""
+        agent = FakeAgent()
+        step = prepared(agent)
+        agent.set_fault("mgragent_mute")
+        with pytest.raises(AgentError, match="ocp_mgragent does not answer on its unix socket: curl: .7."):
+            work.finish(again(step, timeout=1))
+
+    def test_an_mgragent_started_before_the_stop_is_not_the_new_one(self):
+        """mgragent answers with a startAt before Stop all began (by the host's clock): not restarted."""
+        agent = FakeAgent()
+        step = prepared(agent)
+        step.pids["clock"] = {"stop": agent.clock() + 5}
+        with pytest.raises(AgentError, match="not after the restart began"):
+            work.finish(again(step, timeout=1))
 
 
 class TestRollback:
@@ -355,7 +429,7 @@ class TestRollback:
         """The start fails during rollback: AgentError with the agent's error."""
         agent = FakeAgent(running=False)
         agent.start_error = "fetch_admin_lock_failed"
-        with pytest.raises(AgentError, match="starting the agent again failed: .* fetch_admin_lock_failed"):
+        with pytest.raises(AgentError, match="starting the agent again failed: .*code=fetch_admin_lock_failed"):
             work.ensure_running(FakeStep.on(agent))
 
     def test_ensure_pos_proxy_starts_a_stopped_command_channel(self):
