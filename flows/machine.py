@@ -147,7 +147,13 @@ def may_start(record: TaskRecord, sub: Subtask, *, tolerant: bool = False) -> bo
     if sub.operation is Operation.ROLLBACK:
         return sub.status is S.READY and all(record.subtask(d).status is S.PENDING for d in sub.downstreams)
     if tolerant and sub.kind is Kind.WAIT and sub.status in (S.READY, S.PENDING):
-        return all(record.subtask(u).status in (S.SUCCESSFUL, S.FAILED) for u in sub.upstreams)
+        # Done: run, or never to run because its host is isolated (it failed an earlier step; #20's matrix).
+        isolated = record.failed_hosts()
+        return all(
+            (up := record.subtask(u)).status in (S.SUCCESSFUL, S.FAILED)
+            or (up.status is S.PENDING and up.host_id in isolated)
+            for u in sub.upstreams
+        )
     return sub.status is S.READY and all(record.subtask(u).status is S.SUCCESSFUL for u in sub.upstreams)
 
 

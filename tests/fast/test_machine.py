@@ -169,9 +169,16 @@ class TaskWorld(RuleBasedStateMachine):
             for sub in record.subtasks:
                 if sub.status not in machine.ACTIVE or sub.operation is Operation.ROLLBACK:
                     continue
+                if sub.operation is Operation.CANCEL and record.task.operation is Operation.ROLLBACK:
+                    continue  # a rollback step cancelled while it ran: it undid, its upstreams wait their turn
                 ups = {record.subtask(u).status for u in sub.upstreams}
                 if sub.kind is Kind.WAIT and self.tolerant[record.task.id] is not None:
-                    assert ups <= {S.SUCCESSFUL, S.FAILED}
+                    isolated = record.failed_hosts()  # their later steps never run: PENDING for good
+                    done = [
+                        record.subtask(u).status in (S.SUCCESSFUL, S.FAILED) or record.subtask(u).host_id in isolated
+                        for u in sub.upstreams
+                    ]
+                    assert all(done), (sub, ups)
                 else:
                     assert ups <= {S.SUCCESSFUL}, (sub, ups)
 
@@ -246,3 +253,29 @@ def test_operations_on_a_running_task_are_refused_with_4007(op):
     with pytest.raises(TaskStateError, match="task 7 is in RUNNING state") as err:
         getattr(machine, op)(record, 0.0)
     assert err.value.code == 4007
+
+
+def test_a_tolerant_wait_starts_when_an_isolated_hosts_later_steps_never_ran():
+    """With a failure threshold, a host that failed Prepare never runs its later steps (they stay PENDING); the
+    next stage's Wait node must still start once every other host is done. Regression (#20's field matrix): it
+    raised TaskStateError ("cannot start ... an upstream is not done") and no Finish ran."""
+    plan = build_plan([1, 2, 3], isolate=True)
+    record = machine.new_task(plan, 1, list(range(1, 20)), "t", creator="c", executor="e")
+
+    def run(record, sub, outcome, tolerant=False):
+        record = machine.start_subtask(record, sub.id, "t", "sep", tolerant=tolerant).after
+        return machine.finish_subtask(record, sub.id, outcome, "t").after
+
+    prepares = [s for s in record.subtasks if s.kind is Kind.PREPARE]
+    for sub, outcome in zip(prepares, (S.FAILED, S.SUCCESSFUL, S.SUCCESSFUL)):
+        record = run(record, sub, outcome)
+    waits = [s for s in record.subtasks if s.kind is Kind.WAIT]
+    record = run(record, waits[0], S.SUCCESSFUL, tolerant=True)  # upstreams all done: 1 FAILED, 2 SUCCESSFUL
+    for sub in record.subtasks:
+        if sub.kind is Kind.RESTART_POS_PROXY and sub.host_id != 1:
+            record = run(record, sub, S.SUCCESSFUL)
+    assert record.subtask(next(s.id for s in record.subtasks if s.kind is Kind.RESTART_POS_PROXY)).status is S.PENDING
+    assert machine.may_start(record, record.subtask(waits[1].id), tolerant=True)
+    assert machine.start_subtask(record, waits[1].id, "t", "sep", tolerant=True).after.subtask(waits[1].id).status is (
+        S.RUNNING
+    )
