@@ -55,7 +55,7 @@ def run_plan_bench(hosts: int = 1000, repeat: int = 3) -> dict:
         def submit() -> int:
             store = TaskStore(f"sqlite:///{tmp}/submit-{len(stores)}.db")
             stores.append(store)
-            return create_task(store, inventory, ids, RestartOptions(), creator="bench")
+            return create_task(store, inventory, ids, RestartOptions(), creator="bench", executor="127.0.0.1")
 
         out["submit_total_s"], _ = _best(submit, repeat)  # validate + inventory select + plan + record
         store = stores[0]
