@@ -71,6 +71,24 @@ def sandbox(tmp_path):
         yield box
 
 
+@pytest.fixture(scope="module")
+def box():
+    """Three sandbox hosts shared by a test module (real sshd on 127.0.0.x, simulated agent)."""
+    from deployments.sandbox import Sandbox
+
+    with Sandbox(3) as sandbox:
+        yield sandbox
+
+
+def write_users(path: Path, passwords: dict[str, str], roles: dict[str, list[str]]) -> Path:
+    """A users file with each user's password and roles (the API's logins for a test module)."""
+    from deployments.auth import add_user
+
+    for name, password in passwords.items():
+        add_user(path, name, password, roles[name])
+    return path
+
+
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``ocp-restart`` in a fresh process, as a user would."""
     exe = shutil.which("ocp-restart", path=str(Path(sys.executable).parent)) or shutil.which("ocp-restart")

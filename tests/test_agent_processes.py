@@ -11,9 +11,7 @@ from datetime import datetime
 
 import httpx
 import pytest
-from conftest import ApiServer, wait_for
-
-from deployments.auth import add_user
+from conftest import ApiServer, wait_for, write_users
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -26,18 +24,7 @@ OPERATION_SECONDS = "5"  # the server's deadline for one process operation (OCP_
 
 @pytest.fixture(scope="module")
 def users_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("users") / "users.toml"
-    for name, password in PASSWORDS.items():
-        add_user(path, name, password, ROLES[name])
-    return path
-
-
-@pytest.fixture(scope="module")
-def box():
-    from deployments.sandbox import Sandbox
-
-    with Sandbox(3) as sandbox:
-        yield sandbox
+    return write_users(tmp_path_factory.mktemp("users") / "users.toml", PASSWORDS, ROLES)
 
 
 def serve(inventory, users, home, **env: str) -> ApiServer:

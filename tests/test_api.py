@@ -9,9 +9,7 @@ import time
 
 import httpx
 import pytest
-from conftest import ApiServer, cli, free_port, wait_for
-
-from deployments.auth import add_user
+from conftest import ApiServer, cli, free_port, wait_for, write_users
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -22,18 +20,7 @@ RESTART = "/compute/hosts/batchRestartAgents"
 
 @pytest.fixture(scope="module")
 def users_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("users") / "users.toml"
-    for name, password in PASSWORDS.items():
-        add_user(path, name, password, ROLES[name])
-    return path
-
-
-@pytest.fixture(scope="module")
-def box():
-    from deployments.sandbox import Sandbox
-
-    with Sandbox(3) as sandbox:
-        yield sandbox
+    return write_users(tmp_path_factory.mktemp("users") / "users.toml", PASSWORDS, ROLES)
 
 
 @pytest.fixture(scope="module")

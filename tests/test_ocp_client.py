@@ -189,14 +189,6 @@ def assert_wrapped_task_instance(task: dict, creator: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def box():
-    from deployments.sandbox import Sandbox
-
-    with Sandbox(3) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture(scope="module")
 def users_file(tmp_path_factory):
     from deployments.auth import add_user
 
