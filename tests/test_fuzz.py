@@ -110,3 +110,20 @@ def test_fuzz_every_endpoint(server, who, tmp_path):
         f"schemathesis ({who}, seed {SEED}): {generated(result.stdout)} cases, {scenarios} stateful scenarios, "
         f"links {links.group(1) if links else '?'}, no failures"
     )
+
+
+def test_serve_closes_a_connection_whose_headers_never_end(server):
+    """`ocp-restart serve` runs uvicorn with the header deadline (#22): headers that never end are cut within
+    HEADER_SECONDS, not held open."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    from deployments.api.limits import HEADER_SECONDS
+
+    with socket.create_connection(("127.0.0.1", urlsplit(server.url).port)) as conn:
+        conn.settimeout(HEADER_SECONDS + 20)
+        conn.sendall(b"GET /api/v2/time HTTP/1.1\r\nHost: api\r\n")
+        started = time.monotonic()
+        assert conn.recv(100) == b""
+        assert time.monotonic() - started < HEADER_SECONDS + 5

@@ -223,3 +223,69 @@ class TestBodyLimitsOnEveryRoute:
         response = asyncio.run(asyncio.wait_for(send(), 20))
         assert response.status_code == 408, response.text
         assert response.json()["error"]["message"] == "The request body did not arrive within 0.3 s"
+
+
+class TestHeaderDeadline:
+    """#22: uvicorn has no deadline for a request's headers; serve's protocol closes a connection whose headers are
+    late, and never one whose request is being served. A real uvicorn on loopback."""
+
+    @pytest.fixture
+    def served(self):
+        import asyncio
+        import socket
+        import threading
+        import time
+
+        import uvicorn
+
+        from deployments.api.limits import header_deadline
+
+        async def app(scope, receive, send):
+            if scope["type"] != "http":
+                return
+            if scope["path"] == "/slow":
+                await asyncio.sleep(1.2)  # longer than the deadline: a request under way is not cut
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", http=header_deadline(0.5))
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield port
+        server.should_exit = True
+        thread.join(10)
+
+    def _closed_after(self, port: int, first: bytes) -> float:
+        import socket
+        import time
+
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.settimeout(10)
+            conn.sendall(first)
+            started = time.monotonic()
+            assert conn.recv(100) == b""  # closed, nothing answered
+            return time.monotonic() - started
+
+    @pytest.mark.parametrize("first", [b"", b"GET / HTTP/1.1\r\nHost: api\r\n"], ids=["nothing", "partial-headers"])
+    def test_a_connection_whose_headers_are_late_is_closed(self, served, first):
+        """Regression (#22): nothing sent, or headers that never end, held the connection open (over 20 s)."""
+        assert self._closed_after(served, first) < 3
+
+    def test_a_request_under_way_is_served_past_the_deadline_and_the_next_headers_are_timed_again(self, served):
+        """A 1.2 s answer is not cut by a 0.5 s header deadline; after it, a late next request is."""
+        import socket
+
+        with socket.create_connection(("127.0.0.1", served)) as conn:
+            conn.settimeout(10)
+            conn.sendall(b"GET /slow HTTP/1.1\r\nHost: api\r\n\r\n")
+            assert conn.recv(1000).startswith(b"HTTP/1.1 200")
+            conn.sendall(b"GET / HTTP/1.1\r\n")  # the next request's headers never end
+            assert conn.recv(100) == b""
