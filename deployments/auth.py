@@ -365,8 +365,10 @@ def _read(path: Path) -> tuple[dict[str, tuple[bytes, User]], dict[str, tuple[st
     if not isinstance(tables, dict):
         raise UsersFileError(f"{path}: 'users' must be a table of [users.NAME] tables, got {type(tables).__name__}")
     for name, entry in tables.items():
-        if not _NAME.fullmatch(name) or not isinstance(entry, dict):
-            raise UsersFileError(f"{path}: user {name!r}: invalid name or entry")
+        if not _NAME.fullmatch(name):
+            raise UsersFileError(f"{path}: user {name!r}: a user name is 1-64 of A-Z a-z 0-9 _ . @ -")
+        if not isinstance(entry, dict):
+            raise UsersFileError(f"{path}: user {name!r}: must be a [users.{name}] table, got {type(entry).__name__}")
         digest = entry.get("password_hash", "")
         if not isinstance(digest, str) or not digest.startswith(("$2a$", "$2b$", "$2y$")):
             raise UsersFileError(

@@ -104,12 +104,20 @@ def _dump(document: dict) -> str | None:
         return None
 
 
+# After the file's path, a refusal says where in the file: the TOML itself, a section, a host (and its field), a user.
+INVENTORY_WHERE = ("not valid TOML", "section", "[defaults]", "no hosts", "host #")
+USERS_WHERE = ("cannot read the users file", "'users'", "user ", "no users", "access key")
+
+
 def _inventory_outcome(text: str) -> None:
     path = _file(text)
     try:
         load_inventory(path)
     except InventoryError as exc:
-        assert str(path) in str(exc), str(exc)
+        message = str(exc)
+        assert message.startswith(f"{path}: ") and any(w in message for w in INVENTORY_WHERE), message
+        if "host #" in message:
+            assert "field '" in message or "must be a table" in message, message
     finally:
         path.unlink()
 
@@ -119,7 +127,8 @@ def _users_outcome(text: str) -> None:
     try:
         _read(path)
     except UsersFileError as exc:
-        assert str(path) in str(exc), str(exc)
+        message = str(exc)
+        assert message.startswith(f"{path}: ") and any(w in message for w in USERS_WHERE), message
     finally:
         path.unlink()
 
