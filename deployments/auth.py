@@ -357,18 +357,25 @@ def _read(path: Path) -> tuple[dict[str, tuple[bytes, User]], dict[str, tuple[st
         ) from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsersFileError(f"{path}: cannot read the users file: {exc}") from None
+    except RecursionError:  # tomllib recurses per nested array or table (#22's Hypothesis pass)
+        raise UsersFileError(f"{path}: cannot read the users file: arrays or tables nested too deep") from None
     users: dict[str, tuple[bytes, User]] = {}
     keys: dict[str, tuple[str, str]] = {}
-    for name, entry in (raw.get("users") or {}).items():
-        if not _NAME.fullmatch(name) or not isinstance(entry, dict):
-            raise UsersFileError(f"{path}: user {name!r}: invalid name or entry")
+    tables = raw.get("users") or {}
+    if not isinstance(tables, dict):
+        raise UsersFileError(f"{path}: 'users' must be a table of [users.NAME] tables, got {type(tables).__name__}")
+    for name, entry in tables.items():
+        if not _NAME.fullmatch(name):
+            raise UsersFileError(f"{path}: user {name!r}: a user name is 1-64 of A-Z a-z 0-9 _ . @ -")
+        if not isinstance(entry, dict):
+            raise UsersFileError(f"{path}: user {name!r}: must be a [users.{name}] table, got {type(entry).__name__}")
         digest = entry.get("password_hash", "")
         if not isinstance(digest, str) or not digest.startswith(("$2a$", "$2b$", "$2y$")):
             raise UsersFileError(
                 f"{path}: user {name!r}: field 'password_hash' must be a bcrypt hash (never a plain password)"
             )
         roles = entry.get("roles", [])
-        unknown = [r for r in roles if r not in ROLES] if isinstance(roles, list) else roles
+        unknown = [r for r in roles if not isinstance(r, str) or r not in ROLES] if isinstance(roles, list) else roles
         if not isinstance(roles, list) or unknown:
             raise UsersFileError(
                 f"{path}: user {name!r}: field 'roles': unknown role(s) {unknown}; known: {sorted(ROLES)}"
@@ -450,9 +457,14 @@ def _entries(path: Path) -> dict[str, dict]:
     if not path.exists():
         return {}
     try:
-        return dict(tomllib.loads(path.read_text(encoding="utf-8")).get("users", {}))
+        tables = tomllib.loads(path.read_text(encoding="utf-8")).get("users", {})
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsersFileError(f"{path}: cannot read the users file: {exc}") from None
+    except RecursionError:
+        raise UsersFileError(f"{path}: cannot read the users file: arrays or tables nested too deep") from None
+    if not isinstance(tables, dict) or not all(isinstance(entry, dict) for entry in tables.values()):
+        raise UsersFileError(f"{path}: 'users' must be a table of [users.NAME] tables; fix or remove the file")
+    return dict(tables)
 
 
 def _write(path: Path, entries: dict[str, dict]) -> None:

@@ -655,13 +655,16 @@ def cmd_serve(args: argparse.Namespace, config: Settings) -> int:
     import uvicorn
 
     from deployments.api import create_app
+    from deployments.api.limits import header_deadline
 
     config = config.model_copy(update={"inventory": args.inventory, "users": args.users, "launcher": args.launcher})
     app = create_app(config)
     state = app.state.api
     print(f"ocp-restart: serving on http://{args.host}:{args.port} ({args.launcher} launcher)", file=sys.stderr)
     server = _graceful_server(
-        uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        uvicorn.Config(
+            app, host=args.host, port=args.port, log_level="warning", access_log=False, http=header_deadline()
+        )
     )
     pruning = threading.Event()
     if args.prune_after_days is not None:

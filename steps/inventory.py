@@ -79,7 +79,12 @@ class Host(BaseModel):
     @field_validator("key_file", "known_hosts")
     @classmethod
     def _expand(cls, value: Path) -> Path:
-        return value.expanduser()
+        if "\0" in str(value):  # no file has such a name: it would fail at the first connection, far from here
+            raise ValueError(f"must be a file path without NUL characters, got {str(value)!r}")
+        try:
+            return value.expanduser()
+        except RuntimeError:  # ~user of a user this machine does not know (#22's Hypothesis pass)
+            raise ValueError(f"names a home directory this machine does not know, got {str(value)!r}") from None
 
     @property
     def label(self) -> str:
@@ -110,6 +115,8 @@ def load_inventory(path: str | Path) -> Inventory:
         raise InventoryError(f"{path}: cannot read the inventory: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise InventoryError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses per nested array or table (#22's Hypothesis pass)
+        raise InventoryError(f"{path}: not valid TOML: arrays or tables nested too deep") from None
     return parse_inventory(raw, str(path))
 
 

@@ -8,6 +8,7 @@ from functools import partial
 
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.routing import BaseRoute
 
 from flows.agent_view import AgentViews
 from flows.settings import Settings
@@ -18,6 +19,7 @@ from ..auth import SIGNED_SCHEME
 from ..launch import Launcher
 from .envelope import add_error_answers, stamp
 from .limits import BodyLimits
+from .links import add_links
 from .params import one_value_each
 from .reaper import reaping
 from .routers import agent, hosts, probes, restart, tasks
@@ -55,10 +57,11 @@ def create_app(
     app.middleware("http")(stamp)
     add_error_answers(app)
     # In this order: a path is matched against the first routes first.
-    for module in (restart, tasks, agent, hosts, probes):
-        app.include_router(module.router)
-    app.include_router(probes.status_router)
-    app.openapi = partial(_openapi, app)
+    routers = [module.router for module in (restart, tasks, agent, hosts, probes)] + [probes.status_router]
+    for router in routers:
+        app.include_router(router)
+    # The routers' own routes: FastAPI may keep an included router as one nested route in app.routes.
+    app.openapi = partial(_openapi, app, [route for router in routers for route in router.routes])
     return app
 
 
@@ -70,8 +73,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
 
 
-def _openapi(app: FastAPI) -> dict:
-    """FastAPI documents validation errors as 422; ours are OCP's 400 envelope."""
+def _openapi(app: FastAPI, routes: list[BaseRoute]) -> dict:
+    """FastAPI documents validation errors as 422; ours are OCP's 400 envelope. Links from the route table
+    (links.py) let a client, and schemathesis' stateful phase, follow a restart to its task and on."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         for path in schema["paths"].values():
@@ -82,5 +86,6 @@ def _openapi(app: FastAPI) -> dict:
                         "description": "OCP's error envelope (invalid parameter)",
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
                     }
+        add_links(schema, routes)
         app.openapi_schema = schema
     return app.openapi_schema

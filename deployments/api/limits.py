@@ -3,7 +3,8 @@
 A client could send a 10 MB body to any route (it was read and parsed) or a chunked body that never ends (its
 connection stayed open, with no timeout). Every body is now at most ``MAX_BODY_BYTES`` — refused at once when its
 Content-Length says more, or as soon as more has arrived — and must arrive within ``BODY_SECONDS`` of the first
-read: 413 or 408 with OCP's error envelope.
+read: 413 or 408 with OCP's error envelope. The headers before them must arrive within ``HEADER_SECONDS`` of the
+connection's start or its last answer (``header_deadline``, uvicorn's protocol for ``serve``), else it is closed.
 """
 
 from __future__ import annotations
@@ -72,3 +73,45 @@ def _content_length(scope: Scope) -> int | None:
         if name == b"content-length":
             return int(value) if value.isdigit() else None
     return None
+
+
+HEADER_SECONDS = 10.0
+
+
+def header_deadline(seconds: float = HEADER_SECONDS) -> type:
+    """uvicorn's h11 protocol with a deadline for a request's headers (#22): uvicorn has none, so a connection that
+    sends nothing, or headers that never end, stayed open forever (measured: still open after 20 s; BodyLimits
+    cannot see it, the app is only called once the headers are in). The connection is closed when no request is
+    under way ``seconds`` after it opened or after its last answer; a request being served is never cut here."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(seconds, self._headers_late)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_late(self) -> None:
+            under_way = self.cycle is not None and not self.cycle.response_complete
+            if not under_way and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderDeadline
