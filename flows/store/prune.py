@@ -21,7 +21,7 @@ class Prune:
 
     def prune(self, older_than_days: float) -> list[int]:
         """Delete every finished task (SUCCESSFUL or FAILED) that finished more than ``older_than_days`` ago, with
-        its subtasks, logs and pid snapshots; RUNNING tasks are never touched. Returns the ids deleted."""
+        its subtasks, logs and pid snapshots; RUNNING tasks are never touched. Returns the ids deleted (not one retried meanwhile)."""
         if older_than_days < 0:
             raise ValueError(f"older_than_days must be 0 or more, got {older_than_days}")
         cutoff = now() - timedelta(days=older_than_days)
@@ -33,6 +33,7 @@ class Prune:
             ).all()
         # Times carry their own UTC offsets: compared as times, not as strings.
         doomed = [row.id for row in finished if datetime.fromisoformat(row.finish_time) < cutoff]
+        deleted: list[int] = []
         for start in range(0, len(doomed), CHUNK):
             ids = doomed[start : start + CHUNK]
             with self.db.write() as conn:
@@ -47,4 +48,5 @@ class Prune:
                 conn.execute(host_snapshots.delete().where(host_snapshots.c.task_id.in_(ids)))
                 conn.execute(subtasks.delete().where(subtasks.c.task_id.in_(ids)))
                 conn.execute(tasks.delete().where(tasks.c.id.in_(ids)))
-        return doomed
+            deleted += ids
+        return deleted
