@@ -157,7 +157,7 @@ def test_a_mixed_batch_restarts_in_one_task_with_the_seeds_dag(hosts, home):
     assert instance["status"] == "SUCCESSFUL", [(s["name"], s["status"]) for s in instance["subtasks"]]
     assert len(instance["subtasks"]) == 5 * len(chosen) + 4
     assert {s["name"] for s in instance["subtasks"]} == {*STAGES, "Wait node"}
-    for index, host_id in enumerate(chosen):
+    for host_id in chosen:
         all_new(box.host(host_id), now[host_id])
     assert "agent generation 3: detected" in by_host(instance, logs, 2)[STAGES[0]][1]
     assert "agent generation 4: detected" in by_host(instance, logs, 3)[STAGES[0]][1]
