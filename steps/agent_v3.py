@@ -18,7 +18,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from .agent import _READ_STAT, LIVE, MARK, POLL_SECONDS, SIGNAL, SIGNALS, START_TIMES, Limits, Probe, parse_probe
+from .agent import (
+    _READ_STAT,
+    CLOCK_TICKS,
+    LIVE,
+    MARK,
+    POLL_SECONDS,
+    SIGNAL,
+    SIGNALS,
+    START_TIMES,
+    AgentObservation,
+    AgentStatus,
+    Limits,
+    Probe,
+    parse_probe,
+)
 from .errors import AgentError, SubtaskCancelled
 from .runner import CommandResult, Runner, Script, integers, is_decimal, sh
 
@@ -98,6 +112,13 @@ SCAN_THEN_STATUS = Script(
     f"echo {MARK}; {_PIDS}; {_LISTEN}; true",
 )
 SCRIPTS = (STATUS, PREPARE, STOP, CTL_THEN_STATUS, SCAN_THEN_STATUS)  # what this generation's steps send
+# What reading the agent sends (GET .../agent): exit 127 if the home has no ocp_agentd.py, else `uptime SECONDS`
+# (/proc/uptime) and STATUS. $1: the agent home, the rest: the names.
+OBSERVE = Script(
+    "v3_observe",
+    'set -f; home=$1; shift; [ -f "$home/ocp_agentd.py" ] || exit 127; up=0; '
+    f'{{ read -r up _ </proc/uptime; }} 2>/dev/null; echo "uptime $up"; {_PIDS}; {_LISTEN}; true',
+)
 
 
 @dataclass(frozen=True)
@@ -315,6 +336,28 @@ class AgentControlV3:
             if len(parts) == 2 and is_decimal(parts[0]) and is_decimal(parts[1]):
                 found[int(parts[0])] = int(parts[1])
         return found
+
+    def observe(self, deadline: float) -> AgentObservation | None:
+        """The agent as the view shows it (the current generation's types: pids, running times, pos_proxy's
+        ports), in one round trip, nothing logged; None if this home is not the older agent's."""
+        result = self._exec(OBSERVE.render(self.home, *PROCESSES), deadline)
+        if result.exit_status == 127:
+            return None
+        status = parse_status(result.stdout)
+        uptime = 0.0
+        for line in result.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] == "uptime":
+                try:
+                    uptime = float(parts[1])
+                except ValueError:
+                    uptime = 0.0
+        elapsed = (
+            {name: max(0.0, uptime - start / CLOCK_TICKS) for name, start in status.starts.items()} if uptime else {}
+        )
+        ports = {POS_PROXY: ",".join(map(str, status.ports))} if status.ports else {}
+        summary = AgentStatus(running=status.running, ready=not status.problem(), pids=dict(status.pids))
+        return AgentObservation(status=summary, elapsed=elapsed, ports=ports, output=result.output)
 
     def signal(self, pids: set[int], sig: str, deadline: float) -> None:
         if sig not in SIGNALS:

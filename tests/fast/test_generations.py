@@ -248,3 +248,26 @@ def test_parse_status_reads_pids_stale_files_and_listeners():
     assert "not running: pos_proxy" in status.problem()
     unknown = agent_v3.parse_status("listen ?\n")
     assert unknown.listeners is None
+
+
+@pytest.mark.parametrize("generation", ["3", "auto"])
+def test_the_agent_view_lists_the_older_agents_processes_by_alias(older, tmp_path, generation):
+    """#20: GET .../agent on an older agent's host (declared, or auto: the current CLI missing, the older home
+    there) lists ocp_agentd, pos_proxy (its listening port), the exporters and the workers with their pids."""
+    from contextlib import contextmanager
+
+    from flows.agent_view import AgentViews
+    from flows.store import TaskStore
+
+    @contextmanager
+    def connect(host, deadline):
+        yield LocalRunner(label="local-v3")
+
+    with TaskStore(f"sqlite:///{tmp_path / 'tasks.db'}") as store:
+        agent = AgentViews(connect=connect).agent(host(generation, str(older.path)), store).to_wire()
+    shown = {p["alias"]: p for p in agent["processes"]}
+    assert list(shown) == list(agent_v3.PROCESSES) and agent["status"] == "AVAILABLE"
+    assert {a: p["pid"] for a, p in shown.items()} == older.pids()
+    assert shown["pos_proxy"]["ports"] == str(older.port) and shown["node_exporter"]["ports"] == "63000"
+    assert shown["pos_proxy"]["logFilePattern"].endswith("/log/pos_proxy.log*")
+    assert all(p["status"] == "STARTED" and not p["operable"] for p in shown.values())
