@@ -232,6 +232,14 @@ class TestTheOlderGenerationsNodes:
         nodes.ensure_running(step)
         assert all(older.pids().values()) and "agent runs again" in step.log.text
 
+    def test_a_stop_of_the_older_agent_detects_it_and_leaves_it_stopped(self, older):
+        """#20: the stop operation's nodes (Prepare stop with auto, Stop all, Finish stop) on the older agent."""
+        pids: dict = {}
+        for run in (nodes.prepare_stop, nodes.stop_all, nodes.finish_stop):
+            step = on(older, pids, generation="auto")
+            run(step)
+        assert not any(older.pids().values()) and "stopped: ocp_agentd" in step.log.text
+
     def test_the_current_generations_step_is_not_sent_to_an_older_home(self, older):
         """#20: declared "4" on an older agent home fails Prepare with the current CLI missing (nothing run)."""
         with pytest.raises(AgentError, match="ocp_agentctl is missing"):
