@@ -48,18 +48,20 @@ def generation_of(step: Step) -> str:
     return OLDER if (step.recorded_pids("generation") or {}).get("generation") == 3 else CURRENT
 
 
-def _detect(step: Step, script: Script, replayed: str, args: tuple[str, ...]) -> tuple[str, CommandResult]:
-    """Run a detecting script: (the generation, its answer without the generation line)."""
+def _detect(step: Step, script: Script, args: tuple[str, ...]) -> tuple[str, CommandResult]:
+    """Run a detecting script (args: the current CLI, the agent home, ...): (the generation, its answer without the
+    generation line). AgentError, the command and its output logged, when neither agent is there."""
     result = step.runner().run(script.render(*args), deadline=step.deadline, stop=step.cancelled)
     first, _, rest = result.stdout.partition("\n")
     found = first.removeprefix("generation ").strip() if first.startswith("generation ") else "-"
     if found not in (CURRENT, OLDER):
-        step.log.info(f"$ {replayed}   # if the agent is of either generation")
+        ctl, home = args[0], args[1]
+        step.log.info(f"$ [ -x {ctl} ] || [ -f {home}/ocp_agentd.py ]   # which agent generation is there")
         if result.output:
             step.log.info(result.output)
         raise AgentError(
             f"no OCP agent in {step.host.agent_home}: neither bin/ocp_agentctl (the current generation) nor "
-            "ocp_agentd.py with libs/ (the older) is there; set agent_generation in the inventory if it is elsewhere"
+            "ocp_agentd.py with libs/ (the older) is there; check the host's agent_home in the inventory"
         )
     what = "bin/ocp_agentctl" if found == CURRENT else "ocp_agentd.py, libs/"
     step.log.info(f"agent generation {found}: detected ({what} in {step.host.agent_home})")
@@ -69,6 +71,7 @@ def _detect(step: Step, script: Script, replayed: str, args: tuple[str, ...]) ->
 
 
 def prepare(step: Step) -> None:
+    """Prepare restart on the declared generation, or detect it in the same round trip (auto)."""
     if step.host.agent_generation == OLDER:
         return work_v3.prepare(step)
     if step.host.agent_generation == CURRENT:
@@ -76,7 +79,7 @@ def prepare(step: Step) -> None:
     home = step.host.agent_home
     ctl = f"{home}/bin/ocp_agentctl"
     expected = PREPARE_PROBE.render(ctl, home, str(step.limits.port))
-    found, answer = _detect(step, DETECT_THEN_PREPARE, ctl, (ctl, home, str(step.limits.port), *agent_v3.PROCESSES))
+    found, answer = _detect(step, DETECT_THEN_PREPARE, (ctl, home, str(step.limits.port), *agent_v3.PROCESSES))
     if found == OLDER:
         step.log.info(f"$ cd {home} && python ocp_agent_ctl.py version   # after df, /proc/meminfo, ss, run/*.pid")
         if answer.output:
@@ -86,13 +89,14 @@ def prepare(step: Step) -> None:
 
 
 def prepare_stop(step: Step) -> None:
+    """A stop's Prepare on the declared generation, or detect it in the same round trip (auto)."""
     if step.host.agent_generation == OLDER:
         return work_v3.prepare_stop(step)
     if step.host.agent_generation == CURRENT:
         return work.prepare_stop(step)
     home = step.host.agent_home
     ctl = f"{home}/bin/ocp_agentctl"
-    found, answer = _detect(step, DETECT_THEN_STATUS, ctl, (ctl, home, *agent_v3.PROCESSES))
+    found, answer = _detect(step, DETECT_THEN_STATUS, (ctl, home, *agent_v3.PROCESSES))
     if found == OLDER:
         return work_v3.prepare_stop(step, agent_v3.parse_status(answer.stdout))
     return work.prepare_stop(_Replayed(step, STATUS_IF_CLI.render(ctl), answer))

@@ -35,6 +35,14 @@ HOSTS = {
     1007: ("4", "running"),
     1008: ("auto:3", "running"),
     1009: ("auto:4", "running"),
+    1010: ("3", "pos_proxy-mute"),
+    1011: ("3", "cli-hangs"),
+}
+# host id -> (the stage that FAILS, a phrase of its log): states a restart cannot fix on the older agent
+FAILING = {
+    1006: ("Prepare restart OCP agent", "the agent home's filesystem is full: 1 MB free (simulated)"),
+    1010: ("Restart pos proxy", "pos_proxy does not listen within 2"),
+    1011: ("Stop all OCP agent processes", "did not finish within"),
 }
 
 
@@ -76,6 +84,11 @@ def hosts():
                 wait(lambda h=h: h.agent_pids()["ocp_agentd"] is None)
             elif state == "disk-full":
                 h.set_fault("free_disk_mb", "1")
+            elif state == "pos_proxy-mute":
+                h.set_delays(wait_seconds=2)
+                h.set_fault("pos_proxy_mute")  # the running pos_proxy listens on; a new one never will
+            elif state == "cli-hangs":
+                h.set_fault("stop_hang")
         before = {host_id: agent_processes(box.host(host_id)) for host_id in HOSTS}
         try:
             yield box, before, strangers
@@ -85,7 +98,7 @@ def hosts():
                 stranger.wait()
 
 
-def restart(box, host_ids: list[int]) -> tuple[dict, dict[int, str]]:
+def restart(box, host_ids: list[int], stop_all: int = 20) -> tuple[dict, dict[int, str]]:
     """One task restarting ``host_ids`` through the flow, in this process; (instance, {subtask id: log})."""
     from flows.options import RestartOptions
     from flows.restart import restart_agents
@@ -94,7 +107,7 @@ def restart(box, host_ids: list[int]) -> tuple[dict, dict[int, str]]:
     instance = restart_agents(
         host_ids=host_ids,
         inventory=str(box.inventory_path),
-        options=RestartOptions(timeouts={"stop_all": 20, "start_all": 20}),
+        options=RestartOptions(timeouts={"stop_all": stop_all, "start_all": 20}),
     )
     with TaskStore(Settings().store_url) as store:
         logs = {s["id"]: store.log(s["id"]) for s in instance["subtasks"]}
@@ -137,14 +150,19 @@ def test_the_older_agent_from_each_state_gets_all_new_processes(hosts, home):
     assert stat.rpartition(")")[2].split()[0] != "Z", "the stranger was signalled"
 
 
-def test_the_older_agent_with_a_full_disk_fails_prepare_untouched(hosts, home):
-    """#20: Prepare refuses the older agent's host when its filesystem is full, naming why; nothing is touched."""
+@pytest.mark.parametrize("host_id", sorted(FAILING))
+def test_a_state_the_older_agent_cannot_be_restarted_from_fails_where_expected(hosts, home, host_id):
+    """#20: a full disk fails Prepare with nothing touched; a pos_proxy that never listens fails Restart pos proxy
+    with the control script's reason; a hanging control script fails Stop all at its deadline."""
     box, before, _ = hosts
-    instance, logs = restart(box, [1006])
+    stage, phrase = FAILING[host_id]
+    instance, logs = restart(box, [host_id], stop_all=8)
     stages = by_host(instance, logs, 0)
-    assert stages[STAGES[0]][0] == "FAILED"
-    assert "the agent home's filesystem is full: 1 MB free (simulated)" in stages[STAGES[0]][1]
-    assert agent_processes(box.host(1006)) == before[1006]
+    done = STAGES[: STAGES.index(stage)]
+    assert [stages[name][0] for name in done] == ["SUCCESSFUL"] * len(done), stages
+    assert stages[stage][0] == "FAILED" and phrase in stages[stage][1], stages[stage][1]
+    if stage == STAGES[0]:
+        assert agent_processes(box.host(host_id)) == before[host_id], "a host that failed Prepare was touched"
 
 
 def test_a_mixed_batch_restarts_in_one_task_with_the_seeds_dag(hosts, home):
