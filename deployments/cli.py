@@ -222,6 +222,13 @@ def _add_admin_commands(sub: Subcommands) -> None:
 def _add_demo_command(sub: Subcommands) -> None:
     demo = sub.add_parser("demo", help="start sandbox hosts on loopback and restart their agents")
     demo.add_argument("--hosts", type=int, default=3, help="how many sandbox hosts (default 3)")
+    demo.add_argument(
+        "--older-hosts",
+        type=int,
+        default=0,
+        help="how many of them (the last ones) run the older Python agent (ocp_agent_ctl.py, pos_proxy); their "
+        "generation is left to Prepare to detect (default 0)",
+    )
     _run_options(demo)
 
 
@@ -408,8 +415,16 @@ def cmd_demo(args: argparse.Namespace, config: Settings) -> int:
     if not 1 <= args.hosts <= 250:
         print(f"ocp-restart: error: --hosts must be between 1 and 250, got {args.hosts}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    older = getattr(args, "older_hosts", 0)
+    if not 0 <= older <= args.hosts:
+        print(
+            f"ocp-restart: error: --older-hosts must be between 0 and --hosts ({args.hosts}), got {older}",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     print(f"starting {args.hosts} sandbox host(s) on loopback ...", file=sys.stderr)
-    with Sandbox(args.hosts) as sandbox:
+    generations = {1001 + i: "auto:3" for i in range(args.hosts - older, args.hosts)}
+    with Sandbox(args.hosts, generations=generations) as sandbox:
         for host in sandbox.hosts:
             print(f"  {host.id}  {host.name}  {host.address}:{host.port}  pids {host.agent_pids()}", file=sys.stderr)
         code = _run(args, config, sandbox.inventory_path, getattr(args, "host_ids", None))

@@ -23,6 +23,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from steps import agent_v3
 from steps.agent import AGENTD, POS_PROXY, PROCESSES, AgentControl, AgentObservation, AgentStatus
 from steps.errors import OcpRestartError
 from steps.inventory import Host
@@ -84,6 +85,7 @@ class Reading:
     monotonic: float
     observation: AgentObservation | None = None
     error: str = ""
+    generation: str = "4"  # whose processes: "3" the older agent's (steps.agent_v3), "4" the current one's
 
 
 @dataclass
@@ -146,12 +148,12 @@ class AgentViews:
         deadline = time.monotonic() + self.timeout_seconds
         try:
             with self.connect(host, deadline) as runner:
-                observed = AgentControl(runner, host.agent_home, log=lambda line: None).observe(deadline)
+                generation, observed = _observe(runner, host, deadline)
         except Exception as exc:  # ours (StepError...), or paramiko or the socket outside our wrappers
             why = exc.message if isinstance(exc, OcpRestartError) else f"{type(exc).__name__}: {exc}"
             logger.warning("reading the agent on %s failed; showing its last known state: %s", host.label, why)
             return Reading(at=now(), monotonic=time.monotonic(), error=why)
-        return Reading(at=now(), monotonic=time.monotonic(), observation=observed)
+        return Reading(at=now(), monotonic=time.monotonic(), observation=observed, generation=generation)
 
     def _last_known(
         self, host: Host, good: Reading | None, sighting: PidSighting | None, *, busy: str | None
@@ -165,11 +167,30 @@ class AgentViews:
         at = datetime.fromisoformat(seen) if seen else None
         return agent_view(
             host,
-            Reading(at=at or now(), monotonic=0.0, observation=AgentObservation(status=status)),
+            Reading(
+                at=at or now(),
+                monotonic=0.0,
+                observation=AgentObservation(status=status),
+                generation="3" if agent_v3.POS_PROXY in pids else "4",  # the older agent's pids, as a restart saw
+            ),
             busy=busy,
             stale=True,
             known=at is not None,
         )
+
+
+def _observe(runner: Runner, host: Host, deadline: float) -> tuple[str, AgentObservation]:
+    """(generation, observation): the older agent's when the inventory says "3", or says "auto" and the current
+    agent is not running but the home is the older agent's (a second round trip only then, #20)."""
+    older = agent_v3.AgentControlV3(runner, host.agent_home, log=lambda line: None)
+    if host.agent_generation == "3":
+        return "3", older.observe(deadline) or AgentObservation(status=AgentStatus(running=False))
+    observed = AgentControl(runner, host.agent_home, log=lambda line: None).observe(deadline)
+    if host.agent_generation == "auto" and not observed.status.running:
+        found = older.observe(deadline)
+        if found is not None:
+            return "3", found
+    return "4", observed
 
 
 def agent_view(host: Host, reading: Reading, *, busy: str | None, stale: bool = False, known: bool = True) -> HostAgent:
@@ -181,7 +202,9 @@ def agent_view(host: Host, reading: Reading, *, busy: str | None, stale: bool = 
     status = observed.status
     at = format_time(reading.at) if known else None
     home = host.agent_home.rstrip("/") or "/"
-    processes = [_process(host, home, alias, observed, reading.at, at) for alias in PROCESSES] if known else []
+    aliases = agent_v3.PROCESSES if reading.generation == "3" else PROCESSES
+    processes = [_process(host, home, alias, observed, reading.at, at, reading.generation) for alias in aliases]
+    processes = processes if known else []
     agent_status = busy if busy else "OFFLINE" if stale or not status.running else "AVAILABLE"
     return HostAgent(
         id=host.id,
@@ -196,8 +219,18 @@ def agent_view(host: Host, reading: Reading, *, busy: str | None, stale: bool = 
     )
 
 
+def _start_command(home: str, alias: str, generation: str) -> str:
+    """What runs the process: obagent's programs in bin/; the older agent's daemon and pos_proxy are Python scripts
+    (its control script starts them: ``cd HOME && python ocp_agent_ctl.py start ocp_agent``)."""
+    if generation == "3":
+        return {"ocp_agentd": f"{home}/ocp_agentd.py start base", "pos_proxy": f"{home}/agent/pos.py"}.get(
+            alias, f"{home}/bin/{alias}"
+        )
+    return f"{home}/bin/{alias}"
+
+
 def _process(
-    host: Host, home: str, alias: str, observed: AgentObservation, read_at: datetime, at: str | None
+    host: Host, home: str, alias: str, observed: AgentObservation, read_at: datetime, at: str | None, generation: str
 ) -> HostAgentProcess:
     pid = observed.status.pids.get(alias, 0)
     elapsed = observed.elapsed.get(alias) if pid else None
@@ -208,13 +241,13 @@ def _process(
         alias=alias,
         pid=pid,
         user=host.user,
-        start_command=f"{home}/bin/{alias}",
-        ports=observed.ports.get(alias, PORTS.get(alias, "")),
+        start_command=_start_command(home, alias, generation),
+        ports=observed.ports.get(alias, (agent_v3.PORTS if generation == "3" else PORTS).get(alias, "")),
         elapsed_time=int(elapsed) if elapsed is not None else None,
         last_active_time=at if pid else None,
         status="STARTED" if pid else "STOPPED",
         operable=operable(alias),
-        log_file_pattern=f"{home}/log/{LOG_FILES.get(alias, alias)}.log*",
+        log_file_pattern=f"{home}/log/{alias if generation == '3' else LOG_FILES.get(alias, alias)}.log*",
         create_time=started,
         update_time=at,
     )

@@ -14,7 +14,7 @@ from prefect.client.schemas.objects import State
 from prefect.logging import get_run_logger
 from prefect.states import Failed
 
-from steps import work
+from steps import nodes
 from steps.logline import format_time, now, separator
 from steps.step import Step
 
@@ -40,13 +40,13 @@ _FINISHES = {Kind.FINISH, Kind.FINISH_STOP}
 _STARTS_AGAIN = {Kind.STOP_ALL, Kind.START_ALL}  # their rollback leaves the agent running (ensure_running)
 
 ROLLBACK_STEPS: dict[Kind, Callable[[Step], None]] = {
-    Kind.PREPARE: work.nothing_to_undo,
-    Kind.PREPARE_STOP: work.nothing_to_undo,
-    Kind.RESTART_POS_PROXY: work.ensure_pos_proxy,
-    Kind.STOP_ALL: work.ensure_running,
-    Kind.START_ALL: work.ensure_running,
-    Kind.FINISH: work.nothing_to_undo,
-    Kind.FINISH_STOP: work.nothing_to_undo,
+    Kind.PREPARE: nodes.nothing_to_undo,
+    Kind.PREPARE_STOP: nodes.nothing_to_undo,
+    Kind.RESTART_POS_PROXY: nodes.ensure_pos_proxy,
+    Kind.STOP_ALL: nodes.ensure_running,
+    Kind.START_ALL: nodes.ensure_running,
+    Kind.FINISH: nodes.nothing_to_undo,
+    Kind.FINISH_STOP: nodes.nothing_to_undo,
 }
 
 
@@ -191,37 +191,37 @@ def _finish(
 
 @_node_task(Kind.PREPARE)
 def prepare(run_key: str, subtask_id: int, label: str) -> State | None:
-    return run_node(run_key, subtask_id, work.prepare)
+    return run_node(run_key, subtask_id, nodes.prepare)
 
 
 @_node_task(Kind.PREPARE_STOP)
 def prepare_stop(run_key: str, subtask_id: int, label: str) -> State | None:
-    return run_node(run_key, subtask_id, work.prepare_stop)
+    return run_node(run_key, subtask_id, nodes.prepare_stop)
 
 
 @_node_task(Kind.RESTART_POS_PROXY)
 def restart_pos_proxy(run_key: str, subtask_id: int, label: str) -> State | None:
-    return run_node(run_key, subtask_id, work.restart_pos_proxy)
+    return run_node(run_key, subtask_id, nodes.restart_pos_proxy)
 
 
 @_node_task(Kind.STOP_ALL)
 def stop_all(run_key: str, subtask_id: int, label: str) -> State | None:
-    return run_node(run_key, subtask_id, work.stop_all)
+    return run_node(run_key, subtask_id, nodes.stop_all)
 
 
 @_node_task(Kind.START_ALL)
 def start_all(run_key: str, subtask_id: int, label: str) -> State | None:
-    return run_node(run_key, subtask_id, work.start_all)
+    return run_node(run_key, subtask_id, nodes.start_all)
 
 
 @_node_task(Kind.FINISH)
 def finish(run_key: str, subtask_id: int, label: str) -> State | None:
-    return run_node(run_key, subtask_id, work.finish)
+    return run_node(run_key, subtask_id, nodes.finish)
 
 
 @_node_task(Kind.FINISH_STOP)
 def finish_stop(run_key: str, subtask_id: int, label: str) -> State | None:
-    return run_node(run_key, subtask_id, work.finish_stop)
+    return run_node(run_key, subtask_id, nodes.finish_stop)
 
 
 @_node_task(Kind.WAIT)

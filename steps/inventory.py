@@ -6,6 +6,7 @@ ssh_port = 22
 key_file = "~/.ssh/id_ed25519"
 known_hosts = "~/.ssh/known_hosts"
 agent_home = "/home/admin/ocp_agent"
+agent_generation = "auto"  # or "4" (Go obagent, bin/ocp_agentctl), "3" (the older Python agent, ocp_agent_ctl.py)
 
 [[hosts]]
 id = 1001
@@ -36,6 +37,7 @@ _REMOTE_PATH = re.compile(r"/[A-Za-z0-9._/+-]*")
 
 DEFAULT_AGENT_HOME = "/home/admin/ocp_agent"
 MAX_ID = 2**53 - 1  # ids must survive a JavaScript client
+AGENT_GENERATIONS = ("auto", "4", "3")  # auto: detected in Prepare from the agent home (steps/nodes.py)
 
 
 class Host(BaseModel):
@@ -51,6 +53,7 @@ class Host(BaseModel):
     key_file: Path = Path("~/.ssh/id_ed25519")
     known_hosts: Path = Path("~/.ssh/known_hosts")
     agent_home: str = DEFAULT_AGENT_HOME
+    agent_generation: str = "auto"  # "4" (Go obagent), "3" (the older Python agent), "auto": Prepare detects it
 
     @field_validator("address")
     @classmethod
@@ -75,6 +78,15 @@ class Host(BaseModel):
         if not _REMOTE_PATH.fullmatch(value) or "/../" in f"{value}/":
             raise ValueError(f"must be an absolute path of letters, digits and . _ / + -, without '..', got {value!r}")
         return value.rstrip("/") or "/"
+
+    @field_validator("agent_generation", mode="before")
+    @classmethod
+    def _agent_generation(cls, value: object) -> str:
+        text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+        if text not in AGENT_GENERATIONS:
+            allowed = ", ".join(repr(g) for g in AGENT_GENERATIONS)
+            raise ValueError(f"must be one of {allowed} (the OCP agent's generation), got {value!r}")
+        return text
 
     @field_validator("key_file", "known_hosts")
     @classmethod

@@ -1,4 +1,5 @@
-"""Run a sandbox by hand: ``python -m deployments.sandbox N [--base-dir DIR] [--stop-seconds S] [--start-seconds S]``.
+"""Run a sandbox by hand: ``python -m deployments.sandbox N [--base-dir DIR] [--stop-seconds S] [--start-seconds S]
+[--generation ID=SETTING ...]``.
 
 Prints the inventory path and keeps the hosts up until Ctrl-C / SIGTERM, then stops everything.
 """
@@ -19,6 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-host-id", type=int, default=1001)
     parser.add_argument("--stop-seconds", type=float, default=0.0)
     parser.add_argument("--start-seconds", type=float, default=0.0)
+    parser.add_argument(
+        "--generation",
+        action="append",
+        default=[],
+        metavar="ID=SETTING",
+        help="a host's agent: 4, 3 (declared in the inventory), auto:4, auto:3 (left to detection; default auto:4)",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with Sandbox(
@@ -27,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         first_host_id=args.first_host_id,
         stop_seconds=args.stop_seconds,
         start_seconds=args.start_seconds,
+        generations={int(k): v for k, _, v in (g.partition("=") for g in args.generation)},
     ) as sb:
         print(f"{len(sb.hosts)} hosts up; inventory: {sb.inventory_path}", flush=True)
         try:

@@ -8,10 +8,11 @@ agent it imitates, byte for byte where our steps read the bytes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from steps.agent import AGENTD, MARK, POS_PROXY, SCRIPTS, SERVICES, SIGNALS
+from steps.agent import AGENTD, MARK, POS_PROXY, PREPARE_PROBE, SCRIPTS, SERVICES, SIGNALS, STATUS_IF_CLI
 from steps.inventory import DEFAULT_AGENT_HOME
+from steps.nodes import SCRIPTS as DETECTING
 from steps.runner import CommandResult
 from steps.testing import Answer, Hang, UnexpectedCommand, result
 
@@ -192,7 +193,7 @@ class FakeAgent:
 
     def __call__(self, command: str) -> Answer:
         self.commands.append(command)
-        for script in SCRIPTS:
+        for script in (*SCRIPTS, *DETECTING):
             args = script.parse(command)
             if args is not None:
                 return getattr(self, f"_script_{script.name}")(command, args)
@@ -324,6 +325,21 @@ class FakeAgent:
             return result(command, stdout, stderr, status)
         health = self._script_health(command, args)
         return result(command, stdout + f"\n{MARK}\n" + health.stdout, stderr + health.stderr, health.exit_status)
+
+    def _script_detect_then_prepare(self, command: str, args: list[str]) -> Answer:
+        """steps.nodes' Prepare on a host of unknown generation: this one is of the current generation."""
+        return self._detected(command, PREPARE_PROBE.name, args[:3])
+
+    def _script_detect_then_status(self, command: str, args: list[str]) -> Answer:
+        return self._detected(command, STATUS_IF_CLI.name, args[:1])
+
+    def _detected(self, command: str, script: str, args: list[str]) -> Answer:
+        if args[0] != self.ctl or not self.cli:
+            return result(command, "generation -\n", exit_status=127)
+        answer = getattr(self, f"_script_{script}")(command, args)
+        if isinstance(answer, Hang):
+            return Hang("generation 4\n" + answer.stdout, answer.stderr)
+        return replace(answer, stdout="generation 4\n" + answer.stdout)
 
     def _script_signal(self, command: str, args: list[str]) -> Answer:
         sig, *pids = args

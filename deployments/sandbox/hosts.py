@@ -9,6 +9,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import tomli_w
@@ -17,10 +18,14 @@ from . import procs, sshd
 from .agent_home import CLEAN_ENV as _CLEAN_ENV
 from .agent_home import AgentHome
 from .agent_home import seconds_text as _seconds
+from .agent_home_v3 import AgentHomeV3
 from .sshd import SandboxError
 from .users import LoginUser, login_user
 
 _live: set[Sandbox] = set()
+#: A host's generation setting: the agent it runs ("4": Go obagent, "3": the older Python agent) and whether the
+#: inventory says so ("3", "4") or leaves it to Prepare's detection ("auto:3", "auto:4"; the default "auto:4").
+GENERATION_SETTINGS = ("4", "3", "auto:4", "auto:3")
 _live_lock = threading.Lock()
 
 
@@ -32,7 +37,7 @@ def _address(index: int) -> str:
 class SandboxHost:
     """One simulated host: an sshd on ``address:port`` and an agent home at ``agent_home``."""
 
-    def __init__(self, sandbox: Sandbox, index: int, host_id: int) -> None:
+    def __init__(self, sandbox: Sandbox, index: int, host_id: int, generation: str = "auto:4") -> None:
         self._sandbox = sandbox
         self.id = host_id
         self.name = f"sandbox-{host_id}"
@@ -40,7 +45,14 @@ class SandboxHost:
         self.port = 0
         self.dir = sandbox.base_dir / "hosts" / self.name
         self.agent_home = self.dir / "ocp_agent"
-        self.home = AgentHome(self.agent_home, own=sandbox._own)  # its faults, delays and processes
+        self.generation = generation[-1]  # what it runs: "4" or "3"
+        self.declared = "auto" if generation.startswith("auto") else generation  # what the inventory says
+        self.home: AgentHome  # its faults, delays and processes
+        if self.generation == "3":  # its pos_proxy on a free port of its own address (hosts share this machine)
+            port = sshd.free_port(self.address)
+            self.home = AgentHomeV3(self.agent_home, own=sandbox._own, address=self.address, port=port)
+        else:
+            self.home = AgentHome(self.agent_home, own=sandbox._own)
         self._sshd: subprocess.Popen | None = None
         self._frozen: list[int] = []
 
@@ -62,7 +74,7 @@ class SandboxHost:
 
     @property
     def ctl(self) -> Path:
-        return self.agent_home / "bin" / "ocp_agentctl"
+        return self.home.ctl
 
     @property
     def sshd_pid(self) -> int | None:
@@ -161,7 +173,10 @@ class SandboxHost:
         return self.home.start_duplicate(name, as_user=self._sandbox._as_user([]))
 
     def agentctl(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-        """Run ``ocp_agentctl ARGS`` locally as the login user (not over SSH); text output."""
+        """Run ``ocp_agentctl ARGS`` (the older generation: ``python3 ocp_agent_ctl.py ARGS`` in the agent home)
+        locally as the login user (not over SSH); text output."""
+        if isinstance(self.home, AgentHomeV3):
+            return self.home.run_ctl(*args, as_user=self._sandbox._as_user([]), timeout=timeout)
         return subprocess.run(
             self._sandbox._as_user([str(self.ctl), *args]),
             capture_output=True,
@@ -184,9 +199,16 @@ class Sandbox:
         first_host_id: int = 1001,
         stop_seconds: float = 0.0,
         start_seconds: float = 0.0,
+        generations: Mapping[int, str] | None = None,
     ) -> None:
+        """``generations``: host id -> one of GENERATION_SETTINGS (the rest "auto:4": the current agent, the
+        inventory silent)."""
         if n_hosts < 1 or n_hosts > 10_000:
             raise ValueError(f"n_hosts must be 1..10000, got {n_hosts}")
+        self.generations = dict(generations or {})
+        for host_id, setting in self.generations.items():
+            if setting not in GENERATION_SETTINGS:
+                raise ValueError(f"host {host_id}: generation must be one of {GENERATION_SETTINGS}, got {setting!r}")
         self.n_hosts = n_hosts
         self.first_host_id = first_host_id
         self.stop_seconds = _seconds(stop_seconds)
@@ -296,7 +318,10 @@ class Sandbox:
         self.known_hosts = client / "known_hosts"
         self.authorized_keys = client / "authorized_keys"
         self.inventory_path = self.base_dir / "inventory.toml"
-        self.hosts = [SandboxHost(self, i, self.first_host_id + i) for i in range(self.n_hosts)]
+        self.hosts = [
+            SandboxHost(self, i, self.first_host_id + i, self.generations.get(self.first_host_id + i, "auto:4"))
+            for i in range(self.n_hosts)
+        ]
         for h in self.hosts:
             h.dir.mkdir(parents=True, exist_ok=True)
             h.dir.chmod(0o755)
@@ -341,13 +366,17 @@ class Sandbox:
             (
                 h,
                 subprocess.Popen(
-                    self._as_user([str(h.ctl), "start"]),
+                    self._as_user(
+                        h.home.ctl_argv("start", "ocp_agent")
+                        if isinstance(h.home, AgentHomeV3)
+                        else [str(h.ctl), "start"]
+                    ),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     text=True,
                     env=_CLEAN_ENV,
-                    cwd="/",
+                    cwd=h.agent_home if isinstance(h.home, AgentHomeV3) else "/",
                 ),
             )
             for h in self.hosts
@@ -368,7 +397,14 @@ class Sandbox:
         inventory = {
             "defaults": {"user": self.user, "key_file": str(self.key_file), "known_hosts": str(self.known_hosts)},
             "hosts": [
-                {"id": h.id, "name": h.name, "address": h.address, "ssh_port": h.port, "agent_home": str(h.agent_home)}
+                {
+                    "id": h.id,
+                    "name": h.name,
+                    "address": h.address,
+                    "ssh_port": h.port,
+                    "agent_home": str(h.agent_home),
+                    **({} if h.declared == "auto" else {"agent_generation": h.declared}),
+                }
                 for h in self.hosts
             ],
         }
