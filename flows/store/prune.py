@@ -21,7 +21,8 @@ class Prune:
 
     def prune(self, older_than_days: float) -> list[int]:
         """Delete every finished task (SUCCESSFUL or FAILED) that finished more than ``older_than_days`` ago, with
-        its subtasks, logs and pid snapshots; RUNNING tasks are never touched. Returns the ids deleted (not one retried meanwhile)."""
+        its subtasks, logs and pid snapshots; RUNNING tasks are never touched. Returns the ids deleted (not one
+        retried meanwhile)."""
         if older_than_days < 0:
             raise ValueError(f"older_than_days must be 0 or more, got {older_than_days}")
         cutoff = now() - timedelta(days=older_than_days)
