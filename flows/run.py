@@ -117,6 +117,11 @@ class RunContext:
         self._sessions[host.id] = session
         return session
 
+    def connected(self, host_id: int) -> bool:
+        """Whether the host's session is open (a command may be sent without connecting again)."""
+        session = self._sessions.get(host_id)
+        return session is not None and session.connected
+
     def close_session(self, host_id: int) -> None:
         session = self._sessions.pop(host_id, None)
         if session is not None:

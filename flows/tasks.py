@@ -14,7 +14,7 @@ from prefect.client.schemas.objects import State
 from prefect.logging import get_run_logger
 from prefect.states import Failed
 
-from steps import work
+from steps import agent_logs, work
 from steps.logline import format_time, now, separator
 from steps.step import Step
 
@@ -106,6 +106,7 @@ def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None] | No
         return Failed(message=exc.message)
     started = time.monotonic()
     deadline = started + sub.timeout
+    tails = ""  # the agent's own log lines, read when its step failed on the host
     try:
         if operation is Operation.SKIP:
             log.info("skipped by an operator: marked SUCCESSFUL without running")
@@ -121,6 +122,10 @@ def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None] | No
             step = HostStep(ctx, subtask_id, host, log, deadline, sub.timeout)
             try:
                 (ROLLBACK_STEPS[sub.kind] if operation is Operation.ROLLBACK else execute)(step)
+            except (AgentError, CommandTimeout):
+                if ctx.connected(host.id):  # read before Finish closes the session; logged after the error
+                    tails = agent_logs.read_or_why(step.runner(), host.agent_home, deadline, stop=step.cancelled)
+                raise
             finally:
                 if sub.kind in _FINISHES:
                     ctx.close_session(host.id)
@@ -143,6 +148,8 @@ def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None] | No
             log.error(message + "\n" + traceback.format_exc())
         verb = "cancelled" if isinstance(exc, SubtaskCancelled) else "failed"
         log.error(f"Execute task {verb} after {time.monotonic() - started:.2f} s")
+        if tails:  # why, in the agent's own words (#20): the log ends with the agent's newest log lines
+            log.error(tails)
         if not _finish(ctx, logger, subtask_id, SubtaskStatus.FAILED, log):
             return Failed(message="this runner lost its lease")
         if host is not None and sub.kind in _AGENT_DOWN_WHEN_FAILED:

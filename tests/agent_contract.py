@@ -23,7 +23,7 @@ import pytest
 
 from deployments.sandbox.agent_home import AgentHome
 from deployments.sandbox.fake_agent import FakeAgent
-from steps import work
+from steps import agent_logs, work
 from steps.agent import (
     AGENTD,
     LIVE,
@@ -406,6 +406,18 @@ class TestStopAndStart:
         done = ctl(agent, "start")
         assert (done.exit_status, done.stdout, done.stderr) == (255, "", failed("INTERNAL", "agentd_exited_quickly"))
         assert agent.processes() == []
+
+    def test_an_agentd_that_cannot_start_says_why_in_its_log(self, agent):
+        """Fault agentd_fails (#20): start fails with agentd_exited_quickly, and agentd's own log, as the failed
+        subtask reads it (``agent_logs.read_tails``), ends with its reason, the password in it masked."""
+        ctl(agent, "stop")
+        agent.set_fault("agentd_fails", "load config conf/ocp_agent.yaml failed: password=hunter2 is refused")
+        done = ctl(agent, "start")
+        assert (done.exit_status, done.stdout, done.stderr) == (255, "", failed("INTERNAL", "agentd_exited_quickly"))
+        text = agent_logs.read_tails(agent.runner, agent.home, deadline())
+        assert f"==> {agent.home}/log/agentd.log (changed " in text
+        assert "ocp_agentd: load config conf/ocp_agent.yaml failed: password=*** is refused" in text
+        assert "hunter2" not in text
 
     def test_a_hung_stop_is_killed_at_the_deadline_and_leaves_the_agent_as_it_was(self, agent):
         """Fault stop_hang: the stop prints ``stopping ocp_agentd (pid N)`` and blocks; at the deadline it is

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 
 from steps.agent import AGENTD, MARK, POS_PROXY, SCRIPTS, SERVICES, SIGNALS
+from steps.agent_logs import TAIL
 from steps.inventory import DEFAULT_AGENT_HOME
 from steps.runner import CommandResult
 from steps.testing import Answer, Hang, UnexpectedCommand, result
@@ -52,6 +53,7 @@ class FakeAgent:
     ``SandboxHost.set_fault`` writes ``{agent_home}/faults/NAME``):
 
     * ``start_fail``: ``start`` of a stopped agent fails with ``agentd_exited_quickly``.
+    * ``agentd_fails`` (value: lines): so does it, after agentd wrote ``ocp_agentd: LINE`` per line to its log.
     * ``stop_hang``: ``stop`` prints ``stopping ocp_agentd (pid N)`` and never returns.
     * ``flood`` (value N): ``stop`` first prints N x's and a newline.
     * ``mgragent_mute``: ocp_mgragent runs but never answers on its unix socket (the health check fails).
@@ -70,6 +72,8 @@ class FakeAgent:
       ``status`` calls (the shell agent's CLI returns only once they run: it never lags so).
     * ``reuse_pids = True``: a new process gets the pid its predecessor of the same name had (new start time).
     * ``zombies = True``: a killed process stays a zombie (``ps`` shows state Z).
+
+    ``logs``: name -> (mtime by the fake clock, lines) of the files under ``log/``; ``TAIL`` reads them.
 
     Records: ``commands`` (every command), ``ctl_calls`` (each ``ocp_agentctl`` argv after the CLI),
     ``signals`` ((signal, pids) sent by our ``kill`` script).
@@ -94,6 +98,8 @@ class FakeAgent:
         self.writable = True  # run/ accepts a new file
         self.owner = "admin"  # the agent home's owner ("UNKNOWN": no such account)
         self.listeners: list[str] = []  # `ss -Hltnp` lines for the agent's port
+        self.agentd_fails: list[str] = []
+        self.logs: dict[str, tuple[int, list[str]]] = {}
         self.processes: dict[int, FakeProcess] = {}
         self.pid_files: dict[str, str] = {}
         self.disabled: set[str] = set()
@@ -151,6 +157,8 @@ class FakeAgent:
             self.free_disk_mb = int(_first_line(value))
         elif name == "free_memory_mb":
             self.free_memory_mb = int(_first_line(value))
+        elif name == "agentd_fails":
+            self.agentd_fails = value.splitlines() or [""]
         else:
             raise ValueError(f"unknown fault {name!r}; the shell agent's are {FAULTS}")
 
@@ -169,6 +177,8 @@ class FakeAgent:
             self.free_disk_mb = None
         elif name == "free_memory_mb":
             self.free_memory_mb = None
+        elif name == "agentd_fails":
+            self.agentd_fails = []
         else:
             raise ValueError(f"unknown fault {name!r}; the shell agent's are {FAULTS}")
 
@@ -192,6 +202,9 @@ class FakeAgent:
 
     def __call__(self, command: str) -> Answer:
         self.commands.append(command)
+        tail = TAIL.parse(command)
+        if tail is not None:
+            return self._log_tail(command, tail)
         for script in SCRIPTS:
             args = script.parse(command)
             if args is not None:
@@ -228,6 +241,23 @@ class FakeAgent:
         )
 
     # -- the scripts (steps.agent.SCRIPTS) ------------------------------------------------------------------
+
+    def write_log(self, name: str, *lines: str) -> None:
+        """Append ``lines`` to log/NAME (now, by the fake clock)."""
+        self.logs[name] = (self.clock(), [*self.logs.get(name, (0, []))[1], *lines])
+
+    def _log_tail(self, command: str, args: list[str]) -> Answer:
+        """``steps.agent_logs.TAIL``: each requested log changed within the age, its last lines; the clock."""
+        log_dir, age, count, *files = args
+        now, out = self.clock(), []
+        for name in files:
+            if log_dir != f"{self.home}/log" or name not in self.logs or now - self.logs[name][0] > int(age):
+                continue
+            mtime, lines = self.logs[name]
+            out.append(
+                f"\n@@ocp-restart@@ {name} {mtime}\n" + "".join(f"{line[:512]}\n" for line in lines[-int(count) :])
+            )
+        return result(command, "".join(out) + f"\n@@ocp-restart@@ clock {now}\n")
 
     def _script_status_if_cli(self, command: str, args: list[str]) -> Answer:
         (path,) = args
@@ -357,6 +387,9 @@ class FakeAgent:
             return _ok()
         if self.start_error:
             return _fail("INTERNAL", self.start_error)
+        if self.agentd_fails:
+            self.write_log("agentd.log", *(f"ocp_agentd: {line}" for line in self.agentd_fails))
+            return _fail("INTERNAL", "agentd_exited_quickly")
         if self._proc(self._read_pid(AGENTD)) is not None and self.alive(int(self._read_pid(AGENTD))):
             return _fail("INTERNAL", "agentd_exited_quickly")  # the new agentd's exclusive pid file: taken
         self._start_agent()
