@@ -162,6 +162,10 @@ class HostStep:
         self.run.store.save_snapshot(self.run.task_id, self.host.id, pids, phase=phase)
         self.run._snapshots[(self.host.id, phase)] = dict(pids)
 
+    def record_version(self, version: str) -> None:
+        self.run.lease.check()
+        self.run.store.save_version(self.run.task_id, self.host.id, version)
+
     def recorded_pids(self, phase: str) -> dict[str, int] | None:
         key = (self.host.id, phase)
         if key not in self.run._snapshots:  # recorded by an earlier run of the task (this one is a retry)

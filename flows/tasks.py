@@ -22,6 +22,7 @@ from . import machine
 from .errors import AgentError, CommandTimeout, Fenced, StepError, SubtaskCancelled
 from .logs import SubtaskLog
 from .models import Operation, SubtaskStatus
+from .outcome import version_mismatch
 from .plan import TEMPLATES, WAIT, Kind, template_of
 from .run import HostStep, RunContext, lookup
 
@@ -64,6 +65,7 @@ def _node_task(kind: Kind) -> Callable[[NodeFunction], Task[[str, int, str], Sta
 def wait_barrier(run: RunContext, log: SubtaskLog) -> None:
     """A Wait node: nothing runs remotely. Prefect starts it when every upstream subtask succeeded — or, with a
     failure threshold, when they are all done: then it fails only if more hosts failed than the threshold."""
+    _versions(run, log)
     threshold = run.options.failure_threshold(len(run.hosts))
     if threshold is None:
         log.info("all upstream subtasks are SUCCESSFUL")
@@ -77,6 +79,19 @@ def wait_barrier(run: RunContext, log: SubtaskLog) -> None:
         log.warning(f"isolated {len(failed)} failed host(s) {failed} (threshold {threshold}); the others go on")
     else:
         log.info("all upstream subtasks are SUCCESSFUL")
+
+
+def _versions(run: RunContext, log: SubtaskLog) -> None:
+    """The Wait node after Prepare says whether the batch's hosts run different agent versions (OCP's alert
+    host_agent_version_not_same, #20): each Prepare recorded its host's."""
+    if not any(run.record.subtask(u).kind is Kind.PREPARE for u in run.record.subtask(log.subtask_id).upstreams):
+        return
+    versions = run.store.versions(run.task_id)
+    mismatch = version_mismatch(versions)
+    if mismatch:
+        log.warning(mismatch)
+    elif versions:
+        log.info(f"every host read runs agent version {next(iter(versions.values()))}")
 
 
 def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None] | None) -> State | None:

@@ -59,10 +59,11 @@ STOP_ALL = Script(
 # not there). Prints `disk KB` (free space of the agent home's filesystem, df), `memory KB` (MemAvailable),
 # `writable yes|no` (a file can be created in run/: `true`, not the special builtin `:`, whose failed
 # redirection would end the script), `owner NAME` (the agent home's owner, the agent's user:
-# UNKNOWN when it has no account), and `listen LINE` per TCP listener on the agent's port (ss, with its process;
-# `listen ?` when ss is missing). SANDBOX ONLY: the files {home}/faults/free_disk_mb and free_memory_mb, when
-# present, stand in for the measurement (`disk KB simulated`), so that tests can put a host "out of disk" without
-# filling one; no real agent home has a faults/ directory. $1: the CLI, $2: the agent home, $3: the agent's port.
+# UNKNOWN when it has no account), `listen LINE` per TCP listener on the agent's port (ss, with its process;
+# `listen ?` when ss is missing) and `version ANSWER` (`ocp_agentctl version`'s JSON, #20: no round trip of its
+# own). SANDBOX ONLY: the files {home}/faults/free_disk_mb and free_memory_mb, when present, stand in for the
+# measurement (`disk KB simulated`), so that tests can put a host "out of disk" without filling one; no real agent
+# home has a faults/ directory. $1: the CLI, $2: the agent home, $3: the agent's port.
 PREPARE_PROBE = Script(
     "prepare_probe",
     '[ -x "$1" ] || exit 127; ctl=$1 home=$2 port=$3; '
@@ -74,6 +75,7 @@ PREPARE_PROBE = Script(
     'echo "owner $(stat -c %U "$home" 2>/dev/null)"; '
     'if command -v ss >/dev/null; then ss -Hltnp "sport = :$port" 2>/dev/null | while read -r l; do echo "listen $l"; '
     'done; else echo "listen ?"; fi; '
+    'echo "version $("$ctl" version 2>/dev/null)"; '
     f'echo {MARK}; exec "$ctl" status',
 )
 # Prints `pid start-time` for each live pid given. $@: the pids. Builtins only, as above.
@@ -125,15 +127,16 @@ START_THEN_HEALTH = Script(
 # Sends a signal to processes, quietly (some may be gone already). $1: the signal name, the rest: the pids.
 SIGNAL = Script("signal", 'sig=$1; shift; kill -s "$sig" "$@" 2>/dev/null; true')
 # What the agent looks like now, in one round trip: `uptime SECONDS` (/proc/uptime), then `name pid start-time` for
-# each run/<name>.pid holding a number (start time as in STOP_ALL, `-` when that process is gone), then MARK, then
-# `ocp_agentctl status` (whose exit status is the command's). $1: the CLI, $2: the run directory, the rest: names.
+# each run/<name>.pid holding a number (start time as in STOP_ALL, `-` when that process is gone), `version ANSWER`
+# (`ocp_agentctl version`, which answers with agentd down too), then MARK, then `ocp_agentctl status` (whose exit
+# status is the command's). $1: the CLI, $2: the run directory, the rest: names.
 OBSERVE = Script(
     "observe",
     'set -f; ctl=$1 run=$2; shift 2; up=0; { read -r up _ </proc/uptime; } 2>/dev/null; echo "uptime $up"; '
     'for n in "$@"; do p=; { read -r p <"$run/$n.pid"; } 2>/dev/null; '
     "case $p in ''|*[!0-9]*) continue;; esac; "
     f's=-; {_READ_STAT}; if [ -n "$st" ]; then set -- ${{st##*) }}; s=${{20:--}}; fi; '
-    f'echo "$n $p $s"; done; echo {MARK}; exec "$ctl" status',
+    f'echo "$n $p $s"; done; echo "version $("$ctl" version 2>/dev/null)"; echo {MARK}; exec "$ctl" status',
 )
 SCRIPTS = (  # what a restart's steps send
     STATUS_IF_CLI,
@@ -170,6 +173,7 @@ class Probe:
     writable: bool = True
     owner: str = ""
     listeners: tuple[str, ...] = ()  # ss lines for the port ("?": ss missing)
+    version: str | None = None  # `ocp_agentctl version`'s (None: it did not answer)
 
     def problems(self, limits: Limits, address: str, agent_pids: set[int]) -> list[str]:
         """Why a restart cannot fix this host ([] if none): each a sentence for the subtask's message."""
@@ -268,6 +272,7 @@ class AgentObservation:
     elapsed: dict[str, float] = field(default_factory=dict)
     ports: dict[str, str] = field(default_factory=dict)
     output: str = ""
+    version: str | None = None  # `ocp_agentctl version`'s
 
 
 class AgentControl:
@@ -492,6 +497,7 @@ class AgentControl:
             elapsed=parse_elapsed(head, status.pids),
             ports=parse_ports(answer) if result.ok else {},
             output=result.output,
+            version=parse_version(head),
         )
 
     def signal(self, pids: set[int], sig: str, deadline: float) -> None:
@@ -575,7 +581,25 @@ def parse_probe(stdout: str) -> Probe:
             fields["owner"] = rest.strip()
         elif key == "listen" and rest.strip() != "?":
             listeners.append(rest.strip())
+    fields["version"] = parse_version(stdout)
     return Probe(simulated=tuple(simulated), listeners=tuple(listeners), **fields)  # type: ignore[arg-type]
+
+
+def parse_version(stdout: str) -> str | None:
+    """The ``version ANSWER`` line (``ocp_agentctl version``'s JSON, its ``message``): the agent's version, None
+    when the CLI did not answer with one (printable ASCII, at most 64 characters: it is shown and compared)."""
+    for line in stdout.splitlines():
+        key, _, answer = line.partition(" ")
+        if key != "version":
+            continue
+        try:
+            message = json.loads(answer)["message"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if isinstance(message, str) and 0 < len(message) <= 64 and message.isascii() and message.isprintable():
+            return message
+        return None
+    return None
 
 
 def parse_clock(stdout: str) -> int | None:

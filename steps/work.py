@@ -26,10 +26,16 @@ def prepare(step: Step) -> None:
     each, before anything is stopped), snapshot the agent's pids."""
     agent = agent_of(step)
     probe, status = agent.prepare_probe(step.limits, step.deadline)
+    if probe.version:
+        step.log.info(f"agent version {probe.version} (ocp_agentctl version)")
+    else:
+        step.log.warning("the agent's version is unknown: `ocp_agentctl version` gave no version")
     problems = probe.problems(step.limits, step.host.address, set(status.pids.values()))
     if problems:
         raise AgentError("a restart cannot fix this host, nothing was stopped: " + "; ".join(problems))
     step.record_pids("before", status.pids)
+    if probe.version:  # for the batch's Wait node: do the hosts run different versions? (#20)
+        step.record_version(probe.version)
     if status.running:
         step.log.info(f"agent {status.describe()}")
     else:

@@ -73,6 +73,10 @@ class AgentDriver:
         """A fault switch by the shell agent's name (``agent_home.FAULTS``)."""
         raise NotImplementedError
 
+    def set_version(self, version: str) -> None:
+        """The agent's version from now on (the sandbox's per-host setting: a mixed-version batch)."""
+        raise NotImplementedError
+
     def remove_cli(self) -> None:
         """{home}/bin/ocp_agentctl is gone."""
         raise NotImplementedError
@@ -113,6 +117,9 @@ class FakeAgentDriver(AgentDriver):
 
     def set_fault(self, name: str, value: str = "1") -> None:
         self.agent.set_fault(name, value)
+
+    def set_version(self, version: str) -> None:
+        self.agent.version = version
 
     def remove_cli(self) -> None:
         self.agent.cli = False
@@ -160,6 +167,9 @@ class ShellAgentDriver(AgentDriver):
 
     def set_fault(self, name: str, value: str = "1") -> None:
         self.agent_home.set_fault(name, value)
+
+    def set_version(self, version: str) -> None:
+        self.agent_home.set_version(version)
 
     def remove_cli(self) -> None:
         self.agent_home.ctl.rename(self.agent_home.ctl.with_name("ocp_agentctl.removed"))
@@ -626,6 +636,18 @@ class TestScripts:
         agent.set_fault("free_memory_mb", "3")
         probe, _ = control(agent).prepare_probe(Limits(), deadline())
         assert (probe.disk_kb, probe.memory_kb, probe.simulated) == (10240, 3072, ("disk", "memory"))
+
+    def test_prepare_probe_reads_the_agents_version_in_the_same_round_trip(self, agent):
+        """#20: PREPARE_PROBE carries `ocp_agentctl version`; a host's own version (the sandbox's setting) is
+        what version and status answer, agentd running or not."""
+        probe, _ = control(agent).prepare_probe(Limits(), deadline())
+        assert probe.version == VERSION
+        agent.set_version("4.1.0-20221230")
+        probe, now = control(agent).prepare_probe(Limits(), deadline())
+        assert probe.version == "4.1.0-20221230" and now.ready
+        assert json.loads(ctl(agent, "status").stdout)["message"]["version"] == "4.1.0-20221230"
+        ctl(agent, "stop")
+        assert control(agent).prepare_probe(Limits(), deadline())[0].version == "4.1.0-20221230"
 
     def test_health_is_status_and_mgragents_own_answer_on_its_socket(self, agent):
         """HEALTH: status, and ocp_mgragent's GET /api/v1/status on run/ocp_mgragent.<pid>.sock: state running, its

@@ -95,6 +95,15 @@ class AgentHome:
             raise ValueError(f"bad fault name {name!r}")
         return self.path / "faults" / name
 
+    def set_version(self, version: str) -> None:
+        """The agent's version from now on (conf/version; ``version``, ``status`` and mgragent answer it; a
+        running mgragent keeps the one it started with)."""
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", version):
+            raise ValueError(f"a version is 1-64 of [A-Za-z0-9._-], got {version!r}")
+        path = self.path / "conf" / "version"
+        path.write_text(version + "\n")
+        self._own(path)
+
     def set_delays(
         self, *, stop_seconds: float | None = None, start_seconds: float | None = None, wait_seconds: int | None = None
     ) -> None:

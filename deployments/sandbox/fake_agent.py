@@ -99,6 +99,7 @@ class FakeAgent:
         self.owner = "admin"  # the agent home's owner ("UNKNOWN": no such account)
         self.listeners: list[str] = []  # `ss -Hltnp` lines for the agent's port
         self.agentd_fails: list[str] = []
+        self.version = VERSION  # what `version`, `status` and mgragent answer (a host's own: a mixed batch)
         self.logs: dict[str, tuple[int, list[str]]] = {}
         self.processes: dict[int, FakeProcess] = {}
         self.pid_files: dict[str, str] = {}
@@ -322,7 +323,8 @@ class FakeAgent:
         disk = f"{self.free_disk_mb * 1024} simulated" if self.free_disk_mb is not None else "80000000"
         memory = f"{self.free_memory_mb * 1024} simulated" if self.free_memory_mb is not None else "16000000"
         lines = [f"disk {disk}", f"memory {memory}", f"writable {'yes' if self.writable else 'no'}"]
-        lines += [f"owner {self.owner}", *(f"listen {line}" for line in self.listeners), MARK]
+        lines += [f"owner {self.owner}", *(f"listen {line}" for line in self.listeners)]
+        lines += [f"version {self._ctl(['version'])[1]}", MARK]
         status, stdout, stderr = self._ctl_at(path, ["status"], exec_=True)
         return result(command, "\n".join(lines) + "\n" + stdout, stderr, status)
 
@@ -339,7 +341,7 @@ class FakeAgent:
             return result(command, out + f"curl: (7) Failed to connect to {socket}: No such file\n", stderr, status)
         data = {
             "state": "running",
-            "version": VERSION,
+            "version": self.version,
             "pid": proc.pid,
             "startAt": self.start_at(proc),
             "ports": [62888],
@@ -377,7 +379,7 @@ class FakeAgent:
             status, stdout, stderr = self._stop()
             return (status, stdout, stderr) if status else self._start()
         if args == ["version"]:
-            return 0, _json({"successful": True, "message": VERSION, "error": ""}), ""
+            return 0, _json({"successful": True, "message": self.version, "error": ""}), ""
         if len(args) == 3 and args[0] == "service" and args[1] in ("start", "stop"):
             return self._service(args[1], args[2])
         return 1, "", USAGE + "\n"
@@ -408,7 +410,7 @@ class FakeAgent:
             pid = self._running(name)
             services[name] = {"state": "running" if pid else "stopped", "pid": pid or 0}
         ready = all(s["state"] == "running" for s in services.values())
-        message = {"state": "running", "ready": ready, "version": VERSION, "pid": agentd, "services": services}
+        message = {"state": "running", "ready": ready, "version": self.version, "pid": agentd, "services": services}
         return 0, _json({"successful": True, "message": message, "error": ""}), ""
 
     def _stop(self) -> tuple[int, str, str]:
