@@ -418,8 +418,26 @@ class TestRollback:
         assert set(agent.pids()) == set(PROCESSES)
         assert "agent runs again" in step.log.text
 
+    def test_ensure_running_waits_until_the_agent_serves_not_just_ready(self):
+        """#20: rollback waits for health as Start all does: mgragent silent -> AgentError at the deadline."""
+        agent = FakeAgent(running=False)
+        agent.set_fault("mgragent_mute")
+        step = FakeStep.on(agent, timeout=1)
+        with pytest.raises(AgentError, match="ocp_mgragent does not answer on its unix socket"):
+            work.ensure_running(step)
+        assert set(agent.pids()) == set(PROCESSES)  # started, ready, yet not serving
+
+    def test_ensure_running_starts_a_stopped_service_of_a_running_agentd(self):
+        """agentd runs but ocp_monagent was stopped (``service stop``): rollback starts that service, then serves."""
+        agent = FakeAgent()
+        agent._service("stop", "ocp_monagent")
+        step = FakeStep.on(agent)
+        work.ensure_running(step)
+        assert set(agent.pids()) == set(PROCESSES) and ["service", "start", "ocp_monagent"] in agent.ctl_calls
+        assert ["start"] not in agent.ctl_calls and "agent runs again" in step.log.text
+
     def test_ensure_running_leaves_a_ready_agent_alone(self):
-        """A ready agent: nothing to undo, no start sent."""
+        """A serving agent: nothing to undo, no start sent."""
         agent = FakeAgent()
         step = FakeStep.on(agent)
         work.ensure_running(step)
@@ -429,7 +447,7 @@ class TestRollback:
         """The start fails during rollback: AgentError with the agent's error."""
         agent = FakeAgent(running=False)
         agent.start_error = "fetch_admin_lock_failed"
-        with pytest.raises(AgentError, match="starting the agent again failed: .*code=fetch_admin_lock_failed"):
+        with pytest.raises(AgentError, match="starting the agent failed: .*code=fetch_admin_lock_failed"):
             work.ensure_running(FakeStep.on(agent))
 
     def test_ensure_pos_proxy_starts_a_stopped_command_channel(self):
