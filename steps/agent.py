@@ -109,13 +109,21 @@ SCAN_THEN_STATUS = Script(
 )
 # Health: `ocp_agentctl status`, then MARK on a line of its own (status prints no trailing newline), then what
 # ocp_mgragent answers on its unix socket run/ocp_mgragent.<pid>.sock (the pid its pid file holds) for
-# GET /api/v1/status, by curl (the hosts have it; its error text when it fails, e.g. no socket yet); the exit status
-# is status's. $1: the CLI, $2: the agent home.
+# GET /api/v1/status, by curl (its error text when it fails, e.g. no socket yet) or, on a host without curl (#20),
+# by python3 (the last line of its traceback when it fails); the exit status is status's. $1: the CLI, $2: the agent
+# home. `command -v` is a builtin: the fallback costs nothing where curl is there.
+_PY_GET = (  # HTTP/1.0 GET on a unix socket: the body of the answer (the server closes after it). No ' inside.
+    r"import socket,sys;c=socket.socket(socket.AF_UNIX);c.settimeout(2);c.connect(sys.argv[1]);"
+    r'c.sendall(b"GET /api/v1/status HTTP/1.0\r\nHost: localhost\r\n\r\n");'
+    r'd=b"".join(iter(lambda:c.recv(65536),b""));sys.stdout.write(d.partition(b"\r\n\r\n")[2].decode(errors="replace"))'
+)
 _HEALTH = (
     "\"$ctl\" status; r=$?; printf '\\n%s\\n' @@ocp-restart@@; p=; "
     '{ read -r p <"$home/run/ocp_mgragent.pid"; } 2>/dev/null; '
-    "case $p in ''|*[!0-9]*) echo 'no pid file'; exit $r;; esac; "
-    'curl -sS -m 2 --unix-socket "$home/run/ocp_mgragent.$p.sock" http://localhost/api/v1/status 2>&1; exit $r'
+    "case $p in ''|*[!0-9]*) echo 'no pid file'; exit $r;; esac; s=$home/run/ocp_mgragent.$p.sock; "
+    'if command -v curl >/dev/null 2>&1; then curl -sS -m 2 --unix-socket "$s" http://localhost/api/v1/status 2>&1; '
+    f"elif command -v python3 >/dev/null 2>&1; then python3 -c '{_PY_GET}' \"$s\" 2>&1 | tail -n 1; "
+    "else echo 'neither curl nor python3 on the host to ask ocp_mgragent'; fi; exit $r"
 )
 HEALTH = Script("health", f"ctl=$1 home=$2; {_HEALTH}")
 # `ocp_agentctl start` (its failure ends the script with its exit status), then MARK on a line of its own, then
@@ -203,8 +211,9 @@ class Probe:
 
 def _foreign_listener(line: str, port: int, address: str, agent_pids: set[int]) -> str:
     """An ``ss -Hltnp`` line -> who holds ``port`` if it is not the agent and blocks it on this host ('' if not).
-    A listener bound to another specific loopback address does not block the agent's (it binds the wildcard
-    address; the sandbox's hosts are loopback addresses of one machine)."""
+    Any listener on the port blocks the agent's wildcard bind, 127.0.0.1 included, except one bound to another
+    loopback address when the host itself is reached on a loopback address: then hosts share one machine (the
+    sandbox's are 127.0.0.N of one kernel) and that listener is another host's."""
     parts = line.split()
     if len(parts) < 4:
         return ""
@@ -213,7 +222,7 @@ def _foreign_listener(line: str, port: int, address: str, agent_pids: set[int]) 
     host = host.strip("[]").split("%")[0]
     if local_port != str(port):
         return ""
-    if host not in ("*", "0.0.0.0", "::", address) and host.startswith("127."):
+    if address.startswith("127.") and host.startswith("127.") and host != address:
         return ""
     users = re.findall(r'\("([^"]*)",pid=(\d+)', line)
     if users and all(int(pid) in agent_pids for _, pid in users):

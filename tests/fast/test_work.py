@@ -10,7 +10,7 @@ import pytest
 from deployments.sandbox.fake_agent import FakeAgent
 from steps import agent as agent_module
 from steps import work
-from steps.agent import AGENTD, POS_PROXY, PROCESSES, SIGNAL, Limits
+from steps.agent import AGENTD, POS_PROXY, PROCESSES, SIGNAL, Limits, Probe
 from steps.errors import AgentError, CommandTimeout, Fenced, SubtaskCancelled
 from steps.testing import FakeRunner, FakeStep, Hang, result
 
@@ -122,6 +122,23 @@ class TestPrepareRefuses:
         step = FakeStep.on(agent)
         work.prepare(step)
         assert step.pids["before"] == agent.pids()
+
+    @pytest.mark.parametrize(
+        "address, bound, blocks",
+        [
+            ("10.0.0.11", "127.0.0.1", True),  # a real host: a local-only foreign listener still takes the port
+            ("10.0.0.11", "10.0.0.99", True),
+            ("10.0.0.11", "*", True),
+            ("127.0.0.5", "127.0.0.9", False),  # sandbox hosts on one kernel: another host's address
+            ("127.0.0.5", "127.0.0.5", True),
+            ("127.0.0.5", "0.0.0.0", True),
+            ("127.0.0.5", "[::]", True),
+        ],
+    )
+    def test_which_listeners_block_the_agents_port(self, address, bound, blocks):
+        """#20: only a listener on another loopback address of a host reached over loopback is someone else's."""
+        probe = Probe(listeners=(f'LISTEN 0 5 {bound}:62888 0.0.0.0:* users:(("nc",pid=4242,fd=3))',))
+        assert bool(probe.problems(Limits(), address, set())) is blocks
 
     def test_the_thresholds_are_the_steps(self):
         """A lower min_free_disk_mb lets the same host through."""
