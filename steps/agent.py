@@ -75,7 +75,7 @@ PREPARE_PROBE = Script(
     'echo "owner $(stat -c %U "$home" 2>/dev/null)"; '
     'if command -v ss >/dev/null; then ss -Hltnp "sport = :$port" 2>/dev/null | while read -r l; do echo "listen $l"; '
     'done; else echo "listen ?"; fi; '
-    'echo "version $("$ctl" version 2>/dev/null)"; '
+    "printf 'version '; \"$ctl\" version 2>/dev/null; echo; "
     f'echo {MARK}; exec "$ctl" status',
 )
 # Prints `pid start-time` for each live pid given. $@: the pids. Builtins only, as above.
@@ -144,7 +144,7 @@ OBSERVE = Script(
     'for n in "$@"; do p=; { read -r p <"$run/$n.pid"; } 2>/dev/null; '
     "case $p in ''|*[!0-9]*) continue;; esac; "
     f's=-; {_READ_STAT}; if [ -n "$st" ]; then set -- ${{st##*) }}; s=${{20:--}}; fi; '
-    f'echo "$n $p $s"; done; echo "version $("$ctl" version 2>/dev/null)"; echo {MARK}; exec "$ctl" status',
+    f'echo "$n $p $s"; done; printf \'version \'; "$ctl" version 2>/dev/null; echo; echo {MARK}; exec "$ctl" status',
 )
 SCRIPTS = (  # what a restart's steps send
     STATUS_IF_CLI,
