@@ -841,6 +841,11 @@ def _report(store, record, as_json: bool, seconds: float | None) -> int:
         failures = console.failure_report(record, store.log)
         if failures:
             print(failures)
+        from flows.outcome import version_mismatch
+
+        mismatch = version_mismatch(store.versions(record.task.id))  # OCP's host_agent_version_not_same (#20)
+        if mismatch:
+            print(mismatch)
         took = f" in {seconds:.1f} s" if seconds is not None else ""
         print(f"task {instance.id} {instance.status.value}{took}")
     return {"SUCCESSFUL": EXIT_OK, "FAILED": EXIT_FAILED}.get(instance.status.value, EXIT_RUNNING)

@@ -92,7 +92,8 @@ def cmd_agent(args: argparse.Namespace, config: Settings) -> int:
     if args.json:
         print(json.dumps(agent, indent=2))
         return EXIT_OK
-    title = f"host {host.id} {host.name}: agent {agent['status']} (read {agent['updateTime'] or 'never'})"
+    version = f" version {agent['version']}" if agent["version"] else ""
+    title = f"host {host.id} {host.name}: agent {agent['status']}{version} (read {agent['updateTime'] or 'never'})"
     _table(title, _PROCESS_COLUMNS, [_process_row(p) for p in agent["processes"]], wrap=False)
     print(f"logs: {agent['logHome']}")
     return EXIT_OK

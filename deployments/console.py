@@ -124,8 +124,13 @@ def failure_report(record: TaskRecord, log_of: Callable[[int], str]) -> str:
     parts = []
     for sub in failed[:FAILURES_SHOWN]:
         where = f" @ host {sub.host_id}" if sub.host_id is not None else ""
-        lines = [line for line in log_of(sub.id).splitlines() if line.strip()][-LINES_SHOWN:]
+        every = [line for line in log_of(sub.id).splitlines() if line.strip()]
+        lines = every[-LINES_SHOWN:]
         parts.append(f"FAILED subtask {sub.id} {sub.name}{where}, its last log lines:")
+        # The failure's own message first when the agent's log lines that end the log (#20) pushed it out.
+        reason = next((line for line in every if " ERROR " in line), None)
+        if reason is not None and reason not in lines:
+            parts += [f"    {reason}", "    ..."]
         parts += [f"    {line}" for line in lines] or ["    (no log)"]
     if len(failed) > FAILURES_SHOWN:
         parts.append(

@@ -208,6 +208,7 @@ def agent_view(host: Host, reading: Reading, *, busy: str | None, stale: bool = 
     agent_status = busy if busy else "OFFLINE" if stale or not status.running else "AVAILABLE"
     return HostAgent(
         id=host.id,
+        version=observed.version,  # `ocp_agentctl version`, read with the status (#20)
         install_home=home,
         log_home=f"{home}/log",
         last_available_time=at if status.running and status.ready else None,

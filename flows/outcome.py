@@ -7,6 +7,21 @@ from .models import SubtaskStatus, TaskStatus
 from .plan import Kind
 from .records import TaskRecord
 
+VERSION_ALERT = "host_agent_version_not_same"  # OCP's alert when a cluster's hosts run different agent versions
+
+
+def version_mismatch(versions: dict[int, str]) -> str:
+    """'' when every host runs one agent version (host id -> version); else OCP's alert name and which hosts run
+    which version, the most common first."""
+    hosts: dict[str, list[int]] = {}
+    for host, version in sorted(versions.items()):
+        hosts.setdefault(version, []).append(host)
+    if len(hosts) < 2:
+        return ""
+    ordered = sorted(hosts.items(), key=lambda item: (-len(item[1]), item[0]))
+    listed = "; ".join(f"{version} on host(s) {', '.join(map(str, ids))}" for version, ids in ordered)
+    return f"{VERSION_ALERT}: the hosts run different agent versions: {listed}"
+
 
 def failed_hosts(record: TaskRecord) -> dict[int, list[str]]:
     """host id -> "subtask id name" of its FAILED subtasks."""

@@ -117,6 +117,11 @@ class RunContext:
         self._sessions[host.id] = session
         return session
 
+    def connected(self, host_id: int) -> bool:
+        """Whether the host's session is open (a command may be sent without connecting again)."""
+        session = self._sessions.get(host_id)
+        return session is not None and session.connected
+
     def close_session(self, host_id: int) -> None:
         session = self._sessions.pop(host_id, None)
         if session is not None:
@@ -156,6 +161,10 @@ class HostStep:
         self.run.lease.check()
         self.run.store.save_snapshot(self.run.task_id, self.host.id, pids, phase=phase)
         self.run._snapshots[(self.host.id, phase)] = dict(pids)
+
+    def record_version(self, version: str) -> None:
+        self.run.lease.check()
+        self.run.store.save_version(self.run.task_id, self.host.id, version)
 
     def recorded_pids(self, phase: str) -> dict[str, int] | None:
         key = (self.host.id, phase)

@@ -14,7 +14,7 @@ from prefect.client.schemas.objects import State
 from prefect.logging import get_run_logger
 from prefect.states import Failed
 
-from steps import nodes
+from steps import agent_logs, nodes
 from steps.logline import format_time, now, separator
 from steps.step import Step
 
@@ -22,6 +22,7 @@ from . import machine
 from .errors import AgentError, CommandTimeout, Fenced, StepError, SubtaskCancelled
 from .logs import SubtaskLog
 from .models import Operation, SubtaskStatus
+from .outcome import version_mismatch
 from .plan import TEMPLATES, WAIT, Kind, template_of
 from .run import HostStep, RunContext, lookup
 
@@ -64,6 +65,7 @@ def _node_task(kind: Kind) -> Callable[[NodeFunction], Task[[str, int, str], Sta
 def wait_barrier(run: RunContext, log: SubtaskLog) -> None:
     """A Wait node: nothing runs remotely. Prefect starts it when every upstream subtask succeeded — or, with a
     failure threshold, when they are all done: then it fails only if more hosts failed than the threshold."""
+    _versions(run, log)
     threshold = run.options.failure_threshold(len(run.hosts))
     if threshold is None:
         log.info("all upstream subtasks are SUCCESSFUL")
@@ -77,6 +79,19 @@ def wait_barrier(run: RunContext, log: SubtaskLog) -> None:
         log.warning(f"isolated {len(failed)} failed host(s) {failed} (threshold {threshold}); the others go on")
     else:
         log.info("all upstream subtasks are SUCCESSFUL")
+
+
+def _versions(run: RunContext, log: SubtaskLog) -> None:
+    """The Wait node after Prepare says whether the batch's hosts run different agent versions (OCP's alert
+    host_agent_version_not_same, #20): each Prepare recorded its host's."""
+    if not any(run.record.subtask(u).kind is Kind.PREPARE for u in run.record.subtask(log.subtask_id).upstreams):
+        return
+    versions = run.store.versions(run.task_id)
+    mismatch = version_mismatch(versions)
+    if mismatch:
+        log.warning(mismatch)
+    elif versions:
+        log.info(f"every host read runs agent version {next(iter(versions.values()))}")
 
 
 def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None] | None) -> State | None:
@@ -106,6 +121,7 @@ def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None] | No
         return Failed(message=exc.message)
     started = time.monotonic()
     deadline = started + sub.timeout
+    tails = ""  # the agent's own log lines, read when its step failed on the host
     try:
         if operation is Operation.SKIP:
             log.info("skipped by an operator: marked SUCCESSFUL without running")
@@ -121,6 +137,10 @@ def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None] | No
             step = HostStep(ctx, subtask_id, host, log, deadline, sub.timeout)
             try:
                 (ROLLBACK_STEPS[sub.kind] if operation is Operation.ROLLBACK else execute)(step)
+            except (AgentError, CommandTimeout):
+                if ctx.connected(host.id):  # read before Finish closes the session; logged after the error
+                    tails = agent_logs.read_or_why(step.runner(), host.agent_home, deadline, stop=step.cancelled)
+                raise
             finally:
                 if sub.kind in _FINISHES:
                     ctx.close_session(host.id)
@@ -143,6 +163,8 @@ def run_node(run_key: str, subtask_id: int, execute: Callable[[Step], None] | No
             log.error(message + "\n" + traceback.format_exc())
         verb = "cancelled" if isinstance(exc, SubtaskCancelled) else "failed"
         log.error(f"Execute task {verb} after {time.monotonic() - started:.2f} s")
+        if tails:  # why, in the agent's own words (#20): the log ends with the agent's newest log lines
+            log.error(tails)
         if not _finish(ctx, logger, subtask_id, SubtaskStatus.FAILED, log):
             return Failed(message="this runner lost its lease")
         if host is not None and sub.kind in _AGENT_DOWN_WHEN_FAILED:

@@ -59,10 +59,11 @@ STOP_ALL = Script(
 # not there). Prints `disk KB` (free space of the agent home's filesystem, df), `memory KB` (MemAvailable),
 # `writable yes|no` (a file can be created in run/: `true`, not the special builtin `:`, whose failed
 # redirection would end the script), `owner NAME` (the agent home's owner, the agent's user:
-# UNKNOWN when it has no account), and `listen LINE` per TCP listener on the agent's port (ss, with its process;
-# `listen ?` when ss is missing). SANDBOX ONLY: the files {home}/faults/free_disk_mb and free_memory_mb, when
-# present, stand in for the measurement (`disk KB simulated`), so that tests can put a host "out of disk" without
-# filling one; no real agent home has a faults/ directory. $1: the CLI, $2: the agent home, $3: the agent's port.
+# UNKNOWN when it has no account), `listen LINE` per TCP listener on the agent's port (ss, with its process;
+# `listen ?` when ss is missing) and `version ANSWER` (`ocp_agentctl version`'s JSON, #20: no round trip of its
+# own). SANDBOX ONLY: the files {home}/faults/free_disk_mb and free_memory_mb, when present, stand in for the
+# measurement (`disk KB simulated`), so that tests can put a host "out of disk" without filling one; no real agent
+# home has a faults/ directory. $1: the CLI, $2: the agent home, $3: the agent's port.
 PREPARE_PROBE = Script(
     "prepare_probe",
     '[ -x "$1" ] || exit 127; ctl=$1 home=$2 port=$3; '
@@ -74,6 +75,7 @@ PREPARE_PROBE = Script(
     'echo "owner $(stat -c %U "$home" 2>/dev/null)"; '
     'if command -v ss >/dev/null; then ss -Hltnp "sport = :$port" 2>/dev/null | while read -r l; do echo "listen $l"; '
     'done; else echo "listen ?"; fi; '
+    "printf 'version '; \"$ctl\" version 2>/dev/null; echo; "
     f'echo {MARK}; exec "$ctl" status',
 )
 # Prints `pid start-time` for each live pid given. $@: the pids. Builtins only, as above.
@@ -107,13 +109,21 @@ SCAN_THEN_STATUS = Script(
 )
 # Health: `ocp_agentctl status`, then MARK on a line of its own (status prints no trailing newline), then what
 # ocp_mgragent answers on its unix socket run/ocp_mgragent.<pid>.sock (the pid its pid file holds) for
-# GET /api/v1/status, by curl (the hosts have it; its error text when it fails, e.g. no socket yet); the exit status
-# is status's. $1: the CLI, $2: the agent home.
+# GET /api/v1/status, by curl (its error text when it fails, e.g. no socket yet) or, on a host without curl (#20),
+# by python3 (the last line of its traceback when it fails); the exit status is status's. $1: the CLI, $2: the agent
+# home. `command -v` is a builtin: the fallback costs nothing where curl is there.
+_PY_GET = (  # HTTP/1.0 GET on a unix socket: the body of the answer (the server closes after it). No ' inside.
+    r"import socket,sys;c=socket.socket(socket.AF_UNIX);c.settimeout(2);c.connect(sys.argv[1]);"
+    r'c.sendall(b"GET /api/v1/status HTTP/1.0\r\nHost: localhost\r\n\r\n");'
+    r'd=b"".join(iter(lambda:c.recv(65536),b""));sys.stdout.write(d.partition(b"\r\n\r\n")[2].decode(errors="replace"))'
+)
 _HEALTH = (
     "\"$ctl\" status; r=$?; printf '\\n%s\\n' @@ocp-restart@@; p=; "
     '{ read -r p <"$home/run/ocp_mgragent.pid"; } 2>/dev/null; '
-    "case $p in ''|*[!0-9]*) echo 'no pid file'; exit $r;; esac; "
-    'curl -sS -m 2 --unix-socket "$home/run/ocp_mgragent.$p.sock" http://localhost/api/v1/status 2>&1; exit $r'
+    "case $p in ''|*[!0-9]*) echo 'no pid file'; exit $r;; esac; s=$home/run/ocp_mgragent.$p.sock; "
+    'if command -v curl >/dev/null 2>&1; then curl -sS -m 2 --unix-socket "$s" http://localhost/api/v1/status 2>&1; '
+    f"elif command -v python3 >/dev/null 2>&1; then python3 -c '{_PY_GET}' \"$s\" 2>&1 | tail -n 1; "
+    "else echo 'neither curl nor python3 on the host to ask ocp_mgragent'; fi; exit $r"
 )
 HEALTH = Script("health", f"ctl=$1 home=$2; {_HEALTH}")
 # `ocp_agentctl start` (its failure ends the script with its exit status), then MARK on a line of its own, then
@@ -125,15 +135,16 @@ START_THEN_HEALTH = Script(
 # Sends a signal to processes, quietly (some may be gone already). $1: the signal name, the rest: the pids.
 SIGNAL = Script("signal", 'sig=$1; shift; kill -s "$sig" "$@" 2>/dev/null; true')
 # What the agent looks like now, in one round trip: `uptime SECONDS` (/proc/uptime), then `name pid start-time` for
-# each run/<name>.pid holding a number (start time as in STOP_ALL, `-` when that process is gone), then MARK, then
-# `ocp_agentctl status` (whose exit status is the command's). $1: the CLI, $2: the run directory, the rest: names.
+# each run/<name>.pid holding a number (start time as in STOP_ALL, `-` when that process is gone), `version ANSWER`
+# (`ocp_agentctl version`, which answers with agentd down too), then MARK, then `ocp_agentctl status` (whose exit
+# status is the command's). $1: the CLI, $2: the run directory, the rest: names.
 OBSERVE = Script(
     "observe",
     'set -f; ctl=$1 run=$2; shift 2; up=0; { read -r up _ </proc/uptime; } 2>/dev/null; echo "uptime $up"; '
     'for n in "$@"; do p=; { read -r p <"$run/$n.pid"; } 2>/dev/null; '
     "case $p in ''|*[!0-9]*) continue;; esac; "
     f's=-; {_READ_STAT}; if [ -n "$st" ]; then set -- ${{st##*) }}; s=${{20:--}}; fi; '
-    f'echo "$n $p $s"; done; echo {MARK}; exec "$ctl" status',
+    f'echo "$n $p $s"; done; printf \'version \'; "$ctl" version 2>/dev/null; echo; echo {MARK}; exec "$ctl" status',
 )
 SCRIPTS = (  # what a restart's steps send
     STATUS_IF_CLI,
@@ -170,6 +181,7 @@ class Probe:
     writable: bool = True
     owner: str = ""
     listeners: tuple[str, ...] = ()  # ss lines for the port ("?": ss missing)
+    version: str | None = None  # `ocp_agentctl version`'s (None: it did not answer)
 
     def problems(self, limits: Limits, address: str, agent_pids: set[int]) -> list[str]:
         """Why a restart cannot fix this host ([] if none): each a sentence for the subtask's message."""
@@ -199,8 +211,9 @@ class Probe:
 
 def _foreign_listener(line: str, port: int, address: str, agent_pids: set[int]) -> str:
     """An ``ss -Hltnp`` line -> who holds ``port`` if it is not the agent and blocks it on this host ('' if not).
-    A listener bound to another specific loopback address does not block the agent's (it binds the wildcard
-    address; the sandbox's hosts are loopback addresses of one machine)."""
+    Any listener on the port blocks the agent's wildcard bind, 127.0.0.1 included, except one bound to another
+    loopback address when the host itself is reached on a loopback address: then hosts share one machine (the
+    sandbox's are 127.0.0.N of one kernel) and that listener is another host's."""
     parts = line.split()
     if len(parts) < 4:
         return ""
@@ -209,7 +222,7 @@ def _foreign_listener(line: str, port: int, address: str, agent_pids: set[int]) 
     host = host.strip("[]").split("%")[0]
     if local_port != str(port):
         return ""
-    if host not in ("*", "0.0.0.0", "::", address) and host.startswith("127."):
+    if address.startswith("127.") and host.startswith("127.") and host != address:
         return ""
     users = re.findall(r'\("([^"]*)",pid=(\d+)', line)
     if users and all(int(pid) in agent_pids for _, pid in users):
@@ -268,6 +281,7 @@ class AgentObservation:
     elapsed: dict[str, float] = field(default_factory=dict)
     ports: dict[str, str] = field(default_factory=dict)
     output: str = ""
+    version: str | None = None  # `ocp_agentctl version`'s
 
 
 class AgentControl:
@@ -492,6 +506,7 @@ class AgentControl:
             elapsed=parse_elapsed(head, status.pids),
             ports=parse_ports(answer) if result.ok else {},
             output=result.output,
+            version=parse_version(head),
         )
 
     def signal(self, pids: set[int], sig: str, deadline: float) -> None:
@@ -575,7 +590,25 @@ def parse_probe(stdout: str) -> Probe:
             fields["owner"] = rest.strip()
         elif key == "listen" and rest.strip() != "?":
             listeners.append(rest.strip())
+    fields["version"] = parse_version(stdout)
     return Probe(simulated=tuple(simulated), listeners=tuple(listeners), **fields)  # type: ignore[arg-type]
+
+
+def parse_version(stdout: str) -> str | None:
+    """The ``version ANSWER`` line (``ocp_agentctl version``'s JSON, its ``message``): the agent's version, None
+    when the CLI did not answer with one (printable ASCII, at most 64 characters: it is shown and compared)."""
+    for line in stdout.splitlines():
+        key, _, answer = line.partition(" ")
+        if key != "version":
+            continue
+        try:
+            message = json.loads(answer)["message"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if isinstance(message, str) and 0 < len(message) <= 64 and message.isascii() and message.isprintable():
+            return message
+        return None
+    return None
 
 
 def parse_clock(stdout: str) -> int | None:

@@ -169,6 +169,9 @@ class _Replayed:
     def recorded_pids(self, phase: str) -> dict[str, int] | None:
         return self.step.recorded_pids(phase)
 
+    def record_version(self, version: str) -> None:
+        self.step.record_version(version)
+
 
 __all__ = [
     "DETECT_THEN_PREPARE",

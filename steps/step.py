@@ -64,3 +64,7 @@ class Step(Protocol):
     def recorded_pids(self, phase: str) -> dict[str, int] | None:
         """What ``record_pids`` kept for ``phase`` on this host and task, from this run or an earlier one."""
         ...
+
+    def record_version(self, version: str) -> None:
+        """Keep the agent's version (``ocp_agentctl version``) as this task found it on the host."""
+        ...

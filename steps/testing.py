@@ -149,6 +149,7 @@ class FakeStep:
     fenced: str | None = None
     pids: dict[str, dict[str, int]] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
+    version: str | None = None  # what record_version kept
 
     def __post_init__(self) -> None:
         if not self.deadline:
@@ -181,6 +182,11 @@ class FakeStep:
 
     def recorded_pids(self, phase: str) -> dict[str, int] | None:
         return self.pids.get(phase)
+
+    def record_version(self, version: str) -> None:
+        if self.fenced is not None:
+            raise Fenced(f"not acting: {self.fenced}")
+        self.version = version
 
 
 __all__ = ["Answer", "FakeLog", "FakeRunner", "FakeStep", "Hang", "Handler", "UnexpectedCommand", "result"]

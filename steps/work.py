@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from .agent import POS_PROXY, PROCESSES, AgentControl, error_of
+from .agent import POS_PROXY, PROCESSES, SERVICES, AgentControl, error_of
 from .errors import AgentError
 from .step import Step
 
@@ -26,10 +26,16 @@ def prepare(step: Step) -> None:
     each, before anything is stopped), snapshot the agent's pids."""
     agent = agent_of(step)
     probe, status = agent.prepare_probe(step.limits, step.deadline)
+    if probe.version:
+        step.log.info(f"agent version {probe.version} (ocp_agentctl version)")
+    else:
+        step.log.warning("the agent's version is unknown: `ocp_agentctl version` gave no version")
     problems = probe.problems(step.limits, step.host.address, set(status.pids.values()))
     if problems:
         raise AgentError("a restart cannot fix this host, nothing was stopped: " + "; ".join(problems))
     step.record_pids("before", status.pids)
+    if probe.version:  # for the batch's Wait node: do the hosts run different versions? (#20)
+        step.record_version(probe.version)
     if status.running:
         step.log.info(f"agent {status.describe()}")
     else:
@@ -159,14 +165,22 @@ def finish_stop(step: Step) -> None:
 
 
 def ensure_running(step: Step) -> None:
-    """Rollback of Stop all / Start all: start the agent if it is not running, and wait until it is ready."""
+    """Rollback of Stop all / Start all: the agent serves again, as Start all leaves it (#20: ready is not enough).
+    A healthy agent is left alone; a stopped one is started; agentd running without a service (one stopped by
+    ``service stop``) gets that service started; then it waits until mgragent answers on its socket."""
     agent = agent_of(step)
-    status = agent.status(step.deadline)
-    if status.ready:
-        step.log.info(f"nothing to undo: agent {status.describe()}")
+    health = agent.health(step.deadline)
+    if not health.problem():
+        step.log.info(f"nothing to undo: agent {health.status.describe()}, {POS_PROXY} serves")
         return
-    agent.ctl_command(("start",), step.deadline, doing="starting the agent again")
-    status = agent.wait_until(lambda s: s.ready, step.deadline, what="the agent is ready")
+    first = health
+    if not health.status.running:
+        first = agent.start_then_health(step.deadline)
+    elif missing := [name for name in SERVICES if name not in health.status.pids]:
+        starts = [("service", "start", name) for name in missing]
+        agent.ctl_then_status(*starts, deadline=step.deadline, doing=f"starting {', '.join(missing)} again")
+        first = agent.health(step.deadline)
+    status = agent.wait_until_serving(step.deadline, first=first).status
     step.log.info(f"agent runs again: {status.describe()}")
 
 

@@ -35,6 +35,8 @@ def prepare(step: Step, result: CommandResult | None = None) -> None:
         raise AgentError("a restart cannot fix this host, nothing was stopped: " + "; ".join(problems))
     step.record_pids("before", status.pids)
     step.log.info(f"agent generation 3 (Python), version {version or 'unknown'} (ocp_agent_ctl.py version)")
+    if version:  # a mixed batch of generations is a mixed batch of versions too (#20)
+        step.record_version(version)
     if status.running:
         step.log.info(f"agent {status.describe()}")
     else:

@@ -23,7 +23,7 @@ import pytest
 
 from deployments.sandbox.agent_home import AgentHome
 from deployments.sandbox.fake_agent import FakeAgent
-from steps import work
+from steps import agent_logs, work
 from steps.agent import (
     AGENTD,
     LIVE,
@@ -73,6 +73,10 @@ class AgentDriver:
         """A fault switch by the shell agent's name (``agent_home.FAULTS``)."""
         raise NotImplementedError
 
+    def set_version(self, version: str) -> None:
+        """The agent's version from now on (the sandbox's per-host setting: a mixed-version batch)."""
+        raise NotImplementedError
+
     def remove_cli(self) -> None:
         """{home}/bin/ocp_agentctl is gone."""
         raise NotImplementedError
@@ -113,6 +117,9 @@ class FakeAgentDriver(AgentDriver):
 
     def set_fault(self, name: str, value: str = "1") -> None:
         self.agent.set_fault(name, value)
+
+    def set_version(self, version: str) -> None:
+        self.agent.version = version
 
     def remove_cli(self) -> None:
         self.agent.cli = False
@@ -160,6 +167,9 @@ class ShellAgentDriver(AgentDriver):
 
     def set_fault(self, name: str, value: str = "1") -> None:
         self.agent_home.set_fault(name, value)
+
+    def set_version(self, version: str) -> None:
+        self.agent_home.set_version(version)
 
     def remove_cli(self) -> None:
         self.agent_home.ctl.rename(self.agent_home.ctl.with_name("ocp_agentctl.removed"))
@@ -407,6 +417,18 @@ class TestStopAndStart:
         assert (done.exit_status, done.stdout, done.stderr) == (255, "", failed("INTERNAL", "agentd_exited_quickly"))
         assert agent.processes() == []
 
+    def test_an_agentd_that_cannot_start_says_why_in_its_log(self, agent):
+        """Fault agentd_fails (#20): start fails with agentd_exited_quickly, and agentd's own log, as the failed
+        subtask reads it (``agent_logs.read_tails``), ends with its reason, the password in it masked."""
+        ctl(agent, "stop")
+        agent.set_fault("agentd_fails", "load config conf/ocp_agent.yaml failed: password=hunter2 is refused")
+        done = ctl(agent, "start")
+        assert (done.exit_status, done.stdout, done.stderr) == (255, "", failed("INTERNAL", "agentd_exited_quickly"))
+        text = agent_logs.read_tails(agent.runner, agent.home, deadline())
+        assert f"==> {agent.home}/log/agentd.log (changed " in text
+        assert "ocp_agentd: load config conf/ocp_agent.yaml failed: password=*** is refused" in text
+        assert "hunter2" not in text
+
     def test_a_hung_stop_is_killed_at_the_deadline_and_leaves_the_agent_as_it_was(self, agent):
         """Fault stop_hang: the stop prints ``stopping ocp_agentd (pid N)`` and blocks; at the deadline it is
         killed (CommandTimeout with that output); the agent is untouched and nothing of the stop is left."""
@@ -614,6 +636,18 @@ class TestScripts:
         agent.set_fault("free_memory_mb", "3")
         probe, _ = control(agent).prepare_probe(Limits(), deadline())
         assert (probe.disk_kb, probe.memory_kb, probe.simulated) == (10240, 3072, ("disk", "memory"))
+
+    def test_prepare_probe_reads_the_agents_version_in_the_same_round_trip(self, agent):
+        """#20: PREPARE_PROBE carries `ocp_agentctl version`; a host's own version (the sandbox's setting) is
+        what version and status answer, agentd running or not."""
+        probe, _ = control(agent).prepare_probe(Limits(), deadline())
+        assert probe.version == VERSION
+        agent.set_version("4.1.0-20221230")
+        probe, now = control(agent).prepare_probe(Limits(), deadline())
+        assert probe.version == "4.1.0-20221230" and now.ready
+        assert json.loads(ctl(agent, "status").stdout)["message"]["version"] == "4.1.0-20221230"
+        ctl(agent, "stop")
+        assert control(agent).prepare_probe(Limits(), deadline())[0].version == "4.1.0-20221230"
 
     def test_health_is_status_and_mgragents_own_answer_on_its_socket(self, agent):
         """HEALTH: status, and ocp_mgragent's GET /api/v1/status on run/ocp_mgragent.<pid>.sock: state running, its

@@ -15,6 +15,7 @@ import subprocess
 import time
 
 import pytest
+from conftest import cli
 
 from deployments.sandbox import Sandbox
 from flows.settings import Settings
@@ -47,7 +48,9 @@ EXPECTED: dict[str, tuple[str | None, str]] = {
     "port-held": (PREPARE, "port 62888 is held by a process that is not the agent"),
     "mgragent-silent": (START, "ocp_mgragent does not answer on its unix socket"),
     "cli-hangs": (STOP, "did not finish within"),
+    "agentd-cannot-start": (START, "ocp_agentd: cannot load conf/config.yaml: password=*** rejected"),
 }
+SECRET = "hunter2"  # in agentd-cannot-start's log line: never in a subtask log
 
 
 def agent_processes(host) -> set[tuple[int, str]]:
@@ -116,6 +119,8 @@ class States:
             host.set_fault("mgragent_mute")  # the running mgragent serves on; a new one never will
         elif state == "cli-hangs":
             host.set_fault("stop_hang")
+        elif state == "agentd-cannot-start":  # the running agentd is unaffected; the next one exits at once
+            host.set_fault("agentd_fails", f"cannot load conf/config.yaml: password={SECRET} rejected")
         return None
 
     def close(self) -> None:
@@ -188,6 +193,7 @@ def check(state: str, host, index: int, instance: dict, logs: dict[int, str], st
         if failed_stage == PREPARE:
             assert after == before, "a host that failed Prepare was touched"
     assert phrase in text, text
+    assert SECRET not in text
     if stranger is not None:
         stat = open(f"/proc/{stranger}/stat").read()
         assert stat.rpartition(")")[2].split()[0] != "Z", "the stranger was signalled"
@@ -217,7 +223,14 @@ def test_one_task_takes_every_repairable_state_to_one_new_agent(field, home):
 def test_a_state_a_restart_cannot_fix_fails_where_expected(field, home, state):
     """Prepare refuses a full or read-only home, low memory, a foreign listener on 62888, a missing user, with the
     reason in its log and no agent process touched; a silent mgragent fails Start all (ready is not enough); a
-    hanging CLI fails Stop all at its deadline."""
+    hanging CLI fails Stop all at its deadline; an agentd that cannot start fails Start all, and the subtask's log
+    (``ocp-restart log``) ends with agentd's own reason, its secret masked."""
     box, hosts, strangers, before = field
     instance, logs = restart(box, [hosts[state]])
     check(state, hosts[state], 0, instance, logs, strangers[state], before[state])
+    if state == "agentd-cannot-start":  # #20: the operator reads agentd's reason without logging in
+        (failed,) = [s for s in instance["subtasks"] if s["status"] == "FAILED"]
+        shown = cli("log", str(instance["id"]), str(failed["id"]))
+        assert shown.returncode == 0, shown.stderr
+        ending = shown.stdout[shown.stdout.rindex("Execute task failed") :]
+        assert EXPECTED[state][1] in ending and "/log/agentd.log (changed " in ending, shown.stdout

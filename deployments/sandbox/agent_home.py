@@ -21,7 +21,16 @@ AGENT_SOURCE = Path(__file__).resolve().parent / "agent"
 AGENT_PROCESSES = ("ocp_agentd", "ocp_mgragent", "ocp_monagent")
 SERVICES = ("ocp_mgragent", "ocp_monagent")
 #: The fault switches the shell agent knows (files in ``{home}/faults``; see README.md).
-FAULTS = ("start_fail", "stop_hang", "flood", "service_ignore_term", "mgragent_mute", "free_disk_mb", "free_memory_mb")
+FAULTS = (
+    "start_fail",
+    "stop_hang",
+    "flood",
+    "service_ignore_term",
+    "mgragent_mute",
+    "free_disk_mb",
+    "free_memory_mb",
+    "agentd_fails",
+)
 CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C"}
 _FAULT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
@@ -85,6 +94,15 @@ class AgentHome:
         if not _FAULT_NAME.fullmatch(name):
             raise ValueError(f"bad fault name {name!r}")
         return self.path / "faults" / name
+
+    def set_version(self, version: str) -> None:
+        """The agent's version from now on (conf/version; ``version``, ``status`` and mgragent answer it; a
+        running mgragent keeps the one it started with)."""
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", version):
+            raise ValueError(f"a version is 1-64 of [A-Za-z0-9._-], got {version!r}")
+        path = self.path / "conf" / "version"
+        path.write_text(version + "\n")
+        self._own(path)
 
     def set_delays(
         self, *, stop_seconds: float | None = None, start_seconds: float | None = None, wait_seconds: int | None = None

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, replace
 
 from steps.agent import AGENTD, MARK, POS_PROXY, PREPARE_PROBE, SCRIPTS, SERVICES, SIGNALS, STATUS_IF_CLI
+from steps.agent_logs import TAIL
 from steps.inventory import DEFAULT_AGENT_HOME
 from steps.nodes import SCRIPTS as DETECTING
 from steps.runner import CommandResult
@@ -53,6 +54,7 @@ class FakeAgent:
     ``SandboxHost.set_fault`` writes ``{agent_home}/faults/NAME``):
 
     * ``start_fail``: ``start`` of a stopped agent fails with ``agentd_exited_quickly``.
+    * ``agentd_fails`` (value: lines): so does it, after agentd wrote ``ocp_agentd: LINE`` per line to its log.
     * ``stop_hang``: ``stop`` prints ``stopping ocp_agentd (pid N)`` and never returns.
     * ``flood`` (value N): ``stop`` first prints N x's and a newline.
     * ``mgragent_mute``: ocp_mgragent runs but never answers on its unix socket (the health check fails).
@@ -71,6 +73,8 @@ class FakeAgent:
       ``status`` calls (the shell agent's CLI returns only once they run: it never lags so).
     * ``reuse_pids = True``: a new process gets the pid its predecessor of the same name had (new start time).
     * ``zombies = True``: a killed process stays a zombie (``ps`` shows state Z).
+
+    ``logs``: name -> (mtime by the fake clock, lines) of the files under ``log/``; ``TAIL`` reads them.
 
     Records: ``commands`` (every command), ``ctl_calls`` (each ``ocp_agentctl`` argv after the CLI),
     ``signals`` ((signal, pids) sent by our ``kill`` script).
@@ -95,6 +99,9 @@ class FakeAgent:
         self.writable = True  # run/ accepts a new file
         self.owner = "admin"  # the agent home's owner ("UNKNOWN": no such account)
         self.listeners: list[str] = []  # `ss -Hltnp` lines for the agent's port
+        self.agentd_fails: list[str] = []
+        self.version = VERSION  # what `version`, `status` and mgragent answer (a host's own: a mixed batch)
+        self.logs: dict[str, tuple[int, list[str]]] = {}
         self.processes: dict[int, FakeProcess] = {}
         self.pid_files: dict[str, str] = {}
         self.disabled: set[str] = set()
@@ -152,6 +159,8 @@ class FakeAgent:
             self.free_disk_mb = int(_first_line(value))
         elif name == "free_memory_mb":
             self.free_memory_mb = int(_first_line(value))
+        elif name == "agentd_fails":
+            self.agentd_fails = value.splitlines() or [""]
         else:
             raise ValueError(f"unknown fault {name!r}; the shell agent's are {FAULTS}")
 
@@ -170,6 +179,8 @@ class FakeAgent:
             self.free_disk_mb = None
         elif name == "free_memory_mb":
             self.free_memory_mb = None
+        elif name == "agentd_fails":
+            self.agentd_fails = []
         else:
             raise ValueError(f"unknown fault {name!r}; the shell agent's are {FAULTS}")
 
@@ -193,6 +204,9 @@ class FakeAgent:
 
     def __call__(self, command: str) -> Answer:
         self.commands.append(command)
+        tail = TAIL.parse(command)
+        if tail is not None:
+            return self._log_tail(command, tail)
         for script in (*SCRIPTS, *DETECTING):
             args = script.parse(command)
             if args is not None:
@@ -229,6 +243,23 @@ class FakeAgent:
         )
 
     # -- the scripts (steps.agent.SCRIPTS) ------------------------------------------------------------------
+
+    def write_log(self, name: str, *lines: str) -> None:
+        """Append ``lines`` to log/NAME (now, by the fake clock)."""
+        self.logs[name] = (self.clock(), [*self.logs.get(name, (0, []))[1], *lines])
+
+    def _log_tail(self, command: str, args: list[str]) -> Answer:
+        """``steps.agent_logs.TAIL``: each requested log changed within the age, its last lines; the clock."""
+        log_dir, age, count, *files = args
+        now, out = self.clock(), []
+        for name in files:
+            if log_dir != f"{self.home}/log" or name not in self.logs or now - self.logs[name][0] > int(age):
+                continue
+            mtime, lines = self.logs[name]
+            out.append(
+                f"\n@@ocp-restart@@ {name} {mtime}\n" + "".join(f"{line[:512]}\n" for line in lines[-int(count) :])
+            )
+        return result(command, "".join(out) + f"\n@@ocp-restart@@ clock {now}\n")
 
     def _script_status_if_cli(self, command: str, args: list[str]) -> Answer:
         (path,) = args
@@ -293,7 +324,8 @@ class FakeAgent:
         disk = f"{self.free_disk_mb * 1024} simulated" if self.free_disk_mb is not None else "80000000"
         memory = f"{self.free_memory_mb * 1024} simulated" if self.free_memory_mb is not None else "16000000"
         lines = [f"disk {disk}", f"memory {memory}", f"writable {'yes' if self.writable else 'no'}"]
-        lines += [f"owner {self.owner}", *(f"listen {line}" for line in self.listeners), MARK]
+        lines += [f"owner {self.owner}", *(f"listen {line}" for line in self.listeners)]
+        lines += [f"version {self._ctl(['version'])[1]}", MARK]
         status, stdout, stderr = self._ctl_at(path, ["status"], exec_=True)
         return result(command, "\n".join(lines) + "\n" + stdout, stderr, status)
 
@@ -310,7 +342,7 @@ class FakeAgent:
             return result(command, out + f"curl: (7) Failed to connect to {socket}: No such file\n", stderr, status)
         data = {
             "state": "running",
-            "version": VERSION,
+            "version": self.version,
             "pid": proc.pid,
             "startAt": self.start_at(proc),
             "ports": [62888],
@@ -363,7 +395,7 @@ class FakeAgent:
             status, stdout, stderr = self._stop()
             return (status, stdout, stderr) if status else self._start()
         if args == ["version"]:
-            return 0, _json({"successful": True, "message": VERSION, "error": ""}), ""
+            return 0, _json({"successful": True, "message": self.version, "error": ""}), ""
         if len(args) == 3 and args[0] == "service" and args[1] in ("start", "stop"):
             return self._service(args[1], args[2])
         return 1, "", USAGE + "\n"
@@ -373,6 +405,9 @@ class FakeAgent:
             return _ok()
         if self.start_error:
             return _fail("INTERNAL", self.start_error)
+        if self.agentd_fails:
+            self.write_log("agentd.log", *(f"ocp_agentd: {line}" for line in self.agentd_fails))
+            return _fail("INTERNAL", "agentd_exited_quickly")
         if self._proc(self._read_pid(AGENTD)) is not None and self.alive(int(self._read_pid(AGENTD))):
             return _fail("INTERNAL", "agentd_exited_quickly")  # the new agentd's exclusive pid file: taken
         self._start_agent()
@@ -391,7 +426,7 @@ class FakeAgent:
             pid = self._running(name)
             services[name] = {"state": "running" if pid else "stopped", "pid": pid or 0}
         ready = all(s["state"] == "running" for s in services.values())
-        message = {"state": "running", "ready": ready, "version": VERSION, "pid": agentd, "services": services}
+        message = {"state": "running", "ready": ready, "version": self.version, "pid": agentd, "services": services}
         return 0, _json({"successful": True, "message": message, "error": ""}), ""
 
     def _stop(self) -> tuple[int, str, str]:

@@ -89,6 +89,10 @@ class SandboxHost:
     def clear_fault(self, name: str) -> None:
         self.home.clear_fault(name)
 
+    def set_version(self, version: str) -> None:
+        """This host's agent version from now on (see ``AgentHome.set_version``): a mixed-version batch."""
+        self.home.set_version(version)
+
     def set_delays(
         self, *, stop_seconds: float | None = None, start_seconds: float | None = None, wait_seconds: int | None = None
     ) -> None:

@@ -79,6 +79,8 @@ class TaskStore:
         self.host_agent_status = self.hosts.host_agent_status
         self.save_snapshot = self.hosts.save_snapshot
         self.snapshot = self.hosts.snapshot
+        self.save_version = self.hosts.save_version
+        self.versions = self.hosts.versions
         self.last_pids = self.hosts.last_pids
         self.prune = self.pruning.prune
 

@@ -38,6 +38,7 @@ class PidSighting:
 
 
 # Built once with bound parameters (each is run once or more per host and subtask; see transitions.py).
+VERSION_PHASE = "version"  # a host_snapshots row holding the agent's version (JSON text), not pids
 _SNAPSHOT_KEY = (
     host_snapshots.c.task_id == sa.bindparam("task_id"),
     host_snapshots.c.host_id == sa.bindparam("host_id"),
@@ -126,11 +127,30 @@ class Hosts:
             raw = conn.execute(_READ_SNAPSHOT, {"task_id": task_id, "host_id": host_id, "phase": phase}).scalar()
         return json.loads(raw) if raw else None
 
+    def save_version(self, task_id: int, host_id: int, version: str) -> None:
+        """The agent's version as the task's Prepare read it on the host (kept beside its pids)."""
+        key = {"task_id": task_id, "host_id": host_id, "phase": VERSION_PHASE}
+        with self.db.write() as conn:
+            conn.execute(_DELETE_SNAPSHOT, key)
+            conn.execute(_INSERT_SNAPSHOT, {**key, "pids": json.dumps(version)})
+
+    def versions(self, task_id: int) -> dict[int, str]:
+        """host id -> the agent's version the task's Prepare read there (hosts not read yet: absent)."""
+        query = sa.select(host_snapshots.c.host_id, host_snapshots.c.pids).where(
+            host_snapshots.c.task_id == task_id, host_snapshots.c.phase == VERSION_PHASE
+        )
+        with self.db.read() as conn:
+            rows = conn.execute(query).all()
+        found = {int(row.host_id): json.loads(row.pids) for row in rows}
+        return {host: version for host, version in found.items() if isinstance(version, str)}
+
     def last_pids(self, host_id: int) -> PidSighting | None:
         """The agent's pids as last seen on the host by a restart (see PidSighting); None before the first."""
         with self.db.read() as conn:
             latest = conn.execute(
-                sa.select(sa.func.max(host_snapshots.c.task_id)).where(host_snapshots.c.host_id == host_id)
+                sa.select(sa.func.max(host_snapshots.c.task_id)).where(
+                    host_snapshots.c.host_id == host_id, host_snapshots.c.phase != VERSION_PHASE
+                )
             ).scalar()
             if latest is None:
                 return None

@@ -48,6 +48,7 @@ class FakeHost:
         self.calls.append(command)
         if OBSERVE.parse(command) is not None:
             head = "uptime 1000.00\n" + "".join(f"{n} {p} 50000\n" for n, p in self.pids.items() if p)
+            head += 'version {"successful":true,"message":"4.2.1-20230928","error":""}\n'
             return result(command, f"{head}{MARK}\n{self.status()}")
         for argv in (shlex.split(part) for part in command.split(" && ")):
             if argv[1:3] == ["service", "stop"]:
@@ -101,6 +102,7 @@ class TestLiveView:
         """Pids, ports, STARTED, operable, log pattern, running time; AVAILABLE and fresh."""
         agent = views(fake).agent(HOST, store).to_wire()
         assert agent["status"] == "AVAILABLE" and agent["hostId"] == 1001
+        assert agent["version"] == "4.2.1-20230928"  # `ocp_agentctl version`, in the same round trip (#20)
         shown = {p["alias"]: p for p in agent["processes"]}
         assert {a: p["pid"] for a, p in shown.items()} == fake.pids
         assert {a: p["id"] for a, p in shown.items()} == {a: process_id(1001, a) for a in PROCESSES}

@@ -109,6 +109,24 @@ class TestFailureReport:
         assert "line 11 of 1" in text and "line 3 of 1" not in text
         assert "`ocp-restart log 1 SUBTASK_ID`" in text and "`ocp-restart retry 1`" in text
 
+    def test_the_failures_message_is_shown_when_the_agents_log_lines_end_the_log(self, tmp_path):
+        """#20: a failed subtask's log ends with the agent's own log lines; the report still shows its ERROR."""
+        from flows import machine
+        from flows.models import SubtaskStatus
+        from flows.plan import build_plan
+        from flows.store import TaskStore
+
+        store = TaskStore(f"sqlite:///{tmp_path / 'tasks.db'}")
+        task_id = store.create_task(build_plan([1]), creator="a", executor="e")
+        sub = store.load(task_id).subtasks[0]
+        store.apply(machine.start_subtask(store.load(task_id), sub.id, "t", "--- attempt"))
+        lines = ("x  INFO 1 --- [t] s : $ ocp_agentctl start", "x ERROR 1 --- [t] s : starting the agent failed")
+        lines += tuple(f"    agent log line {n}" for n in range(12))
+        store.apply(machine.finish_subtask(store.load(task_id), sub.id, SubtaskStatus.FAILED, "t", lines))
+        text = console.failure_report(store.load(task_id), store.log)
+        assert "starting the agent failed\n    ...\n" in text and "agent log line 11" in text
+        assert "agent log line 3\n" not in text
+
     def test_many_failures_are_capped_with_the_command_that_shows_them_all(self, tmp_path):
         """Past FAILURES_SHOWN failed subtasks, one line says how many more and how to see them."""
         store, record = self._record(tmp_path, console.FAILURES_SHOWN + 2)

@@ -10,7 +10,7 @@ import pytest
 from deployments.sandbox.fake_agent import FakeAgent
 from steps import agent as agent_module
 from steps import work
-from steps.agent import AGENTD, POS_PROXY, PROCESSES, SIGNAL, Limits
+from steps.agent import AGENTD, POS_PROXY, PROCESSES, SIGNAL, Limits, Probe
 from steps.errors import AgentError, CommandTimeout, Fenced, SubtaskCancelled
 from steps.testing import FakeRunner, FakeStep, Hang, result
 
@@ -122,6 +122,23 @@ class TestPrepareRefuses:
         step = FakeStep.on(agent)
         work.prepare(step)
         assert step.pids["before"] == agent.pids()
+
+    @pytest.mark.parametrize(
+        "address, bound, blocks",
+        [
+            ("10.0.0.11", "127.0.0.1", True),  # a real host: a local-only foreign listener still takes the port
+            ("10.0.0.11", "10.0.0.99", True),
+            ("10.0.0.11", "*", True),
+            ("127.0.0.5", "127.0.0.9", False),  # sandbox hosts on one kernel: another host's address
+            ("127.0.0.5", "127.0.0.5", True),
+            ("127.0.0.5", "0.0.0.0", True),
+            ("127.0.0.5", "[::]", True),
+        ],
+    )
+    def test_which_listeners_block_the_agents_port(self, address, bound, blocks):
+        """#20: only a listener on another loopback address of a host reached over loopback is someone else's."""
+        probe = Probe(listeners=(f'LISTEN 0 5 {bound}:62888 0.0.0.0:* users:(("nc",pid=4242,fd=3))',))
+        assert bool(probe.problems(Limits(), address, set())) is blocks
 
     def test_the_thresholds_are_the_steps(self):
         """A lower min_free_disk_mb lets the same host through."""
@@ -418,8 +435,26 @@ class TestRollback:
         assert set(agent.pids()) == set(PROCESSES)
         assert "agent runs again" in step.log.text
 
+    def test_ensure_running_waits_until_the_agent_serves_not_just_ready(self):
+        """#20: rollback waits for health as Start all does: mgragent silent -> AgentError at the deadline."""
+        agent = FakeAgent(running=False)
+        agent.set_fault("mgragent_mute")
+        step = FakeStep.on(agent, timeout=1)
+        with pytest.raises(AgentError, match="ocp_mgragent does not answer on its unix socket"):
+            work.ensure_running(step)
+        assert set(agent.pids()) == set(PROCESSES)  # started, ready, yet not serving
+
+    def test_ensure_running_starts_a_stopped_service_of_a_running_agentd(self):
+        """agentd runs but ocp_monagent was stopped (``service stop``): rollback starts that service, then serves."""
+        agent = FakeAgent()
+        agent._service("stop", "ocp_monagent")
+        step = FakeStep.on(agent)
+        work.ensure_running(step)
+        assert set(agent.pids()) == set(PROCESSES) and ["service", "start", "ocp_monagent"] in agent.ctl_calls
+        assert ["start"] not in agent.ctl_calls and "agent runs again" in step.log.text
+
     def test_ensure_running_leaves_a_ready_agent_alone(self):
-        """A ready agent: nothing to undo, no start sent."""
+        """A serving agent: nothing to undo, no start sent."""
         agent = FakeAgent()
         step = FakeStep.on(agent)
         work.ensure_running(step)
@@ -429,7 +464,7 @@ class TestRollback:
         """The start fails during rollback: AgentError with the agent's error."""
         agent = FakeAgent(running=False)
         agent.start_error = "fetch_admin_lock_failed"
-        with pytest.raises(AgentError, match="starting the agent again failed: .*code=fetch_admin_lock_failed"):
+        with pytest.raises(AgentError, match="starting the agent failed: .*code=fetch_admin_lock_failed"):
             work.ensure_running(FakeStep.on(agent))
 
     def test_ensure_pos_proxy_starts_a_stopped_command_channel(self):
