@@ -21,7 +21,16 @@ AGENT_SOURCE = Path(__file__).resolve().parent / "agent"
 AGENT_PROCESSES = ("ocp_agentd", "ocp_mgragent", "ocp_monagent")
 SERVICES = ("ocp_mgragent", "ocp_monagent")
 #: The fault switches the shell agent knows (files in ``{home}/faults``; see README.md).
-FAULTS = ("start_fail", "stop_hang", "flood", "service_ignore_term", "mgragent_mute", "free_disk_mb", "free_memory_mb")
+FAULTS = (
+    "start_fail",
+    "stop_hang",
+    "stop_drop",
+    "flood",
+    "service_ignore_term",
+    "mgragent_mute",
+    "free_disk_mb",
+    "free_memory_mb",
+)
 CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C"}
 _FAULT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
