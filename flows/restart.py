@@ -8,6 +8,7 @@ and rolls one back (subtasks marked ROLLBACK, in reverse order). Its machinery (
 from __future__ import annotations
 
 import getpass
+import time
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -198,13 +199,24 @@ def end_run(store: TaskStore, ctx: RunContext, threshold: int | None, why: str) 
         return False
     stamp = format_time(now())
     reason = f"{stamp} ERROR --- {why or ctx.stopping or 'the run ended while this subtask was running'}; marked FAILED"
+    give_up = time.monotonic() + ctx.lease.seconds  # a stopping run's lease is given up: bound the wait anyway
+
+    def fence() -> None:
+        if (ctx.lease.lost is not None and not ctx.stopping) or time.monotonic() > give_up:
+            raise Fenced(f"not recording the end of task {ctx.task_id}: the task store stayed unavailable")
+
     try:
         # From the store, not the run's record: an operator's CANCELING is only there.
-        store.apply(
-            machine.end_run(store.load(ctx.task_id), stamp, threshold=threshold, why=reason), runner=ctx.lease.runner
+        ctx.outage.wait(
+            lambda: store.apply(
+                machine.end_run(store.load(ctx.task_id), stamp, threshold=threshold, why=reason),
+                runner=ctx.lease.runner,
+            ),
+            fence=fence,
+            doing="recording the end of the run",
         )
         return True
-    except StaleWriteError:
+    except (StaleWriteError, Fenced):
         return False
 
 
