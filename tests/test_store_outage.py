@@ -185,3 +185,50 @@ def test_sqlite_on_a_filesystem_that_fills_up_during_stop_all(small_fs, tmp_path
         f"\nSQLite's filesystem full {OUTAGE_SECONDS / 2:.0f} s ({filled >> 20} MB filler): "
         f"run SUCCESSFUL in {seconds:.1f} s"
     )
+
+
+def test_a_store_outage_longer_than_the_lease_stops_the_run_and_retry_finishes_it(small_fs, tmp_path):
+    """#22: SQLite's filesystem stays full past the runner's lease (4 s here): the runner stops sending commands and
+    exits 6 saying why; once space is freed the task is reaped FAILED (no subtask RUNNING, every host whose agent is
+    down has a FAILED subtask saying so) and a retry ends SUCCESSFUL."""
+    home = small_fs / "home"
+    home.mkdir()
+    url = f"sqlite:///{home / 'tasks.db'}"
+    env = {**os.environ, "OCP_RESTART_HOME": str(home), "OCP_RESTART_LEASE_SECONDS": "4"}
+    with Sandbox(3, stop_seconds=3) as box:
+        run = start_run(box.inventory_path, env, "--host-ids", "1001,1002,1003")
+        poll(lambda: stop_all_running(url), 60, "Stop all running")
+        fill(small_fs)
+        out, err = run.communicate(timeout=120)
+        (small_fs / "filler").unlink()
+        assert run.returncode == 6, err[-3000:]
+        assert "lost its lease" in err and "database or disk is full" in err, err[-3000:]
+        reaped = subprocess.run(
+            [sys.executable, "-m", "deployments.cli", "status", "1", "--json"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        task = json.loads(reaped.stdout)
+        assert task["status"] == "FAILED" and not [s for s in task["subtasks"] if s["status"] == "RUNNING"], task
+        failed_hosts = {1001 + s["parallelIdx"] for s in task["subtasks"] if s["status"] == "FAILED"}
+        down = {h.id for h in box.hosts if not h.agent_pids()["ocp_agentd"]}
+        assert down <= failed_hosts, (down, failed_hosts)
+        retried = subprocess.run(
+            [sys.executable, "-m", "deployments.cli", "retry", "1", "--json"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        check_done(url, retried.stdout, retried.returncode, retried.stderr)
+        assert all(all(h.agent_pids().values()) for h in box.hosts)
+    with sqlite3.connect(home / "tasks.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    print(
+        f"\nSQLite full past the lease: run exit 6, reaped FAILED ({sorted(failed_hosts)} failed, "
+        f"{sorted(down)} down), retry SUCCESSFUL"
+    )
