@@ -127,6 +127,25 @@ def final_state(record: TaskRecord, instance: dict[str, Any]) -> State | dict[st
     return instance
 
 
+# -- Prefect's API itself ------------------------------------------------------------------------------------------
+
+
+def api_reachable(timeout: float = 2.0) -> bool:
+    """Whether Prefect's API answers its health check within ``timeout`` s (True without a configured API: an
+    in-process server). Asked before the run's extras, so that a server gone mid-run (#22) costs one bounded probe
+    instead of the client's retries (~60 s per call)."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return True
+    try:
+        return httpx.get(f"{url.rstrip('/')}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 # -- Cancel of a run no worker watches ---------------------------------------------------------------------------
 
 

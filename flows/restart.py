@@ -166,7 +166,13 @@ def execute(store: TaskStore, task_id: int, inv: Inventory, options: RestartOpti
             if ended:
                 final = store.load(task_id)
                 try:
-                    report.publish(store, final, {h.id: h.name for h in hosts.values()}, outcome_message(final))
+                    if prefect_run.api_reachable():
+                        report.publish(store, final, {h.id: h.name for h in hosts.values()}, outcome_message(final))
+                    else:
+                        logger.warning(
+                            f"Prefect's API does not answer: the run's artifacts are not published (task {task_id} "
+                            f"ended {final.task.status.value}; the task store has it: ocp-restart status {task_id})"
+                        )
                 except Exception as exc:  # the UI's extras must never fail a restart
                     logger.warning(f"could not publish the run's artifacts: {exc}")
     if not ended:
