@@ -98,6 +98,11 @@ def run_template(
             logger.info(f"Prefect retries this flow run: OCP's retry of task {task_id}")
             store.retry_task(task_id)
         prefect_run.link(task_id)
+        try:
+            for settled in prefect_run.settle_stale_runs(store):
+                logger.warning(f"flow run {settled}, as its task ended (its process had lost Prefect's API)")
+        except Exception as exc:  # Prefect's mirror must never fail a restart
+            logger.warning(f"could not check for flow runs Prefect still shows running: {exc}")
         record = run_and_ask(store, task_id, inv, options, config)
     return prefect_run.final_state(record, task_instance(record).to_wire())  # type: ignore[return-value]  # a State's data
 
