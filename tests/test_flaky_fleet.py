@@ -138,7 +138,8 @@ def test_without_a_threshold_the_batch_stops_before_start_all_and_retry_reruns_o
 def test_with_max_failed_hosts_exactly_the_flaky_hosts_fail_and_the_rest_succeed(fleet, home):
     """#22: with --max-failed-hosts at the number of flaky hosts, exactly they are FAILED (isolated, the reason
     in each log), every other host restarted (Finish SUCCESSFUL, new pids), the task SUCCESSFUL; an isolated host's
-    agent was left running, not silently stopped."""
+    agent was left running, not silently stopped; a retry after the faults are cleared runs commands on the
+    isolated hosts only and ends with every subtask SUCCESSFUL."""
     set_faults(fleet, True)
     pids = {h.id: h.agent_pids() for h in fleet.hosts}
     instance, seconds, _ = run(fleet, "--max-failed-hosts", str(2 * N_FLAKY))
@@ -153,7 +154,18 @@ def test_with_max_failed_hosts_exactly_the_flaky_hosts_fail_and_the_rest_succeed
         assert all(now.values()), host  # running everywhere: restarted, or left as it was
         same = now["ocp_agentd"] == pids[host.id]["ocp_agentd"]
         assert same == (host.id in flaky), (host, pids[host.id], now)
+    before = audit_commands(fleet)
+    started = time.monotonic()
+    done = cli("retry", str(instance["id"]), "--json")
+    retried = json.loads(done.stdout)
+    assert retried["status"] == "SUCCESSFUL", done.stderr
+    assert all(s["status"] == "SUCCESSFUL" for s in retried["subtasks"]), "an isolated host's step did not run"
+    after = audit_commands(fleet)
+    touched = {h for h in after if after[h] != before[h]}
+    assert touched == flaky, touched  # the retry ran commands on the isolated hosts only
+    assert all(after[h][len(before[h]) :] == ["stop", "start"] for h in flaky)
     print(
         f"\nflaky fleet, --max-failed-hosts {2 * N_FLAKY}: {N_HOSTS} hosts: task {instance['status']} in "
-        f"{seconds:.1f} s, {N_HOSTS - len(flaky)} restarted, {len(flaky)} FAILED and left running"
+        f"{seconds:.1f} s, {N_HOSTS - len(flaky)} restarted, {len(flaky)} FAILED and left running; retry touched "
+        f"{len(touched)} hosts, SUCCESSFUL in {time.monotonic() - started:.1f} s"
     )
