@@ -90,7 +90,7 @@ def check_failures(box, instance: dict) -> None:
     failed = {h for h, s in stops.items() if s["status"] == "FAILED"}
     text = logs(instance)
     others = [s for s in instance["subtasks"] if s["status"] == "FAILED" and s["name"] != STOP]
-    assert not others, [(s["name"], s["parallelIdx"], text[s["id"]][-600:]) for s in others[:3]]
+    assert not others, [(s["name"], s["parallelIdx"], text[s["id"]][-3000:]) for s in others[:3]]
     assert failed == set(box.drops) | set(box.hangs), failed
     for host_id in box.drops:
         assert "connection lost while running" in text[stops[host_id]["id"]], text[stops[host_id]["id"]]
