@@ -200,6 +200,8 @@ class Progress:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        from flows.errors import StoreUnavailableError
+
         console = self.console or Console(stderr=True, highlight=False)
         bar = jobs = None
         if console.is_terminal:
@@ -219,7 +221,13 @@ class Progress:
         try:
             while True:
                 stopping = self._stop.is_set()
-                rows, ended = self.load()
+                try:
+                    rows, ended = self.load()
+                except StoreUnavailableError:  # the run waits for the store and says so; follow it once it is back
+                    if stopping:
+                        return
+                    self._stop.wait(self.interval)
+                    continue
                 out = bar.console if bar is not None else console
                 for row in rows:
                     if row.status == "FAILED" and row.id not in failed_seen:

@@ -41,6 +41,7 @@ class LogWriter:
         self._buffer_lock = threading.Lock()  # guards _pending
         self._write_lock = threading.Lock()  # held while a batch is written: keeps each subtask's lines in order
         self._stop = threading.Event()
+        self._failing = False  # the last write failed (the store is down): warned once
         self._thread = threading.Thread(target=self._loop, name="subtask-logs", daemon=True)
 
     def __enter__(self) -> LogWriter:
@@ -75,9 +76,13 @@ class LogWriter:
             except StaleWriteError as exc:
                 log.warning("dropped %d subtask log line(s): %s", len(batch), exc)
             except Exception as exc:  # keep them for the next attempt; the store's error says what is wrong
-                log.warning("could not write %d subtask log line(s) yet: %s", len(batch), exc)
+                if not self._failing:  # once per outage, not every 0.25 s
+                    log.warning("could not write %d subtask log line(s) yet (kept for later): %s", len(batch), exc)
+                self._failing = True
                 with self._buffer_lock:
                     self._pending = batch + self._pending
+            else:
+                self._failing = False
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):

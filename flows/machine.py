@@ -273,6 +273,12 @@ def abort(record: TaskRecord, at: str, why: str) -> Transition:
 # -- operator operations -----------------------------------------------------------------------------------
 
 
+def _isolated_success(record: TaskRecord) -> bool:
+    """A SUCCESSFUL run that left failed hosts isolated under its failure threshold (their FAILED subtasks)."""
+    task = record.task
+    return task.status is T.SUCCESSFUL and task.operation is not Operation.ROLLBACK and bool(record.failed_hosts())
+
+
 def _failed_task(record: TaskRecord) -> None:
     task = record.task
     if task.status is not T.FAILED or task.operation is Operation.ROLLBACK:
@@ -298,8 +304,10 @@ def _requeue(sub: Subtask) -> Subtask:
 
 
 def retry_task(record: TaskRecord, wall: float) -> Transition:
-    """FAILED subtasks -> READY (operation RETRY, runTime + 1); the task RUNNING again, its hosts locked."""
-    _failed_task(record)
+    """FAILED subtasks -> READY (operation RETRY, runTime + 1); the task RUNNING again, its hosts locked. A task that
+    succeeded under a failure threshold can be retried too: only its isolated hosts' subtasks run again (#22)."""
+    if not _isolated_success(record):
+        _failed_task(record)
     failed = {s.id: _requeue(s) for s in record.subtasks if s.status is S.FAILED}
     return _reopen(record, failed, {sid: frozenset({S.FAILED}) for sid in failed}, Operation.RETRY, wall)
 

@@ -30,6 +30,7 @@ from .options import RestartOptions
 from .outcome import failed_hosts, outcome_message
 from .records import TaskRecord
 from .settings import Settings
+from .store import TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,70 @@ def final_state(record: TaskRecord, instance: dict[str, Any]) -> State | dict[st
     if record.task.status is TaskStatus.SUCCESSFUL and failed_hosts(record):
         return Completed(name="Completed with isolated hosts", message=message, data=instance)
     return instance
+
+
+def settle_stale_runs(store: TaskStore, limit: int = 50) -> list[str]:
+    """Give the task's outcome to flow runs Prefect still shows Pending, Running or Crashed although their task has
+    ended in the store: their process lost Prefect's API before it could report (#22). Asked at the start of every
+    run, so a later run on the same server puts them right. Returns what it settled (``ocp-task-N: STATE``)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    stale = FlowRunFilter(
+        tags=FlowRunFilterTags(all_=["ocp-agent"]),
+        state=FlowRunFilterState(
+            type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING, StateType.CRASHED])
+        ),
+    )
+    current = _flow_run()
+    settled = []
+    with get_client(sync_client=True) as client:
+        for run in client.read_flow_runs(flow_run_filter=stale, limit=limit):
+            ids = [t[len(TAG_PREFIX) :] for t in run.tags if t.startswith(TAG_PREFIX)]
+            task_ids = [int(i) for i in ids if is_decimal(i)]
+            if not task_ids or (current is not None and run.id == current.id):
+                continue
+            try:
+                record = store.load(task_ids[0])
+            except Exception:  # a task this store does not hold (another store, pruned): not ours to settle
+                continue
+            if record.task.status is TaskStatus.RUNNING:
+                continue
+            message = f"{outcome_message(record)} (set from the task store: the run's process lost Prefect's API)"
+            if record.task.status is TaskStatus.FAILED:
+                state: State = Failed(message=message)
+            elif failed_hosts(record):
+                state = Completed(name="Completed with isolated hosts", message=message)
+            else:
+                state = Completed(message=message)
+            client.set_flow_run_state(run.id, state, force=True)
+            settled.append(f"{run.name}: {state.name}")
+    return settled
+
+
+# -- Prefect's API itself ------------------------------------------------------------------------------------------
+
+
+def api_reachable(timeout: float = 2.0) -> bool:
+    """Whether Prefect's API answers its health check within ``timeout`` s (True without a configured API: an
+    in-process server). Asked before the run's extras, so that a server gone mid-run (#22) costs one bounded probe
+    instead of the client's retries (~60 s per call)."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return True
+    try:
+        return httpx.get(f"{url.rstrip('/')}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 # -- Cancel of a run no worker watches ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ and rolls one back (subtasks marked ROLLBACK, in reverse order). Its machinery (
 from __future__ import annotations
 
 import getpass
+import time
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -97,6 +98,11 @@ def run_template(
             logger.info(f"Prefect retries this flow run: OCP's retry of task {task_id}")
             store.retry_task(task_id)
         prefect_run.link(task_id)
+        try:
+            for settled in prefect_run.settle_stale_runs(store):
+                logger.warning(f"flow run {settled}, as its task ended (its process had lost Prefect's API)")
+        except Exception as exc:  # Prefect's mirror must never fail a restart
+            logger.warning(f"could not check for flow runs Prefect still shows running: {exc}")
         record = run_and_ask(store, task_id, inv, options, config)
     return prefect_run.final_state(record, task_instance(record).to_wire())  # type: ignore[return-value]  # a State's data
 
@@ -165,7 +171,13 @@ def execute(store: TaskStore, task_id: int, inv: Inventory, options: RestartOpti
             if ended:
                 final = store.load(task_id)
                 try:
-                    report.publish(store, final, {h.id: h.name for h in hosts.values()}, outcome_message(final))
+                    if prefect_run.api_reachable():
+                        report.publish(store, final, {h.id: h.name for h in hosts.values()}, outcome_message(final))
+                    else:
+                        logger.warning(
+                            f"Prefect's API does not answer: the run's artifacts are not published (task {task_id} "
+                            f"ended {final.task.status.value}; the task store has it: ocp-restart status {task_id})"
+                        )
                 except Exception as exc:  # the UI's extras must never fail a restart
                     logger.warning(f"could not publish the run's artifacts: {exc}")
     if not ended:
@@ -198,13 +210,24 @@ def end_run(store: TaskStore, ctx: RunContext, threshold: int | None, why: str) 
         return False
     stamp = format_time(now())
     reason = f"{stamp} ERROR --- {why or ctx.stopping or 'the run ended while this subtask was running'}; marked FAILED"
+    give_up = time.monotonic() + ctx.lease.seconds  # a stopping run's lease is given up: bound the wait anyway
+
+    def fence() -> None:
+        if (ctx.lease.lost is not None and not ctx.stopping) or time.monotonic() > give_up:
+            raise Fenced(f"not recording the end of task {ctx.task_id}: the task store stayed unavailable")
+
     try:
         # From the store, not the run's record: an operator's CANCELING is only there.
-        store.apply(
-            machine.end_run(store.load(ctx.task_id), stamp, threshold=threshold, why=reason), runner=ctx.lease.runner
+        ctx.outage.wait(
+            lambda: store.apply(
+                machine.end_run(store.load(ctx.task_id), stamp, threshold=threshold, why=reason),
+                runner=ctx.lease.runner,
+            ),
+            fence=fence,
+            doing="recording the end of the run",
         )
         return True
-    except StaleWriteError:
+    except (StaleWriteError, Fenced):
         return False
 
 

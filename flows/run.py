@@ -15,18 +15,21 @@ from steps.agent import Limits
 from steps.errors import Fenced, SubtaskCancelled
 from steps.fencing import FencedRunner
 from steps.inventory import Host
+from steps.logline import log_line
 from steps.runner import Runner
 from steps.ssh import SSHSession
 
-from .errors import StaleWriteError
+from .errors import StaleWriteError, StoreUnavailableError
 from .lease import Lease
 from .logs import LogWriter, SubtaskLog
 from .machine import Transition
 from .models import SubtaskStatus
 from .options import RestartOptions
+from .outage import StoreOutage
 from .store import TaskRecord, TaskStore
 
 _RUNS: dict[str, RunContext] = {}
+_NOTHING_SENT = "; no command was sent meanwhile"
 _RUNS_LOCK = threading.Lock()
 CANCEL_POLL_SECONDS = 0.5
 
@@ -52,6 +55,10 @@ class RunContext:
     # (host id, phase) -> pids: what this run wrote or read once; it holds the task's lease, so nobody else writes
     # them meanwhile, and each step reads them back without a store round trip.
     _snapshots: dict[tuple[int, str], dict[str, int] | None] = field(default_factory=dict)
+    outage: StoreOutage = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.outage = StoreOutage(self.task_id)
 
     def __enter__(self) -> RunContext:
         self.logs = LogWriter(self.store, runner=self.lease.runner, task_id=self.task_id).__enter__()
@@ -73,11 +80,19 @@ class RunContext:
             self.lease.check()
             transition = decide(self.record)
             try:
-                self.store.apply(transition, runner=self.lease.runner)
+                _, waited = self.outage.wait(
+                    lambda: self.store.apply(transition, runner=self.lease.runner),
+                    fence=self.lease.check,
+                    doing="recording the next subtask transition",
+                )
             except StaleWriteError as exc:
                 self.lease.lose(exc.message)
                 raise Fenced(f"not acting: {exc.message}") from None
             self.record = transition.after
+            if waited:
+                for sub in transition.changed:
+                    note = f"the task store was unavailable: recording {sub.status.value} waited {waited:.1f} s"
+                    self.logs.add(sub.id, log_line("WARN", "task store", note + _NOTHING_SENT))
             for sub in transition.changed:
                 (self._running.add if sub.status is SubtaskStatus.RUNNING else self._running.discard)(sub.id)
             return self.record
@@ -96,7 +111,10 @@ class RunContext:
         many steps are running and asking."""
         with self._cancel_lock:
             if fresh or time.monotonic() - self._canceling_read >= CANCEL_POLL_SECONDS:
-                self._canceling = frozenset(self.store.canceling(self.task_id))
+                try:
+                    self._canceling = frozenset(self.store.canceling(self.task_id))
+                except StoreUnavailableError:
+                    pass  # an outage cancels nothing: the last answer holds, and the next write waits for the store
                 self._canceling_read = time.monotonic()
             return self._canceling
 
@@ -158,8 +176,13 @@ class HostStep:
             raise SubtaskCancelled("cancelled by an operator")
 
     def record_pids(self, phase: str, pids: dict[str, int]) -> None:
-        self.run.lease.check()
-        self.run.store.save_snapshot(self.run.task_id, self.host.id, pids, phase=phase)
+        _, waited = self.run.outage.wait(
+            lambda: self.run.store.save_snapshot(self.run.task_id, self.host.id, pids, phase=phase),
+            fence=self.run.lease.check,
+            doing=f"recording {self.host.label}'s agent pids",
+        )
+        if waited:
+            self.log.warning(f"the task store was unavailable: recording the pids waited {waited:.1f} s{_NOTHING_SENT}")
         self.run._snapshots[(self.host.id, phase)] = dict(pids)
 
     def record_version(self, version: str) -> None:
@@ -169,7 +192,15 @@ class HostStep:
     def recorded_pids(self, phase: str) -> dict[str, int] | None:
         key = (self.host.id, phase)
         if key not in self.run._snapshots:  # recorded by an earlier run of the task (this one is a retry)
-            self.run._snapshots[key] = self.run.store.snapshot(self.run.task_id, self.host.id, phase)
+            self.run._snapshots[key], waited = self.run.outage.wait(
+                lambda: self.run.store.snapshot(self.run.task_id, self.host.id, phase),
+                fence=self.run.lease.check,
+                doing=f"reading {self.host.label}'s recorded agent pids",
+            )
+            if waited:
+                self.log.warning(
+                    f"the task store was unavailable: reading the pids waited {waited:.1f} s{_NOTHING_SENT}"
+                )
         found = self.run._snapshots[key]
         return dict(found) if found is not None else None
 

@@ -303,6 +303,15 @@ class SSHSession:
                 time.sleep(0.001)
             _drain(chan, out, err)
             status = chan.recv_exit_status()  # already arrived: status_event is set
+            if status == -1 and not chan.eof_received:
+                # paramiko closes every channel of a dropped transport with no exit status (-1) and no EOF; sshd
+                # sends EOF before closing even for a command a signal killed (#22's flaky fleet).
+                text = _join(out.text(), err.text())
+                raise ConnectError(
+                    f"{self.host.label}: connection lost while running {command!r} (after "
+                    f"{time.monotonic() - started:.2f} s; it may have gone on on the host)"
+                    + (f"; it printed:\n{text}" if text else "")
+                )
         finally:
             chan.close()
         if out.pgid is None:

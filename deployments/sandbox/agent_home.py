@@ -24,6 +24,7 @@ SERVICES = ("ocp_mgragent", "ocp_monagent")
 FAULTS = (
     "start_fail",
     "stop_hang",
+    "stop_drop",
     "flood",
     "service_ignore_term",
     "mgragent_mute",

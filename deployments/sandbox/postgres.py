@@ -71,6 +71,29 @@ class PostgresCluster:
             check=True,
             capture_output=True,
         )
+        self._spawn(timeout)
+        for db in self.databases:
+            subprocess.run(
+                [
+                    str(self.bin / "psql"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "postgres",
+                    "-c",
+                    f"CREATE DATABASE {db}",
+                ],
+                check=True,
+                capture_output=True,
+            )
+        return self
+
+    def _spawn(self, timeout: float) -> None:
+        """Start the postmaster on the cluster's data directory and wait until it accepts connections."""
+        assert self.bin is not None and self.base is not None
+        data = self.base / "pgdata"
         self.log = open(self.base / "postgres.log", "ab")
         self.process = subprocess.Popen(
             self._as_owner(
@@ -108,26 +131,22 @@ class PostgresCluster:
         else:
             raise RuntimeError(f"PostgreSQL did not start within {timeout} s; see {self.log.name}")
         self.pid = int((data / "postmaster.pid").read_text().split()[0])
-        for db in self.databases:
-            subprocess.run(
-                [
-                    str(self.bin / "psql"),
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                    "-U",
-                    "postgres",
-                    "-c",
-                    f"CREATE DATABASE {db}",
-                ],
-                check=True,
-                capture_output=True,
-            )
-        return self
 
-    def stop(self, grace: float = 20.0) -> None:
-        """Fast shutdown (SIGINT) of the postmaster by its pid, SIGKILL after ``grace``; removes the directory."""
+    def halt(self, grace: float = 20.0) -> None:
+        """Stop the server (fast shutdown by the postmaster's pid), keeping its data: ``resume()`` starts it again.
+        For outage tests: connections are refused meanwhile."""
+        self._shutdown(grace)
+        if self.process is not None:
+            reap(self.process, timeout=10)
+            self.log.close()
+            self.process = None
+        self.pid = None
+
+    def resume(self, timeout: float = 60.0) -> None:
+        """Start the server ``halt()`` stopped, on the same port and data."""
+        self._spawn(timeout)
+
+    def _shutdown(self, grace: float) -> None:
         if self.pid is not None:
             try:
                 os.kill(self.pid, signal.SIGINT)
@@ -138,6 +157,10 @@ class PostgresCluster:
                 time.sleep(0.1)
             if is_alive(self.pid):
                 os.kill(self.pid, signal.SIGKILL)
+
+    def stop(self, grace: float = 20.0) -> None:
+        """Fast shutdown (SIGINT) of the postmaster by its pid, SIGKILL after ``grace``; removes the directory."""
+        self._shutdown(grace)
         if self.process is not None:  # runuser (when root): it exits with its child
             reap(self.process, timeout=10)
             self.log.close()

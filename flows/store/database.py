@@ -15,6 +15,7 @@ from ..errors import StoreUnavailableError
 from .migrate import SHIPPED, Migrations, Upgrade
 
 OPEN_SECONDS = 30.0  # as SQLite's busy timeout below
+CONNECT_SECONDS = 5  # PostgreSQL's connect timeout
 
 
 class Database:
@@ -27,6 +28,11 @@ class Database:
         kwargs: dict[str, Any] = {}
         if self._sqlite:
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        elif self.url.startswith("postgresql"):
+            # A server that does not answer (down host, frozen postmaster) must cost a bounded wait, not a hang: the
+            # API answers 503 and a run waits within its lease (#22).
+            kwargs["connect_args"] = {"connect_timeout": CONNECT_SECONDS}
+            kwargs["pool_pre_ping"] = True  # connections from before a server restart are dropped, not failed on
         self.engine: Engine = sa.create_engine(self.url, **kwargs)
         if self._sqlite:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)

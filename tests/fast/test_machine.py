@@ -279,3 +279,37 @@ def test_a_tolerant_wait_starts_when_an_isolated_hosts_later_steps_never_ran():
     assert machine.start_subtask(record, waits[1].id, "t", "sep", tolerant=True).after.subtask(waits[1].id).status is (
         S.RUNNING
     )
+
+
+def test_a_task_that_succeeded_with_isolated_hosts_retries_only_those_hosts_in_their_order():
+    """#22 (flaky fleets): a run SUCCESSFUL under a failure threshold with host 1 isolated (its Stop all FAILED) can be
+    retried: only host 1's FAILED Stop all is READY again, its later steps run after it (runnable), nothing else; a
+    SUCCESSFUL task without a failed host is still refused (4007)."""
+    plan = build_plan([1, 2], isolate=True)
+    record = machine.new_task(plan, 1, list(range(1, 15)), "t", creator="c", executor="e")
+    clean = record
+    for sub in record.subtasks:
+        if sub.kind is Kind.WAIT:
+            outcome = S.SUCCESSFUL
+        elif sub.host_id == 1 and sub.kind in (Kind.START_ALL, Kind.FINISH):
+            continue  # never ran: host 1 is isolated
+        else:
+            outcome = S.FAILED if (sub.host_id == 1 and sub.kind is Kind.STOP_ALL) else S.SUCCESSFUL
+        record = machine.start_subtask(record, sub.id, "t", "sep", tolerant=True).after
+        record = machine.finish_subtask(record, sub.id, outcome, "t").after
+    ended = machine.end_run(record, "t", threshold=1).after
+    assert ended.task.status is T.SUCCESSFUL
+    retried = machine.retry_task(ended, 0.0).after
+    assert retried.task.status is T.RUNNING
+    stop_1 = next(s for s in retried.subtasks if s.host_id == 1 and s.kind is Kind.STOP_ALL)
+    assert [s.id for s in retried.subtasks if s.status is S.READY] == [stop_1.id]
+    work = {sub.id: deps for sub, deps, _ in machine.runnable(retried, tolerant_waits=True)}
+    later = [s for s in retried.subtasks if s.host_id == 1 and s.kind in (Kind.START_ALL, Kind.FINISH)]
+    assert set(work) == {stop_1.id, *(s.id for s in later)}
+    assert work[later[0].id] == [stop_1.id] and work[later[1].id] == [later[0].id]
+    done = clean
+    for sub in clean.subtasks:
+        done = machine.start_subtask(done, sub.id, "t", "sep").after
+        done = machine.finish_subtask(done, sub.id, S.SUCCESSFUL, "t").after
+    with pytest.raises(TaskStateError, match="SUCCESSFUL state"):
+        machine.retry_task(machine.end_run(done, "t").after, 0.0)
