@@ -106,7 +106,7 @@ def print_paths(runs: dict[str, dict]) -> None:
         table.add_column("other CPU s", justify="right")
     for label, name in PATHS:
         cells = []
-        for n, run in runs.items():
+        for run in runs.values():
             named = {r["name"]: r for r in run["results"]}
             r, floor = named.get(name), named.get(FLOOR)
             if r is None:

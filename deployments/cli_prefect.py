@@ -21,8 +21,12 @@ STOP_SECONDS = 30.0
 
 
 def add_commands(sub: Any) -> None:
-    prefect = sub.add_parser("prefect", help="the local Prefect server `run` starts: its state, or stop it now")
-    prefect.add_argument("prefect_command", choices=("status", "stop"))
+    prefect = sub.add_parser(
+        "prefect",
+        help="the local Prefect server `run` starts: its state, stop it now, or prepare its database "
+        "(migrate it once, so that its first start is faster; bootstrap.sh does)",
+    )
+    prefect.add_argument("prefect_command", choices=("status", "stop", "prepare"))
     prefect.add_argument("--json", action="store_true", help="status: server.json and the figures below as JSON")
 
 
@@ -106,4 +110,13 @@ def _running(pid: int) -> bool:
 def cmd_prefect(args: argparse.Namespace, config: Settings) -> int:
     if args.prefect_command == "stop":
         return stop(config)
+    if args.prefect_command == "prepare":
+        folder = local_prefect.state_dir(config)
+        done = local_prefect.prepare(config)
+        print(
+            f"local Prefect server's database under {folder}: "
+            + ("migrated" if done else "already current (or the server runs)"),
+            file=sys.stderr,
+        )
+        return EXIT_OK
     return print_status(config, args.json)

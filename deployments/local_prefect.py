@@ -15,7 +15,8 @@ again, and its blocks are not registered again (``migrated``).
     $OCP_RESTART_HOME/prefect/
         server.json     {"url", "pid" (the supervisor), "state": "starting"}; once it serves, also "server_pid",
                         "started", "idle_seconds" (``ocp-restart prefect status`` shows it, ``... stop`` stops it)
-        migrated        the Prefect version that last migrated home/'s database
+        migrated        the Prefect version that last migrated home/'s database (``prepare()``, or a start)
+        registered      the Prefect version that last registered its block types there
         last-used       touched by every CLI that uses it
         clients/PID     one per CLI process using it now (removed when it exits; a dead PID does not count)
         supervisor.log  the supervisor's and the server's output
@@ -206,16 +207,48 @@ def _prefect_version() -> str:
     return importlib.metadata.version("prefect")
 
 
-def start_settings(home: Path) -> dict[str, str]:
-    """What a start on ``home``'s database can skip: a database this Prefect version migrated is at its head
-    (Prefect's alembic upgrade checks it again otherwise, and registers its block types again)."""
+# marker file -> the setting that skips, at a server's start, what the marker says this Prefect version did
+SKIPPABLE = {"migrated": "PREFECT_API_DATABASE_MIGRATE_ON_START", "registered": "PREFECT_API_BLOCKS_REGISTER_ON_START"}
+
+
+def _marked(folder: Path, name: str) -> bool:
+    """Whether ``folder/name`` says this Prefect version did it to ``folder/home``'s database (which exists)."""
     try:
-        current = (home / "prefect.db").exists() and (home.parent / "migrated").read_text() == _prefect_version()
+        return (folder / "home" / "prefect.db").exists() and (folder / name).read_text() == _prefect_version()
     except OSError:
-        current = False
-    if not current:
-        return {}
-    return {"PREFECT_API_DATABASE_MIGRATE_ON_START": "false", "PREFECT_API_BLOCKS_REGISTER_ON_START": "false"}
+        return False
+
+
+def start_settings(home: Path) -> dict[str, str]:
+    """What a start on ``home``'s database can skip: the migrations of a database this Prefect version migrated
+    (its alembic upgrade otherwise checks them all again), the block types it registered there."""
+    return {setting: "false" for name, setting in SKIPPABLE.items() if _marked(home.parent, name)}
+
+
+def prepare(config: Settings) -> bool:
+    """Migrate the local server's database now (``bootstrap.sh``: so that the first run's server starts without
+    Prefect's 100-odd migrations); False if this Prefect version already did. Never while the server runs."""
+    folder = state_dir(config)
+    if _marked(folder, "migrated"):
+        return False
+    (folder / "home").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PREFECT_HOME": str(folder / "home"), "DO_NOT_TRACK": "1"}
+    env.pop("PREFECT_API_URL", None)
+    env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
+    prefect = Path(sys.executable).with_name("prefect")
+    with open(folder / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if read_state(folder) is not None:  # a server runs: it migrated its database as it started
+            return False
+        subprocess.run(
+            [str(prefect), "server", "database", "upgrade", "--yes"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            check=True,
+        )
+        (folder / "migrated").write_text(_prefect_version())
+    return True
 
 
 def supervise(folder: Path, idle: float, port: int | None = None) -> int:
@@ -248,8 +281,9 @@ def supervise(folder: Path, idle: float, port: int | None = None) -> int:
             if _healthy(url):
                 break
             time.sleep(HEALTH_POLL_SECONDS)
-        if not skips:
-            (folder / "migrated").write_text(_prefect_version())
+        for name, setting in SKIPPABLE.items():
+            if setting not in skips:  # done by this start: the next one may skip it
+                (folder / name).write_text(_prefect_version())
         (folder / "last-used").touch()
         _write_state(
             folder,

@@ -63,9 +63,10 @@ def test_runs_reuse_one_local_prefect_server_and_it_stops_when_idle(tmp_path):
             # opened while the server came up.
             assert (home / "prefect" / "migrated").read_text().strip()
             assert b"PREFECT_API_DATABASE_MIGRATE_ON_START=false" not in server_env
-            task = json.loads(run.stdout)["id"]
+            task = json.loads(run.stdout)
+            prepare = str(task["subtasks"][0]["id"])
             log = subprocess.run(
-                [*cli_command(), "log", str(task), "1"], env=env, cwd=ROOT, capture_output=True, text=True
+                [*cli_command(), "log", str(task["id"]), prepare], env=env, cwd=ROOT, capture_output=True, text=True
             )
             assert "host key verified" in log.stdout and "before the flow started" in log.stdout, log.stdout
             deadline = time.monotonic() + 60
