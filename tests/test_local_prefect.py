@@ -123,9 +123,10 @@ def test_run_leaves_without_teardown_but_after_prefect_has_its_last_log(prefect_
 
 
 def test_the_local_server_shows_in_status_stops_on_request_and_restarts_without_migrating(tmp_path):
-    """#23: `ocp-restart status` (no task) shows the local Prefect server a run started, `ocp-restart prefect
-    stop` stops it (supervisor and server), and the next run starts it on the kept database without Prefect's
-    migrations or block registration, since the same Prefect version migrated it."""
+    """#23: `ocp-restart prefect prepare` migrates the local server's database before any run; `ocp-restart status`
+    (no task) shows the local Prefect server a run started, `ocp-restart prefect stop` stops it (supervisor and
+    server); its starts skip Prefect's migrations (prepared), then the block registration too (the first start did
+    it)."""
     from deployments.sandbox import Sandbox
 
     home = tmp_path / "home"
@@ -139,6 +140,9 @@ def test_the_local_server_shows_in_status_stops_on_request_and_restarts_without_
     with Sandbox(1) as box:
         try:
             assert ocp("status").returncode == 3  # nothing runs before the first run
+            assert ocp("prefect", "prepare").returncode == 0 and (home / "prefect" / "migrated").exists()
+            assert ocp("status").returncode == 3  # preparing runs no server
+            envs = []
             for _ in range(2):
                 run = ocp("run", "--inventory", str(box.inventory_path), "--json")
                 assert run.returncode == 0, run.stderr
@@ -148,18 +152,19 @@ def test_the_local_server_shows_in_status_stops_on_request_and_restarts_without_
                 assert info["url"].removesuffix("/api") in shown.stdout and str(info["pid"]) in shown.stdout
                 assert "stops by itself in" in shown.stdout, shown.stdout
                 assert json.loads(ocp("prefect", "status", "--json").stdout)["server_pid"] == info["server_pid"]
-                server_env = set(Path(f"/proc/{info['server_pid']}/environ").read_bytes().split(b"\0"))
+                envs.append(set(Path(f"/proc/{info['server_pid']}/environ").read_bytes().split(b"\0")))
                 stopped = ocp("prefect", "stop")
                 assert stopped.returncode == 0, stopped.stderr
                 deadline = time.monotonic() + 10  # init reaps the supervisor (its CLI has exited)
                 while (alive(info["pid"]) or alive(info["server_pid"])) and time.monotonic() < deadline:
                     time.sleep(0.1)
                 assert not state.exists() and not alive(info["pid"]) and not alive(info["server_pid"])
-            # the second start, on the database the first one migrated
-            assert {
+            no_migrations, no_blocks = (
                 b"PREFECT_API_DATABASE_MIGRATE_ON_START=false",
                 b"PREFECT_API_BLOCKS_REGISTER_ON_START=false",
-            } <= server_env
+            )
+            assert no_migrations in envs[0] and no_blocks not in envs[0]
+            assert {no_migrations, no_blocks} <= envs[1]
             assert ocp("status").returncode == 3
         finally:
             if state.exists():
