@@ -35,12 +35,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import httpx
-
-from flows.settings import Settings
+from typing import TYPE_CHECKING
 
 from . import prefect_env
+
+if TYPE_CHECKING:
+    from flows.settings import Settings
+
+# The supervisor imports nothing but the standard library before it spawns the server: the server's start is the
+# user's wait.
 
 STARTUP_SECONDS = 90.0
 HEALTH_POLL_SECONDS = 0.05  # the server is healthy ~4-8 s after exec; 0.2 s steps lost 0.1 s on average
@@ -129,10 +132,18 @@ def read_state(folder: Path) -> dict | None:
 
 
 def _healthy(url: str) -> bool:
+    from http.client import HTTPConnection, HTTPException
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=2)
     try:
-        return httpx.get(url + "/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
+        conn.request("GET", parts.path + "/health")
+        return conn.getresponse().status == 200
+    except (OSError, HTTPException):
         return False
+    finally:
+        conn.close()
 
 
 def _start_supervisor(folder: Path, idle: float) -> tuple[str, int]:
