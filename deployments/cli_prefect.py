@@ -16,7 +16,7 @@ from flows.settings import Settings
 
 from . import local_prefect
 
-EXIT_OK, EXIT_NOT_RUNNING = 0, 3
+EXIT_OK, EXIT_NOT_RUNNING, EXIT_BUSY = 0, 3, 4
 STOP_SECONDS = 30.0
 
 
@@ -28,6 +28,7 @@ def add_commands(sub: Any) -> None:
     )
     prefect.add_argument("prefect_command", choices=("status", "stop", "prepare"))
     prefect.add_argument("--json", action="store_true", help="status: server.json and the figures below as JSON")
+    prefect.add_argument("--force", action="store_true", help="stop: even while a CLI run uses it (its flow fails)")
 
 
 def describe(config: Settings) -> dict[str, Any] | None:
@@ -79,13 +80,20 @@ def print_status(config: Settings, as_json: bool = False) -> int:
     return EXIT_OK
 
 
-def stop(config: Settings) -> int:
-    """SIGTERM the supervisor (it stops the server, and removes server.json); wait until both are gone."""
-    folder = local_prefect.state_dir(config)
-    state = local_prefect.read_state(folder)
+def stop(config: Settings, force: bool = False) -> int:
+    """SIGTERM the supervisor (it stops the server, and removes server.json); wait until both are gone. Refused
+    (exit 4) while a CLI run uses the server, unless ``force``."""
+    state = describe(config)
     if state is None:
         print("local Prefect server: not running", file=sys.stderr)
         return EXIT_OK
+    if state["clients"] and not force:
+        print(
+            f"ocp-restart: error: the local Prefect server is in use by CLI process(es) "
+            f"{', '.join(map(str, state['clients']))}; stopping it would fail their runs (--force does)",
+            file=sys.stderr,
+        )
+        return EXIT_BUSY
     pids = [int(state["pid"]), *([int(state["server_pid"])] if "server_pid" in state else [])]
     os.kill(pids[0], signal.SIGTERM)
     deadline = time.monotonic() + STOP_SECONDS
@@ -109,7 +117,7 @@ def _running(pid: int) -> bool:
 
 def cmd_prefect(args: argparse.Namespace, config: Settings) -> int:
     if args.prefect_command == "stop":
-        return stop(config)
+        return stop(config, args.force)
     if args.prefect_command == "prepare":
         folder = local_prefect.state_dir(config)
         done = local_prefect.prepare(config)
