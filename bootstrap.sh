@@ -42,4 +42,7 @@ if ! .venv/bin/python -c "import flows, steps, deployments, prefect, paramiko, p
     echo "bootstrap: installing the project and its test tools into .venv (pip)" >&2
     .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,dev]'
 fi
+# The CLI's local Prefect server: its database migrated now, once, so that the first run's server starts without
+# Prefect's 100-odd migrations (under $OCP_RESTART_HOME/prefect; `ocp-restart prefect status|stop`).
+.venv/bin/ocp-restart prefect prepare || echo "bootstrap: could not prepare the local Prefect server's database" >&2
 echo "bootstrap: ready (.venv/bin/ocp-restart)" >&2

@@ -257,7 +257,7 @@ def run_cli_default(sandbox, *, name: str, home: Path, prefect_home: Path, worke
     starts the local Prefect server (a supervisor we then own), later ones reuse it. Records whether a server
     was running before, and the server's CPU during the run (all of it, start-up included, when it started)."""
     info = local_server(home)
-    pid = int(info["server_pid"]) if info else None
+    pid = int(info["server_pid"]) if info and info.get("server_pid") else None
     try:
         cpu0 = process_cpu_seconds(pid) if pid else 0.0
     except OSError:
@@ -266,8 +266,8 @@ def run_cli_default(sandbox, *, name: str, home: Path, prefect_home: Path, worke
         sandbox, name=name, work_dir=home.parent, prefect_home=prefect_home, api_url=None, workers=workers, home=home
     )
     after = local_server(home)
-    result.extra["local_server_reused"] = bool(info and after and info["server_pid"] == after["server_pid"])
-    if after:
+    result.extra["local_server_reused"] = bool(info and after and info.get("server_pid") == after.get("server_pid"))
+    if after and after.get("server_pid"):
         spid = int(after["server_pid"])
         try:
             result.extra["prefect_server_cpu_s"] = round(process_cpu_seconds(spid) - (cpu0 if spid == pid else 0.0), 2)
@@ -287,7 +287,7 @@ def stop_local_server(home: Path, timeout: float = 30.0) -> None:
     info = local_server(home)
     if not info:
         return
-    pids = [int(info["pid"]), int(info["server_pid"])]
+    pids = [int(info["pid"]), *([int(info["server_pid"])] if info.get("server_pid") else [])]
     try:
         os.kill(pids[0], signal.SIGTERM)
     except ProcessLookupError:

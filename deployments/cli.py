@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from flows.settings import Settings
 from steps.runner import is_decimal
 
-from . import cli_agent, cli_ops, console
+from . import cli_agent, cli_ops, cli_prefect, console
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_RUNNING, EXIT_BUSY, EXIT_STORE, EXIT_FENCED = 0, 1, 2, 3, 4, 5, 6
 EXIT_INTERNAL, EXIT_INTERRUPTED = 70, 130  # 70: EX_SOFTWARE (sysexits.h)
@@ -63,6 +63,7 @@ def build_parser(config: Settings) -> argparse.ArgumentParser:
     _add_admin_commands(sub)
     _add_demo_command(sub)
     cli_agent.add_commands(sub)
+    cli_prefect.add_commands(sub)
     return parser
 
 
@@ -98,8 +99,10 @@ def _add_restart_commands(sub: Subcommands, config: Settings) -> None:
     run.add_argument("--user", default=config.user, help="API user for --server")
     _run_options(run)
 
-    status = sub.add_parser("status", help="show a task instance from the task store")
-    status.add_argument("task_id", type=int)
+    status = sub.add_parser(
+        "status", help="show a task instance from the task store; without one, the local Prefect server's state"
+    )
+    status.add_argument("task_id", type=int, nargs="?")
     status.add_argument("--json", action="store_true")
 
     log = sub.add_parser("log", help="print a subtask's log, or every subtask's log of a task")
@@ -335,6 +338,7 @@ def _main(argv: list[str] | None) -> int:
             "tasks": cli_agent.cmd_tasks,
             "agent": cli_agent.cmd_agent,
             "process": cli_agent.cmd_process,
+            "prefect": cli_prefect.cmd_prefect,
         }
         return commands[args.command](args, config)
     except OcpRestartError as exc:
@@ -428,6 +432,9 @@ def cmd_demo(args: argparse.Namespace, config: Settings) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
+    from . import local_prefect
+
+    local_prefect.begin(config)  # the Prefect server comes up while the sandbox does
     print(f"starting {args.hosts} sandbox host(s) on loopback ...", file=sys.stderr)
     generations = {1001 + i: "auto:3" for i in range(args.hosts - older, args.hosts)}
     with Sandbox(args.hosts, generations=generations) as sandbox:
@@ -467,6 +474,12 @@ def _run(
         )
     except ValidationError as exc:
         raise RequestError(_validation_message(exc)) from None
+    # The local Prefect server starts now (#23); until the flow needs it, this process records the task, imports
+    # Prefect and opens the hosts' SSH connections.
+    from . import local_prefect
+
+    local_prefect.begin(config)
+    importing = _import_in_background("flows.agent_ops")
     with TaskStore(config.store_url) as store:
         task_id = create_task(
             store,
@@ -479,16 +492,51 @@ def _run(
         )
         doing = "restarting the OCP agent" if template is BATCH_RESTART else f"'{template.task_name}'"
         print(f"task {task_id}: {doing} on {len(ids)} host(s)", file=sys.stderr)
+        _preconnect(store.load(task_id), inventory, options)
+        importing.join()
         return _execute(store, config, task_id, inventory_path, options, args.json)
+
+
+def _import_in_background(module: str) -> threading.Thread:
+    """Import ``module`` in a thread (its errors come back when the caller imports it after ``join()``)."""
+    import importlib
+
+    def load() -> None:
+        try:
+            importlib.import_module(module)
+        except Exception:  # the caller's own import raises it where it can be reported
+            pass
+
+    thread = threading.Thread(target=load, name=f"import-{module}", daemon=True)
+    thread.start()
+    return thread
+
+
+def _preconnect(record, inventory, options) -> None:
+    """Open the task's hosts' SSH connections in the background for its steps (``flows/preconnect.py``)."""
+    from flows import preconnect
+
+    hosts = inventory.select(record.task.host_ids)
+    timeout = max((s.timeout for s in record.subtasks if s.host_id is not None), default=60)
+    preconnect.offer(
+        record.task.id,
+        preconnect.Preconnect(
+            hosts,
+            accept_new_host_keys=options.accept_new_host_keys,
+            deadline=time.monotonic() + min(timeout, 60),
+            workers=options.max_workers,
+        ),
+    )
 
 
 def _execute(store, config: Settings, task_id: int, inventory_path, options, as_json: bool) -> int:
     """Run the flow of a recorded task's template in this process, with progress on stderr; report the result."""
     from . import local_prefect
 
-    local_prefect.ensure(config)  # before Prefect is imported: it reads PREFECT_API_URL once
+    local_prefect.ensure(config)  # before Prefect is imported (it reads PREFECT_API_URL once): begin() did that
     import httpx
 
+    from flows import preconnect
     from flows.agent_ops import run_operation
 
     started = time.monotonic()
@@ -499,6 +547,7 @@ def _execute(store, config: Settings, task_id: int, inventory_path, options, as_
         return console.rows_from_record(current), current.task.status.value != "RUNNING"
 
     with ExitStack() as stack:
+        stack.callback(preconnect.withdraw, task_id)  # close the connections no step took
         if not as_json or sys.stderr.isatty():
             stack.enter_context(console.Progress(load))
         try:
@@ -831,6 +880,9 @@ def cmd_user(args: argparse.Namespace, config: Settings) -> int:
 
 def cmd_status(args: argparse.Namespace, config: Settings) -> int:
     from flows.store import TaskStore
+
+    if args.task_id is None:
+        return cli_prefect.print_status(config, args.json)
 
     with TaskStore(config.store_url) as store:
         # No server may be running to reap lapsed leases: a task whose runner died shows as FAILED here too.

@@ -6,8 +6,17 @@ every run). Instead the CLI asks ``ensure()`` for a server: the first call start
 under ``$OCP_RESTART_HOME/prefect/``, and stops it once no CLI has used it for ``OCP_RESTART_PREFECT_IDLE_SECONDS``
 (default 600) and none is using it now. Later calls find it by ``server.json`` and reuse it.
 
+A run does not wait for the start (#23): ``begin()`` starts the supervisor on a port this process chose and sets
+``PREFECT_API_URL`` at once, so everything that needs no Prefect server (inventory, plan, task store, host locks,
+``import prefect``, SSH connections) goes on while the server comes up; ``ensure()`` then waits (polling its health
+every 50 ms) only where the flow needs it. A database this Prefect version has already migrated is not migrated
+again, and its blocks are not registered again (``migrated``).
+
     $OCP_RESTART_HOME/prefect/
-        server.json     {"url", "pid" (the supervisor), "server_pid", "started"} while it serves
+        server.json     {"url", "pid" (the supervisor), "state": "starting"}; once it serves, also "server_pid",
+                        "started", "idle_seconds" (``ocp-restart prefect status`` shows it, ``... stop`` stops it)
+        migrated        the Prefect version that last migrated home/'s database (``prepare()``, or a start)
+        registered      the Prefect version that last registered its block types there
         last-used       touched by every CLI that uses it
         clients/PID     one per CLI process using it now (removed when it exits; a dead PID does not count)
         supervisor.log  the supervisor's and the server's output
@@ -26,14 +35,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import httpx
-
-from flows.settings import Settings
+from typing import TYPE_CHECKING
 
 from . import prefect_env
 
+if TYPE_CHECKING:
+    from flows.settings import Settings
+
+# The supervisor imports nothing but the standard library before it spawns the server: the server's start is the
+# user's wait.
+
 STARTUP_SECONDS = 90.0
+HEALTH_POLL_SECONDS = 0.05  # the server is healthy ~4-8 s after exec; 0.2 s steps lost 0.1 s on average
 # Only CLI runs in this machine's processes use this server: no deployments, schedules, workers or automations.
 # Off: what serves those, and the event store (the UI's Event Feed), ~1/3 of the server's CPU per task run
 # (measured on SQLite with Prefect 3.9: 27-31 -> 19-22 ms per task run). On: task runs, logs, artifacts, pause, cancel.
@@ -58,59 +71,115 @@ def state_dir(config: Settings) -> Path:
     return config.home_dir / "prefect"
 
 
-def ensure(config: Settings) -> str | None:
-    """The API URL of the local Prefect server, started if needed, registered as used by this process and set for
-    Prefect (call it before Prefect is imported); None when ``PREFECT_API_URL`` is already set (then that server is
-    used) or the local server is turned off."""
+_BEGUN: dict[Path, tuple[str, int | None]] = {}  # folder -> (url, the supervisor this process started, if any)
+
+
+def begin(config: Settings) -> str | None:
+    """Start the local Prefect server if none runs, without waiting for it; register this process as using it and
+    set its URL for Prefect (call it before Prefect is imported). None when ``PREFECT_API_URL`` is set by the user
+    (that server is used) or the local server is turned off. ``ensure()`` waits until it serves."""
+    folder = state_dir(config)
+    if folder in _BEGUN:
+        return _BEGUN[folder][0]
     if os.environ.get("PREFECT_API_URL") or not config.local_prefect:
         return None
-    folder = state_dir(config)
     (folder / "clients").mkdir(parents=True, exist_ok=True)
     _register_client(folder)
     with open(folder / "start.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two CLIs starting at once start one server
-        url = _running(folder)
-        if url is None:
-            _start_supervisor(folder, config.prefect_idle_seconds)
-            url = _wait_until_serving(folder)
+        found = read_state(folder)
+        if found is not None:
+            url, started = str(found["url"]), None
+        else:
+            url, started = _start_supervisor(folder, config.prefect_idle_seconds)
     (folder / "last-used").touch()
     prefect_env.use_api(url)
+    _BEGUN[folder] = (url, started)
     return url
 
 
-def _running(folder: Path) -> str | None:
-    """The URL in server.json if its supervisor lives and the server answers."""
+def ensure(config: Settings) -> str | None:
+    """The API URL of the local Prefect server once it serves (``begin()`` first if this process has not), or
+    None as ``begin()``. RuntimeError naming the supervisor's log if it does not serve within STARTUP_SECONDS."""
+    url = begin(config)
+    if url is None:
+        return None
+    folder = state_dir(config)
+    try:
+        _wait_until_serving(folder, url)
+    except RuntimeError:
+        if _BEGUN[folder][1] is None or "prefect" in sys.modules:
+            raise
+        # Ours died before serving (the port this process chose was taken meanwhile, say): once more, on another.
+        with open(folder / "start.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            url, started = _start_supervisor(folder, config.prefect_idle_seconds)
+        prefect_env.use_api(url)
+        _BEGUN[folder] = (url, started)
+        _wait_until_serving(folder, url)
+    (folder / "last-used").touch()
+    return url
+
+
+def read_state(folder: Path) -> dict | None:
+    """server.json if its supervisor lives (the server starting or serving), else None (a stale file removed)."""
     try:
         info = json.loads((folder / "server.json").read_text())
         os.kill(int(info["pid"]), 0)
-        if httpx.get(info["url"] + "/health", timeout=2).status_code == 200:
-            return str(info["url"])
-    except (OSError, ValueError, KeyError, httpx.HTTPError):
-        pass
-    return None
+        return info if isinstance(info.get("url"), str) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
-def _start_supervisor(folder: Path, idle: float) -> None:
-    (folder / "server.json").unlink(missing_ok=True)
+def _healthy(url: str) -> bool:
+    from http.client import HTTPConnection, HTTPException
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=2)
+    try:
+        conn.request("GET", parts.path + "/health")
+        return conn.getresponse().status == 200
+    except (OSError, HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def _start_supervisor(folder: Path, idle: float) -> tuple[str, int]:
+    """Spawn the supervisor on a free port; write server.json ("starting") for other CLIs. (url, its pid)."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
     log = open(folder / "supervisor.log", "ab")
-    subprocess.Popen(
-        [sys.executable, "-m", "deployments.local_prefect", str(folder), str(idle)],
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deployments.local_prefect", str(folder), str(idle), str(port)],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # it outlives this CLI, and our Ctrl-C is not its
+    _write_state(folder, {"url": url, "pid": proc.pid, "state": "starting", "idle_seconds": idle})
+    return url, proc.pid
 
 
-def _wait_until_serving(folder: Path) -> str:
+def _write_state(folder: Path, info: dict) -> None:
+    tmp = folder / f"server.json.{os.getpid()}"
+    tmp.write_text(json.dumps(info))
+    tmp.replace(folder / "server.json")  # readers never see half a file
+
+
+def _wait_until_serving(folder: Path, url: str) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
-        url = _running(folder)
-        if url is not None:
-            return url
-        time.sleep(0.2)
+        if _healthy(url):
+            return
+        info = read_state(folder)
+        if info is None or info["url"] != url:  # its supervisor gave up (see its log)
+            break
+        time.sleep(HEALTH_POLL_SECONDS)
     raise RuntimeError(
-        f"the local Prefect server did not start within {STARTUP_SECONDS:.0f} s; see {folder / 'supervisor.log'}"
+        f"the local Prefect server at {url} did not start within {STARTUP_SECONDS:.0f} s; see "
+        f"{folder / 'supervisor.log'}"
     )
 
 
@@ -143,17 +212,70 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def supervise(folder: Path, idle: float) -> int:
+def _prefect_version() -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version("prefect")
+
+
+# marker file -> the setting that skips, at a server's start, what the marker says this Prefect version did
+SKIPPABLE = {"migrated": "PREFECT_API_DATABASE_MIGRATE_ON_START", "registered": "PREFECT_API_BLOCKS_REGISTER_ON_START"}
+
+
+def _marked(folder: Path, name: str) -> bool:
+    """Whether ``folder/name`` says this Prefect version did it to ``folder/home``'s database (which exists)."""
+    try:
+        return (folder / "home" / "prefect.db").exists() and (folder / name).read_text() == _prefect_version()
+    except OSError:
+        return False
+
+
+def start_settings(home: Path) -> dict[str, str]:
+    """What a start on ``home``'s database can skip: the migrations of a database this Prefect version migrated
+    (its alembic upgrade otherwise checks them all again), the block types it registered there."""
+    return {setting: "false" for name, setting in SKIPPABLE.items() if _marked(home.parent, name)}
+
+
+def prepare(config: Settings) -> bool:
+    """Migrate the local server's database now (``bootstrap.sh``: so that the first run's server starts without
+    Prefect's 100-odd migrations); False if this Prefect version already did. Never while the server runs."""
+    folder = state_dir(config)
+    if _marked(folder, "migrated"):
+        return False
+    (folder / "home").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PREFECT_HOME": str(folder / "home"), "DO_NOT_TRACK": "1"}
+    env.pop("PREFECT_API_URL", None)
+    env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
+    prefect = Path(sys.executable).with_name("prefect")
+    with open(folder / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if read_state(folder) is not None:  # a server runs: it migrated its database as it started
+            return False
+        subprocess.run(
+            [str(prefect), "server", "database", "upgrade", "--yes"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            check=True,
+        )
+        (folder / "migrated").write_text(_prefect_version())
+    return True
+
+
+def supervise(folder: Path, idle: float, port: int | None = None) -> int:
     """Run ``prefect server start`` and stop it once idle; the server's process group goes with it."""
-    port = _free_port()
+    port = port or _free_port()
     url = f"http://127.0.0.1:{port}/api"
+    home = folder / "home"
+    skips = start_settings(home)
     env = {
         **os.environ,
-        "PREFECT_HOME": str(folder / "home"),
+        "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
         **LEAN_SERVICES,
         **RECORDER_BATCHING,
+        **skips,
     }
     env.pop("PREFECT_API_URL", None)
     prefect = Path(sys.executable).with_name("prefect")
@@ -164,18 +286,26 @@ def supervise(folder: Path, idle: float) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
-        while not stopping and server.poll() is None:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
+        while not stopping:
+            if server.poll() is not None or time.monotonic() > deadline:
                 return 1
-            time.sleep(0.2)
+            if _healthy(url):
+                break
+            time.sleep(HEALTH_POLL_SECONDS)
+        for name, setting in SKIPPABLE.items():
+            if setting not in skips:  # done by this start: the next one may skip it
+                (folder / name).write_text(_prefect_version())
         (folder / "last-used").touch()
-        (folder / "server.json").write_text(
-            json.dumps({"url": url, "pid": os.getpid(), "server_pid": server.pid, "started": time.time()})
+        _write_state(
+            folder,
+            {
+                "url": url,
+                "pid": os.getpid(),
+                "state": "serving",
+                "server_pid": server.pid,
+                "started": time.time(),
+                "idle_seconds": idle,
+            },
         )
         while not stopping and server.poll() is None:
             time.sleep(POLL_SECONDS)
@@ -196,4 +326,4 @@ def supervise(folder: Path, idle: float) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(supervise(Path(sys.argv[1]), float(sys.argv[2])))
+    sys.exit(supervise(Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else None))

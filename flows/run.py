@@ -19,6 +19,7 @@ from steps.logline import log_line
 from steps.runner import Runner
 from steps.ssh import SSHSession
 
+from . import preconnect
 from .errors import StaleWriteError, StoreUnavailableError
 from .lease import Lease
 from .logs import LogWriter, SubtaskLog
@@ -124,14 +125,17 @@ class RunContext:
         if current is not None and current.connected:
             return current
         self.lease.check()
-        session = SSHSession(host, accept_new_host_key=self.options.accept_new_host_keys)
-        started = time.monotonic()
-        for note in session.connect(deadline=deadline):
+        opened = preconnect.take(self.task_id, host, deadline)
+        if opened is not None:  # opened while the CLI's Prefect server started (flows/preconnect.py)
+            session, notes, seconds, ahead = opened.session, opened.notes, opened.seconds, " before the flow started"
+        else:
+            session = SSHSession(host, accept_new_host_key=self.options.accept_new_host_keys)
+            started = time.monotonic()
+            notes, ahead = session.connect(deadline=deadline), ""
+            seconds = time.monotonic() - started
+        for note in notes:
             log.warning(note)
-        log.info(
-            f"connected to {host.label} as {host.user}, host key verified "
-            f"({(time.monotonic() - started) * 1000:.0f} ms)"
-        )
+        log.info(f"connected to {host.label} as {host.user}, host key verified ({seconds * 1000:.0f} ms{ahead})")
         self._sessions[host.id] = session
         return session
 

@@ -59,6 +59,16 @@ def test_runs_reuse_one_local_prefect_server_and_it_stops_when_idle(tmp_path):
                 b"PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL=1",
             } <= server_env
             print(f"first run {took[0]:.1f} s (starts the server), second {took[1]:.1f} s")
+            # #23: the first start migrated the database and says so; the steps took the connections the CLI
+            # opened while the server came up.
+            assert (home / "prefect" / "migrated").read_text().strip()
+            assert b"PREFECT_API_DATABASE_MIGRATE_ON_START=false" not in server_env
+            task = json.loads(run.stdout)
+            prepare = str(task["subtasks"][0]["id"])
+            log = subprocess.run(
+                [*cli_command(), "log", str(task["id"]), prepare], env=env, cwd=ROOT, capture_output=True, text=True
+            )
+            assert "host key verified" in log.stdout and "before the flow started" in log.stdout, log.stdout
             deadline = time.monotonic() + 60
             while (state.exists() or alive(server) or alive(supervisor)) and time.monotonic() < deadline:
                 time.sleep(0.5)
@@ -110,3 +120,52 @@ def test_run_leaves_without_teardown_but_after_prefect_has_its_last_log(prefect_
         assert states == ["COMPLETED"] * len(task["subtasks"]), states
     bad = cli("run", "--inventory", str(sandbox.inventory_path), "--host-ids", "424242", "--json")
     assert bad.returncode == 2 and "424242" in bad.stderr, (bad.returncode, bad.stderr)
+
+
+def test_the_local_server_shows_in_status_stops_on_request_and_restarts_without_migrating(tmp_path):
+    """#23: `ocp-restart prefect prepare` migrates the local server's database before any run; `ocp-restart status`
+    (no task) shows the local Prefect server a run started, `ocp-restart prefect stop` stops it (supervisor and
+    server); its starts skip Prefect's migrations (prepared), then the block registration too (the first start did
+    it)."""
+    from deployments.sandbox import Sandbox
+
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(OCP_RESTART_HOME=str(home), OCP_RESTART_PREFECT_IDLE_SECONDS="600")
+    state = home / "prefect" / "server.json"
+
+    def ocp(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*cli_command(), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+
+    with Sandbox(1) as box:
+        try:
+            assert ocp("status").returncode == 3  # nothing runs before the first run
+            assert ocp("prefect", "prepare").returncode == 0 and (home / "prefect" / "migrated").exists()
+            assert ocp("status").returncode == 3  # preparing runs no server
+            envs = []
+            for _ in range(2):
+                run = ocp("run", "--inventory", str(box.inventory_path), "--json")
+                assert run.returncode == 0, run.stderr
+                info = json.loads(state.read_text())
+                shown = ocp("status")
+                assert shown.returncode == 0, shown.stderr
+                assert info["url"].removesuffix("/api") in shown.stdout and str(info["pid"]) in shown.stdout
+                assert "stops by itself in" in shown.stdout, shown.stdout
+                assert json.loads(ocp("prefect", "status", "--json").stdout)["server_pid"] == info["server_pid"]
+                envs.append(set(Path(f"/proc/{info['server_pid']}/environ").read_bytes().split(b"\0")))
+                stopped = ocp("prefect", "stop")
+                assert stopped.returncode == 0, stopped.stderr
+                deadline = time.monotonic() + 10  # init reaps the supervisor (its CLI has exited)
+                while (alive(info["pid"]) or alive(info["server_pid"])) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert not state.exists() and not alive(info["pid"]) and not alive(info["server_pid"])
+            no_migrations, no_blocks = (
+                b"PREFECT_API_DATABASE_MIGRATE_ON_START=false",
+                b"PREFECT_API_BLOCKS_REGISTER_ON_START=false",
+            )
+            assert no_migrations in envs[0] and no_blocks not in envs[0]
+            assert {no_migrations, no_blocks} <= envs[1]
+            assert ocp("status").returncode == 3
+        finally:
+            if state.exists():
+                ocp("prefect", "stop")

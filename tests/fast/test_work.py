@@ -398,6 +398,32 @@ class TestFinish:
         assert step.pids["after"] == after
         assert f"ocp_agentd {before[AGENTD]} -> {after[AGENTD]}" in last.log.text
 
+    def test_finish_trusts_a_fresh_serves_of_start_all_for_the_same_ready_processes(self):
+        """#23: right after Start all saw mgragent answer, Finish reads the status alone (no curl on the socket)
+        when the same processes are still running and ready; other pids, or a Start all too long ago: the full
+        health check."""
+        agent = FakeAgent()
+        step = prepared(agent)
+        runner = FakeRunner(agent)
+        step.connection = runner
+        work.stop_all(again(step))
+        work.start_all(again(step))
+        sent = len(runner.commands)
+        last = again(step)
+        work.finish(last)
+        assert len(runner.commands) == sent + 1 and "unix-socket" not in runner.commands[-1]
+        assert "the same processes served" in last.log.text and step.pids["after"] == agent.pids()
+
+        agent._service("stop", POS_PROXY)  # mgragent restarted since Start all: a new pid
+        agent._service("start", POS_PROXY)
+        work.finish(again(step))
+        assert "unix-socket" in runner.commands[-1]
+
+        step.pids["served"] = {**agent.pids(), "at": int(time.time()) - int(work.SERVED_FRESH_SECONDS) - 5}
+        sent = len(runner.commands)
+        work.finish(again(step))
+        assert "unix-socket" in runner.commands[-1] and len(runner.commands) == sent + 1
+
     def test_an_agent_not_ready_fails_finish(self):
         """A service down at the end: retried until the deadline, then AgentError naming the state; nothing
         recorded."""

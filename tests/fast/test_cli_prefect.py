@@ -1,0 +1,47 @@
+"""`ocp-restart status` / `prefect status|stop` on the local Prefect server's state files (#23); no server runs."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from deployments import cli_prefect
+from flows.settings import Settings
+
+
+def _state(tmp_path, **extra) -> Settings:
+    config = Settings(home=tmp_path)
+    folder = tmp_path / "prefect"
+    (folder / "clients").mkdir(parents=True)
+    info = {"url": "http://127.0.0.1:4200/api", "pid": os.getpid(), "state": "serving", "idle_seconds": 600.0}
+    (folder / "server.json").write_text(json.dumps({**info, **extra}))
+    (folder / "last-used").touch()
+    return config
+
+
+def test_status_says_not_running_without_a_live_supervisor(tmp_path, capsys):
+    """#23: no server.json, or one whose supervisor is gone: not running, exit 3."""
+    config = Settings(home=tmp_path)
+    assert cli_prefect.print_status(config) == 3
+    assert "not running" in capsys.readouterr().out
+    dead = _state(tmp_path / "b", pid=2**22 + 12345)  # above pid_max's default: no such process
+    assert cli_prefect.print_status(dead) == 3
+
+
+def test_status_shows_url_pids_and_the_idle_stop(tmp_path, capsys):
+    """#23: a serving server shows its UI address, its pids and when it stops by itself."""
+    config = _state(tmp_path, server_pid=4242)
+    assert cli_prefect.print_status(config) == 0
+    out = capsys.readouterr().out
+    assert "http://127.0.0.1:4200 " in out and f"supervisor pid {os.getpid()}" in out and "server pid 4242" in out
+    assert "stops by itself in" in out
+
+
+def test_stop_is_refused_while_a_cli_uses_the_server(tmp_path, capsys):
+    """#23: `prefect stop` while a run uses the server would fail that run: refused (exit 4), naming the CLI; nothing
+    is signalled (the "supervisor" here is this test's own process)."""
+    config = _state(tmp_path, server_pid=4242)
+    (tmp_path / "prefect" / "clients" / str(os.getpid())).touch()
+    assert cli_prefect.stop(config) == 4
+    assert f"in use by CLI process(es) {os.getpid()}" in capsys.readouterr().err
+    assert "in use by 1 CLI process(es)" in (cli_prefect.print_status(config), capsys.readouterr().out)[1]
