@@ -670,8 +670,33 @@ def cmd_prune(args: argparse.Namespace, config: Settings) -> int:
         raise RequestError(f"--older-than must be 0 or more days, got {args.older_than}")
     with TaskStore(config.store_url) as store:
         deleted = store.prune(args.older_than)
-    print(f"deleted {len(deleted)} finished task(s) older than {args.older_than:g} day(s)", file=sys.stderr)
+        print(f"deleted {len(deleted)} finished task(s) older than {args.older_than:g} day(s)", file=sys.stderr)
+    if deleted:
+        _prune_prefect(deleted, config, args.older_than)
     return EXIT_OK
+
+
+def _prune_prefect(task_ids: list[int], config: Settings, days: float) -> None:
+    """Prefect's half of ``prune`` (``flows/prefect_prune.py``): on the configured Prefect server, or the local
+    one if it serves now (one is never started for this)."""
+    from datetime import timedelta
+
+    from . import local_prefect, prefect_env
+
+    url = os.environ.get("PREFECT_API_URL") or local_prefect.serving_url(config)
+    if url is None:
+        print("Prefect: no local server runs now; the pruned tasks' flow runs stay in its database", file=sys.stderr)
+        return
+    prefect_env.use_api(url)
+    from flows.models import now
+    from flows.prefect_prune import delete_runs_of
+    from flows.prefect_run import api_reachable
+
+    if not api_reachable():
+        print(f"Prefect at {url} does not answer: the pruned tasks' flow runs stay in its database", file=sys.stderr)
+        return
+    runs = delete_runs_of(task_ids, now() - timedelta(days=days))
+    print(f"deleted {runs} flow run(s) of pruned tasks from Prefect at {url}", file=sys.stderr)
 
 
 def cmd_db(args: argparse.Namespace, config: Settings) -> int:

@@ -121,6 +121,12 @@ def ensure(config: Settings) -> str | None:
     return url
 
 
+def serving_url(config: Settings) -> str | None:
+    """The local server's URL if it serves now, else None; never starts one."""
+    info = read_state(state_dir(config))
+    return str(info["url"]) if info is not None and _healthy(str(info["url"])) else None
+
+
 def read_state(folder: Path) -> dict | None:
     """server.json if its supervisor lives (the server starting or serving), else None (a stale file removed)."""
     try:

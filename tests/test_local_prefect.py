@@ -169,3 +169,28 @@ def test_the_local_server_shows_in_status_stops_on_request_and_restarts_without_
         finally:
             if state.exists():
                 ocp("prefect", "stop")
+
+
+def test_prune_deletes_the_pruned_tasks_flow_runs_from_prefect(prefect_api, sandbox, home):
+    """#22: `prune` bounds Prefect's database too — the flow runs of the tasks it deleted go (they grew it ~69 KB a
+    task in bench.soak); the runs of tasks it keeps stay."""
+    import httpx
+
+    ran = [cli("run", "--inventory", str(sandbox.inventory_path), "--json") for _ in range(2)]
+    assert all(run.returncode == 0 for run in ran), [run.stderr for run in ran]
+    ids = [json.loads(run.stdout)["id"] for run in ran]
+
+    def runs_of(task_id: int) -> list[str]:
+        query = {"flow_runs": {"tags": {"all_": [f"ocp-task:{task_id}", "ocp-agent"]}}, "limit": 50}
+        with httpx.Client(base_url=prefect_api, timeout=30) as prefect:
+            return [run["id"] for run in prefect.post("/flow_runs/filter", json=query).json()]
+
+    before = {task_id: runs_of(task_id) for task_id in ids}
+    assert all(before.values()), before
+    kept = cli("prune", "--older-than", "1")
+    assert kept.returncode == 0 and "deleted 0 finished task(s)" in kept.stderr, kept.stderr
+    assert {task_id: runs_of(task_id) for task_id in ids} == before
+    pruned = cli("prune", "--older-than", "0")
+    assert pruned.returncode == 0, pruned.stderr
+    assert "deleted 2 finished task(s)" in pruned.stderr and "flow run(s) of pruned tasks" in pruned.stderr
+    assert all(not set(runs_of(task_id)) & set(before[task_id]) for task_id in ids), pruned.stderr
