@@ -28,3 +28,12 @@ def test_mypy_strict_on_flows_and_steps():
     """`mypy` (strict on flows/ and steps/, as pyproject.toml says) finds no error."""
     result = _run("mypy")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_two_test_files_share_a_name():
+    """Tests are collected as rootdir-less modules: tests/fast/test_x.py beside tests/test_x.py stops the whole
+    suite at collection ("import file mismatch"), which the fast tier alone never shows (found at a merge, #20)."""
+    names: dict[str, list[str]] = {}
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        names.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert not {name: paths for name, paths in names.items() if len(paths) > 1}
