@@ -743,8 +743,16 @@ def _prune_daily(store, days: float, stop: threading.Event) -> None:
                 print(
                     f"ocp-restart: pruned {len(deleted)} finished task(s) older than {days:g} day(s)", file=sys.stderr
                 )
-        except Exception as exc:  # a store hiccup must not stop the server; the next day tries again
-            logging.getLogger(__name__).warning("pruning the task store failed: %s", exc)
+            if deleted and os.environ.get("PREFECT_API_URL"):  # the server this serve's flows report to
+                from datetime import timedelta
+
+                from flows.models import now
+                from flows.prefect_prune import delete_runs_of
+
+                runs = delete_runs_of(deleted, now() - timedelta(days=days))
+                print(f"ocp-restart: deleted their {runs} flow run(s) from Prefect", file=sys.stderr)
+        except Exception as exc:  # a store or Prefect hiccup must not stop the server; the next day tries again
+            logging.getLogger(__name__).warning("pruning failed: %s", exc)
         if stop.wait(86400):
             return
 

@@ -194,3 +194,28 @@ def test_prune_deletes_the_pruned_tasks_flow_runs_from_prefect(prefect_api, sand
     assert pruned.returncode == 0, pruned.stderr
     assert "deleted 2 finished task(s)" in pruned.stderr and "flow run(s) of pruned tasks" in pruned.stderr
     assert all(not set(runs_of(task_id)) & set(before[task_id]) for task_id in ids), pruned.stderr
+
+
+def test_serves_daily_prune_deletes_flow_runs_too(prefect_api, sandbox, home):
+    """#22: `serve --prune-after-days` prunes as `prune` does — the store's finished tasks and their flow runs."""
+    import threading
+
+    import httpx
+
+    from deployments.cli import _prune_daily
+    from flows.store import TaskStore
+
+    run = cli("run", "--inventory", str(sandbox.inventory_path), "--json")
+    assert run.returncode == 0, run.stderr
+    task_id = json.loads(run.stdout)["id"]
+    query = {"flow_runs": {"tags": {"all_": [f"ocp-task:{task_id}", "ocp-agent"]}}, "limit": 50}
+    with httpx.Client(base_url=prefect_api, timeout=30) as prefect:
+        before = {r["id"] for r in prefect.post("/flow_runs/filter", json=query).json()}
+        assert before
+        stop = threading.Event()
+        stop.set()  # one round, no day's wait
+        with TaskStore(f"sqlite:///{home / 'tasks.db'}") as store:
+            _prune_daily(store, 0, stop)
+            assert store.task_ids()[1] == 0
+        after = {r["id"] for r in prefect.post("/flow_runs/filter", json=query).json()}
+    assert not before & after
