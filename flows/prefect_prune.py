@@ -5,6 +5,10 @@ runs, logs and artifacts) would otherwise stay in Prefect's database for ever (~
 ``bench.soak``; Prefect's own vacuum is off by default). Only finished runs of the tasks pruned now that ended
 before the cut-off are deleted — not every run whose task is unknown to this store: one Prefect server may serve
 several stores (tests do, and a staging beside production), whose tasks are not ours to judge.
+
+Deleted with Prefect's bulk route, 50 runs a transaction: one DELETE per run (with its log clean-up behind it)
+made a SQLite-backed server answer "locked" and the client back off for up to a minute per run (bench.soak, 1,000
+tasks: 112 deleted in the first two minutes).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from datetime import datetime
 
 from .prefect_run import TAG_PREFIX
 
-BATCH = 100  # task ids per query: bounded request bodies
+TAGS_PER_QUERY = 100  # bounded request bodies
+RUNS_PER_CALL = 50  # Prefect's own limit for /flow_runs/bulk_delete
 
 
 def delete_runs_of(task_ids: Iterable[int], ended_before: datetime) -> int:
@@ -34,16 +39,18 @@ def delete_runs_of(task_ids: Iterable[int], ended_before: datetime) -> int:
     tags = [f"{TAG_PREFIX}{task_id}" for task_id in task_ids]
     deleted = 0
     with get_client(sync_client=True) as client:
-        for start in range(0, len(tags), BATCH):
+        for start in range(0, len(tags), TAGS_PER_QUERY):
             query = FlowRunFilter(
-                tags=FlowRunFilterTags(any_=tags[start : start + BATCH]),
+                tags=FlowRunFilterTags(any_=tags[start : start + TAGS_PER_QUERY]),
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=finished)),
                 end_time=FlowRunFilterEndTime(before_=ended_before),
             )
-            seen: set[object] = set()
-            while runs := [r for r in client.read_flow_runs(flow_run_filter=query, limit=200) if r.id not in seen]:
-                for run in runs:  # a run read again after its delete would be Prefect's bug: not a reason to loop
-                    client.delete_flow_run(run.id)
-                    seen.add(run.id)
-                deleted += len(runs)
+            body = {"flow_runs": query.model_dump(mode="json", exclude_unset=True), "limit": RUNS_PER_CALL}
+            while True:
+                answer = client.request("POST", "/flow_runs/bulk_delete", json=body)  # type: ignore[arg-type]
+                answer.raise_for_status()
+                gone = len(answer.json().get("deleted", []))
+                deleted += gone
+                if gone < RUNS_PER_CALL:
+                    break
     return deleted
