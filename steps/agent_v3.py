@@ -24,6 +24,7 @@ from .agent import (
     LIVE,
     MARK,
     POLL_SECONDS,
+    PROBE_LINES,
     SIGNAL,
     SIGNALS,
     START_TIMES,
@@ -31,6 +32,7 @@ from .agent import (
     AgentStatus,
     Limits,
     Probe,
+    candidates,
     parse_probe,
 )
 from .errors import AgentError, SubtaskCancelled
@@ -64,10 +66,13 @@ _PIDS = (
     '[ "$n" = pos_proxy ] && pp=$p; '
     'else [ -n "$rm" ] && rm -f "$home/run/$n.pid"; echo "stale $n $p"; fi; done'
 )
-# `listen LINE` for each TCP listener pos_proxy (pid pp) owns (ss -Hltnp), `listen ?` when ss is missing.
+# `listen LINE` for each TCP listener pos_proxy (pid pp) owns, `listen ?` when ss is missing: the listeners of
+# `ss -Hltne` (the kernel's socket table, with each socket's inode) whose inode is one of pos_proxy's open files
+# (ls -l /proc/PID/fd: socket:[INODE]). `ss -p` would read every process's open files, each status poll.
 _LISTEN = (
-    'if [ -n "$pp" ]; then if command -v ss >/dev/null; then ss -Hltnp 2>/dev/null | while read -r l; do '
-    'case $l in *"pid=$pp,"*) echo "listen $l";; esac; done; else echo "listen ?"; fi; fi'
+    'if [ -n "$pp" ]; then if command -v ss >/dev/null; then fds=$(ls -l "/proc/$pp/fd" 2>/dev/null); '
+    "ss -Hltne 2>/dev/null | while read -r l; do i=${l#*ino:}; i=${i%% *}; "
+    'case $fds in *"socket:[$i]"*) echo "listen $l";; esac; done; else echo "listen ?"; fi; fi'
 )
 # The agent now: _PIDS and _LISTEN. $1: the agent home, the rest: the process names.
 STATUS = Script("v3_status", f"set -f; home=$1; shift; {_PIDS}; {_LISTEN}; true")
@@ -77,15 +82,8 @@ STATUS = Script("v3_status", f"set -f; home=$1; shift; {_PIDS}; {_LISTEN}; true"
 # port, the rest: the process names.
 PREPARE = Script(
     "v3_prepare",
-    f'set -f; home=$1 port=$2; shift 2; [ -f "$home/{CTL}" ] || exit 127; '
-    'f=$home/faults/free_disk_mb; if [ -r "$f" ]; then read -r v <"$f"; echo "disk $((v * 1024)) simulated"; '
-    'else df -Pk "$home" 2>/dev/null | { read -r _; read -r _ _ _ a _; echo "disk ${a:-?}"; }; fi; '
-    'f=$home/faults/free_memory_mb; if [ -r "$f" ]; then read -r v <"$f"; echo "memory $((v * 1024)) simulated"; '
-    'else while read -r k v _; do [ "$k" = MemAvailable: ] && echo "memory $v" && break; done </proc/meminfo; fi; '
-    'if { true >>"$home/run/.ocp-restart-probe"; } 2>/dev/null; then echo "writable yes"; else echo "writable no"; fi; '
-    'echo "owner $(stat -c %U "$home" 2>/dev/null)"; '
-    'if command -v ss >/dev/null; then ss -Hltnp "sport = :$port" 2>/dev/null | while read -r l; do echo "listen $l"; '
-    f'done; else echo "listen ?"; fi; echo {MARK}; {_PIDS}; {_LISTEN}; echo {MARK}; {_PY}; '
+    f'set -f; home=$1 port=$2; shift 2; [ -f "$home/{CTL}" ] || exit 127; {PROBE_LINES}; '
+    f"echo {MARK}; {_PIDS}; {_LISTEN}; echo {MARK}; {_PY}; "
     f'cd "$home" && exec "$py" {CTL} version',
 )
 # Stop all's round trip: the identities of the processes about to be stopped (_PIDS with rm=1: a pid file naming a
@@ -103,11 +101,12 @@ CTL_THEN_STATUS = Script(
     f"printf '\\n%s\\n' {MARK}; {_PIDS}; {_LISTEN}; exit $r",
 )
 # Every live agent process of this home in /proc (`pid state name`, whatever the pid files say: a killed agentd's
-# orphans, duplicates), MARK, STATUS. $1: the home, the rest: the names.
+# orphans, duplicates; among the candidates whose command line names a path under the home), MARK, STATUS. $1: the
+# home, the rest: the names.
 SCAN_THEN_STATUS = Script(
     "v3_scan_then_status",
-    'set -f; home=$1; shift; for f in /proc/[0-9]*/comm; do n=; { read -r n <"$f"; } 2>/dev/null; '
-    'case " $* " in *" $n "*) ;; *) continue;; esac; p=${f#/proc/}; p=${p%/comm}; '
+    f"set -f; home=$1; shift; {candidates('$home/')}; for p in $c; do p=${{p%/cmdline}}; n=; "
+    '{ read -r n <"/proc/$p/comm"; } 2>/dev/null; case " $* " in *" $n "*) ;; *) continue;; esac; '
     f'{_OURS}; [ -n "$o" ] || continue; {_READ_STAT}; s=${{st##*) }}; echo "$p ${{s%% *}} $n"; done; '
     f"echo {MARK}; {_PIDS}; {_LISTEN}; true",
 )
