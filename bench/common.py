@@ -306,12 +306,25 @@ def base_env(**extra: str) -> dict[str, str]:
 # -- the sandbox's agents ------------------------------------------------------------------------------------
 
 
-def agent_pids(sandbox) -> dict[int, dict[str, int | None]]:
-    return {h.id: h.agent_pids() for h in sandbox.hosts}
+def agent_pids(sandbox) -> dict[int, dict[str, tuple[int, str] | None]]:
+    """host id -> process name -> (pid, start time) of each agent process (None: not running)."""
+    return {h.id: {name: _identity(pid) for name, pid in h.agent_pids().items()} for h in sandbox.hosts}
+
+
+def _identity(pid: int | None) -> tuple[int, str] | None:
+    """(pid, start time in clock ticks): a pid alone repeats within a 1,000-host run (pid_max 32768 wraps), which
+    once counted a restarted host as not restarted."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return pid, f.read().rpartition(") ")[2].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def restarted_hosts(before: dict, after: dict) -> int:
-    """Hosts whose every agent process runs, each with a pid other than before."""
+    """Hosts whose every agent process runs, each a process other than before (pid and start time)."""
     count = 0
     for host_id, old in before.items():
         new = after.get(host_id, {})

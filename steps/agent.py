@@ -45,15 +45,50 @@ _READ_STAT = 'st=; { read -r st <"/proc/$p/stat"; } 2>/dev/null'
 # starts every program by its absolute path; the shell's read drops the NULs between the arguments). The
 # executable alone would not do: the sandbox's services are scripts and a symlink to sleep, one for every host.
 _OURS = 'l=; { read -r l <"/proc/$p/cmdline"; } 2>/dev/null; case $l in "$home/bin/$n"*) o=1;; *) o=;; esac'
-STOP_ALL = Script(
-    "identities_then_stop",
-    'set -f; ctl=$1 home=$2; shift 2; for n in "$@"; do p=; { read -r p <"$home/run/$n.pid"; } 2>/dev/null; '
+_IDENTITIES = (  # needs ctl=, home=, set -f; the names in "$@" (and kept in $names: the loop clobbers "$@")
+    'names=$*; for n in "$@"; do p=; { read -r p <"$home/run/$n.pid"; } 2>/dev/null; '
     "case $p in ''|*[!0-9]*) continue;; esac; "
     f"{_READ_STAT}; s=${{st##*) }}; case $s in ''|Z*|X*) echo \"$n $p -\"; continue;; esac; "
     f"c=${{st#*(}}; c=${{c%) *}}; {_OURS}; "
     'if [ "$c" = "$n" ] && [ -n "$o" ]; then set -- ${st##*) }; echo "$n $p ${20}"; '
-    'else rm -f "$home/run/$n.pid"; echo "stale $n $p"; fi; done; echo "clock $(date +%s)"; echo @@ocp-restart@@; '
-    'exec "$ctl" stop',
+    'else rm -f "$home/run/$n.pid"; echo "stale $n $p"; fi; done; echo "clock $(date +%s)"; echo @@ocp-restart@@'
+)
+STOP_ALL = Script("identities_then_stop", f'set -f; ctl=$1 home=$2; shift 2; {_IDENTITIES}; exec "$ctl" stop')
+
+
+# The pids of the host's processes whose command line holds NEEDLE, as `PID/cmdline` words in $c: candidates for
+# a scan of the agent's own processes. One grep over /proc/*/cmdline: a builtin loop reading each process's comm
+# and command line cost 100 ms of CPU with 3,000 processes on the machine (the sandbox's 1,000 hosts share one
+# /proc), grep 16 ms. Every pid of the host when there is no grep. The subshell globs even under `set -f`.
+def candidates(needle: str) -> str:
+    return (
+        "if command -v grep >/dev/null 2>&1; then "
+        f'c=$(set +f; cd /proc && grep -lF -- "{needle}" [0-9]*/cmdline 2>/dev/null); '
+        "else c=$(set +f; cd /proc && echo [0-9]*); fi"
+    )
+
+
+# Prints `pid state comm` (as LIVE) for every process of the host that is an agent process of this home (_OURS),
+# whatever its pid file says: duplicates, the orphans of a killed agentd. Found among the candidates whose command
+# line names {home}/bin/, each then checked as _OURS does. Needs home=, names= (the process names).
+_SCAN = (
+    f"{candidates('$home/bin/')}; for p in $c; do p=${{p%/cmdline}}; n=; "
+    '{ read -r n <"/proc/$p/comm"; } 2>/dev/null; case " $names " in *" $n "*) ;; *) continue;; esac; '
+    f'{_OURS}; [ -n "$o" ] || continue; {_READ_STAT}; s=${{st##*) }}; echo "$p ${{s%% *}} $n"; done'
+)
+# _SCAN, then MARK, then `ocp_agentctl status`. $1: the CLI, $2: the agent home, the rest: the process names.
+SCAN_THEN_STATUS = Script(
+    "scan_then_status",
+    f'set -f; ctl=$1 home=$2; shift 2; names=$*; {_SCAN}; echo {MARK}; exec "$ctl" status',
+)
+# Stop all's one round trip (two before: the scan's was 1 of Stop all's 17 extra seconds over the floor's at 1,000
+# hosts): STOP_ALL's identities and MARK, `ocp_agentctl stop`, then `MARK exit STATUS` (the stop's) on a line of
+# its own, then what _SCAN finds left, MARK and `ocp_agentctl status` (its error dropped: a stopped agent's status
+# fails, which is the answer; the command's stderr stays the stop's). $1: the CLI, $2: the home, the rest: names.
+STOP_THEN_SCAN = Script(
+    "identities_stop_scan",
+    f"set -f; ctl=$1 home=$2; shift 2; {_IDENTITIES}; \"$ctl\" stop; r=$?; printf '\\n%s exit %s\\n' {MARK} $r; "
+    f'{_SCAN}; echo {MARK}; exec "$ctl" status 2>/dev/null',
 )
 # What a restart cannot fix, as PREPARE_PROBE (and the older generation's) print it; needs home= and port=. Who
 # listens on the port: `ss -Hltn` first, which reads the kernel's socket table only; `ss -p` (which reads every
@@ -105,29 +140,6 @@ LIVE = Script("live", f"set -f; {_LIVE_LOOP}; true")  # $@: the pids
 LIVE_THEN_STATUS = Script("live_then_status", f'set -f; ctl=$1; shift; {_LIVE_LOOP}; echo {MARK}; exec "$ctl" status')
 
 
-# The pids of the host's processes whose command line holds NEEDLE, as `PID/cmdline` words in $c: candidates for
-# a scan of the agent's own processes. One grep over /proc/*/cmdline: a builtin loop reading each process's comm
-# and command line cost 100 ms of CPU with 3,000 processes on the machine (the sandbox's 1,000 hosts share one
-# /proc), grep 16 ms. Every pid of the host when there is no grep. The subshell globs even under `set -f`.
-def candidates(needle: str) -> str:
-    return (
-        "if command -v grep >/dev/null 2>&1; then "
-        f'c=$(set +f; cd /proc && grep -lF -- "{needle}" [0-9]*/cmdline 2>/dev/null); '
-        "else c=$(set +f; cd /proc && echo [0-9]*); fi"
-    )
-
-
-# Prints `pid state comm` (as LIVE) for every process of the host that is an agent process of this home (_OURS),
-# whatever its pid file says: duplicates, the orphans of a killed agentd; then MARK, then `ocp_agentctl status`.
-# Found among the candidates whose command line names {home}/bin/, each then checked as _OURS does. $1: the CLI,
-# $2: the agent home, the rest: the process names.
-SCAN_THEN_STATUS = Script(
-    "scan_then_status",
-    f"set -f; ctl=$1 home=$2; shift 2; {candidates('$home/bin/')}; for p in $c; do p=${{p%/cmdline}}; n=; "
-    '{ read -r n <"/proc/$p/comm"; } 2>/dev/null; case " $* " in *" $n "*) ;; *) continue;; esac; '
-    f'{_OURS}; [ -n "$o" ] || continue; {_READ_STAT}; s=${{st##*) }}; echo "$p ${{s%% *}} $n"; done; '
-    f'echo {MARK}; exec "$ctl" status',
-)
 # Health: `ocp_agentctl status`, then MARK on a line of its own (status prints no trailing newline), then what
 # ocp_mgragent answers on its unix socket run/ocp_mgragent.<pid>.sock (the pid its pid file holds) for
 # GET /api/v1/status, by curl (its error text when it fails, e.g. no socket yet) or, on a host without curl (#20),
@@ -170,6 +182,7 @@ OBSERVE = Script(
 SCRIPTS = (  # what a restart's steps send
     STATUS_IF_CLI,
     STOP_ALL,
+    STOP_THEN_SCAN,
     START_TIMES,
     LIVE,
     LIVE_THEN_STATUS,
@@ -475,12 +488,39 @@ class AgentControl:
         )
         identities, _, stop_output = result.stdout.partition(f"{MARK}\n")
         self.clock = parse_clock(identities)
+        self._log_stale(identities)
+        return parse_identities(identities), replace(result, stdout=stop_output)
+
+    def _log_stale(self, identities: str) -> None:
         for name, pid in parse_stale(identities):
             self.log(
                 f"removed {self.run_dir}/{name}.pid: its pid {pid} is a live process that is not {name} of this "
                 "agent home (a reused pid); that process is left alone"
             )
-        return parse_identities(identities), replace(result, stdout=stop_output)
+
+    def stop_then_scan(
+        self, deadline: float
+    ) -> tuple[dict[str, tuple[int, int | None]], CommandResult, dict[int, str], AgentStatus]:
+        """``stop_all`` and ``scan_then_status`` in one round trip (``STOP_THEN_SCAN``): the identities, the stop's
+        result (its own exit status and output), the agent processes of this home left after it, and the status."""
+        result = self._run(
+            STOP_THEN_SCAN.render(self.ctl, self.home, *PROCESSES),
+            deadline,
+            shown=f"{sh([self.ctl, 'stop'])}   # after reading {self.run_dir}/*.pid and those processes' start "
+            f"times; then finding {self.home}/bin/ocp_* processes in /proc, {sh([self.ctl, 'status'])}",
+        )
+        identities, _, rest = result.stdout.partition(f"{MARK}\n")
+        stop_output, mark, rest = rest.partition(f"\n{MARK} exit ")
+        code, _, rest = rest.partition("\n")
+        if not mark or not is_decimal(code):
+            raise AgentError(
+                f"stopping the agent failed: the host gave no answer for ocp_agentctl stop: {result.output[-500:]!r}"
+            )
+        self.clock = parse_clock(identities)
+        self._log_stale(identities)
+        live, _, status = rest.partition(f"{MARK}\n")
+        stopped = replace(result, exit_status=int(code), stdout=stop_output)
+        return parse_identities(identities), stopped, parse_live(live), parse_status(result.ok, status)
 
     def scan_then_status(self, deadline: float) -> tuple[dict[int, str], AgentStatus]:
         """In one round trip: every live agent process of this home found in /proc (pid -> name), whatever the pid

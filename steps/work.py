@@ -15,8 +15,11 @@ from .step import Step
 STOP_RESERVE_MAX = 15.0  # seconds kept after `ocp_agentctl stop` to TERM/KILL leftovers
 # Finish trusts Start all's "serves" (mgragent answered on its socket) this long, if the same processes are still
 # running and ready: its own curl on the socket cost ~1 s at 100 hosts on 2 cores (Finish 1.18 s vs the floor's
-# 0.24, #23). Older, or other pids, or not ready: the full health check.
-SERVED_FRESH_SECONDS = 30.0
+# 0.24, #23). Older, or other pids, or not ready: the full health check. 300 s, not 30: at 1,000 hosts Start all
+# alone spans ~55 s, so the first hosts to serve reached Finish past 30 s and all paid the check (Finish 14 s vs
+# the floor's 3). A process that crashed since has another pid (or none); one that hangs alive is what the minutes
+# of trust risk, as the seconds did.
+SERVED_FRESH_SECONDS = 300.0
 
 
 def agent_of(step: Step) -> AgentControl:
@@ -92,7 +95,8 @@ def stop_all(step: Step) -> None:
     reserve = min(STOP_RESERVE_MAX, step.timeout * 0.25)
     # Start all tells a new process from an old one that got its pid back by the start time (pids are reused), so
     # the stop's round trip first reads the identities of the processes it is about to stop.
-    current, stopped = agent.stop_all(deadline - reserve)
+    # The scan for leftovers comes back in the same round trip (below).
+    current, stopped, left, status = agent.stop_then_scan(deadline - reserve)
     step.record_pids("starts", {n: start for n, (_, start) in current.items() if start is not None})
     if agent.clock is not None:  # Start all and Finish want an mgragent started after this (by the host's clock)
         step.record_pids("clock", {"stop": agent.clock})
@@ -104,9 +108,8 @@ def stop_all(step: Step) -> None:
             f"stopping the agent failed: ocp_agentctl stop exited {stopped.exit_status}: "
             f"{error_of(stopped)}; checking for leftover agent processes"
         )
-    # Every agent process of this home, found by what it is (its name and {home}/bin/ path), not by the pid files:
-    # a killed agentd's orphans and duplicates are ours to end too; a stranger named by a pid file is not.
-    left, status = agent.scan_then_status(deadline)
+    # `left`: every agent process of this home, found by what it is (its name and {home}/bin/ path), not by the pid
+    # files: a killed agentd's orphans and duplicates are ours to end too; a stranger named by a pid file is not.
     for sig in ("TERM", "KILL"):
         if not left:
             break

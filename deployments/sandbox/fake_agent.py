@@ -268,8 +268,28 @@ class FakeAgent:
         status, stdout, stderr = self._ctl_at(path, ["status"], exec_=True)
         return result(command, stdout, stderr, status)
 
+    def _script_identities_stop_scan(self, command: str, args: list[str]) -> Answer:
+        path, home, *names = args
+        head = self._identities(home, names)
+        try:
+            code, stop_out, stderr = self._ctl_at(path, ["stop"], exec_=False)
+        except Hanging as hang:
+            return Hang(head + hang.stdout, hang.stderr)
+        listed = self._scan(home, names) + f"{MARK}\n"
+        status, stdout, _ = self._ctl_at(path, ["status"], exec_=True)
+        return result(command, head + stop_out + f"\n{MARK} exit {code}\n" + listed + stdout, stderr, status)
+
     def _script_identities_then_stop(self, command: str, args: list[str]) -> Answer:
         path, home, *names = args
+        head = self._identities(home, names)
+        try:
+            status, stdout, stderr = self._ctl_at(path, ["stop"], exec_=True)
+        except Hanging as hang:
+            return Hang(head + hang.stdout, hang.stderr)
+        return result(command, head + stdout, stderr, status)
+
+    def _identities(self, home: str, names: list[str]) -> str:
+        """STOP_ALL's head: each pid file's process identity (a stranger's pid file removed), the clock, MARK."""
         lines = []
         for name in names:
             value = self._read_pid(name) if home == self.home else ""
@@ -284,12 +304,7 @@ class FakeAgent:
                 self.pid_files.pop(name, None)
                 lines.append(f"stale {name} {value}\n")
         lines.append(f"clock {self.clock()}\n")
-        head = "".join(lines) + MARK + "\n"
-        try:
-            status, stdout, stderr = self._ctl_at(path, ["stop"], exec_=True)
-        except Hanging as hang:
-            return Hang(head + hang.stdout, hang.stderr)
-        return result(command, head + stdout, stderr, status)
+        return "".join(lines) + MARK + "\n"
 
     def _script_start_times(self, command: str, args: list[str]) -> Answer:
         lines = [
@@ -308,14 +323,18 @@ class FakeAgent:
 
     def _script_scan_then_status(self, command: str, args: list[str]) -> Answer:
         path, home, *names = args
+        listed = self._scan(home, names) + f"{MARK}\n"
+        status, stdout, stderr = self._ctl_at(path, ["status"], exec_=True)
+        return result(command, listed + stdout, stderr, status)
+
+    def _scan(self, home: str, names: list[str]) -> str:
+        """SCAN's lines: every agent process of ``home`` named in ``names``, whatever the pid files say."""
         found = [
             p
             for p in sorted(self.processes.values(), key=lambda p: p.pid)
             if p.ours and p.name in names and home == self.home
         ]
-        listed = "".join(f"{p.pid} {'Z' if p.zombie else 'S'} {p.name}\n" for p in found) + f"{MARK}\n"
-        status, stdout, stderr = self._ctl_at(path, ["status"], exec_=True)
-        return result(command, listed + stdout, stderr, status)
+        return "".join(f"{p.pid} {'Z' if p.zombie else 'S'} {p.name}\n" for p in found)
 
     def _script_prepare_probe(self, command: str, args: list[str]) -> Answer:
         path, home, _port = args
