@@ -160,10 +160,14 @@ _HEALTH = (
 )
 HEALTH = Script("health", f"ctl=$1 home=$2; {_HEALTH}")
 # `ocp_agentctl start` (its failure ends the script with its exit status), then MARK on a line of its own, then
-# HEALTH: Start all's one round trip when the agent serves at once. $1: the CLI, $2: the agent home.
+# up to 2 s for mgragent's socket to appear (agentd reports ready before mgragent listens: asked at once, the first
+# answer was "no socket" and every host paid one more round trip, ~0.3 s each at 1,000 hosts), then HEALTH: Start
+# all's one round trip when the agent serves within those seconds. $1: the CLI, $2: the agent home.
 START_THEN_HEALTH = Script(
     "start_then_health",
-    f"ctl=$1 home=$2; \"$ctl\" start || exit $?; printf '\\n%s\\n' {MARK}; {_HEALTH}",
+    f"ctl=$1 home=$2; \"$ctl\" start || exit $?; printf '\\n%s\\n' {MARK}; i=0; while [ $i -lt 40 ]; do p=; "
+    '{ read -r p <"$home/run/ocp_mgragent.pid"; } 2>/dev/null; [ -S "$home/run/ocp_mgragent.$p.sock" ] && break; '
+    f"sleep 0.05; i=$((i + 1)); done; {_HEALTH}",
 )
 # Sends a signal to processes, quietly (some may be gone already). $1: the signal name, the rest: the pids.
 SIGNAL = Script("signal", 'sig=$1; shift; kill -s "$sig" "$@" 2>/dev/null; true')
