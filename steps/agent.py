@@ -322,8 +322,11 @@ class AgentObservation:
     version: str | None = None  # `ocp_agentctl version`'s
 
 
-class AgentControl:
-    """Drive one host's agent. ``log`` receives every command and its output."""
+class ProcessControl:
+    """What both agent generations' controls share: commands run on the host (and logged), and the agent's
+    processes there checked, dated and signalled by pid. ``names``: the generation's process names."""
+
+    names: tuple[str, ...] = PROCESSES
 
     def __init__(
         self, runner: Runner, agent_home: str, log: Callable[[str], None], stop: Callable[[], bool] | None = None
@@ -332,9 +335,7 @@ class AgentControl:
         self.home = agent_home
         self.log = log
         self.stop = stop
-        self.ctl = f"{agent_home}/bin/ocp_agentctl"  # a path, an argv element; quoted where rendered
-        self.clock: int | None = None  # the host's clock (epoch seconds) as the last stop_all began
-        self.run_dir = f"{agent_home}/run"
+        self.clock: int | None = None  # the host's clock (epoch seconds) as the last stop began
 
     def _exec(self, command: str, deadline: float) -> CommandResult:
         return self.runner.run(command, deadline=deadline, stop=self.stop)
@@ -348,6 +349,43 @@ class AgentControl:
         if not result.ok:
             self.log(f"(exit status {result.exit_status}, {result.seconds:.2f} s)")
         return result
+
+    def live_processes(self, pids: set[int], deadline: float) -> dict[int, str]:
+        """Which of ``pids`` are still live agent processes (zombies and reused pids do not count)."""
+        if not pids:
+            return {}
+        return parse_live(self._exec(LIVE.render(*integers(pids)), deadline).stdout, self.names)
+
+    def start_times(self, pids: set[int], deadline: float) -> dict[int, int]:
+        """pid -> its start time (clock ticks since boot, /proc/PID/stat field 22): with the pid, a process's
+        identity, since pids are reused (32768 of them on many hosts)."""
+        if not pids:
+            return {}
+        result = self._exec(START_TIMES.render(*integers(pids)), deadline)
+        found: dict[int, int] = {}
+        for line in result.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and is_decimal(parts[0]) and is_decimal(parts[1]):
+                found[int(parts[0])] = int(parts[1])
+        return found
+
+    def signal(self, pids: set[int], sig: str, deadline: float) -> None:
+        """``kill -SIG PIDS``, quietly (some may be gone already). ``sig``: TERM or KILL."""
+        if sig not in SIGNALS:
+            raise ValueError(f"signal must be one of {SIGNALS}, got {sig!r}")
+        listed = integers(pids)
+        self._run(SIGNAL.render(sig, *listed), deadline, shown=sh(["kill", f"-{sig}", *listed]))
+
+
+class AgentControl(ProcessControl):
+    """Drive one host's agent. ``log`` receives every command and its output."""
+
+    def __init__(
+        self, runner: Runner, agent_home: str, log: Callable[[str], None], stop: Callable[[], bool] | None = None
+    ) -> None:
+        super().__init__(runner, agent_home, log, stop)
+        self.ctl = f"{agent_home}/bin/ocp_agentctl"  # a path, an argv element; quoted where rendered
+        self.run_dir = f"{agent_home}/run"
 
     def status(self, deadline: float, *, quiet: bool = False, require_cli: bool = False) -> AgentStatus:
         """``ocp_agentctl status``; with ``require_cli`` the same round trip first checks the CLI is there."""
@@ -474,12 +512,6 @@ class AgentControl:
         )
         return last
 
-    def live_processes(self, pids: set[int], deadline: float) -> dict[int, str]:
-        """Which of ``pids`` are still live agent processes (zombies and reused pids do not count)."""
-        if not pids:
-            return {}
-        return parse_live(self._exec(LIVE.render(*integers(pids)), deadline).stdout)
-
     def stop_all(self, deadline: float) -> tuple[dict[str, tuple[int, int | None]], CommandResult]:
         """``ocp_agentctl stop``, preceded in the same round trip by the identities of the processes it is about to
         stop: name -> (pid, start time or None). A pid file naming a live process that is no agent process of this
@@ -547,19 +579,6 @@ class AgentControl:
         live, _, status = result.stdout.partition(f"{MARK}\n")
         return parse_live(live), parse_status(result.ok, status)
 
-    def start_times(self, pids: set[int], deadline: float) -> dict[int, int]:
-        """pid -> its start time (clock ticks since boot, /proc/PID/stat field 22): with the pid, a process's
-        identity, since pids are reused (32768 of them on many hosts)."""
-        if not pids:
-            return {}
-        result = self._exec(START_TIMES.render(*integers(pids)), deadline)
-        found: dict[int, int] = {}
-        for line in result.stdout.splitlines():
-            parts = line.split()
-            if len(parts) == 2 and is_decimal(parts[0]) and is_decimal(parts[1]):
-                found[int(parts[0])] = int(parts[1])
-        return found
-
     def observe(self, deadline: float) -> AgentObservation:
         """The agent's status, its processes' running times (from their pid files and /proc) and ports (as its
         status names them), in one round trip; nothing is logged."""
@@ -574,20 +593,14 @@ class AgentControl:
             version=parse_version(head),
         )
 
-    def signal(self, pids: set[int], sig: str, deadline: float) -> None:
-        """``kill -SIG PIDS``, quietly (some may be gone already). ``sig``: TERM or KILL."""
-        if sig not in SIGNALS:
-            raise ValueError(f"signal must be one of {SIGNALS}, got {sig!r}")
-        listed = integers(pids)
-        self._run(SIGNAL.render(sig, *listed), deadline, shown=sh(["kill", f"-{sig}", *listed]))
 
-
-def parse_live(stdout: str) -> dict[int, str]:
-    """``pid state comm`` lines (``LIVE``) -> pid: name, for live agent processes only (not a zombie, not dead)."""
+def parse_live(stdout: str, names: tuple[str, ...] = PROCESSES) -> dict[int, str]:
+    """``pid state comm`` lines (``LIVE``) -> pid: name, for live agent processes (``names``) only: not a zombie,
+    not dead."""
     alive: dict[int, str] = {}
     for line in stdout.splitlines():
         parts = line.split(None, 2)
-        if len(parts) == 3 and is_decimal(parts[0]) and parts[1][:1] not in ("Z", "X") and parts[2] in PROCESSES:
+        if len(parts) == 3 and is_decimal(parts[0]) and parts[1][:1] not in ("Z", "X") and parts[2] in names:
             alive[int(parts[0])] = parts[2]
     return alive
 

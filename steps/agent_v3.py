@@ -18,25 +18,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from . import agent
 from .agent import (
     _READ_STAT,
     CLOCK_TICKS,
-    LIVE,
     MARK,
     POLL_SECONDS,
     PROBE_LINES,
-    SIGNAL,
-    SIGNALS,
-    START_TIMES,
     AgentObservation,
     AgentStatus,
     Limits,
     Probe,
+    ProcessControl,
     candidates,
     parse_probe,
 )
 from .errors import AgentError, SubtaskCancelled
-from .runner import CommandResult, Runner, Script, integers, is_decimal, sh
+from .runner import CommandResult, Runner, Script, is_decimal, sh
 
 AGENTD = "ocp_agentd"
 POS_PROXY = "pos_proxy"
@@ -195,12 +193,7 @@ def parse_identities(stdout: str) -> dict[str, tuple[int, int | None]]:
 
 def parse_live(stdout: str) -> dict[int, str]:
     """``pid state comm`` lines -> pid: name, live agent processes of this generation only."""
-    alive: dict[int, str] = {}
-    for line in stdout.splitlines():
-        parts = line.split(None, 2)
-        if len(parts) == 3 and is_decimal(parts[0]) and parts[1][:1] not in ("Z", "X") and parts[2] in PROCESSES:
-            alive[int(parts[0])] = parts[2]
-    return alive
+    return agent.parse_live(stdout, PROCESSES)
 
 
 def parse_prepare(stdout: str) -> tuple[Probe, StatusV3, str]:
@@ -219,27 +212,16 @@ def _clock(stdout: str) -> int | None:
     return None
 
 
-class AgentControlV3:
+class AgentControlV3(ProcessControl):
     """Drive one host's older-generation agent. ``log`` receives every command and its output."""
+
+    names = PROCESSES
 
     def __init__(
         self, runner: Runner, agent_home: str, log: Callable[[str], None], stop: Callable[[], bool] | None = None
     ) -> None:
-        self.runner, self.home, self.log, self.stop = runner, agent_home, log, stop
+        super().__init__(runner, agent_home, log, stop)
         self.ctl = f"{agent_home}/{CTL}"
-        self.clock: int | None = None  # the host's clock (epoch seconds) as the last stop began
-
-    def _exec(self, command: str, deadline: float) -> CommandResult:
-        return self.runner.run(command, deadline=deadline, stop=self.stop)
-
-    def _run(self, command: str, deadline: float, *, shown: str) -> CommandResult:
-        self.log(f"$ {shown}")
-        result = self._exec(command, deadline)
-        if result.output:
-            self.log(result.output)
-        if not result.ok:
-            self.log(f"(exit status {result.exit_status}, {result.seconds:.2f} s)")
-        return result
 
     def _shown(self, *args: str) -> str:
         return f"cd {sh([self.home])} && python {sh([CTL, *args])}"
@@ -321,21 +303,6 @@ class AgentControlV3:
         live, _, status = result.stdout.partition(f"{MARK}\n")
         return parse_live(live), parse_status(status)
 
-    def live_processes(self, pids: set[int], deadline: float) -> dict[int, str]:
-        if not pids:
-            return {}
-        return parse_live(self._exec(LIVE.render(*integers(pids)), deadline).stdout)
-
-    def start_times(self, pids: set[int], deadline: float) -> dict[int, int]:
-        if not pids:
-            return {}
-        found: dict[int, int] = {}
-        for line in self._exec(START_TIMES.render(*integers(pids)), deadline).stdout.splitlines():
-            parts = line.split()
-            if len(parts) == 2 and is_decimal(parts[0]) and is_decimal(parts[1]):
-                found[int(parts[0])] = int(parts[1])
-        return found
-
     def observe(self, deadline: float) -> AgentObservation | None:
         """The agent as the view shows it (the current generation's types: pids, running times, pos_proxy's
         ports), in one round trip, nothing logged; None if this home is not the older agent's."""
@@ -357,12 +324,6 @@ class AgentControlV3:
         ports = {POS_PROXY: ",".join(map(str, status.ports))} if status.ports else {}
         summary = AgentStatus(running=status.running, ready=not status.problem(), pids=dict(status.pids))
         return AgentObservation(status=summary, elapsed=elapsed, ports=ports, output=result.output)
-
-    def signal(self, pids: set[int], sig: str, deadline: float) -> None:
-        if sig not in SIGNALS:
-            raise ValueError(f"signal must be one of {SIGNALS}, got {sig!r}")
-        listed = integers(pids)
-        self._run(SIGNAL.render(sig, *listed), deadline, shown=sh(["kill", f"-{sig}", *listed]))
 
 
 __all__ = [

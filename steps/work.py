@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from .agent import POS_PROXY, PROCESSES, SERVICES, AgentControl, error_of
+from .agent import POS_PROXY, PROCESSES, SERVICES, AgentControl, ProcessControl, error_of
 from .errors import AgentError
 from .step import Step
 
@@ -110,23 +110,30 @@ def stop_all(step: Step) -> None:
         )
     # `left`: every agent process of this home, found by what it is (its name and {home}/bin/ path), not by the pid
     # files: a killed agentd's orphans and duplicates are ours to end too; a stranger named by a pid file is not.
+    if left:
+        end_leftovers(step, agent, left, reserve)
+        status = agent.status(deadline)
+    if status.running:
+        raise AgentError(f"the agent still reports running after stop: {status.describe()}")
+    log.info(f"all agent processes stopped (checked pids {sorted(known)})")
+
+
+def end_leftovers(step: Step, agent: ProcessControl, left: dict[int, str], reserve: float) -> None:
+    """The agent processes found after a stop (pid -> name): SIGTERM, then SIGKILL to what is left after half the
+    ``reserve`` each; AgentError naming the survivors. Both generations' Stop all."""
+    deadline, log = step.deadline, step.log
     for sig in ("TERM", "KILL"):
         if not left:
-            break
-        log.warning(f"after `stop`, agent processes are still running: {_describe(left)}; sending SIG{sig}")
+            return
+        log.warning(f"after the stop, agent processes are still running: {_describe(left)}; sending SIG{sig}")
         agent.signal(set(left), sig, deadline)
         give_up = min(deadline, time.monotonic() + reserve / 2)
         while left and time.monotonic() < give_up:
             step.may_act()
             time.sleep(0.1)
             left = agent.live_processes(set(left), deadline)
-        if not left:
-            status = agent.status(deadline)
     if left:
         raise AgentError(f"agent processes survived stop, SIGTERM and SIGKILL: {_describe(left)}")
-    if status.running:
-        raise AgentError(f"the agent still reports running after stop: {status.describe()}")
-    log.info(f"all agent processes stopped (checked pids {sorted(known)})")
 
 
 def start_all(step: Step) -> None:
@@ -231,6 +238,7 @@ __all__ = [
     "prepare_stop",
     "restart_pos_proxy",
     "stop_all",
+    "end_leftovers",
     "start_all",
     "finish",
     "finish_stop",

@@ -11,12 +11,11 @@ own tools: the same five stages as ``steps.work``, its own commands.
 
 from __future__ import annotations
 
-import time
-
 from .agent_v3 import BASIC, POS_PROXY, PROCESSES, WHOLE, WORKERS, AgentControlV3, StatusV3
 from .errors import AgentError
 from .runner import CommandResult
 from .step import Step
+from .work import end_leftovers
 
 STOP_RESERVE_MAX = 15.0  # seconds kept after the control script's stop to TERM/KILL leftovers
 
@@ -89,22 +88,9 @@ def stop_all(step: Step) -> None:
             f"{stopped.output[-300:] or '(no output)'}; checking for leftover agent processes"
         )
     left, status = agent.scan_then_status(deadline)
-    for sig in ("TERM", "KILL"):
-        if not left:
-            break
-        names = ", ".join(f"{name} (pid {pid})" for pid, name in sorted(left.items()))
-        log.warning(f"after the stop, agent processes are still running: {names}; sending SIG{sig}")
-        agent.signal(set(left), sig, deadline)
-        give_up = min(deadline, time.monotonic() + reserve / 2)
-        while left and time.monotonic() < give_up:
-            step.may_act()
-            time.sleep(0.1)
-            left = agent.live_processes(set(left), deadline)
-        if not left:
-            status = agent.status(deadline)
     if left:
-        names = ", ".join(f"{name} (pid {pid})" for pid, name in sorted(left.items()))
-        raise AgentError(f"agent processes survived stop, SIGTERM and SIGKILL: {names}")
+        end_leftovers(step, agent, left, reserve)
+        status = agent.status(deadline)
     if status.running:
         raise AgentError(f"the agent still runs after stop: {status.describe()}")
     log.info(f"all agent processes stopped ({', '.join(PROCESSES)})")
