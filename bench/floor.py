@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import paramiko
 
+from steps.agent import Limits
+
 from .common import STAGES, MachineCpu, Result, agent_pids, restarted_hosts, spans_to_result
 
 KINDS = {"bare": "floor (bare paramiko)", "session": "floor over SSHSession", "steps": "floor, our steps' commands"}
@@ -187,6 +189,13 @@ class BareStep:
 
     def recorded_pids(self, phase: str):
         return self.run.store.snapshot(0, self.host.id, phase)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits()
+
+    def record_version(self, version: str) -> None:
+        pass
 
 
 def steps_stage(run: BareRun, host, stage: str) -> None:
