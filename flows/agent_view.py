@@ -57,9 +57,15 @@ def operable(alias: str) -> bool:
     return alias in PROCESSES and alias not in BASIC
 
 
+# Every generation's aliases: the older agent's are listed by its hosts' views, so an operation names them too
+# (and is refused as not operable rather than answered 404).
+ALIASES = (*PROCESSES, *(alias for alias in agent_v3.PROCESSES if alias not in PROCESSES))
+
+
 def resolve(host_id: int, process: str) -> str | None:
-    """The alias of ``process`` on the host: a process id (digits) or an alias; None if there is no such one."""
-    for alias in PROCESSES:
+    """The alias of ``process`` on the host: a process id (digits) or an alias of either agent generation; None if
+    there is no such one."""
+    for alias in ALIASES:
         if process == alias or (process.isdigit() and int(process) == process_id(host_id, alias)):
             return alias
     return None

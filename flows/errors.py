@@ -103,11 +103,17 @@ class ProcessNotOperableError(OcpRestartError):
 
     code, http_status = 1003, 400
 
-    def __init__(self, host_id: int, alias: str) -> None:
+    def __init__(self, host_id: int, alias: str, *, older: bool = False) -> None:
+        what = (
+            "a process of the older (Python) OCP agent, whose control script starts and stops only the whole agent "
+            "or pos_proxy, the command channel,"
+            if older
+            else "a basic process of the OCP agent"
+        )
         super().__init__(
-            f"The request is invalid. Cause: {alias} on the host {host_id} is a basic process of the OCP agent "
-            "(operable: false) and cannot be restarted or stopped alone; restart the agent instead "
-            f"(POST /compute/hosts/{host_id}/agent/restart). Nothing was done."
+            f"The request is invalid. Cause: {alias} on the host {host_id} is {what} (operable: false) and cannot "
+            f"be restarted or stopped alone; restart the agent instead (POST /compute/hosts/{host_id}/agent/restart). "
+            "Nothing was done."
         )
 
 

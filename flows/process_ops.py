@@ -3,7 +3,8 @@
 The operation holds its host as a task does (the store's host locks: 409 / 20021 both ways), has a deadline, and is
 recorded in the store — who, when, the outcome, the commands and their output (``ocp-restart process list``,
 ``GET .../agent/processes/operations``). Only operable processes (``agent_view.operable``) are touched, with the
-current generation's ``ocp_agentctl service stop|start NAME``; a basic one is refused before anything is done.
+current generation's ``ocp_agentctl service stop|start NAME``; a basic one, or any of the older agent's (its control
+script has no command for one process but pos_proxy, its command channel), is refused before anything is done.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from steps.agent import AgentControl, AgentStatus
+from steps.agent import PROCESSES, AgentControl, AgentStatus
 from steps.errors import AgentError, OcpRestartError
 from steps.inventory import Host
 
@@ -55,7 +56,7 @@ def operate(
     if alias is None:
         raise UnknownProcessError(host.id, process)
     if not operable(alias):
-        raise ProcessNotOperableError(host.id, alias)
+        raise ProcessNotOperableError(host.id, alias, older=alias not in PROCESSES)
     deadline = time.monotonic() + seconds
     op_id = store.processes.begin(
         host.id, alias, action, creator, seconds=seconds + LEASE_GRACE_SECONDS, pid_before=None

@@ -81,15 +81,6 @@ SCAN_THEN_STATUS = Script(
     "scan_then_status",
     f'set -f; ctl=$1 home=$2; shift 2; names=$*; {_SCAN}; echo {MARK}; exec "$ctl" status',
 )
-# Stop all's one round trip (two before: the scan's was 1 of Stop all's 17 extra seconds over the floor's at 1,000
-# hosts): STOP_ALL's identities and MARK, `ocp_agentctl stop`, then `MARK exit STATUS` (the stop's) on a line of
-# its own, then what _SCAN finds left, MARK and `ocp_agentctl status` (its error dropped: a stopped agent's status
-# fails, which is the answer; the command's stderr stays the stop's). $1: the CLI, $2: the home, the rest: names.
-STOP_THEN_SCAN = Script(
-    "identities_stop_scan",
-    f"set -f; ctl=$1 home=$2; shift 2; {_IDENTITIES}; \"$ctl\" stop; r=$?; printf '\\n%s exit %s\\n' {MARK} $r; "
-    f'{_SCAN}; echo {MARK}; exec "$ctl" status 2>/dev/null',
-)
 # What a restart cannot fix, as PREPARE_PROBE (and the older generation's) print it; needs home= and port=. Who
 # listens on the port: `ss -Hltn` first, which reads the kernel's socket table only; `ss -p` (which reads every
 # process's open files to name the holders: 56 ms of CPU with 3,000 processes on the machine, the sandbox's 1,000
@@ -186,7 +177,6 @@ OBSERVE = Script(
 SCRIPTS = (  # what a restart's steps send
     STATUS_IF_CLI,
     STOP_ALL,
-    STOP_THEN_SCAN,
     START_TIMES,
     LIVE,
     LIVE_THEN_STATUS,
@@ -533,30 +523,6 @@ class AgentControl(ProcessControl):
                 f"removed {self.run_dir}/{name}.pid: its pid {pid} is a live process that is not {name} of this "
                 "agent home (a reused pid); that process is left alone"
             )
-
-    def stop_then_scan(
-        self, deadline: float
-    ) -> tuple[dict[str, tuple[int, int | None]], CommandResult, dict[int, str], AgentStatus]:
-        """``stop_all`` and ``scan_then_status`` in one round trip (``STOP_THEN_SCAN``): the identities, the stop's
-        result (its own exit status and output), the agent processes of this home left after it, and the status."""
-        result = self._run(
-            STOP_THEN_SCAN.render(self.ctl, self.home, *PROCESSES),
-            deadline,
-            shown=f"{sh([self.ctl, 'stop'])}   # after reading {self.run_dir}/*.pid and those processes' start "
-            f"times; then finding {self.home}/bin/ocp_* processes in /proc, {sh([self.ctl, 'status'])}",
-        )
-        identities, _, rest = result.stdout.partition(f"{MARK}\n")
-        stop_output, mark, rest = rest.partition(f"\n{MARK} exit ")
-        code, _, rest = rest.partition("\n")
-        if not mark or not is_decimal(code):
-            raise AgentError(
-                f"stopping the agent failed: the host gave no answer for ocp_agentctl stop: {result.output[-500:]!r}"
-            )
-        self.clock = parse_clock(identities)
-        self._log_stale(identities)
-        live, _, status = rest.partition(f"{MARK}\n")
-        stopped = replace(result, exit_status=int(code), stdout=stop_output)
-        return parse_identities(identities), stopped, parse_live(live), parse_status(result.ok, status)
 
     def scan_then_status(self, deadline: float) -> tuple[dict[int, str], AgentStatus]:
         """In one round trip: every live agent process of this home found in /proc (pid -> name), whatever the pid

@@ -14,6 +14,7 @@ sandbox's agent of this generation (``deployments/sandbox/agent_v3``) answers th
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -110,11 +111,13 @@ SCAN_THEN_STATUS = Script(
 )
 SCRIPTS = (STATUS, PREPARE, STOP, CTL_THEN_STATUS, SCAN_THEN_STATUS)  # what this generation's steps send
 # What reading the agent sends (GET .../agent): exit 127 if the home has no ocp_agentd.py, else `uptime SECONDS`
-# (/proc/uptime) and STATUS. $1: the agent home, the rest: the names.
+# (/proc/uptime), STATUS, MARK and `ocp_agent_ctl.py version` (#20: the view shows it). $1: the agent home, the
+# rest: the names.
 OBSERVE = Script(
     "v3_observe",
     'set -f; home=$1; shift; [ -f "$home/ocp_agentd.py" ] || exit 127; up=0; '
-    f'{{ read -r up _ </proc/uptime; }} 2>/dev/null; echo "uptime $up"; {_PIDS}; {_LISTEN}; true',
+    f'{{ read -r up _ </proc/uptime; }} 2>/dev/null; echo "uptime $up"; {_PIDS}; {_LISTEN}; echo {MARK}; {_PY}; '
+    f'cd "$home" && "$py" {CTL} version 2>/dev/null; true',
 )
 
 
@@ -309,7 +312,11 @@ class AgentControlV3(ProcessControl):
         result = self._exec(OBSERVE.render(self.home, *PROCESSES), deadline)
         if result.exit_status == 127:
             return None
-        status = parse_status(result.stdout)
+        head, _, said = result.stdout.partition(f"{MARK}\n")
+        status = parse_status(head)
+        version = said.strip().splitlines()[-1] if said.strip() else None
+        if version is not None and not re.fullmatch(r"[!-~][ -~]{0,63}", version):  # shown: printable, short
+            version = None
         uptime = 0.0
         for line in result.stdout.splitlines():
             parts = line.split()
@@ -323,7 +330,7 @@ class AgentControlV3(ProcessControl):
         )
         ports = {POS_PROXY: ",".join(map(str, status.ports))} if status.ports else {}
         summary = AgentStatus(running=status.running, ready=not status.problem(), pids=dict(status.pids))
-        return AgentObservation(status=summary, elapsed=elapsed, ports=ports, output=result.output)
+        return AgentObservation(status=summary, elapsed=elapsed, ports=ports, output=result.output, version=version)
 
 
 __all__ = [

@@ -95,8 +95,7 @@ def stop_all(step: Step) -> None:
     reserve = min(STOP_RESERVE_MAX, step.timeout * 0.25)
     # Start all tells a new process from an old one that got its pid back by the start time (pids are reused), so
     # the stop's round trip first reads the identities of the processes it is about to stop.
-    # The scan for leftovers comes back in the same round trip (below).
-    current, stopped, left, status = agent.stop_then_scan(deadline - reserve)
+    current, stopped = agent.stop_all(deadline - reserve)
     step.record_pids("starts", {n: start for n, (_, start) in current.items() if start is not None})
     if agent.clock is not None:  # Start all and Finish want an mgragent started after this (by the host's clock)
         step.record_pids("clock", {"stop": agent.clock})
@@ -108,8 +107,11 @@ def stop_all(step: Step) -> None:
             f"stopping the agent failed: ocp_agentctl stop exited {stopped.exit_status}: "
             f"{error_of(stopped)}; checking for leftover agent processes"
         )
-    # `left`: every agent process of this home, found by what it is (its name and {home}/bin/ path), not by the pid
-    # files: a killed agentd's orphans and duplicates are ours to end too; a stranger named by a pid file is not.
+    # Every agent process of this home, found by what it is (its name and {home}/bin/ path), not by the pid files:
+    # a killed agentd's orphans and duplicates are ours to end too; a stranger named by a pid file is not. A round
+    # trip of its own: in the stop's, a flood of output from the stop (capped at 256 KiB) cut the scan's answer
+    # off, and a cancel killed the shell around the stop but not the stop (the stop is exec'd alone).
+    left, status = agent.scan_then_status(deadline)
     if left:
         end_leftovers(step, agent, left, reserve)
         status = agent.status(deadline)

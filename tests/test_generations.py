@@ -3,12 +3,14 @@ and a mixed batch (either generation, declared or detected) in one task with the
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import time
 
 import pytest
+from conftest import cli
 
 from deployments.sandbox import Sandbox
 from flows.settings import Settings
@@ -37,6 +39,7 @@ HOSTS = {
     1009: ("auto:4", "running"),
     1010: ("3", "pos_proxy-mute"),
     1011: ("3", "cli-hangs"),
+    1012: ("3", "duplicate-exporter"),
 }
 # host id -> (the stage that FAILS, a phrase of its log): states a restart cannot fix on the older agent
 FAILING = {
@@ -61,7 +64,7 @@ def agent_processes(host) -> set[tuple[int, str]]:
 
 @pytest.fixture(scope="module")
 def hosts():
-    """A sandbox of nine hosts, each put in its state: (box, id -> host, the stranger's pid, the processes before)."""
+    """A sandbox of twelve hosts, each put in its state: (box, id -> host, the stranger's pid, the processes before)."""
     generations = {host_id: setting for host_id, (setting, _) in HOSTS.items()}
     strangers: list[subprocess.Popen] = []
     with Sandbox(len(HOSTS), generations=generations) as box:
@@ -89,6 +92,8 @@ def hosts():
                 h.set_fault("pos_proxy_mute")  # the running pos_proxy listens on; a new one never will
             elif state == "cli-hangs":
                 h.set_fault("stop_hang")
+            elif state == "duplicate-exporter":  # a second ocp_exporter beside the one its pid file names
+                h.start_duplicate("ocp_exporter")
         before = {host_id: agent_processes(box.host(host_id)) for host_id in HOSTS}
         try:
             yield box, before, strangers
@@ -128,10 +133,10 @@ def all_new(host, before: set[tuple[int, str]]) -> None:
 
 def test_the_older_agent_from_each_state_gets_all_new_processes(hosts, home):
     """#20: running, stopped, a killed pos_proxy, a stale ocp_agentd.pid naming a live stranger, ocp_agentd killed
-    (its processes orphaned): one task, every subtask SUCCESSFUL, every process of the older agent new, pos_proxy
-    restarted by ocp_agent_ctl.py, the stranger untouched."""
+    (its processes orphaned), a duplicate ocp_exporter: one task, every subtask SUCCESSFUL, every process of the
+    older agent new (one of each), pos_proxy restarted by ocp_agent_ctl.py, the stranger untouched."""
     box, before, strangers = hosts
-    chosen = [1001, 1002, 1003, 1004, 1005]
+    chosen = [1001, 1002, 1003, 1004, 1005, 1012]
     instance, logs = restart(box, chosen)
     assert instance["status"] == "SUCCESSFUL", [(s["name"], s["status"]) for s in instance["subtasks"]]
     for index, host_id in enumerate(chosen):
@@ -146,6 +151,8 @@ def test_the_older_agent_from_each_state_gets_all_new_processes(hosts, home):
     assert "pos_proxy listens on" in running[STAGES[4]][1]
     stale = by_host(instance, logs, 3)
     assert "is a live process that is not ocp_agentd of this agent home" in stale[STAGES[2]][1]
+    duplicate = by_host(instance, logs, 5)
+    assert "agent processes are still running: ocp_exporter (pid" in duplicate[STAGES[2]][1]
     stat = open(f"/proc/{strangers[0].pid}/stat").read()
     assert stat.rpartition(")")[2].split()[0] != "Z", "the stranger was signalled"
 
@@ -181,3 +188,15 @@ def test_a_mixed_batch_restarts_in_one_task_with_the_seeds_dag(hosts, home):
     assert "agent generation 4: detected" in by_host(instance, logs, 3)[STAGES[0]][1]
     assert "ocp_agentctl service stop ocp_mgragent" in by_host(instance, logs, 1)[STAGES[1]][1].replace("'", "")
     assert "python ocp_agent_ctl.py restart pos_proxy" in by_host(instance, logs, 2)[STAGES[1]][1]
+
+
+def test_the_older_agents_view_shows_its_version_and_processes(hosts, home):
+    """#20: `ocp-restart agent` on a host of the older generation shows its version (`ocp_agent_ctl.py version`)
+    and its processes by alias, pos_proxy with its port."""
+    box, _, _ = hosts
+    shown = cli("agent", "1001", "--inventory", str(box.inventory_path), "--json")
+    assert shown.returncode == 0, shown.stderr
+    agent = json.loads(shown.stdout)
+    assert agent["version"] == "3.1.2-20210812221645", agent
+    aliases = {p["alias"]: p for p in agent["processes"]}
+    assert set(V3) <= set(aliases), aliases

@@ -82,7 +82,26 @@ class AgentHomeV3(AgentHome):
         return result
 
     def start_duplicate(self, name: str, as_user: list[str] | None = None) -> int:
-        raise NotImplementedError("the older generation's sandbox agent has no duplicate-process state")
+        """Start one more ``bin/NAME infinity`` (an exporter or a worker) of this home beside the agent's own, as
+        an operator who ran it by hand would: detached, not our child, run as the agent runs it; its pid.
+        ``as_user``: a prefix such as ``runuser -u USER --`` when the agent's user is not ours."""
+        if name not in SLEEPERS:
+            raise ValueError(f"not an exporter or worker of the older agent: {name!r} (one of {', '.join(SLEEPERS)})")
+        started = subprocess.run(
+            [
+                *(as_user or []),
+                "/bin/sh",
+                "-c",
+                '"$0" infinity </dev/null >/dev/null 2>&1 & echo $!',
+                str(self.path / "bin" / name),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=self.path,
+            env={**CLEAN_ENV, procs.MARKER: str(self.path)},
+        )
+        return int(started.stdout.strip())
 
     def ctl_argv(self, *args: str) -> list[str]:
         """``python3 {home}/ocp_agent_ctl.py ARGS`` (run it with cwd = the agent home, as operators do)."""

@@ -268,17 +268,6 @@ class FakeAgent:
         status, stdout, stderr = self._ctl_at(path, ["status"], exec_=True)
         return result(command, stdout, stderr, status)
 
-    def _script_identities_stop_scan(self, command: str, args: list[str]) -> Answer:
-        path, home, *names = args
-        head = self._identities(home, names)
-        try:
-            code, stop_out, stderr = self._ctl_at(path, ["stop"], exec_=False)
-        except Hanging as hang:
-            return Hang(head + hang.stdout, hang.stderr)
-        listed = self._scan(home, names) + f"{MARK}\n"
-        status, stdout, _ = self._ctl_at(path, ["status"], exec_=True)
-        return result(command, head + stop_out + f"\n{MARK} exit {code}\n" + listed + stdout, stderr, status)
-
     def _script_identities_then_stop(self, command: str, args: list[str]) -> Answer:
         path, home, *names = args
         head = self._identities(home, names)

@@ -173,8 +173,8 @@ class SandboxHost:
         return self.home.processes(uid=self._sandbox.login.uid)
 
     def start_duplicate(self, name: str) -> int:
-        """A second ``name`` (ocp_mgragent or ocp_monagent) of this host's agent, started by hand beside the one its
-        pid file names, as the login user; its pid."""
+        """A second ``name`` (a service; on the older agent an exporter or a worker) of this host's agent, started
+        by hand beside the one its pid file names, as the login user; its pid."""
         return self.home.start_duplicate(name, as_user=self._sandbox._as_user([]))
 
     def agentctl(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:

@@ -169,6 +169,17 @@ class TestOperations:
         assert (refused.value.http_status, refused.value.code) == (400, 1003)
         assert fake.calls == [] and store.processes.list() == []
 
+    @pytest.mark.parametrize("alias", ["pos_proxy", "ocp_exporter", "obstat2"])
+    def test_an_older_agents_process_is_not_operable_rather_than_unknown(self, store, fake, alias):
+        """#20: the older agent's processes, listed by its hosts' views, are named by an operation too: refused as
+        not operable (its control script starts and stops only the whole agent or pos_proxy), not 404; by alias
+        or by id; nothing done."""
+        for name in (alias, str(process_id(1001, alias))):
+            with pytest.raises(ProcessNotOperableError, match="older .Python. OCP agent") as refused:
+                operate(store, views(fake), HOST, name, "restart", creator="alice")
+            assert (refused.value.http_status, refused.value.code) == (400, 1003)
+        assert fake.calls == [] and store.processes.list() == []
+
     def test_an_unknown_process_is_404(self, store, fake):
         with pytest.raises(UnknownProcessError) as unknown:
             operate(store, views(fake), HOST, "12345", "stop", creator="alice")
