@@ -40,6 +40,8 @@ HOSTS = {
     1010: ("3", "pos_proxy-mute"),
     1011: ("3", "cli-hangs"),
     1012: ("3", "duplicate-exporter"),
+    1013: ("3", "start-fails"),  # retried once the cause is cleared
+    1014: ("3", "start-fails"),  # rolled back once the cause is cleared
 }
 # host id -> (the stage that FAILS, a phrase of its log): states a restart cannot fix on the older agent
 FAILING = {
@@ -64,7 +66,7 @@ def agent_processes(host) -> set[tuple[int, str]]:
 
 @pytest.fixture(scope="module")
 def hosts():
-    """A sandbox of twelve hosts, each put in its state: (box, id -> host, the stranger's pid, the processes before)."""
+    """A sandbox host per HOSTS entry, each in its state: (box, the processes before, the strangers)."""
     generations = {host_id: setting for host_id, (setting, _) in HOSTS.items()}
     strangers: list[subprocess.Popen] = []
     with Sandbox(len(HOSTS), generations=generations) as box:
@@ -92,6 +94,8 @@ def hosts():
                 h.set_fault("pos_proxy_mute")  # the running pos_proxy listens on; a new one never will
             elif state == "cli-hangs":
                 h.set_fault("stop_hang")
+            elif state == "start-fails":  # the running agent is unaffected; the next start fails
+                h.set_fault("start_fail")
             elif state == "duplicate-exporter":  # a second ocp_exporter beside the one its pid file names
                 h.start_duplicate("ocp_exporter")
         before = {host_id: agent_processes(box.host(host_id)) for host_id in HOSTS}
@@ -200,3 +204,33 @@ def test_the_older_agents_view_shows_its_version_and_processes(hosts, home):
     assert agent["version"] == "3.1.2-20210812221645", agent
     aliases = {p["alias"]: p for p in agent["processes"]}
     assert set(V3) <= set(aliases), aliases
+
+
+@pytest.mark.parametrize("operation, host_id", [("retry", 1013), ("rollback", 1014)])
+def test_a_failed_restart_of_the_older_agent_is_retried_or_rolled_back(hosts, home, operation, host_id):
+    """#20 point 2 on the older generation: Start all FAILS (ocp_agentd cannot start); with the cause cleared, a
+    retry ends SUCCESSFUL with every process new, a rollback with the agent healthy again (subtasks PENDING)."""
+    from flows.actions import ACTIONS
+    from flows.options import RestartOptions
+    from flows.restart import restart_agents
+    from flows.store import TaskStore
+
+    box, before, _ = hosts
+    host = box.host(host_id)
+    first, logs = restart(box, [host_id])
+    assert first["status"] == "FAILED", first
+    assert by_host(first, logs, 0)[STAGES[3]][0] == "FAILED"
+    host.clear_fault("start_fail")
+    with TaskStore(Settings().store_url) as store:
+        ACTIONS[operation].apply(store, first["id"])
+    final = restart_agents(
+        task_id=first["id"],
+        host_ids=[host_id],
+        inventory=str(box.inventory_path),
+        options=RestartOptions(timeouts={"stop_all": 20, "start_all": 20}),
+    )
+    assert final["status"] == "SUCCESSFUL" and final["operation"] == operation.upper(), final
+    statuses = {s["status"] for s in final["subtasks"] if s["parallelIdx"] == 0}
+    assert statuses == ({"SUCCESSFUL"} if operation == "retry" else {"PENDING"}), statuses
+    wait(lambda: {name for _, name in agent_processes(host)} == set(V3))
+    all_new(host, before[host_id])
