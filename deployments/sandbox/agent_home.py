@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -144,17 +143,10 @@ class AgentHome:
         prefix such as ``runuser -u USER --`` when the agent's user is not ours."""
         if name not in SERVICES:
             raise ValueError(f"not a service: {name!r}")
-        program = str(self.path / "bin" / name)
         args = ["infinity"] if name == "ocp_monagent" else []
-        started = subprocess.run(
-            [*(as_user or []), "/bin/sh", "-c", '"$0" "$@" </dev/null >/dev/null 2>&1 & echo $!', program, *args],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=self.path,
-            env={**CLEAN_ENV, procs.MARKER: str(self.path)},
+        return procs.start_detached(
+            [str(self.path / "bin" / name), *args], home=str(self.path), env=CLEAN_ENV, as_user=as_user
         )
-        return int(started.stdout.strip())
 
     def audit(self) -> list[tuple[float, str, str]]:
         """The agent CLI's own record: (epoch seconds, 'begin'|'end', command) per stop/start/service."""

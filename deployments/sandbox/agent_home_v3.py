@@ -87,21 +87,8 @@ class AgentHomeV3(AgentHome):
         ``as_user``: a prefix such as ``runuser -u USER --`` when the agent's user is not ours."""
         if name not in SLEEPERS:
             raise ValueError(f"not an exporter or worker of the older agent: {name!r} (one of {', '.join(SLEEPERS)})")
-        started = subprocess.run(
-            [
-                *(as_user or []),
-                "/bin/sh",
-                "-c",
-                '"$0" infinity </dev/null >/dev/null 2>&1 & echo $!',
-                str(self.path / "bin" / name),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=self.path,
-            env={**CLEAN_ENV, procs.MARKER: str(self.path)},
-        )
-        return int(started.stdout.strip())
+        program = str(self.path / "bin" / name)
+        return procs.start_detached([program, "infinity"], home=str(self.path), env=CLEAN_ENV, as_user=as_user)
 
     def ctl_argv(self, *args: str) -> list[str]:
         """``python3 {home}/ocp_agent_ctl.py ARGS`` (run it with cwd = the agent home, as operators do)."""

@@ -66,6 +66,21 @@ def marked_processes(agent_homes: Iterable[str], uid: int | None = None) -> dict
     return homes
 
 
+def start_detached(argv: list[str], *, home: str, env: dict[str, str], as_user: list[str] | None = None) -> int:
+    """Start ``argv`` in ``home`` as an operator's shell would with ``&``: detached, not our child, its output
+    dropped, marked as one of ``home``'s processes (MARKER); its pid. ``as_user``: a prefix such as ``runuser -u
+    USER --`` when the agent's user is not ours."""
+    started = subprocess.run(
+        [*(as_user or []), "/bin/sh", "-c", '"$@" </dev/null >/dev/null 2>&1 & echo $!', "sh", *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=home,
+        env={**env, MARKER: home},
+    )
+    return int(started.stdout.strip())
+
+
 def signal_pids(pids: Iterable[int], sig: int) -> None:
     for pid in pids:
         try:

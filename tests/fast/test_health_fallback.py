@@ -7,25 +7,13 @@ import os
 import shutil
 import time
 
-import pytest
+import shell_agent
 
-from deployments.sandbox.agent_home import CLEAN_ENV, AgentHome
+from deployments.sandbox.agent_home import CLEAN_ENV
 from deployments.sandbox.local import LocalRunner
 from steps.agent import AgentControl
 
-
-@pytest.fixture
-def serving_home(tmp_path):
-    """A started shell agent whose mgragent serves on its socket (stopped afterwards)."""
-    home = AgentHome(tmp_path / "ocp_agent").install()
-    home.set_delays(wait_seconds=1)
-    agent = AgentControl(LocalRunner(), str(home.path), lambda line: None)
-    try:
-        assert LocalRunner().run(f"{home.ctl} start", deadline=time.monotonic() + 20).ok
-        agent.wait_until_serving(time.monotonic() + 20)
-        yield home
-    finally:
-        home.terminate()
+serving_home = shell_agent.serving_home  # a started shell agent (the fixture)
 
 
 def path_with(tmp_path, *tools: str) -> dict[str, str]:

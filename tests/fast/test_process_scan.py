@@ -10,25 +10,13 @@ import shutil
 import socket
 import time
 
-import pytest
+import shell_agent
 
 from deployments.sandbox.agent_home import CLEAN_ENV, AgentHome
 from deployments.sandbox.local import LocalRunner
 from steps.agent import PROCESSES, AgentControl, Limits
 
-
-@pytest.fixture
-def running_home(tmp_path):
-    """A started shell agent (stopped afterwards)."""
-    home = AgentHome(tmp_path / "ocp_agent").install()
-    home.set_delays(wait_seconds=2)
-    agent = AgentControl(LocalRunner(), str(home.path), lambda line: None)
-    try:
-        assert LocalRunner().run(f"{home.ctl} start", deadline=time.monotonic() + 20).ok
-        agent.wait_until_serving(time.monotonic() + 20)
-        yield home
-    finally:
-        home.terminate()
+serving_home = shell_agent.serving_home  # a started shell agent (the fixture)
 
 
 def without(tool: str, tmp_path) -> dict[str, str]:
@@ -50,43 +38,43 @@ def scan(home: AgentHome, env: dict[str, str] | None = None) -> dict[int, str]:
     return found
 
 
-def test_the_scan_finds_the_agents_processes_and_a_duplicate(running_home):
+def test_the_scan_finds_the_agents_processes_and_a_duplicate(serving_home):
     """Every agent process of the home, the one no pid file names among them; nothing else of the machine."""
-    duplicate = running_home.start_duplicate("ocp_monagent")
-    found = scan(running_home)
-    assert found == {pid: name for pid, name in running_home.processes() if name in PROCESSES}
+    duplicate = serving_home.start_duplicate("ocp_monagent")
+    found = scan(serving_home)
+    assert found == {pid: name for pid, name in serving_home.processes() if name in PROCESSES}
     assert found[duplicate] == "ocp_monagent" and set(found.values()) == set(PROCESSES)
 
 
-def test_the_scan_without_grep_gives_the_same_answer(running_home, tmp_path):
+def test_the_scan_without_grep_gives_the_same_answer(serving_home, tmp_path):
     """A host without grep: every process is read (the slow way), and the answer does not change."""
-    running_home.start_duplicate("ocp_monagent")
+    serving_home.start_duplicate("ocp_monagent")
     env = without("grep", tmp_path)
     assert shutil.which("grep", path=env["PATH"]) is None
-    assert scan(running_home, env) == scan(running_home)
+    assert scan(serving_home, env) == scan(serving_home)
 
 
-def test_the_scan_ignores_another_homes_agent(running_home, tmp_path):
+def test_the_scan_ignores_another_homes_agent(serving_home, tmp_path):
     """A second agent home on the machine (the sandbox's hosts share one): its processes are not this home's,
     though its path begins with this home's."""
     other = AgentHome(tmp_path / "ocp_agent2").install()  # "…/ocp_agent" is a prefix of "…/ocp_agent2"
     try:
         other.set_delays(wait_seconds=2)
         assert LocalRunner().run(f"{other.ctl} start", deadline=time.monotonic() + 20).ok
-        ours = scan(running_home)
+        ours = scan(serving_home)
         assert ours and not set(ours) & {pid for pid, _ in other.processes()}
     finally:
         other.terminate()
 
 
-def test_the_port_check_names_a_foreign_listener(running_home):
+def test_the_port_check_names_a_foreign_listener(serving_home):
     """Something listens on the agent's port: Prepare's probe names it with its pid (ss -p, asked only now)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
     port = listener.getsockname()[1]
     try:
-        agent = AgentControl(LocalRunner(), str(running_home.path), lambda line: None)
+        agent = AgentControl(LocalRunner(), str(serving_home.path), lambda line: None)
         probe, status = agent.prepare_probe(Limits(port=port), time.monotonic() + 20)
         problems = probe.problems(Limits(port=port), "10.0.0.11", set(status.pids.values()))
         assert any(f"pid {os.getpid()}" in problem for problem in problems), probe.listeners
@@ -94,11 +82,11 @@ def test_the_port_check_names_a_foreign_listener(running_home):
         listener.close()
 
 
-def test_an_idle_port_lists_no_listener(running_home):
+def test_an_idle_port_lists_no_listener(serving_home):
     """Nothing on the port: no `listen` line, no problem."""
     with socket.socket() as probe_socket:
         probe_socket.bind(("127.0.0.1", 0))
         port = probe_socket.getsockname()[1]  # free once closed
-    agent = AgentControl(LocalRunner(), str(running_home.path), lambda line: None)
+    agent = AgentControl(LocalRunner(), str(serving_home.path), lambda line: None)
     probe, _ = agent.prepare_probe(Limits(port=port), time.monotonic() + 20)
     assert probe.listeners == ()
