@@ -130,7 +130,7 @@ def final_state(record: TaskRecord, instance: dict[str, Any]) -> State | dict[st
 
 def settle_stale_runs(store: TaskStore, limit: int = 50) -> list[str]:
     """Give the task's outcome to flow runs Prefect still shows Pending, Running or Crashed although their task has
-    ended in the store: their process lost Prefect's API before it could report (#22). Asked at the start of every
+    ended in the store: their process lost Prefect's API before it could report (#22). Asked beside every
     run, so a later run on the same server puts them right. Returns what it settled (``ocp-task-N: STATE``)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (

@@ -7,8 +7,11 @@ and rolls one back (subtasks marked ROLLBACK, in reverse order). Its machinery (
 
 from __future__ import annotations
 
+import contextvars
 import getpass
+import threading
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,6 +26,7 @@ from steps.logline import format_time, now
 
 from . import machine, prefect_run, report
 from .actions import DECISIONS
+from .background import background
 from .errors import Fenced, RequestError, StaleWriteError
 from .lease import Lease
 from .machine import runnable
@@ -98,13 +102,25 @@ def run_template(
             logger.info(f"Prefect retries this flow run: OCP's retry of task {task_id}")
             store.retry_task(task_id)
         prefect_run.link(task_id)
+        # Beside the run, not before it: one more API round trip on every run's critical path (#23).
+        with background(_settling(store, logger), name="settle-stale-runs", join_seconds=10.0):
+            record = run_and_ask(store, task_id, inv, options, config)
+    return prefect_run.final_state(record, task_instance(record).to_wire())  # type: ignore[return-value]  # a State's data
+
+
+def _settling(store: TaskStore, logger: Any) -> Callable[[threading.Event], None]:
+    """Work for a helper thread, in this flow run's context: settle the flow runs Prefect still shows running
+    although their task ended (``prefect_run.settle_stale_runs``), logging each."""
+    context = contextvars.copy_context()
+
+    def settle() -> None:
         try:
             for settled in prefect_run.settle_stale_runs(store):
                 logger.warning(f"flow run {settled}, as its task ended (its process had lost Prefect's API)")
         except Exception as exc:  # Prefect's mirror must never fail a restart
             logger.warning(f"could not check for flow runs Prefect still shows running: {exc}")
-        record = run_and_ask(store, task_id, inv, options, config)
-    return prefect_run.final_state(record, task_instance(record).to_wire())  # type: ignore[return-value]  # a State's data
+
+    return lambda stop: context.run(settle)
 
 
 def run_and_ask(

@@ -109,8 +109,8 @@ def stop_all(step: Step) -> None:
         )
     # Every agent process of this home, found by what it is (its name and {home}/bin/ path), not by the pid files:
     # a killed agentd's orphans and duplicates are ours to end too; a stranger named by a pid file is not. A round
-    # trip of its own: in the stop's, a flood of output from the stop (capped at 256 KiB) cut the scan's answer
-    # off, and a cancel killed the shell around the stop but not the stop (the stop is exec'd alone).
+    # trip of its own: inside the stop's, a flood of output from the stop (capped at 256 KiB) cut the scan's answer
+    # off, and SIGINT mid-stop no longer ended the run in 30 s (tests/test_hardening.py, tests/test_stops.py).
     left, status = agent.scan_then_status(deadline)
     if left:
         end_leftovers(step, agent, left, reserve)

@@ -348,7 +348,14 @@ def test_ctrl_c_on_run_kills_the_remote_command_and_leaves_nothing_running(tmp_p
             poll(lambda: sub(store.load(task_id), STOP, 0).status == "RUNNING", 90, "Stop RUNNING")
             poll(lambda: begun(host, "stop"), 30, "`ocp_agentctl stop` begins on the host")
             run.send_signal(signal.SIGINT)
-            code = run.wait(timeout=30)
+            try:
+                # 30 s was enough alone and in this file's run; twice in the full suite's fresh-clone CI (session 8)
+                # the process was still there at 30 s, cause not found: its stderr now says where it was.
+                code = run.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                run.kill()
+                run.wait()
+                pytest.fail(f"`ocp-restart run` still ran 60 s after SIGINT; its stderr:\n{run.stderr.read()}")
         finally:
             if run.poll() is None:
                 run.kill()
