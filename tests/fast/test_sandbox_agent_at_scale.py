@@ -9,21 +9,49 @@ import time
 import shell_agent
 
 from deployments.sandbox.local import LocalRunner
+from steps.agent import AgentControl
 
 serving_home = shell_agent.serving_home  # a started shell agent (the fixture)
+
+
+def stranger():
+    """A live process that is not the agent and ignores SIGTERM (its handler set before it is returned)."""
+    proc = subprocess.Popen(["perl", "-e", '$SIG{TERM} = "IGNORE"; sleep 60'], stdin=subprocess.DEVNULL)
+    time.sleep(0.2)
+    return proc
+
+
+def ctl(home, command: str):
+    return LocalRunner().run(f"{home.ctl} {command}", deadline=time.monotonic() + 20)
 
 
 def test_service_stop_is_not_held_by_a_stranger_that_got_the_services_pid(serving_home):
     """A service's pid now held by another long-lived program does not keep `service stop` waiting until
     wait_for_service_exit_timeout: the 1,000-host floor failed so (bench 2026-12-05, twice)."""
-    stranger = subprocess.Popen(["perl", "-e", '$SIG{TERM} = "IGNORE"; sleep 60'], stdin=subprocess.DEVNULL)
+    other = stranger()
     try:
-        time.sleep(0.2)  # its TERM handler is set
-        (serving_home.run_dir / "ocp_monagent.pid").write_text(f"{stranger.pid}\n")
+        (serving_home.run_dir / "ocp_monagent.pid").write_text(f"{other.pid}\n")
         started = time.monotonic()
-        done = LocalRunner().run(f"{serving_home.ctl} service stop ocp_monagent", deadline=time.monotonic() + 20)
+        done = ctl(serving_home, "service stop ocp_monagent")
         assert done.exit_status == 0 and time.monotonic() - started < 1.5, done
-        assert stranger.poll() is None
+        assert other.poll() is None  # never signalled
     finally:
-        stranger.kill()
-        stranger.wait()
+        other.kill()
+        other.wait()
+
+
+def test_service_start_starts_the_service_when_its_pid_is_another_processs_now(serving_home):
+    """A stopped service whose pid file names another live process (its pid reused) is started by `service start`,
+    which answered ok at once before, with no service running: Restart pos proxy then waited out its deadline for
+    a new ocp_mgragent at 1,000 hosts (bench 2026-12-05)."""
+    assert ctl(serving_home, "service stop ocp_monagent").ok
+    other = stranger()
+    try:
+        (serving_home.run_dir / "ocp_monagent.pid").write_text(f"{other.pid}\n")
+        assert ctl(serving_home, "service start ocp_monagent").ok
+        status = AgentControl(LocalRunner(), str(serving_home.path), lambda line: None).status(time.monotonic() + 10)
+        assert status.ready and status.pids["ocp_monagent"] not in (None, other.pid), status
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
