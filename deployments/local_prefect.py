@@ -15,7 +15,9 @@ again, and its blocks are not registered again (``migrated``).
     $OCP_RESTART_HOME/prefect/
         server.json     {"url", "pid" (the supervisor), "state": "starting"}; once it serves, also "server_pid",
                         "started", "idle_seconds" (``ocp-restart prefect status`` shows it, ``... stop`` stops it)
-        migrated        the Prefect version that last migrated home/'s database (``prepare()``, or a start)
+        migrated        the Prefect version that last migrated home/'s database (``prepare()``, or a start), or
+                        whose migrated template home/ was copied from (``template_path()``: a fresh home's first
+                        server starts from that copy, not from 100-odd migrations)
         registered      the Prefect version that last registered its block types there
         last-used       touched by every CLI that uses it
         clients/PID     one per CLI process using it now (removed when it exits; a dead PID does not count)
@@ -29,8 +31,10 @@ import atexit
 import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -242,11 +246,50 @@ def start_settings(home: Path) -> dict[str, str]:
     return {setting: "false" for name, setting in SKIPPABLE.items() if _marked(home.parent, name)}
 
 
+def template_path() -> Path:
+    """Where this installation keeps an empty database this Prefect version migrated (``prepare()`` makes it): a
+    fresh ``$OCP_RESTART_HOME`` starts from a copy instead of Prefect's 100-odd migrations (~10 s, #23). Beside the
+    installed packages (``sys.prefix``, the virtualenv): install-time data, not any home's state."""
+    return Path(sys.prefix) / "share" / "ocp-restart" / f"prefect-{_prefect_version()}.db"
+
+
+def seed_from_template(folder: Path) -> bool:
+    """Give ``folder/home`` a copy of the migrated template when it has no database yet (marked ``migrated``);
+    False if there is no template or already a database. Standard library only: the supervisor runs it."""
+    database, template = folder / "home" / "prefect.db", template_path()
+    if database.exists() or not template.is_file():
+        return False
+    database.parent.mkdir(parents=True, exist_ok=True)
+    partial = database.with_name(f".prefect.db.{os.getpid()}")
+    shutil.copyfile(template, partial)
+    os.replace(partial, database)  # never a half-copied database under its name
+    (folder / "migrated").write_text(_prefect_version())
+    return True
+
+
+def _keep_template(database: Path) -> None:
+    """Save ``database`` (just migrated, empty) as this installation's template, if there is none; quietly not
+    where the installation is not writable (the template only saves time)."""
+    template = template_path()
+    if template.exists():
+        return
+    try:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        partial = template.with_name(f".{template.name}.{os.getpid()}")
+        with sqlite3.connect(database) as source, sqlite3.connect(partial) as copy:
+            source.backup(copy)  # consistent even if the database has a write-ahead log
+        os.replace(partial, template)
+    except (OSError, sqlite3.Error):
+        pass
+
+
 def prepare(config: Settings) -> bool:
     """Migrate the local server's database now (``bootstrap.sh``: so that the first run's server starts without
-    Prefect's 100-odd migrations); False if this Prefect version already did. Never while the server runs."""
+    Prefect's 100-odd migrations) — or copy this installation's migrated template — and keep it as the template if
+    there is none; False if this Prefect version already migrated it. Never while the server runs."""
     folder = state_dir(config)
     if _marked(folder, "migrated"):
+        _keep_template(folder / "home" / "prefect.db")
         return False
     (folder / "home").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PREFECT_HOME": str(folder / "home"), "DO_NOT_TRACK": "1"}
@@ -257,6 +300,8 @@ def prepare(config: Settings) -> bool:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if read_state(folder) is not None:  # a server runs: it migrated its database as it started
             return False
+        if seed_from_template(folder):
+            return True
         subprocess.run(
             [str(prefect), "server", "database", "upgrade", "--yes"],
             env=env,
@@ -265,6 +310,7 @@ def prepare(config: Settings) -> bool:
             check=True,
         )
         (folder / "migrated").write_text(_prefect_version())
+        _keep_template(folder / "home" / "prefect.db")
     return True
 
 
@@ -273,6 +319,7 @@ def supervise(folder: Path, idle: float, port: int | None = None) -> int:
     port = port or _free_port()
     url = f"http://127.0.0.1:{port}/api"
     home = folder / "home"
+    seed_from_template(folder)  # a fresh home: a copy of the migrated template, not 100-odd migrations
     skips = start_settings(home)
     env = {
         **os.environ,

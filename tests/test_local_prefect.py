@@ -219,3 +219,39 @@ def test_serves_daily_prune_deletes_flow_runs_too(prefect_api, sandbox, home):
             assert store.task_ids()[1] == 0
         after = {r["id"] for r in prefect.post("/flow_runs/filter", json=query).json()}
     assert not before & after
+
+
+def test_a_fresh_homes_first_server_starts_from_the_migrated_template(tmp_path):
+    """#23: `prefect prepare` keeps the migrated database as this installation's template; a fresh home's first
+    run copies it and its server starts without Prefect's migrations (it migrated a new database for ~10 s)."""
+    from deployments import local_prefect
+    from deployments.sandbox import Sandbox
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+
+    def ocp(home: Path, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*cli_command(), *args],
+            env={**env, "OCP_RESTART_HOME": str(home)},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    assert ocp(tmp_path / "prepared", "prefect", "prepare").returncode == 0
+    template = local_prefect.template_path()
+    assert template.is_file(), template
+    fresh = tmp_path / "fresh"
+    state = fresh / "prefect" / "server.json"
+    with Sandbox(1) as box:
+        try:
+            run = ocp(fresh, "run", "--inventory", str(box.inventory_path), "--json")
+            assert run.returncode == 0, run.stderr
+            info = json.loads(state.read_text())
+            environ = Path(f"/proc/{info['server_pid']}/environ").read_bytes().split(b"\0")
+            assert b"PREFECT_API_DATABASE_MIGRATE_ON_START=false" in environ
+            assert (fresh / "prefect" / "migrated").read_text() == template.name.removeprefix("prefect-")[: -len(".db")]
+        finally:
+            if state.exists():
+                ocp(fresh, "prefect", "stop")
