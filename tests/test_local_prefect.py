@@ -22,8 +22,10 @@ def alive(pid: int) -> bool:
 def test_runs_reuse_one_local_prefect_server_and_it_stops_when_idle(tmp_path):
     """Two `ocp-restart run`s without PREFECT_API_URL share one local Prefect server (the second does not pay its
     start-up); once unused for OCP_RESTART_PREFECT_IDLE_SECONDS it stops, supervisor and server both."""
+    from deployments import local_prefect
     from deployments.sandbox import Sandbox
 
+    templated = local_prefect.template_path().is_file()  # bootstrap's `prefect prepare` left one
     home = tmp_path / "home"
     env = {
         k: v
@@ -59,10 +61,10 @@ def test_runs_reuse_one_local_prefect_server_and_it_stops_when_idle(tmp_path):
                 b"PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL=1",
             } <= server_env
             print(f"first run {took[0]:.1f} s (starts the server), second {took[1]:.1f} s")
-            # #23: the first start migrated the database and says so; the steps took the connections the CLI
-            # opened while the server came up.
+            # #23: the first start migrated the new database (or copied the installation's migrated template) and
+            # says so; the steps took the connections the CLI opened while the server came up.
             assert (home / "prefect" / "migrated").read_text().strip()
-            assert b"PREFECT_API_DATABASE_MIGRATE_ON_START=false" not in server_env
+            assert (b"PREFECT_API_DATABASE_MIGRATE_ON_START=false" in server_env) == templated
             task = json.loads(run.stdout)
             prepare = str(task["subtasks"][0]["id"])
             log = subprocess.run(
