@@ -48,6 +48,18 @@ def start_run(inventory, env: dict[str, str], *extra: str) -> subprocess.Popen:
     )
 
 
+def ocp(env: dict[str, str], command: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``ocp-restart COMMAND 1 --json`` (task 1) in ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "deployments.cli", command, "1", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def poll(check, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -203,33 +215,14 @@ def test_a_store_outage_longer_than_the_lease_stops_the_run_and_retry_finishes_i
         (small_fs / "filler").unlink()
         assert run.returncode == 6, err[-3000:]
         assert "lost its lease" in err and "database or disk is full" in err, err[-3000:]
-
-        def status() -> dict:
-            shown = subprocess.run(
-                [sys.executable, "-m", "deployments.cli", "status", "1", "--json"],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            return json.loads(shown.stdout)
-
         # The runner fences itself a margin (0.8 s here) before its lease lapses in the store, so a status read right
         # after its exit may still find the lease valid: nothing may reap it until then. Failed once in CI (8aaf68c).
-        task = poll(lambda: (t := status())["status"] != "RUNNING" and t, 30, "the task reaped")
+        task = poll(lambda: (t := json.loads(ocp(env, "status").stdout))["status"] != "RUNNING" and t, 30, "reaped")
         assert task["status"] == "FAILED" and not [s for s in task["subtasks"] if s["status"] == "RUNNING"], task
         failed_hosts = {1001 + s["parallelIdx"] for s in task["subtasks"] if s["status"] == "FAILED"}
         down = {h.id for h in box.hosts if not h.agent_pids()["ocp_agentd"]}
         assert down <= failed_hosts, (down, failed_hosts)
-        retried = subprocess.run(
-            [sys.executable, "-m", "deployments.cli", "retry", "1", "--json"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        retried = ocp(env, "retry", timeout=120)
         check_done(url, retried.stdout, retried.returncode, retried.stderr)
         assert all(all(h.agent_pids().values()) for h in box.hosts)
     with sqlite3.connect(home / "tasks.db") as db:
