@@ -49,7 +49,7 @@ def stop():
             time.sleep(3600)
     pid = lib.running(lib.AGENTD)
     if pid is not None:
-        if not lib.stop_pid(pid, lib.wait_seconds()):
+        if not lib.stop_pid(pid, lib.wait_seconds(), lib.AGENTD):
             print("ocp_agentd (pid %d) did not stop within %s s" % (pid, lib.wait_seconds()), file=sys.stderr)
             return 1
     for name in lib.CHILDREN:  # a dead daemon's processes

@@ -159,23 +159,24 @@ def listening(pid):
     return [int(p[1].split(":")[1], 16) for p in (line.split() for line in lines) if p[3] == "0A" and p[9] in inodes]
 
 
-def stop_pid(pid, seconds):
-    """TERM ``pid``, wait up to ``seconds`` for it to go; True if it went."""
+def stop_pid(pid, seconds, name):
+    """TERM ``pid`` (this home's ``name``), wait up to ``seconds`` for it to go; True if it went. Gone means no
+    longer ``name`` of this home, not no longer a live pid: pids wrap within seconds at 1,000 sandbox hosts."""
     try:
         os.kill(pid, signal.SIGTERM)
     except OSError:
         return True
     give_up = time.time() + seconds
     while time.time() < give_up:
-        if not alive(pid):
+        if not ours(pid, name):
             return True
         time.sleep(0.02)
-    return not alive(pid)
+    return not ours(pid, name)
 
 
 def stop_child(name, seconds=5.0):
     pid = running(name)
-    if pid is not None and not stop_pid(pid, seconds):
+    if pid is not None and not stop_pid(pid, seconds, name) and ours(pid, name):
         os.kill(pid, signal.SIGKILL)
     remove_pid(name)
     return pid
