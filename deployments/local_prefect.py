@@ -37,7 +37,9 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -267,50 +269,63 @@ def seed_from_template(folder: Path) -> bool:
     return True
 
 
-def _keep_template(database: Path) -> None:
-    """Save ``database`` (just migrated, empty) as this installation's template, if there is none; quietly not
-    where the installation is not writable (the template only saves time)."""
+def _upgrade(prefect_home: Path) -> None:
+    """Run Prefect's migrations on the database under ``prefect_home`` (created when there is none)."""
+    env = {**os.environ, "PREFECT_HOME": str(prefect_home), "DO_NOT_TRACK": "1"}
+    env.pop("PREFECT_API_URL", None)
+    env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
+    subprocess.run(
+        [str(Path(sys.executable).with_name("prefect")), "server", "database", "upgrade", "--yes"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        check=True,
+    )
+
+
+def build_template() -> Path | None:
+    """This installation's template (``template_path()``), made if missing: a brand-new database migrated for it
+    alone, never a copy of a home's (that one holds the home's flow runs: a template made from a used database gave
+    every fresh home another home's runs). None where the installation is not writable: the template only saves
+    time."""
     template = template_path()
-    if template.exists():
-        return
+    if template.is_file():
+        return template
     try:
         template.parent.mkdir(parents=True, exist_ok=True)
-        partial = template.with_name(f".{template.name}.{os.getpid()}")
-        with sqlite3.connect(database) as source, sqlite3.connect(partial) as copy:
-            source.backup(copy)  # consistent even if the database has a write-ahead log
-        os.replace(partial, template)
-    except (OSError, sqlite3.Error):
-        pass
+        with tempfile.TemporaryDirectory(dir=template.parent, prefix=".template-") as tmp:
+            _upgrade(Path(tmp))
+            partial = template.with_name(f".{template.name}.{os.getpid()}")
+            with (
+                closing(sqlite3.connect(Path(tmp) / "prefect.db")) as source,
+                closing(sqlite3.connect(partial)) as copy,
+            ):
+                source.backup(copy)  # consistent even if the migrations left a write-ahead log
+                copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file: no -wal beside it to lose
+            os.replace(partial, template)  # never a half-made template under its name
+    except (OSError, sqlite3.Error, subprocess.CalledProcessError):
+        return None
+    return template
 
 
 def prepare(config: Settings) -> bool:
-    """Migrate the local server's database now (``bootstrap.sh``: so that the first run's server starts without
-    Prefect's 100-odd migrations) — or copy this installation's migrated template — and keep it as the template if
-    there is none; False if this Prefect version already migrated it. Never while the server runs."""
+    """Make this installation's migrated template if missing (``bootstrap.sh``), then give the local server a
+    migrated database now — a copy of the template for a home without one, else Prefect's 100-odd migrations — so
+    that the first run's server starts without them; False if this Prefect version already migrated it. Never
+    while the server runs."""
+    template = build_template()
     folder = state_dir(config)
     if _marked(folder, "migrated"):
-        _keep_template(folder / "home" / "prefect.db")
         return False
     (folder / "home").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PREFECT_HOME": str(folder / "home"), "DO_NOT_TRACK": "1"}
-    env.pop("PREFECT_API_URL", None)
-    env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
-    prefect = Path(sys.executable).with_name("prefect")
     with open(folder / "start.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if read_state(folder) is not None:  # a server runs: it migrated its database as it started
             return False
-        if seed_from_template(folder):
+        if template is not None and seed_from_template(folder):
             return True
-        subprocess.run(
-            [str(prefect), "server", "database", "upgrade", "--yes"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            check=True,
-        )
+        _upgrade(folder / "home")  # an existing database (another Prefect version's), or no template
         (folder / "migrated").write_text(_prefect_version())
-        _keep_template(folder / "home" / "prefect.db")
     return True
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import time
+from contextlib import closing
 from pathlib import Path
 
 from conftest import ROOT, cli
@@ -244,6 +246,10 @@ def test_a_fresh_homes_first_server_starts_from_the_migrated_template(tmp_path):
     assert ocp(tmp_path / "prepared", "prefect", "prepare").returncode == 0
     template = local_prefect.template_path()
     assert template.is_file(), template
+    # A new database of its own: one copied from a used home's gave every fresh home that home's flow runs (CI at
+    # d98df6c: bootstrap prepared the machine's default home). Read-only: the template is shared.
+    with closing(sqlite3.connect(f"{template.as_uri()}?mode=ro", uri=True)) as db:
+        assert db.execute("SELECT count(*) FROM flow_run").fetchone() == (0,)
     fresh = tmp_path / "fresh"
     state = fresh / "prefect" / "server.json"
     with Sandbox(1) as box:
