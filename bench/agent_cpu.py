@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
-import resource
 import tempfile
 import time
 from pathlib import Path
 
 from deployments.sandbox.agent_home import AgentHome
 from deployments.sandbox.local import LocalRunner
+
+from .remote_cpu import children_cpu
 
 PR_SET_CHILD_SUBREAPER = 36
 # A restart as the floor drives it (bench.floor.COMMANDS), one command at a time.
@@ -48,11 +49,6 @@ def reap() -> None:
             return
         if pid == 0:
             return
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
