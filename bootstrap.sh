@@ -42,6 +42,10 @@ if ! .venv/bin/python -c "import flows, steps, deployments, prefect, paramiko, p
     echo "bootstrap: installing the project and its test tools into .venv (pip)" >&2
     .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,dev]'
 fi
+# Our modules' bytecode, as pip writes it for an installed package's: an editable install compiles nothing, and where
+# PYTHONDONTWRITEBYTECODE is set every run compiled ~60 modules again (~0.1 s of each CLI start). Stale files are
+# recompiled by Python itself (their source's mtime is in them).
+.venv/bin/python -m compileall -q flows steps deployments >/dev/null || true
 # The CLI's local Prefect server: its database migrated now, once, so that the first run's server starts without
 # Prefect's 100-odd migrations (under $OCP_RESTART_HOME/prefect; `ocp-restart prefect status|stop`).
 .venv/bin/ocp-restart prefect prepare || echo "bootstrap: could not prepare the local Prefect server's database" >&2

@@ -452,17 +452,25 @@ def _run(
 ) -> int:
     """Record a task of ``template`` (default: the batch restart) and run its flow here."""
     from flows.errors import RequestError
-    from flows.options import RestartOptions
-    from flows.plan import BATCH_RESTART
-    from flows.store import TaskStore
-    from flows.submit import create_task
     from steps.inventory import load_inventory
-
-    template = template or BATCH_RESTART
 
     inventory = load_inventory(inventory_path)
     ids = host_ids or list(inventory.hosts)
     _request(ids)
+    # The local Prefect server starts now, before this process imports anything heavy (#23: after an idle stop the
+    # server's start is the run's critical path, ~2.8 s); until the flow needs it, this process imports Prefect,
+    # records the task and opens the hosts' SSH connections.
+    from . import local_prefect
+
+    local_prefect.begin(config)
+    importing = _import_in_background(_FLOW_RUN_IMPORTS)
+
+    from flows.options import RestartOptions
+    from flows.plan import BATCH_RESTART
+    from flows.store import TaskStore
+    from flows.submit import create_task
+
+    template = template or BATCH_RESTART
     try:
         options = RestartOptions(
             max_workers=args.max_workers or 32,
@@ -474,12 +482,6 @@ def _run(
         )
     except ValidationError as exc:
         raise RequestError(_validation_message(exc)) from None
-    # The local Prefect server starts now (#23); until the flow needs it, this process records the task, imports
-    # Prefect and opens the hosts' SSH connections.
-    from . import local_prefect
-
-    local_prefect.begin(config)
-    importing = _import_in_background("flows.agent_ops")
     with TaskStore(config.store_url) as store:
         task_id = create_task(
             store,
@@ -497,17 +499,31 @@ def _run(
         return _execute(store, config, task_id, inventory_path, options, args.json)
 
 
-def _import_in_background(module: str) -> threading.Thread:
-    """Import ``module`` in a thread (its errors come back when the caller imports it after ``join()``)."""
+# What a flow run of this process imports: our flows, and what Prefect imports only once a flow runs (its engines,
+# FastAPI's encoder for the run's parameters, the asyncio backend of its event loop thread: ~0.1 s). Imported while
+# the local server starts, they are off the run's critical path after an idle stop and on a first run.
+_FLOW_RUN_IMPORTS = (
+    "flows.agent_ops",
+    "prefect.flow_engine",
+    "prefect.task_engine",
+    "fastapi.encoders",
+    "prefect.artifacts",
+    "anyio._backends._asyncio",
+)
+
+
+def _import_in_background(modules: tuple[str, ...]) -> threading.Thread:
+    """Import ``modules`` in a thread (their errors come back when the caller imports them after ``join()``)."""
     import importlib
 
     def load() -> None:
-        try:
-            importlib.import_module(module)
-        except Exception:  # the caller's own import raises it where it can be reported
-            pass
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except Exception:  # the caller's own import raises it where it can be reported
+                pass
 
-    thread = threading.Thread(target=load, name=f"import-{module}", daemon=True)
+    thread = threading.Thread(target=load, name=f"import-{modules[0]}", daemon=True)
     thread.start()
     return thread
 

@@ -45,3 +45,14 @@ def test_stop_is_refused_while_a_cli_uses_the_server(tmp_path, capsys):
     assert cli_prefect.stop(config) == 4
     assert f"in use by CLI process(es) {os.getpid()}" in capsys.readouterr().err
     assert "in use by 1 CLI process(es)" in (cli_prefect.print_status(config), capsys.readouterr().out)[1]
+
+
+def test_what_a_run_imports_while_its_server_starts_exists():
+    """#23: every module the CLI imports ahead of its flow run exists (a typo would fail silently there)."""
+    import importlib.util
+
+    from deployments import cli
+
+    assert cli._FLOW_RUN_IMPORTS[0] == "flows.agent_ops"
+    missing = [m for m in cli._FLOW_RUN_IMPORTS if importlib.util.find_spec(m) is None]
+    assert missing == [], f"expected importable modules, got missing {missing}"
