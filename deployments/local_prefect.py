@@ -256,8 +256,9 @@ def template_path() -> Path:
 
 
 def seed_from_template(folder: Path) -> bool:
-    """Give ``folder/home`` a copy of the migrated template when it has no database yet (marked ``migrated``);
-    False if there is no template or already a database. Standard library only: the supervisor runs it."""
+    """Give ``folder/home`` a copy of the template when it has no database yet (marked ``migrated``, and
+    ``registered`` when the template holds Prefect's block types); False if there is no template or already a
+    database. Standard library only: the supervisor runs it."""
     database, template = folder / "home" / "prefect.db", template_path()
     if database.exists() or not template.is_file():
         return False
@@ -266,35 +267,63 @@ def seed_from_template(folder: Path) -> bool:
     shutil.copyfile(template, partial)
     os.replace(partial, database)  # never a half-copied database under its name
     (folder / "migrated").write_text(_prefect_version())
+    if _has_block_types(database):
+        (folder / "registered").write_text(_prefect_version())
     return True
+
+
+def _has_block_types(database: Path) -> bool:
+    """Whether Prefect registered its block types in ``database`` (a template made before they were is not)."""
+    try:
+        with closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as db:
+            return bool(db.execute("SELECT count(*) FROM block_type").fetchone()[0])
+    except sqlite3.Error:
+        return False
 
 
 def _upgrade(prefect_home: Path) -> None:
     """Run Prefect's migrations on the database under ``prefect_home`` (created when there is none)."""
+    _prefect_on(
+        prefect_home, [str(Path(sys.executable).with_name("prefect")), "server", "database", "upgrade", "--yes"]
+    )
+
+
+# What a server's first start on a new database does after its migrations (prefect/server/api/server.py,
+# add_block_types): ~1 s of the first run's wait (#23), done once in the template instead.
+_REGISTER_BLOCK_TYPES = """
+import asyncio
+from prefect.server.database import provide_database_interface
+from prefect.server.models.block_registration import run_block_auto_registration
+
+async def register():
+    async with await provide_database_interface().session() as session:
+        await run_block_auto_registration(session=session)
+
+asyncio.run(register())
+"""
+
+
+def _prefect_on(prefect_home: Path, command: list[str]) -> None:
+    """Run a Prefect command on the SQLite database under ``prefect_home``, never on a server the user set."""
     env = {**os.environ, "PREFECT_HOME": str(prefect_home), "DO_NOT_TRACK": "1"}
     env.pop("PREFECT_API_URL", None)
     env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
-    subprocess.run(
-        [str(Path(sys.executable).with_name("prefect")), "server", "database", "upgrade", "--yes"],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        check=True,
-    )
+    subprocess.run(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True)
 
 
 def build_template() -> Path | None:
     """This installation's template (``template_path()``), made if missing: a brand-new database migrated for it
-    alone, never a copy of a home's (that one holds the home's flow runs: a template made from a used database gave
-    every fresh home another home's runs). None where the installation is not writable: the template only saves
-    time."""
+    alone, Prefect's block types registered in it; never a copy of a home's (that one holds the home's flow runs: a
+    template made from a used database gave every fresh home another home's runs). None where the installation is
+    not writable: the template only saves time."""
     template = template_path()
-    if template.is_file():
+    if template.is_file() and _has_block_types(template):  # one made before block types were in it: made again
         return template
     try:
         template.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=template.parent, prefix=".template-") as tmp:
             _upgrade(Path(tmp))
+            _prefect_on(Path(tmp), [sys.executable, "-c", _REGISTER_BLOCK_TYPES])
             partial = template.with_name(f".{template.name}.{os.getpid()}")
             with (
                 closing(sqlite3.connect(Path(tmp) / "prefect.db")) as source,
