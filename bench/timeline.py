@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -25,20 +24,9 @@ from pathlib import Path
 
 from .common import ROOT, base_env, wait_quiet
 from .ours import local_server, stop_local_server
+from .timeline_cli import started_at
 
 PATHS = ("first", "warm", "after idle stop")
-
-
-def _started_at(pid: int) -> float | None:
-    """When process ``pid`` was exec'd, in epoch seconds (None if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/uptime") as fh:
-            uptime = float(fh.read().split()[0])
-    except OSError:
-        return None
-    return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
 
 
 def run_once(inventory: Path, home: Path) -> dict[str, float]:
@@ -62,7 +50,7 @@ def run_once(inventory: Path, home: Path) -> dict[str, float]:
     if info and (before is None or before.get("pid") != info.get("pid")):  # this run started the server
         execs = (("local server: supervisor exec'd", info["pid"]), ("local server: exec'd", info["server_pid"]))
         for name, pid in execs:
-            at = _started_at(int(pid))
+            at = started_at(int(pid))
             if at is not None:
                 marks[name] = round(at - launched, 3)
         marks["local server: healthy (its supervisor saw it)"] = round(float(info["started"]) - launched, 3)

@@ -17,16 +17,20 @@ import time
 from typing import Any
 
 
-def _exec_time() -> float:
-    """When this process was exec'd, in epoch seconds (its start time in /proc, 10 ms resolution)."""
-    with open("/proc/self/stat") as fh:
-        ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
-    with open("/proc/uptime") as fh:
-        uptime = float(fh.read().split()[0])
+def started_at(pid: int | str = "self") -> float | None:
+    """When process ``pid`` was exec'd, in epoch seconds (its start time in /proc, 10 ms resolution); None if it
+    is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+    except OSError:
+        return None
     return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
 
 
-EXEC = _exec_time()
+EXEC = started_at() or time.time()
 MARKS: dict[str, float] = {}
 _LOCK = threading.Lock()
 
