@@ -32,7 +32,6 @@ PATHS = ("first", "warm", "after idle stop")
 def run_once(inventory: Path, home: Path) -> dict[str, float]:
     """One ``ocp-restart run`` under the clock: its marks, and the local server's, in seconds since its exec."""
     before = local_server(home)
-    launched = time.time()
     out = subprocess.run(
         [sys.executable, "-m", "bench.timeline_cli", "run", "--inventory", str(inventory), "--json"],
         env=base_env(OCP_RESTART_HOME=str(home)),
@@ -43,17 +42,19 @@ def run_once(inventory: Path, home: Path) -> dict[str, float]:
     )
     if out.returncode != 0:
         raise RuntimeError(f"ocp-restart run exited {out.returncode}: {out.stderr[-1500:]}")
+    ended = time.time()
     line = next(x for x in out.stderr.splitlines() if x.startswith("TIMELINE "))
-    marks: dict[str, float] = json.loads(line.removeprefix("TIMELINE "))
-    marks["process exits"] = round(time.time() - launched, 3)
+    timeline = json.loads(line.removeprefix("TIMELINE "))
+    exec_at, marks = float(timeline["exec"]), dict(timeline["marks"])  # every mark from the CLI's own exec
+    marks["process exits"] = round(ended - exec_at, 3)
     info = local_server(home)
     if info and (before is None or before.get("pid") != info.get("pid")):  # this run started the server
         execs = (("local server: supervisor exec'd", info["pid"]), ("local server: exec'd", info["server_pid"]))
         for name, pid in execs:
             at = started_at(int(pid))
             if at is not None:
-                marks[name] = round(at - launched, 3)
-        marks["local server: healthy (its supervisor saw it)"] = round(float(info["started"]) - launched, 3)
+                marks[name] = round(at - exec_at, 3)
+        marks["local server: healthy (its supervisor saw it)"] = round(float(info["started"]) - exec_at, 3)
     return marks
 
 

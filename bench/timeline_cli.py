@@ -1,7 +1,7 @@
 """``ocp-restart`` with a clock on its phases: ``python -m bench.timeline_cli run ...`` runs the CLI as usual and,
-before it exits, prints one line ``TIMELINE {json}`` on stderr: seconds since this process was exec'd at which
-each phase began or ended (bench.timeline runs it). The marks come from wrapping a few functions and timing a few
-imports as they happen; nothing else changes.
+before it exits, prints one line ``TIMELINE {"exec": EPOCH, "marks": {...}}`` on stderr: when this process was
+exec'd, and seconds since then at which each phase began or ended (bench.timeline runs it). The marks come from
+wrapping a few functions and timing a few imports as they happen; nothing else changes.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def main() -> int:
         return cli.main()  # as the installed command: it leaves without the interpreter's teardown (os._exit)
     finally:
         mark("CLI returns")
-        print("TIMELINE " + json.dumps(MARKS), file=sys.stderr, flush=True)
+        print("TIMELINE " + json.dumps({"exec": EXEC, "marks": MARKS}), file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
