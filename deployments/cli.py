@@ -274,12 +274,20 @@ def main(argv: list[str] | None = None) -> int:
     if argv is not None:  # a caller in Python (tests, scripts): nothing process-wide
         return _main(argv)
     atexit.register(_leave_at_once)  # registered before anything else, so it runs after every other handler
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     code = _main(None)
     _EXIT_STATUS.append(code)
     if _PREFECT_GONE:  # its exit drains would retry a dead API for every queued event (~7 s each, #22): skip them
         _flush_and_exit(code)
     return code
 
+
+# How long a thread may hold the GIL while another waits for it (Python's default: 5 ms). A run's threads are mostly
+# paramiko's, one per host, each woken by a packet for a few ms of work, beside 32 workers and Prefect's engines: at
+# 5 ms the GIL changed hands more often than the work needed, and every handoff is a wait on 2 cores. 20 ms: 100
+# hosts warm, median of 6 alternated pairs 19.5 -> 19.0 s (the shorter run in each of the 6; Start all 6.2 -> 5.7 s);
+# 10 hosts on par (5.49 vs 5.52 s, 4 pairs). 1 ms was slower (19.5 -> 19.7 s, 4 pairs), 50 ms as 20 (#23).
+SWITCH_INTERVAL_SECONDS = 0.02
 
 # Tearing the interpreter down after a run (freeing Prefect's, pydantic's and SQLAlchemy's module graphs, object by
 # object) took 0.2-0.3 s of every `ocp-restart run`, after its work was done and recorded. Prefect's own exit work

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from deployments import cli_prefect
 from flows.settings import Settings
 
@@ -56,3 +58,22 @@ def test_what_a_run_imports_while_its_server_starts_exists():
     assert cli._FLOW_RUN_IMPORTS[0] == "flows.agent_ops"
     missing = [m for m in cli._FLOW_RUN_IMPORTS if importlib.util.find_spec(m) is None]
     assert missing == [], f"expected importable modules, got missing {missing}"
+
+
+def test_the_installed_command_hands_the_gil_over_every_20_ms_and_a_python_caller_keeps_its_own():
+    """#23: `ocp-restart` (main() without argv) sets its switch interval; main(argv) from Python changes nothing."""
+    import subprocess
+    import sys
+
+    from deployments import cli
+
+    probe = (
+        "import sys; from deployments import cli; "
+        "cli._main = lambda argv: print(sys.getswitchinterval()) or 0; cli.main()"
+    )
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert (shown.returncode, shown.stdout.strip()) == (0, str(cli.SWITCH_INTERVAL_SECONDS)), shown
+    before = sys.getswitchinterval()
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert sys.getswitchinterval() == before, f"expected {before} kept, got {sys.getswitchinterval()}"
