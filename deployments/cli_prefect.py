@@ -1,6 +1,7 @@
-"""``ocp-restart prefect status|stop`` (and ``ocp-restart status`` without a task): the CLI's local Prefect server,
-seen and stopped by the user (#23). It runs only because a CLI run started it, stops by itself once idle, and
-its state stays under ``$OCP_RESTART_HOME/prefect/``."""
+"""``ocp-restart prefect status|start|stop`` (and ``ocp-restart status`` without a task): the CLI's local Prefect
+server, seen, started ahead and stopped by the user (#23). It runs only because a CLI run or ``prefect start``
+started it, stops by itself once idle (unless started to be kept), and its state stays under
+``$OCP_RESTART_HOME/prefect/``."""
 
 from __future__ import annotations
 
@@ -23,12 +24,33 @@ STOP_SECONDS = 30.0
 def add_commands(sub: Any) -> None:
     prefect = sub.add_parser(
         "prefect",
-        help="the local Prefect server `run` starts: its state, stop it now, or prepare its database "
-        "(migrate it once, so that its first start is faster; bootstrap.sh does)",
+        help="the local Prefect server `run` starts: its state, start it ahead of a run (or keep it: "
+        "--idle-seconds never), stop it now, or prepare its database (migrate it once, so that its first start is "
+        "faster; bootstrap.sh does)",
     )
-    prefect.add_argument("prefect_command", choices=("status", "stop", "prepare"))
+    prefect.add_argument("prefect_command", choices=("status", "start", "stop", "prepare"))
     prefect.add_argument("--json", action="store_true", help="status: server.json and the figures below as JSON")
     prefect.add_argument("--force", action="store_true", help="stop: even while a CLI run uses it (its flow fails)")
+    prefect.add_argument(
+        "--idle-seconds",
+        type=idle_seconds,
+        metavar="SECONDS|never",
+        help="start: stop it once unused this long (default $OCP_RESTART_PREFECT_IDLE_SECONDS, 600); `never` keeps "
+        "it until `ocp-restart prefect stop`. Also changes a server that runs already",
+    )
+
+
+def idle_seconds(text: str) -> float:
+    """``--idle-seconds``: a number of seconds >= 0, or ``never`` (no idle stop)."""
+    if text.strip().lower() == "never":
+        return float("inf")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0 or 'never', got {text!r}")
+    return value
 
 
 def describe(config: Settings) -> dict[str, Any] | None:
@@ -42,12 +64,12 @@ def describe(config: Settings) -> dict[str, Any] | None:
     except OSError:
         unused = 0.0
     clients = [int(m.name) for m in (folder / "clients").glob("*") if m.name.isdigit() and _alive(int(m.name))]
-    idle = float(info.get("idle_seconds", config.prefect_idle_seconds))
+    idle = info.get("idle_seconds", config.prefect_idle_seconds)  # None: kept, no idle stop
     return {
         **info,
         "ui": str(info["url"]).removesuffix("/api"),
         "unused_seconds": round(unused, 1),
-        "stops_in_seconds": None if clients else round(max(0.0, idle - unused), 1),
+        "stops_in_seconds": None if clients or idle is None else round(max(0.0, float(idle) - unused), 1),
         "clients": clients,
         "folder": str(folder),
     }
@@ -73,6 +95,8 @@ def print_status(config: Settings, as_json: bool = False) -> int:
     pids = f"supervisor pid {state['pid']}" + (f", server pid {state['server_pid']}" if "server_pid" in state else "")
     if state["clients"]:
         when = f"in use by {len(state['clients'])} CLI process(es) ({', '.join(map(str, state['clients']))})"
+    elif state["stops_in_seconds"] is None:
+        when = f"unused for {state['unused_seconds']:.0f} s, kept: no idle stop (`prefect start --idle-seconds`)"
     else:
         when = f"unused for {state['unused_seconds']:.0f} s, stops by itself in {state['stops_in_seconds']:.0f} s"
     print(f"local Prefect server: {state.get('state', 'serving')} at {state['ui']} ({pids}); {when}")
@@ -115,7 +139,30 @@ def _running(pid: int) -> bool:
         return False
 
 
+def start(config: Settings, idle: float | None) -> int:
+    """Start the local server now (a maintenance window's first run then finds it warm), or set the idle stop of
+    the one that runs; then its status."""
+    try:
+        _, started = local_prefect.start(config, idle)
+    except RuntimeError as exc:
+        print(f"ocp-restart: error: {exc}", file=sys.stderr)
+        return 1
+    state = describe(config)
+    idle_now = None if state is None else state.get("idle_seconds")
+    print(
+        f"local Prefect server {'started' if started else 'already running'}; idle stop "
+        f"{local_prefect.describe_idle(idle_now)}",
+        file=sys.stderr,
+    )
+    return print_status(config)
+
+
 def cmd_prefect(args: argparse.Namespace, config: Settings) -> int:
+    if args.prefect_command == "start":
+        return start(config, args.idle_seconds)
+    if args.idle_seconds is not None:
+        print("ocp-restart: error: --idle-seconds goes with `prefect start`", file=sys.stderr)
+        return 2
     if args.prefect_command == "stop":
         return stop(config, args.force)
     if args.prefect_command == "prepare":

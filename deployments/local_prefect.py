@@ -14,11 +14,13 @@ again, and its blocks are not registered again (``migrated``).
 
     $OCP_RESTART_HOME/prefect/
         server.json     {"url", "pid" (the supervisor), "state": "starting"}; once it serves, also "server_pid",
-                        "started", "idle_seconds" (``ocp-restart prefect status`` shows it, ``... stop`` stops it)
+                        "started", "idle_seconds" (null: no idle stop) (``ocp-restart prefect status`` shows it,
+                        ``... stop`` stops it, ``... start`` starts it ahead of a run)
         migrated        the Prefect version that last migrated home/'s database (``prepare()``, or a start), or
                         whose migrated template home/ was copied from (``template_path()``: a fresh home's first
                         server starts from that copy, not from 100-odd migrations)
         registered      the Prefect version that last registered its block types there
+        idle-seconds    asked by `ocp-restart prefect start --idle-seconds` of the running server (removed with it)
         last-used       touched by every CLI that uses it
         clients/PID     one per CLI process using it now (removed when it exits; a dead PID does not count)
         supervisor.log  the supervisor's and the server's output
@@ -71,6 +73,7 @@ RECORDER_BATCHING = {
     "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
 }
 POLL_SECONDS = 2.0
+IDLE_REQUEST = "idle-seconds"  # `ocp-restart prefect start --idle-seconds` for the running server (read_idle_request)
 
 
 def state_dir(config: Settings) -> Path:
@@ -127,6 +130,39 @@ def ensure(config: Settings) -> str | None:
     return url
 
 
+def start(config: Settings, idle: float | None = None) -> tuple[str, bool]:
+    """``ocp-restart prefect start``: the local server, started now if none runs, once it serves: (its URL, whether
+    this call started it). ``idle``: its idle stop from now on (inf: none), for a server this call starts or one
+    that runs already. RuntimeError as ``ensure()``; also if the local server is turned off or PREFECT_API_URL set."""
+    if idle is not None:
+        config = config.model_copy(update={"prefect_idle_seconds": idle})
+    url = ensure(config)
+    if url is None:
+        raise RuntimeError("no local Prefect server here: PREFECT_API_URL is set or OCP_RESTART_LOCAL_PREFECT=false")
+    folder = state_dir(config)
+    started = _BEGUN[folder][1] is not None
+    if idle is not None and not started:
+        request_idle(folder, idle)
+    (folder / "clients" / str(os.getpid())).unlink(missing_ok=True)  # started for later runs: this one is no user
+    deadline = time.monotonic() + 3 * POLL_SECONDS
+    while (
+        (info := read_state(folder)) is None
+        or info.get("state") != "serving"
+        or (idle is not None and _shown_idle(info) != idle)
+    ):  # the supervisor writes "serving" just after the health check this process saw, and takes ``idle`` in a poll
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the local Prefect server's supervisor does not show it serving; see {folder}")
+        time.sleep(0.05)
+    return url, started
+
+
+def _shown_idle(info: dict | None) -> float | None:
+    if info is None:
+        return None
+    idle = info.get("idle_seconds")
+    return float("inf") if idle is None else float(idle)
+
+
 def serving_url(config: Settings) -> str | None:
     """The local server's URL if it serves now, else None; never starts one."""
     info = read_state(state_dir(config))
@@ -174,7 +210,32 @@ def _start_supervisor(folder: Path, idle: float) -> tuple[str, int]:
     return url, proc.pid
 
 
+def request_idle(folder: Path, idle: float) -> None:
+    """Ask the running supervisor to stop its server after ``idle`` unused seconds (inf: never) from now on; it
+    reads the request within POLL_SECONDS and shows it in server.json."""
+    tmp = folder / f"{IDLE_REQUEST}.{os.getpid()}"
+    tmp.write_text(repr(idle))
+    tmp.replace(folder / IDLE_REQUEST)
+
+
+def read_idle_request(folder: Path) -> float | None:
+    try:
+        idle = float((folder / IDLE_REQUEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return idle if idle >= 0 else None
+
+
+def describe_idle(idle: float | None) -> str:
+    """An idle time as the user set it: None (server.json's) or inf is no idle stop."""
+    if idle is None or idle == float("inf"):
+        return "never (kept until `ocp-restart prefect stop`)"
+    return f"after {idle:.0f} s"
+
+
 def _write_state(folder: Path, info: dict) -> None:
+    if info.get("idle_seconds") == float("inf"):
+        info = {**info, "idle_seconds": None}  # kept: no idle stop (JSON has no infinity)
     tmp = folder / f"server.json.{os.getpid()}"
     tmp.write_text(json.dumps(info))
     tmp.replace(folder / "server.json")  # readers never see half a file
@@ -363,6 +424,7 @@ def supervise(folder: Path, idle: float, port: int | None = None) -> int:
     port = port or _free_port()
     url = f"http://127.0.0.1:{port}/api"
     home = folder / "home"
+    (folder / IDLE_REQUEST).unlink(missing_ok=True)  # a request for a server that is gone (its supervisor killed)
     seed_from_template(folder)  # a fresh home: a copy of the migrated template, not 100-odd migrations
     skips = start_settings(home)
     env = {
@@ -406,6 +468,11 @@ def supervise(folder: Path, idle: float, port: int | None = None) -> int:
         )
         while not stopping and server.poll() is None:
             time.sleep(POLL_SECONDS)
+            asked = read_idle_request(folder)
+            if asked is not None and asked != idle:  # `ocp-restart prefect start --idle-seconds` on this server
+                idle = asked
+                print(f"local Prefect server: idle stop {describe_idle(idle)} (asked by `prefect start`)", flush=True)
+                _write_state(folder, {**json.loads((folder / "server.json").read_text()), "idle_seconds": idle})
             unused = time.time() - (folder / "last-used").stat().st_mtime
             if unused > idle and not _busy(folder):
                 print(f"local Prefect server idle for {unused:.0f} s: stopping it", flush=True)
@@ -413,6 +480,7 @@ def supervise(folder: Path, idle: float, port: int | None = None) -> int:
         return 0
     finally:
         (folder / "server.json").unlink(missing_ok=True)
+        (folder / IDLE_REQUEST).unlink(missing_ok=True)  # for this server only: the next starts as configured
         if server.poll() is None:
             server.terminate()
             try:

@@ -177,6 +177,41 @@ def test_the_local_server_shows_in_status_stops_on_request_and_restarts_without_
                 ocp("prefect", "stop")
 
 
+def test_prefect_start_keeps_the_server_visibly_until_asked_otherwise(tmp_path):
+    """#23: `ocp-restart prefect start --idle-seconds never` starts the local server ahead of a run and keeps it (status
+    says so, no idle stop although the setting says 2 s); `prefect start --idle-seconds 1` on that running server
+    gives it an idle stop again, and it stops by itself, its request file with it."""
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(OCP_RESTART_HOME=str(home), OCP_RESTART_PREFECT_IDLE_SECONDS="2")
+    folder = home / "prefect"
+
+    def ocp(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*cli_command(), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+
+    try:
+        started = ocp("prefect", "start", "--idle-seconds", "never")
+        assert started.returncode == 0, started.stderr
+        assert "kept: no idle stop" in started.stdout and "started" in started.stderr, started
+        info = json.loads((folder / "server.json").read_text())
+        assert info["state"] == "serving" and info["idle_seconds"] is None, info
+        time.sleep(5)  # past the configured idle time, two supervisor polls
+        assert alive(info["server_pid"]), "expected the kept server alive past OCP_RESTART_PREFECT_IDLE_SECONDS"
+        status = json.loads(ocp("prefect", "status", "--json").stdout)
+        assert (status["stops_in_seconds"], status["clients"]) == (None, []), status
+        again = ocp("prefect", "start", "--idle-seconds", "1")
+        assert again.returncode == 0 and "already running; idle stop after 1 s" in again.stderr, again
+        deadline = time.monotonic() + 20
+        while (alive(info["pid"]) or alive(info["server_pid"])) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not alive(info["pid"]) and not alive(info["server_pid"]), "expected the idle stop to stop it"
+        assert not (folder / "server.json").exists() and not (folder / "idle-seconds").exists()
+        assert "idle stop after 1 s (asked by `prefect start`)" in (folder / "supervisor.log").read_text()
+    finally:
+        if (folder / "server.json").exists():
+            ocp("prefect", "stop")
+
+
 def test_prune_deletes_the_pruned_tasks_flow_runs_from_prefect(prefect_api, sandbox, home):
     """#22: `prune` bounds Prefect's database too — the flow runs of the tasks it deleted go (they grew it ~69 KB a
     task in bench.soak); the runs of tasks it keeps stay."""

@@ -77,3 +77,39 @@ def test_the_installed_command_hands_the_gil_over_every_20_ms_and_a_python_calle
     with pytest.raises(SystemExit):
         cli.main(["--version"])
     assert sys.getswitchinterval() == before, f"expected {before} kept, got {sys.getswitchinterval()}"
+
+
+def test_a_kept_server_says_it_has_no_idle_stop(tmp_path, capsys):
+    """#23: server.json's idle_seconds null (`prefect start --idle-seconds never`): status says kept, no countdown."""
+    config = _state(tmp_path, idle_seconds=None)
+    assert cli_prefect.describe(config)["stops_in_seconds"] is None
+    assert cli_prefect.print_status(config) == 0
+    assert "kept: no idle stop" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("never", float("inf")), ("NEVER", float("inf")), ("0", 0.0), ("86400", 86400.0)]
+)
+def test_idle_seconds_takes_seconds_or_never(text, seconds):
+    """#23: `prefect start --idle-seconds` takes a number of seconds >= 0 or `never`."""
+    assert cli_prefect.idle_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["-1", "soon", "inf", "nan", ""])
+def test_idle_seconds_refuses_what_is_no_time(text):
+    """#23: a negative, infinite or non-numeric --idle-seconds is refused, naming the value."""
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a number of seconds >= 0 or 'never', got"):
+        cli_prefect.idle_seconds(text)
+
+
+def test_idle_seconds_goes_with_start_only(tmp_path, capsys):
+    """#23: `prefect stop --idle-seconds 5` is bad input (exit 2), and nothing is stopped."""
+    import argparse
+
+    config = _state(tmp_path)
+    args = argparse.Namespace(prefect_command="stop", idle_seconds=5.0, force=False, json=False)
+    assert cli_prefect.cmd_prefect(args, config) == 2
+    assert cli_prefect.describe(config) is not None  # still there
+    assert "--idle-seconds goes with `prefect start`" in capsys.readouterr().err
