@@ -28,17 +28,26 @@ def is_alive(pid: int | None) -> bool:
 
 
 def descendants(roots: Iterable[int], name: str | None = None) -> list[int]:
-    """Every live descendant of ``roots`` (not the roots themselves), only those called ``name`` when given."""
+    """Every live descendant of ``roots`` (not the roots themselves), only those called ``name`` when given.
+
+    One scan of the process table for all roots: psutil's ``children(recursive=True)`` scans it once per root, and a
+    1,000-host sandbox's stop (1,000 sshd roots, ~7,000 processes) then took minutes."""
+    roots = list(roots)
+    children: dict[int, list[int]] = {}
+    for proc in psutil.process_iter(["ppid"]):
+        children.setdefault(proc.info["ppid"], []).append(proc.pid)
     found: list[int] = []
-    for root in roots:
-        try:
-            children = psutil.Process(root).children(recursive=True)
-        except psutil.Error:
-            continue
-        for child in children:
+    seen, todo = set(roots), list(roots)
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child in seen:
+                continue
+            seen.add(child)
+            todo.append(child)
             try:
-                if child.status() not in _GONE and (name is None or child.name() == name):
-                    found.append(child.pid)
+                process = psutil.Process(child)
+                if process.status() not in _GONE and (name is None or process.name() == name):
+                    found.append(child)
             except psutil.Error:
                 pass
     return found

@@ -55,3 +55,29 @@ def test_service_start_starts_the_service_when_its_pid_is_another_processs_now(s
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_sandbox_finds_the_descendants_of_many_roots_in_one_scan(monkeypatch):
+    """A 1,000-host sandbox's stop asks for the descendants of 1,000 sshd roots: one scan of the process table, not
+    one per root (its stop took minutes, 2026-12-06); the tree and the name filter are psutil's own."""
+    import psutil
+
+    from deployments.sandbox import procs
+
+    tree = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 31 & sh -c 'sleep 32; true' & wait"])
+    time.sleep(0.5)
+    scans = []
+    real_iter = psutil.process_iter
+    monkeypatch.setattr(psutil, "process_iter", lambda *a, **k: scans.append(1) or real_iter(*a, **k))
+    try:
+        roots = [tree.pid, *range(2_000_000, 2_000_200)]  # 200 roots that are no process
+        found = procs.descendants(roots)
+        sleeps = procs.descendants(roots, name="sleep")
+        expected = sorted(c.pid for c in psutil.Process(tree.pid).children(recursive=True))
+        assert (sorted(found), len(scans)) == (expected, 2), f"expected {expected} in 2 scans, got {found} in {scans}"
+        assert len(sleeps) == 3 and set(sleeps) < set(found), f"expected the 3 sleeps among {found}, got {sleeps}"
+    finally:
+        for child in psutil.Process(tree.pid).children(recursive=True):
+            child.kill()
+        tree.kill()
+        tree.wait()
