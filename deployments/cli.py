@@ -286,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
 # paramiko's, one per host, each woken by a packet for a few ms of work, beside 32 workers and Prefect's engines: at
 # 5 ms the GIL changed hands more often than the work needed, and every handoff is a wait on 2 cores. 20 ms: 100
 # hosts warm, median of 6 alternated pairs 19.5 -> 19.0 s (the shorter run in each of the 6; Start all 6.2 -> 5.7 s);
-# 10 hosts on par (5.49 vs 5.52 s, 4 pairs). 1 ms was slower (19.5 -> 19.7 s, 4 pairs), 50 ms as 20 (#23).
+# 10 hosts on par (5.49 vs 5.52 s, 4 pairs); 1,000 hosts on par within the noise (4 pairs, 2 each way, medians
+# 198.7 vs 204.6 s). 1 ms was slower (19.5 -> 19.7 s, 4 pairs at 100 hosts), 50 ms as 20 (#23).
 SWITCH_INTERVAL_SECONDS = 0.02
 
 # Tearing the interpreter down after a run (freeing Prefect's, pydantic's and SQLAlchemy's module graphs, object by

@@ -455,24 +455,22 @@ def supervise(folder: Path, idle: float, port: int | None = None) -> int:
             if setting not in skips:  # done by this start: the next one may skip it
                 (folder / name).write_text(_prefect_version())
         (folder / "last-used").touch()
-        _write_state(
-            folder,
-            {
-                "url": url,
-                "pid": os.getpid(),
-                "state": "serving",
-                "server_pid": server.pid,
-                "started": time.time(),
-                "idle_seconds": idle,
-            },
-        )
+        state = {
+            "url": url,
+            "pid": os.getpid(),
+            "state": "serving",
+            "server_pid": server.pid,
+            "started": time.time(),
+            "idle_seconds": idle,
+        }
+        _write_state(folder, state)
         while not stopping and server.poll() is None:
             time.sleep(POLL_SECONDS)
             asked = read_idle_request(folder)
             if asked is not None and asked != idle:  # `ocp-restart prefect start --idle-seconds` on this server
-                idle = asked
+                idle = state["idle_seconds"] = asked
                 print(f"local Prefect server: idle stop {describe_idle(idle)} (asked by `prefect start`)", flush=True)
-                _write_state(folder, {**json.loads((folder / "server.json").read_text()), "idle_seconds": idle})
+                _write_state(folder, state)
             unused = time.time() - (folder / "last-used").stat().st_mtime
             if unused > idle and not _busy(folder):
                 print(f"local Prefect server idle for {unused:.0f} s: stopping it", flush=True)
