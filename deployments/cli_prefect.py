@@ -64,12 +64,12 @@ def describe(config: Settings) -> dict[str, Any] | None:
     except OSError:
         unused = 0.0
     clients = [int(m.name) for m in (folder / "clients").glob("*") if m.name.isdigit() and _alive(int(m.name))]
-    idle = info.get("idle_seconds", config.prefect_idle_seconds)  # None: kept, no idle stop
+    idle = local_prefect.idle_of(info, config.prefect_idle_seconds)  # inf: kept, no idle stop
     return {
         **info,
         "ui": str(info["url"]).removesuffix("/api"),
         "unused_seconds": round(unused, 1),
-        "stops_in_seconds": None if clients or idle is None else round(max(0.0, float(idle) - unused), 1),
+        "stops_in_seconds": None if clients or idle == float("inf") else round(max(0.0, idle - unused), 1),
         "clients": clients,
         "folder": str(folder),
     }
@@ -147,8 +147,8 @@ def start(config: Settings, idle: float | None) -> int:
     except RuntimeError as exc:
         print(f"ocp-restart: error: {exc}", file=sys.stderr)
         return 1
-    state = describe(config)
-    idle_now = None if state is None else state.get("idle_seconds")
+    info = local_prefect.read_state(local_prefect.state_dir(config)) or {}
+    idle_now = local_prefect.idle_of(info, config.prefect_idle_seconds)
     print(
         f"local Prefect server {'started' if started else 'already running'}; idle stop "
         f"{local_prefect.describe_idle(idle_now)}",

@@ -143,12 +143,12 @@ def start(config: Settings, idle: float | None = None) -> tuple[str, bool]:
     started = _BEGUN[folder][1] is not None
     if idle is not None and not started:
         request_idle(folder, idle)
-    (folder / "clients" / str(os.getpid())).unlink(missing_ok=True)  # started for later runs: this one is no user
+    _client_mark(folder).unlink(missing_ok=True)  # started for later runs: this process is no user of it
     deadline = time.monotonic() + 3 * POLL_SECONDS
     while (
         (info := read_state(folder)) is None
         or info.get("state") != "serving"
-        or (idle is not None and _shown_idle(info) != idle)
+        or (idle is not None and idle_of(info, idle) != idle)
     ):  # the supervisor writes "serving" just after the health check this process saw, and takes ``idle`` in a poll
         if time.monotonic() > deadline:
             raise RuntimeError(f"the local Prefect server's supervisor does not show it serving; see {folder}")
@@ -156,10 +156,11 @@ def start(config: Settings, idle: float | None = None) -> tuple[str, bool]:
     return url, started
 
 
-def _shown_idle(info: dict | None) -> float | None:
-    if info is None:
-        return None
-    idle = info.get("idle_seconds")
+def idle_of(info: dict, default: float) -> float:
+    """The idle time server.json shows (``default`` if it shows none): inf for null, a kept server's."""
+    if "idle_seconds" not in info:
+        return default
+    idle = info["idle_seconds"]
     return float("inf") if idle is None else float(idle)
 
 
@@ -226,9 +227,9 @@ def read_idle_request(folder: Path) -> float | None:
     return idle if idle >= 0 else None
 
 
-def describe_idle(idle: float | None) -> str:
-    """An idle time as the user set it: None (server.json's) or inf is no idle stop."""
-    if idle is None or idle == float("inf"):
+def describe_idle(idle: float) -> str:
+    """An idle time as the user set it (inf: no idle stop)."""
+    if idle == float("inf"):
         return "never (kept until `ocp-restart prefect stop`)"
     return f"after {idle:.0f} s"
 
@@ -256,8 +257,12 @@ def _wait_until_serving(folder: Path, url: str) -> None:
     )
 
 
+def _client_mark(folder: Path) -> Path:
+    return folder / "clients" / str(os.getpid())
+
+
 def _register_client(folder: Path) -> None:
-    mark = folder / "clients" / str(os.getpid())
+    mark = _client_mark(folder)
     mark.touch()
 
     def done() -> None:
