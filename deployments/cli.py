@@ -570,8 +570,8 @@ def _execute(store, config: Settings, task_id: int, inventory_path, options, as_
     record = store.load(task_id)
 
     def load() -> tuple[list[console.Row], bool]:
-        current = store.load(task_id)
-        return console.rows_from_record(current), current.task.status.value != "RUNNING"
+        status, subtasks = store.progress(task_id)
+        return [console.Row(*sub) for sub in subtasks], status != "RUNNING"
 
     with ExitStack() as stack:
         stack.callback(preconnect.withdraw, task_id)  # close the connections no step took

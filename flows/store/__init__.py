@@ -57,6 +57,7 @@ class TaskStore:
         self.create_task = self.tasks.create_task
         self.load = self.tasks.load
         self.load_many = self.tasks.load_many
+        self.progress = self.tasks.progress
         self.task_ids = self.tasks.task_ids
         self.apply = self.transitions.apply
         self.canceling = self.transitions.canceling

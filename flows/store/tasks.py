@@ -23,6 +23,22 @@ from .schema import host_locks, subtasks, tasks
 if TYPE_CHECKING:
     from .leases import Leases
 
+# A progress view's read of a task's subtasks: six columns, no records built (a terminal's progress bar asks every
+# 0.3 s; a full load of a 1,000-host task, 5,004 subtask records, cost ~60 ms of CPU against ~9 for this).
+_PROGRESS = (
+    sa.select(
+        subtasks.c.id,
+        subtasks.c.name,
+        subtasks.c.status,
+        subtasks.c.host_id,
+        subtasks.c.start_time,
+        subtasks.c.finish_time,
+    )
+    .where(subtasks.c.task_id == sa.bindparam("task_id"))
+    .order_by(subtasks.c.seq)
+)
+_TASK_STATUS = sa.select(tasks.c.status).where(tasks.c.id == sa.bindparam("task_id"))
+
 # What the task list may be sorted by: the API's names map onto these columns.
 SORTABLE = ("id", "name", "status", "type", "create_time", "start_time", "finish_time")
 
@@ -140,6 +156,15 @@ class Tasks:
     def load(self, task_id: int) -> TaskRecord:
         with self.db.read() as conn:
             return load_record(conn, task_id)
+
+    def progress(self, task_id: int) -> tuple[str, list[tuple[int, str, str, int | None, str | None, str | None]]]:
+        """What a progress view shows, in one read: the task's status and, in plan order, each subtask's id, name,
+        status, host id, start and finish time."""
+        with self.db.read() as conn:
+            status = conn.execute(_TASK_STATUS, {"task_id": task_id}).scalar()
+            if status is None:
+                raise UnknownTaskError(task_id)
+            return status, [tuple(row) for row in conn.execute(_PROGRESS, {"task_id": task_id})]
 
     def task_ids(
         self,

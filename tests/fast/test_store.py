@@ -87,6 +87,20 @@ def test_success_promotes_downstream_to_ready(store):
     assert store.load(record.task.id).subtask(wait.id).status == "READY"
 
 
+def test_a_progress_read_shows_what_a_full_load_shows(store):
+    """The progress view's lean read gives the task's status and each subtask's columns as the record has them."""
+    record = store.load(create(store, [1, 2]))
+    start(store, record.subtasks[0].id, "sep")
+    finish(store, record.subtasks[0].id, SubtaskStatus.FAILED)
+    record = store.load(record.task.id)
+    status, rows = store.progress(record.task.id)
+    assert status == record.task.status.value
+    assert rows == [(s.id, s.name, s.status.value, s.host_id, s.start_time, s.finish_time) for s in record.subtasks]
+    assert rows[0][2] == "FAILED" and rows[0][4] and rows[0][5]
+    with pytest.raises(UnknownTaskError):
+        store.progress(999)
+
+
 def test_log_lines_keep_their_order(store):
     """The separator comes first, then lines in the order written."""
     sid = store.load(create(store, [1])).subtasks[0].id
