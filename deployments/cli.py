@@ -706,8 +706,6 @@ def cmd_prune(args: argparse.Namespace, config: Settings) -> int:
 def _prune_prefect(task_ids: list[int], config: Settings, days: float) -> None:
     """Prefect's half of ``prune`` (``flows/prefect_prune.py``): on the configured Prefect server, or the local
     one if it serves now (one is never started for this)."""
-    from datetime import timedelta
-
     from . import local_prefect, prefect_env
 
     url = os.environ.get("PREFECT_API_URL") or local_prefect.serving_url(config)
@@ -715,14 +713,13 @@ def _prune_prefect(task_ids: list[int], config: Settings, days: float) -> None:
         print("Prefect: no local server runs now; the pruned tasks' flow runs stay in its database", file=sys.stderr)
         return
     prefect_env.use_api(url)
-    from flows.models import now
     from flows.prefect_prune import delete_runs_of
     from flows.prefect_run import api_reachable
 
     if not api_reachable():
         print(f"Prefect at {url} does not answer: the pruned tasks' flow runs stay in its database", file=sys.stderr)
         return
-    runs = delete_runs_of(task_ids, now() - timedelta(days=days))
+    runs = delete_runs_of(task_ids, days)
     print(f"deleted {runs} flow run(s) of pruned tasks from Prefect at {url}", file=sys.stderr)
 
 
@@ -771,12 +768,9 @@ def _prune_daily(store, days: float, stop: threading.Event) -> None:
                     f"ocp-restart: pruned {len(deleted)} finished task(s) older than {days:g} day(s)", file=sys.stderr
                 )
             if deleted and os.environ.get("PREFECT_API_URL"):  # the server this serve's flows report to
-                from datetime import timedelta
-
-                from flows.models import now
                 from flows.prefect_prune import delete_runs_of
 
-                runs = delete_runs_of(deleted, now() - timedelta(days=days))
+                runs = delete_runs_of(deleted, days)
                 print(f"ocp-restart: deleted their {runs} flow run(s) from Prefect", file=sys.stderr)
         except Exception as exc:  # a store or Prefect hiccup must not stop the server; the next day tries again
             logging.getLogger(__name__).warning("pruning failed: %s", exc)

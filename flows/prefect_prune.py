@@ -14,17 +14,18 @@ tasks: 112 deleted in the first two minutes).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import timedelta
 
+from .models import now
 from .prefect_run import TAG_PREFIX
 
 TAGS_PER_QUERY = 100  # bounded request bodies
 RUNS_PER_CALL = 50  # Prefect's own limit for /flow_runs/bulk_delete
 
 
-def delete_runs_of(task_ids: Iterable[int], ended_before: datetime) -> int:
-    """Delete the finished flow runs tagged ``ocp-task:N`` for N in ``task_ids`` that ended before
-    ``ended_before``; returns how many were deleted."""
+def delete_runs_of(task_ids: Iterable[int], older_than_days: float) -> int:
+    """Delete the finished flow runs tagged ``ocp-task:N`` for N in ``task_ids`` that ended more than
+    ``older_than_days`` ago (the store's own cut-off for those tasks); returns how many were deleted."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -35,6 +36,7 @@ def delete_runs_of(task_ids: Iterable[int], ended_before: datetime) -> int:
     )
     from prefect.client.schemas.objects import StateType
 
+    ended_before = now() - timedelta(days=older_than_days)
     finished = [StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED]
     tags = [f"{TAG_PREFIX}{task_id}" for task_id in task_ids]
     deleted = 0

@@ -17,6 +17,7 @@ import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from .errors import AgentError, CommandTimeout, SubtaskCancelled
 from .runner import CommandResult, Runner, Script, integers, is_decimal, sh
@@ -286,6 +287,15 @@ class Health:
         return ""
 
 
+class Status(Protocol):
+    """What Stop all reads of either generation's status."""
+
+    @property
+    def running(self) -> bool: ...
+
+    def describe(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class AgentStatus:
     """What ``ocp_agentctl status`` said. ``running`` is False when agentd is down."""
@@ -315,9 +325,12 @@ class AgentObservation:
 
 class ProcessControl:
     """What both agent generations' controls share: commands run on the host (and logged), and the agent's
-    processes there checked, dated and signalled by pid. ``names``: the generation's process names."""
+    processes there checked, dated and signalled by pid. ``names``: the generation's process names;
+    ``stop_command``: how its stop is named in logs. Each generation gives ``stop_all`` and ``scan_then_status``, so
+    that Stop all (``steps.work.stop_all_of``) is written once."""
 
     names: tuple[str, ...] = PROCESSES
+    stop_command: str = "ocp_agentctl stop"
 
     def __init__(
         self, runner: Runner, agent_home: str, log: Callable[[str], None], stop: Callable[[], bool] | None = None
@@ -359,6 +372,18 @@ class ProcessControl:
             if len(parts) == 2 and is_decimal(parts[0]) and is_decimal(parts[1]):
                 found[int(parts[0])] = int(parts[1])
         return found
+
+    def stop_all(self, deadline: float) -> tuple[dict[str, tuple[int, int | None]], CommandResult]:
+        """The generation's stop, preceded in its round trip by the identities of the processes it is about to stop
+        (name -> (pid, start time or None)) and the host's clock (``self.clock``)."""
+        raise NotImplementedError
+
+    def scan_then_status(self, deadline: float) -> tuple[dict[int, str], Status]:
+        """Every live agent process of this home in /proc (pid -> name), and the agent's status: one round trip."""
+        raise NotImplementedError
+
+    def status(self, deadline: float, *, quiet: bool = False) -> Status:
+        raise NotImplementedError
 
     def signal(self, pids: set[int], sig: str, deadline: float) -> None:
         """``kill -SIG PIDS``, quietly (some may be gone already). ``sig``: TERM or KILL."""

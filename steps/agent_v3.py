@@ -32,6 +32,7 @@ from .agent import (
     Probe,
     ProcessControl,
     candidates,
+    parse_clock,
     parse_probe,
 )
 from .errors import AgentError, SubtaskCancelled
@@ -207,18 +208,11 @@ def parse_prepare(stdout: str) -> tuple[Probe, StatusV3, str]:
     return parse_probe(probe_text), parse_status(status_text), version
 
 
-def _clock(stdout: str) -> int | None:
-    for line in stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0] == "clock" and is_decimal(parts[1]):
-            return int(parts[1])
-    return None
-
-
 class AgentControlV3(ProcessControl):
     """Drive one host's older-generation agent. ``log`` receives every command and its output."""
 
     names = PROCESSES
+    stop_command = f"{CTL} stop {WHOLE}"
 
     def __init__(
         self, runner: Runner, agent_home: str, log: Callable[[str], None], stop: Callable[[], bool] | None = None
@@ -279,7 +273,7 @@ class AgentControlV3(ProcessControl):
         self.log(f"agent {last.describe()}")
         return last
 
-    def stop_agent(self, deadline: float) -> tuple[dict[str, tuple[int, int | None]], CommandResult]:
+    def stop_all(self, deadline: float) -> tuple[dict[str, tuple[int, int | None]], CommandResult]:
         """``python ocp_agent_ctl.py stop ocp_agent``, preceded in the same round trip by the identities of the
         processes it is about to stop; a pid file naming a live stranger is removed first (logged)."""
         result = self._run(
@@ -288,7 +282,7 @@ class AgentControlV3(ProcessControl):
             shown=f"{self._shown('stop', WHOLE)}   # after reading run/*.pid and those processes' start times",
         )
         identities, _, output = result.stdout.partition(f"{MARK}\n")
-        self.clock = _clock(identities)
+        self.clock = parse_clock(identities)
         for name, pid in parse_status(identities).stale:
             self.log(
                 f"removed {self.home}/run/{name}.pid: its pid {pid} is a live process that is not {name} of this "

@@ -84,14 +84,20 @@ def restart_pos_proxy(step: Step) -> None:
 
 
 def stop_all(step: Step) -> None:
-    """``ocp_agentctl stop``; then make sure no agent process of this home is left (found in /proc by its name and
-    path, whatever the pid files say), escalating TERM -> KILL on leftovers. A pid file naming a process that is not
-    the agent's is removed before the stop; that process is never signalled.
+    """``ocp_agentctl stop``; then make sure no agent process of this home is left (``stop_all_of``)."""
+    stop_all_of(step, agent_of(step))
 
-    If the CLI hangs past its share of the deadline, its process group is killed on the host and the subtask
+
+def stop_all_of(step: Step, agent: ProcessControl) -> None:
+    """Stop all, for either agent generation: its stop (``agent.stop_all``); then make sure no agent process of this
+    home is left (found in /proc by its name and path, whatever the pid files say), escalating TERM -> KILL on
+    leftovers. A pid file naming a process that is not the agent's is removed before the stop; that process is never
+    signalled.
+
+    If the stop hangs past its share of the deadline, its process group is killed on the host and the subtask
     fails: a wedged agent CLI needs a human, not more signals.
     """
-    agent, deadline, log = agent_of(step), step.deadline, step.log
+    deadline, log = step.deadline, step.log
     reserve = min(STOP_RESERVE_MAX, step.timeout * 0.25)
     # Start all tells a new process from an old one that got its pid back by the start time (pids are reused), so
     # the stop's round trip first reads the identities of the processes it is about to stop.
@@ -104,7 +110,7 @@ def stop_all(step: Step) -> None:
         # The CLI gave up (e.g. wait_for_exit_timeout) but answered: its leftovers are ours to TERM/KILL.
         # A CLI that never answers (CommandTimeout, raised above) is not: the subtask fails, the agent is left as is.
         log.warning(
-            f"stopping the agent failed: ocp_agentctl stop exited {stopped.exit_status}: "
+            f"stopping the agent failed: {agent.stop_command} exited {stopped.exit_status}: "
             f"{error_of(stopped)}; checking for leftover agent processes"
         )
     # Every agent process of this home, found by what it is (its name and {home}/bin/ path), not by the pid files:

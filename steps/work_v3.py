@@ -15,9 +15,7 @@ from .agent_v3 import BASIC, POS_PROXY, PROCESSES, WHOLE, WORKERS, AgentControlV
 from .errors import AgentError
 from .runner import CommandResult
 from .step import Step
-from .work import end_leftovers
-
-STOP_RESERVE_MAX = 15.0  # seconds kept after the control script's stop to TERM/KILL leftovers
+from .work import stop_all_of
 
 
 def agent_of(step: Step) -> AgentControlV3:
@@ -73,27 +71,9 @@ def restart_pos_proxy(step: Step) -> None:
 
 
 def stop_all(step: Step) -> None:
-    """``ocp_agent_ctl.py stop ocp_agent``; then no agent process of this home may be left (found in /proc by name
-    and path), TERM -> KILL on leftovers. A pid file naming a stranger is removed first; a stranger is never
-    signalled. A control script that hangs past its share of the deadline is killed and the subtask fails."""
-    agent, deadline, log = agent_of(step), step.deadline, step.log
-    reserve = min(STOP_RESERVE_MAX, step.timeout * 0.25)
-    current, stopped = agent.stop_agent(deadline - reserve)
-    step.record_pids("starts", {n: start for n, (_, start) in current.items() if start is not None})
-    if agent.clock is not None:
-        step.record_pids("clock", {"stop": agent.clock})
-    if not stopped.ok:
-        log.warning(
-            f"stopping the agent failed: ocp_agent_ctl.py stop {WHOLE} exited {stopped.exit_status}: "
-            f"{stopped.output[-300:] or '(no output)'}; checking for leftover agent processes"
-        )
-    left, status = agent.scan_then_status(deadline)
-    if left:
-        end_leftovers(step, agent, left, reserve)
-        status = agent.status(deadline)
-    if status.running:
-        raise AgentError(f"the agent still runs after stop: {status.describe()}")
-    log.info(f"all agent processes stopped ({', '.join(PROCESSES)})")
+    """``ocp_agent_ctl.py stop ocp_agent``; then no agent process of this home may be left
+    (``steps.work.stop_all_of``, as for the current generation)."""
+    stop_all_of(step, agent_of(step))
 
 
 def _required(step: Step) -> tuple[str, ...]:
