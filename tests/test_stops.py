@@ -20,9 +20,11 @@ from conftest import ROOT, strays
 STOP = "Stop all OCP agent processes"
 EXE = shutil.which("ocp-restart", path=str(Path(sys.executable).parent))
 COMMAND = [EXE] if EXE else [sys.executable, "-m", "deployments.cli"]
-# Started as from a terminal: SIGINT at its default. An ignored signal is inherited through exec; in the full suite
-# the pytest process came to ignore SIGINT (something in-process before this file), so the run started with SIGINT
-# ignored, kept it so as Python does, finished its restart and exited 0 (fresh-clone CI, session 8).
+# Started as from a terminal: SIGINT at its default. An ignored signal is inherited through exec, and a suite
+# started in the background of a script (`.ci/run &`: a shell without job control starts its background jobs
+# with SIGINT and SIGQUIT ignored, POSIX 2.11) hands pytest SIGINT ignored; the run then started with it ignored,
+# kept it so as Python does, finished its restart and exited 0 (fresh-clone CI, session 8; nothing in-process
+# ignores SIGINT: `(python -c 'import signal; print(signal.getsignal(signal.SIGINT))' &)` prints 1, SIG_IGN).
 AT_A_TERMINAL = [
     sys.executable,
     "-c",
