@@ -7,6 +7,7 @@ Stage spans come from the task store: a stage is the first start .. the last fin
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -162,7 +163,6 @@ def cli_argv(sandbox, workers: int) -> list[str]:
         str(sandbox.inventory_path),
         "--host-ids",
         ids,
-        "--json",
         "--max-workers",
         str(workers),
     ]
@@ -188,7 +188,8 @@ def run_cli(
     env: dict[str, str] | None = None,
     home: Path | None = None,
 ) -> Result:
-    """The whole ``ocp-restart run --json`` process with a fresh OCP_RESTART_HOME (or ``home``, kept across
+    """The whole ``ocp-restart run`` process as a user types it (its progress lines on stderr, the final table on
+    stdout; no ``--json``, which also turns the progress off) with a fresh OCP_RESTART_HOME (or ``home``, kept across
     runs: the CLI's default path keeps its local Prefect server there); ``wrap`` prefixes the command (e.g. a
     profiler). ``server_pid``: the Prefect server, whose CPU during the run is recorded too. ``env``: extra
     environment settings (to try a knob without changing code)."""
@@ -228,11 +229,11 @@ def _cli_result(name: str, proc: Proc, home: Path, before: dict, sandbox) -> Res
     )
     proc.machine.record(result)
     result.restarted = restarted_hosts(before, agent_pids(sandbox))
-    try:  # the task instance is the JSON object on stdout (a wrapper such as py-spy may print lines before it)
-        task_id = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{") :])[0]["id"]
-    except (ValueError, KeyError, TypeError):
-        result.ok, result.note = False, f"no task JSON on stdout; stderr: {proc.stderr[-500:]}"
+    recorded = re.search(r"^task (\d+): ", proc.stderr, re.MULTILINE)  # the CLI's first line: "task N: restarting ..."
+    if recorded is None:
+        result.ok, result.note = False, f"no 'task N:' line on stderr: {proc.stderr[-500:]}"
         return result
+    task_id = int(recorded.group(1))
     spans, detail = store_spans(f"sqlite:///{home / 'tasks.db'}", task_id)
     result.extra.update(detail, task_id=task_id)
     spans_to_result(result, spans, proc.launched, proc.ended)

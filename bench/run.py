@@ -9,7 +9,7 @@ clock, with every agent running again (and 2 s to settle) between two measuremen
 1. floor (bare paramiko): ThreadPoolExecutor(workers), one TCP_NODELAY connection per host (host key checked,
    key auth), five stages of the same remote commands with a barrier after each (bench/floor.py);
 2. floor over SSHSession: the same over our own SSH layer (steps/ssh.py), to isolate what that layer costs;
-3. ours: CLI default: the whole ``ocp-restart run --json`` process as a user types it (no Prefect configured: the
+3. ours: CLI default: the whole ``ocp-restart run`` process as a user types it (no Prefect configured: the
    CLI's own local Prefect server, started by the first run, reused by the next ones; see _measure_default);
 4. ours: CLI + server: the same with PREFECT_API_URL at a ``prefect server start`` the bench started once;
 5. ours: API (serve): POST /compute/hosts/batchRestartAgents to an already-started ``ocp-restart serve``
