@@ -69,8 +69,16 @@ class TestProgress:
         assert "Prepare restart OCP agent: 2/2 SUCCESSFUL" in text
         assert "Stop all OCP agent processes: 1/2 SUCCESSFUL, 1 FAILED" in text
 
+    def test_at_a_terminal_it_draws_a_bar_per_step_after_each_update(self):
+        """A terminal: one bar per step with done/total, drawn by the view's own updates (no redraw thread)."""
+        out = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=120)
+        with console.Progress(lambda: (_rows(2, failed={(1, 1)}), True), interval=0.01, console=out) as progress:
+            assert progress.finished.wait(5)
+        text = out.file.getvalue()
+        assert "Prepare restart OCP agent" in text and "2/2" in text and "1 failed" in text
+
     def test_a_slow_load_is_asked_less_often(self):
-        """Each update waits at least 9x as long as the last one took: a big task's progress takes ~10% of a core,
+        """Each update waits at least 19x as long as the last one took: a big task's progress takes ~5% of a core,
         not the run's GIL every 0.3 s (#23)."""
         import time
 
@@ -78,13 +86,13 @@ class TestProgress:
 
         def load():
             calls.append(time.monotonic())
-            time.sleep(0.05)
+            time.sleep(0.025)
             return _rows(1), False
 
         out = Console(file=io.StringIO(), force_terminal=False, color_system=None)
         with console.Progress(load, interval=0.001, console=out):
             time.sleep(1.0)
-        # The last call may be the one the exit asks for at once; the first two are 0.05 s of load + 0.45 s apart.
+        # The last call may be the one the exit asks for at once; the first two are 0.025 s of load + 0.475 s apart.
         assert 2 <= len(calls) <= 4 and calls[1] - calls[0] >= 0.45, [b - a for a, b in zip(calls, calls[1:])]
 
     def test_a_failing_load_is_raised_in_the_callers_thread(self):
