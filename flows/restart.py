@@ -96,7 +96,7 @@ def run_template(
                 type=TaskType.SCHEDULED if scheduled else TaskType.MANUAL,
                 template=template,
             )
-        elif (linked := store.load(task_id).task).template != template.key:
+        elif (linked := store.task(task_id)).template != template.key:
             raise RequestError(f"task {task_id} is a '{linked.name}' task; this flow runs '{template.task_name}' tasks")
         elif prefect_run.is_retry_of_this_run() and linked.status is TaskStatus.FAILED:
             logger.info(f"Prefect retries this flow run: OCP's retry of task {task_id}")
@@ -144,11 +144,11 @@ def execute(store: TaskStore, task_id: int, inv: Inventory, options: RestartOpti
     """Run what the recorded task has left to run, under a lease: one Prefect task run per subtask. Returns the
     task as it ended; artifacts are published however the run ends (an interruption is re-raised after)."""
     logger = get_run_logger()
-    record = store.load(task_id)
-    if record.task.status is not TaskStatus.RUNNING:
-        logger.warning(f"task {task_id} is {record.task.status.value}; nothing to run")
-        return record
-    hosts = {h.id: h for h in inv.select(record.task.host_ids)}
+    task = store.task(task_id)
+    if task.status is not TaskStatus.RUNNING:
+        logger.warning(f"task {task_id} is {task.status.value}; nothing to run")
+        return store.load(task_id)
+    hosts = {h.id: h for h in inv.select(task.host_ids)}
     threshold = options.failure_threshold(len(hosts))
     lease = Lease(store, task_id, config.lease_seconds)
     with lease:

@@ -58,6 +58,7 @@ class TaskStore:
         self.load = self.tasks.load
         self.load_many = self.tasks.load_many
         self.progress = self.tasks.progress
+        self.task = self.tasks.task
         self.task_ids = self.tasks.task_ids
         self.apply = self.transitions.apply
         self.canceling = self.transitions.canceling

@@ -14,7 +14,7 @@ from ..errors import HostBusyError, UnknownTaskError
 from ..machine import LAUNCH_GRACE_SECONDS
 from ..models import Operation, SubtaskStatus, TaskStatus, TaskType, format_time, now
 from ..plan import Plan
-from ..records import TaskRecord
+from ..records import Task, TaskRecord
 from .database import Database
 from .hosts import lock_hosts
 from .rows import subtask_from_row, task_from_row
@@ -156,6 +156,15 @@ class Tasks:
     def load(self, task_id: int) -> TaskRecord:
         with self.db.read() as conn:
             return load_record(conn, task_id)
+
+    def task(self, task_id: int) -> Task:
+        """The task's row alone, for callers that need none of its subtasks (a 1,000-host task's full load builds
+        5,004 subtask records: ~60 ms of CPU)."""
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).mappings().first()
+        if row is None:
+            raise UnknownTaskError(task_id)
+        return task_from_row(row)
 
     def progress(self, task_id: int) -> tuple[str, list[tuple[int, str, str, int | None, str | None, str | None]]]:
         """What a progress view shows, in one read: the task's status and, in plan order, each subtask's id, name,

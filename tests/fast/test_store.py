@@ -101,6 +101,14 @@ def test_a_progress_read_shows_what_a_full_load_shows(store):
         store.progress(999)
 
 
+def test_a_task_read_alone_is_the_records_task(store):
+    """store.task(id) reads the task's row alone and gives what a full load's ``.task`` gives."""
+    task_id = create(store, [1, 2])
+    assert store.task(task_id) == store.load(task_id).task
+    with pytest.raises(UnknownTaskError, match="The task 999 does not exist"):
+        store.task(999)
+
+
 def test_log_lines_keep_their_order(store):
     """The separator comes first, then lines in the order written."""
     sid = store.load(create(store, [1])).subtasks[0].id

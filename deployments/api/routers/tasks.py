@@ -60,7 +60,7 @@ def operate(
 
 def _relaunch(store: TaskStore, launcher: Launcher, task_id: int) -> None:
     """Run the flow again for a task an operation has just reopened; if it cannot start, the task is FAILED."""
-    task = store.load(task_id).task
+    task = store.task(task_id)
     try:
         launcher.launch(task_id, list(task.host_ids), task.options, template=task.template)
     except Exception as exc:
