@@ -171,8 +171,9 @@ _DONE = ("SUCCESSFUL", "FAILED")
 # The progress view takes at most about this share of the run's process: it waits at least (1 / share - 1) times
 # as long as its last update took. A 1,000-host task's update (5,004 rows read, counted and drawn) costs ~25 ms of
 # the GIL the run's workers queue for; every 0.3 s that was 10-18 CPU-s of a ~200 s run (#23). A 100-host task's
-# (~3 ms) still updates every 0.3 s.
+# (~3 ms) still updates every 0.3 s. One slow read (the store busy for a moment) must not freeze the view for long.
 PROGRESS_SHARE = 0.05
+PROGRESS_WAIT_MAX = 5.0
 
 
 class Progress:
@@ -262,7 +263,7 @@ class Progress:
                 if stopping or ended:
                     return
                 spent = time.monotonic() - began
-                self._stop.wait(max(self.interval, spent * (1 / PROGRESS_SHARE - 1)))
+                self._stop.wait(max(self.interval, min(PROGRESS_WAIT_MAX, spent * (1 / PROGRESS_SHARE - 1))))
         except BaseException as exc:  # surfaced by __exit__ in the caller's thread
             self.error = exc
             self.finished.set()

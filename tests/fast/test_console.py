@@ -95,6 +95,25 @@ class TestProgress:
         # The last call may be the one the exit asks for at once; the first two are 0.025 s of load + 0.475 s apart.
         assert 2 <= len(calls) <= 4 and calls[1] - calls[0] >= 0.45, [b - a for a, b in zip(calls, calls[1:])]
 
+    def test_one_slow_load_does_not_freeze_the_view(self, monkeypatch):
+        """The wait after a slow update is capped (PROGRESS_WAIT_MAX): a store busy for a moment costs one late
+        update, not minutes of a frozen view."""
+        import time
+
+        monkeypatch.setattr(console, "PROGRESS_WAIT_MAX", 0.2)
+        calls = []
+
+        def load():
+            calls.append(time.monotonic())
+            if len(calls) == 1:
+                time.sleep(0.2)  # uncapped, the next update would wait 19 x 0.2 = 3.8 s
+            return _rows(1), False
+
+        out = Console(file=io.StringIO(), force_terminal=False, color_system=None)
+        with console.Progress(load, interval=0.01, console=out):
+            time.sleep(1.0)
+        assert len(calls) >= 3 and calls[1] - calls[0] < 1.0, [b - a for a, b in zip(calls, calls[1:])]
+
     def test_a_failing_load_is_raised_in_the_callers_thread(self):
         """An error while loading the task ends the progress and is raised where it was entered."""
 
