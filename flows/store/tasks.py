@@ -43,12 +43,18 @@ _TASK_STATUS = sa.select(tasks.c.status).where(tasks.c.id == sa.bindparam("task_
 SORTABLE = ("id", "name", "status", "type", "create_time", "start_time", "finish_time")
 
 
+def _task_row(conn: Connection, task_id: int, *, for_update: bool = False) -> RowMapping:
+    """The task's row (UnknownTaskError if there is none); ``for_update`` locks it."""
+    query = sa.select(tasks).where(tasks.c.id == task_id)
+    row = conn.execute(query.with_for_update() if for_update else query).mappings().first()
+    if row is None:
+        raise UnknownTaskError(task_id)
+    return row
+
+
 def load_record(conn: Connection, task_id: int, *, for_update: bool = False) -> TaskRecord:
     """The task and its subtasks as the caller's transaction sees them; ``for_update`` locks the task's row."""
-    query = sa.select(tasks).where(tasks.c.id == task_id)
-    task = conn.execute(query.with_for_update() if for_update else query).mappings().first()
-    if task is None:
-        raise UnknownTaskError(task_id)
+    task = _task_row(conn, task_id, for_update=for_update)
     rows = (
         conn.execute(sa.select(subtasks).where(subtasks.c.task_id == task_id).order_by(subtasks.c.seq)).mappings().all()
     )
@@ -161,10 +167,7 @@ class Tasks:
         """The task's row alone, for callers that need none of its subtasks (a 1,000-host task's full load builds
         5,004 subtask records: ~60 ms of CPU)."""
         with self.db.read() as conn:
-            row = conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).mappings().first()
-        if row is None:
-            raise UnknownTaskError(task_id)
-        return task_from_row(row)
+            return task_from_row(_task_row(conn, task_id))
 
     def progress(self, task_id: int) -> tuple[str, list[tuple[int, str, str, int | None, str | None, str | None]]]:
         """What a progress view shows, in one read: the task's status and, in plan order, each subtask's id, name,
