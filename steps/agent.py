@@ -176,6 +176,14 @@ OBSERVE = Script(
     f's=-; {_READ_STAT}; if [ -n "$st" ]; then set -- ${{st##*) }}; s=${{20:--}}; fi; '
     f'echo "$n $p $s"; done; printf \'version \'; "$ctl" version 2>/dev/null; echo; echo {MARK}; exec "$ctl" status',
 )
+# How long one process has run: `uptime SECONDS` (/proc/uptime), then `NAME PID START-TIME` (``-``: no such process),
+# as OBSERVE's head (``parse_elapsed``). Restart pos proxy asks it when the service came back with its old pid: on a
+# host that creates processes fast, the freed pid can be the next one handed out (seen at 1,000 sandbox hosts).
+AGE = Script(
+    "age",
+    'set -f; n=$1 p=$2; up=0; { read -r up _ </proc/uptime; } 2>/dev/null; echo "uptime $up"; '
+    f's=-; {_READ_STAT}; if [ -n "$st" ]; then set -- ${{st##*) }}; s=${{20:--}}; fi; echo "$n $p $s"',
+)
 SCRIPTS = (  # what a restart's steps send
     STATUS_IF_CLI,
     STOP_ALL,
@@ -187,6 +195,7 @@ SCRIPTS = (  # what a restart's steps send
     START_THEN_HEALTH,
     PREPARE_PROBE,
     SIGNAL,
+    AGE,
 )
 VIEW_SCRIPTS = (OBSERVE,)  # what reading the agent sends (the API's GET .../agent); no restart step sends it
 CLOCK_TICKS = 100  # USER_HZ: the unit of /proc/PID/stat's start time on Linux (sysconf(_SC_CLK_TCK))
@@ -384,6 +393,11 @@ class ProcessControl:
 
     def status(self, deadline: float, *, quiet: bool = False) -> Status:
         raise NotImplementedError
+
+    def age(self, name: str, pid: int, deadline: float) -> float | None:
+        """How many seconds process ``pid`` (an agent process ``name``) has run, or None if it is gone."""
+        result = self._exec(AGE.render(name, *integers({pid})), deadline)
+        return parse_elapsed(result.stdout, {name: pid}).get(name)
 
     def signal(self, pids: set[int], sig: str, deadline: float) -> None:
         """``kill -SIG PIDS``, quietly (some may be gone already). ``sig``: TERM or KILL."""

@@ -59,15 +59,20 @@ def restart_pos_proxy(step: Step) -> None:
             f"ocp_agentd is not running, so {POS_PROXY} cannot be restarted alone; Start all will start it"
         )
         return
-    old = before.pids.get(POS_PROXY)
+    # A process is its pid and its start time: the restarted pos_proxy may get its predecessor's pid back.
+    old = (before.pids.get(POS_PROXY), before.starts.get(POS_PROXY))
     now = agent.ctl_then_status("restart", POS_PROXY, deadline, doing=f"restarting {POS_PROXY}")
     after = agent.wait_until(
-        lambda s: s.pids.get(POS_PROXY) not in (None, old) and not s.problem((POS_PROXY,)),
+        lambda s: (
+            POS_PROXY in s.pids and (s.pids[POS_PROXY], s.starts.get(POS_PROXY)) != old and not s.problem((POS_PROXY,))
+        ),
         deadline,
-        what=f"{POS_PROXY} runs with a new pid and listens",
+        what=f"{POS_PROXY} runs as a new process and listens",
         first=now,
     )
-    step.log.info(f"{POS_PROXY} restarted: pid {old} -> {after.pids[POS_PROXY]}")
+    new = after.pids[POS_PROXY]
+    reused = " (its old pid again, a new process: the pid was reused)" if new == old[0] else ""
+    step.log.info(f"{POS_PROXY} restarted: pid {old[0]} -> {new}{reused}")
 
 
 def stop_all(step: Step) -> None:

@@ -301,6 +301,13 @@ class FakeAgent:
         ]
         return result(command, "".join(lines))
 
+    def _script_age(self, command: str, args: list[str]) -> Answer:
+        """``steps.agent.AGE``: the fake clock's uptime (its ticks) and the process's start time."""
+        name, pid = args
+        proc = self.processes.get(int(pid)) if pid.isdigit() else None
+        start = "-" if proc is None or proc.zombie else str(proc.start)
+        return result(command, f"uptime {self._ticks / CLOCK_TICKS:.2f}\n{name} {pid} {start}\n")
+
     def _script_live(self, command: str, args: list[str]) -> Answer:
         return result(command, self._proc_stats(args))
 

@@ -205,6 +205,28 @@ class TestRestartPosProxy:
         assert agent.ctl_calls[-3:] == [["status"]] * 3  # the one after `service start`, then two polls
         assert f"{POS_PROXY} restarted: pid {old} -> {agent.pids()[POS_PROXY]}" in step.log.text
 
+    def test_its_old_pid_again_is_a_new_process_if_younger_than_the_restart(self):
+        """The restarted service got its predecessor's pid back (pids are reused: seen at 1,000 sandbox hosts, where
+        Restart pos proxy then waited out its 60 s for "a new pid"): one AGE round trip tells a new process."""
+        agent = FakeAgent()
+        agent.reuse_pids = True
+        old = agent.pids()[POS_PROXY]
+        step = FakeStep.on(agent)
+        work.restart_pos_proxy(step)
+        assert agent.pids()[POS_PROXY] == old and agent.ctl_calls[-1] == ["status"]
+        assert agent_module.AGE.parse(agent.commands[-1]) == [POS_PROXY, str(old)]
+        assert f"{POS_PROXY} restarted: pid {old} -> {old} (its old pid again, a new process" in step.log.text
+
+    def test_age_tells_an_old_process_and_a_gone_one(self):
+        """AGE: a service started before the clock moved on is seconds old (not a restart's); a gone pid has no
+        age."""
+        agent = FakeAgent()
+        agent.duplicate("ocp_monagent")  # the clock moves on: the services are older than a restart now
+        old = agent.pids()[POS_PROXY]
+        control = agent_module.AgentControl(FakeRunner(agent), agent.home, lambda line: None)
+        assert control.age(POS_PROXY, old, time.monotonic() + 5) >= 1.0
+        assert control.age(POS_PROXY, 999_999, time.monotonic() + 5) is None
+
     def test_a_stopped_agent_is_left_to_start_all(self):
         """agentd down: a warning, no service command sent."""
         agent = FakeAgent(running=False)
