@@ -89,11 +89,12 @@ def _run(agent: AgentControl, alias: str, action: Action, deadline: float, pids:
             f"The OCP-Agent status of the host does not support this operation: ocp_agentd is not running, so "
             f"{alias} cannot be {'restarted' if action == 'restart' else 'stopped'} alone; restart the agent instead"
         )
-    old = pids[0] = before.pids.get(alias, 0)
+    old, began = before.pids.get(alias, 0), time.monotonic()
+    pids[0] = old
     commands = [("service", "stop", alias)] + ([("service", "start", alias)] if action == "restart" else [])
     after = agent.ctl_then_status(*commands, deadline=deadline, doing=f"{action} {alias}")
     new = pids[1] = after.pids.get(alias, 0)
-    if action == "restart" and (not new or new == old):
+    if action == "restart" and not agent.restarted(alias, new or None, old or None, began, deadline):
         raise AgentError(f"{alias} did not come back with a new pid (before {old or '-'}, after {new or '-'})")
     if action == "stop" and new:
         raise AgentError(f"{alias} is still running after the stop (pid {new})")

@@ -179,6 +179,9 @@ OBSERVE = Script(
 # How long one process has run: `uptime SECONDS` (/proc/uptime), then `NAME PID START-TIME` (``-``: no such process),
 # as OBSERVE's head (``parse_elapsed``). Restart pos proxy asks it when the service came back with its old pid: on a
 # host that creates processes fast, the freed pid can be the next one handed out (seen at 1,000 sandbox hosts).
+# A process with its predecessor's pid is that predecessor unless it is younger than the restart, give or take the
+# host's clock ticks (1/100 s) and /proc/uptime's rounding.
+AGE_SLACK_SECONDS = 0.5
 AGE = Script(
     "age",
     'set -f; n=$1 p=$2; up=0; { read -r up _ </proc/uptime; } 2>/dev/null; echo "uptime $up"; '
@@ -398,6 +401,15 @@ class ProcessControl:
         """How many seconds process ``pid`` (an agent process ``name``) has run, or None if it is gone."""
         result = self._exec(AGE.render(name, *integers({pid})), deadline)
         return parse_elapsed(result.stdout, {name: pid}).get(name)
+
+    def restarted(self, name: str, pid: int | None, old: int | None, began: float, deadline: float) -> bool:
+        """Whether ``pid`` (what status names for ``name`` now) is a process started in place of ``old`` since
+        ``began`` (time.monotonic()): another pid, or ``old`` again (pids are reused) on a process younger than the
+        restart (one AGE round trip, only then)."""
+        if pid is None or pid != old:
+            return pid is not None
+        age = self.age(name, pid, deadline)
+        return age is not None and age <= time.monotonic() - began + AGE_SLACK_SECONDS
 
     def signal(self, pids: set[int], sig: str, deadline: float) -> None:
         """``kill -SIG PIDS``, quietly (some may be gone already). ``sig``: TERM or KILL."""

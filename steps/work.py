@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from .agent import POS_PROXY, PROCESSES, SERVICES, AgentControl, AgentStatus, ProcessControl, error_of
+from .agent import POS_PROXY, PROCESSES, SERVICES, AgentControl, ProcessControl, error_of
 from .errors import AgentError
 from .step import Step
 
@@ -20,9 +20,6 @@ STOP_RESERVE_MAX = 15.0  # seconds kept after `ocp_agentctl stop` to TERM/KILL l
 # the floor's 3). A process that crashed since has another pid (or none); one that hangs alive is what the minutes
 # of trust risk, as the seconds did.
 SERVED_FRESH_SECONDS = 300.0
-# A process with its predecessor's pid is that predecessor unless it is younger than the restart, give or take the
-# host's clock ticks (1/100 s) and /proc/uptime's rounding.
-AGE_SLACK_SECONDS = 0.5
 
 
 def agent_of(step: Step) -> AgentControl:
@@ -80,16 +77,12 @@ def restart_pos_proxy(step: Step) -> None:
         deadline=deadline,
         doing=f"restarting {POS_PROXY}",
     )
-
-    def restarted(status: AgentStatus) -> bool:
-        pid = status.pids.get(POS_PROXY)
-        if pid is None or pid != old:
-            return pid is not None
-        # Its old pid again: a new process if it is younger than this restart (pids are reused), else the old one.
-        age = agent.age(POS_PROXY, pid, deadline)
-        return age is not None and age <= time.monotonic() - began + AGE_SLACK_SECONDS
-
-    after = agent.wait_until(restarted, deadline, what=f"{POS_PROXY} runs as a new process", first=now)
+    after = agent.wait_until(
+        lambda s: agent.restarted(POS_PROXY, s.pids.get(POS_PROXY), old, began, deadline),
+        deadline,
+        what=f"{POS_PROXY} runs as a new process",
+        first=now,
+    )
     new = after.pids[POS_PROXY]
     reused = " (its old pid again, a new process: the pid was reused)" if new == old else ""
     step.log.info(f"{POS_PROXY} restarted: pid {old} -> {new}{reused}")

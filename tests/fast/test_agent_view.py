@@ -276,3 +276,20 @@ class TestRoutes:
         refused = client.post("/compute/hosts/1001/agent/processes/ocp_monagent/stop")
         assert (refused.status_code, refused.json()["error"]["code"]) == (403, 3100)
         assert store.processes.list() == []
+
+
+def test_a_process_restart_that_gets_its_old_pid_back_is_a_restart():
+    """POST .../processes/restart: the service came back with its predecessor's pid (pids are reused) but is a new
+    process: no "did not come back with a new pid" failure (one AGE round trip tells)."""
+    from deployments.sandbox.fake_agent import FakeAgent
+    from flows.process_ops import _run
+    from steps.agent import AGE, POS_PROXY, AgentControl
+    from steps.testing import FakeRunner
+
+    agent = FakeAgent()
+    agent.reuse_pids = True
+    old = agent.pids()[POS_PROXY]
+    pids: list[int | None] = [None, None]
+    control = AgentControl(FakeRunner(agent), agent.home, lambda line: None)
+    _run(control, POS_PROXY, "restart", time.monotonic() + 10, pids)
+    assert pids == [old, old] and AGE.parse(agent.commands[-1]) == [POS_PROXY, str(old)]
