@@ -179,14 +179,14 @@ OBSERVE = Script(
 # How long one process has run: `uptime SECONDS` (/proc/uptime), then `NAME PID START-TIME` (``-``: no such process),
 # as OBSERVE's head (``parse_elapsed``). Restart pos proxy asks it when the service came back with its old pid: on a
 # host that creates processes fast, the freed pid can be the next one handed out (seen at 1,000 sandbox hosts).
-# A process with its predecessor's pid is that predecessor unless it is younger than the restart, give or take the
-# host's clock ticks (1/100 s) and /proc/uptime's rounding.
-AGE_SLACK_SECONDS = 0.5
 AGE = Script(
     "age",
     'set -f; n=$1 p=$2; up=0; { read -r up _ </proc/uptime; } 2>/dev/null; echo "uptime $up"; '
     f's=-; {_READ_STAT}; if [ -n "$st" ]; then set -- ${{st##*) }}; s=${{20:--}}; fi; echo "$n $p $s"',
 )
+# A process with its predecessor's pid is that predecessor unless it is younger than the restart, give or take the
+# host's clock ticks (1/100 s) and /proc/uptime's rounding.
+AGE_SLACK_SECONDS = 0.5
 SCRIPTS = (  # what a restart's steps send
     STATUS_IF_CLI,
     STOP_ALL,
