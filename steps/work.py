@@ -62,7 +62,8 @@ def prepare_stop(step: Step) -> None:
 
 
 def restart_pos_proxy(step: Step) -> None:
-    """Restart the command channel (4.x: ocp_mgragent) and wait until it runs with a new pid."""
+    """Restart the command channel (4.x: ocp_mgragent) and wait until it runs as a new process (a new pid, or its
+    old pid on a process younger than the restart: ``ProcessControl.restarted``)."""
     agent, deadline = agent_of(step), step.deadline
     before = agent.status(deadline)
     if not before.running:

@@ -2,7 +2,7 @@
 own tools: the same five stages as ``steps.work``, its own commands.
 
     Prepare            the probe (what a restart cannot fix), the processes, ``ocp_agent_ctl.py version``
-    Restart pos proxy  ``ocp_agent_ctl.py restart pos_proxy``; pos_proxy runs with a new pid and listens
+    Restart pos proxy  ``ocp_agent_ctl.py restart pos_proxy``; pos_proxy runs as a new process and listens
     Stop all           pid files naming strangers removed, ``ocp_agent_ctl.py stop ocp_agent``, leftovers in /proc
                        TERM -> KILL
     Start all          ``ocp_agent_ctl.py start ocp_agent``; every basic process runs with a new pid, pos_proxy listens
@@ -51,7 +51,8 @@ def prepare_stop(step: Step, status: StatusV3 | None = None) -> None:
 
 
 def restart_pos_proxy(step: Step) -> None:
-    """``ocp_agent_ctl.py restart pos_proxy``; wait until pos_proxy runs with a new pid and listens."""
+    """``ocp_agent_ctl.py restart pos_proxy``; wait until pos_proxy runs as a new process (pid and start time) and
+    listens."""
     agent, deadline = agent_of(step), step.deadline
     before = agent.status(deadline)
     if not before.running:
